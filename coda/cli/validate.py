@@ -1,0 +1,36 @@
+"""`coda validate TARGET`: print the accuracy tables that check coda against measured data.
+
+Each target is a library function returning a list of `(title, DataFrame)` sections; this
+module only maps names to those functions and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from coda.cli._output import print_json, print_table
+
+# name -> "module:function"; the function takes no arguments and returns [(title, DataFrame)].
+TARGETS: dict[str, str] = {
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    module_name, func_name = TARGETS[args.target].split(":")
+    sections = getattr(importlib.import_module(module_name), func_name)()
+    if args.json:
+        print_json({title: df.to_dict(orient="records") for title, df in sections})
+    else:
+        for i, (title, df) in enumerate(sections):
+            if i:
+                print()
+            print_table(df, title=title)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="compare coda's predictions with measured data")
+    p.add_argument("target", choices=sorted(TARGETS), help="what to validate")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_run)

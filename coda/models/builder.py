@@ -1,0 +1,249 @@
+"""Build a model's operator graphs for one phase: `build(cfg, phase, batch, seq_len, ...)`.
+
+Dimension legend: b = batch (sequences), s = query tokens per sequence, c = keys attended to,
+T = b*s tokens, h = hidden, e = embedding width (h unless projected), a/g = query/kv heads,
+d = head dim, f = FFN width, V = vocabulary, E/k = experts / experts per token, t = tensor-
+parallel width. A suffix `_t` is the per-device share after the Megatron split: column-parallel
+QKV and MLP-up (a_t = a/t, g_t = g/t or 1 when kv heads are replicated, f_t = f/t), row-parallel
+output and MLP-down, vocabulary-parallel embedding and LM head (V_t = ceil(V/t)).
+
+Per transformer block, forward (Shoeybi et al. 2019, fig. 3; Korthikanti et al. 2022, fig. 5
+for sequence parallelism):
+  ln1 -> [all_gather] -> qkv -> [rope] -> attention (fused, or bmm/mask/softmax/bmm) -> out_proj
+  -> [all_reduce | reduce_scatter] -> add -> ln2 -> [all_gather] -> mlp_up -> act -> mlp_down
+  -> [all_reduce | reduce_scatter] -> add
+MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
+(ceil(T*k/E) tokens per expert). Dropout is not modelled (0 in current LLM pre-training).
+"""
+
+from __future__ import annotations
+
+import math
+
+from coda.errors import ConfigError
+from coda.models import ops as O
+from coda.models.backward import backward_graph
+from coda.models.config import ModelConfig
+from coda.models.graph import ModelGraph, OpGraph
+from coda.models.ops import Op
+from coda.units import dtype_bytes
+
+PHASES = ("forward", "backward", "optimizer", "prefill", "decode")
+ATTENTION_IMPLS = ("fused", "unfused")
+
+# Approximate FLOPs per element of the MLP activation (vector-unit work only).
+ACTIVATION_FLOPS = {"gelu": 8, "relu": 1, "swiglu": 5}  # gelu: tanh form; swiglu: sigmoid, 2 mul
+ROPE_FLOPS_PER_ELEMENT = 3  # x*cos + rotate(x)*sin
+# Mixed-precision Adam (Megatron style, fp32 main gradients): per parameter, read fp32 weight,
+# m, v and gradient (16 B); write fp32 weight, m, v (12 B) and the low-precision copy.
+ADAM_FLOPS_PER_PARAM = 12  # m, v updates (7), bias-corrected step with sqrt and divide (5)
+
+
+class _Dims:
+    """Resolved per-device sizes of one build, validated once."""
+
+    def __init__(self, cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, sp: bool,
+                 context_len: int | None) -> None:
+        if phase not in PHASES:
+            raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
+        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp)):
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}={v!r} must be a positive integer")
+        if context_len is not None and (not isinstance(context_len, int) or context_len < 0):
+            raise ConfigError(f"context_len={context_len!r} must be a non-negative integer")
+        if phase in ("forward", "backward", "optimizer") and context_len:
+            raise ConfigError(f"context_len applies to prefill and decode, not to the {phase} phase")
+        self.b = batch
+        if phase == "decode":
+            self.s = 1
+            self.c = (seq_len - 1 if context_len is None else context_len) + 1
+        else:
+            self.s = seq_len
+            self.c = seq_len + (context_len or 0)
+        if cfg.position == "learned" and self.c > cfg.max_seq_len:
+            raise ConfigError(
+                f"{cfg.name}: {self.c} positions exceed its learned position table of {cfg.max_seq_len}; "
+                f"use seq_len + context_len <= {cfg.max_seq_len}"
+            )
+        self.T = batch * self.s
+        self.t = tp
+        a, g = cfg.n_heads, cfg.n_kv_heads
+        assert g is not None
+        if a % tp:
+            raise ConfigError(f"{cfg.name}: tp={tp} must divide n_heads={a}; valid tp: {_divisors(a)}")
+        if g % tp and tp % g:
+            raise ConfigError(f"{cfg.name}: tp={tp} must divide n_kv_heads={g} or be a multiple of it (to replicate)")
+        if cfg.ffn_hidden % tp:
+            raise ConfigError(f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}")
+        self.a_t, self.g_t, self.f_t = a // tp, max(g // tp, 1), cfg.ffn_hidden // tp
+        self.V_t = math.ceil(cfg.vocab_size / tp)
+        self.sp = sp and tp > 1
+        if self.sp and self.T % tp:
+            raise ConfigError(f"sequence parallelism needs tp={tp} to divide the {self.T} tokens of the batch")
+        self.T_sp = self.T // tp if self.sp else self.T  # rows of norms and residual adds
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in (1, 2, 4, 8, 16, 32, 64, 128) if n % d == 0]
+
+
+def _tp_exit(g: OpGraph, x: _Dims, name: str, n_bytes: float, dtype: str, prev: Op) -> Op:
+    """End of a tensor-parallel region: all-reduce, or reduce-scatter with sequence parallelism."""
+    if x.t == 1:
+        return prev
+    kind = "reduce_scatter" if x.sp else "all_reduce"
+    return g.add(O.collective(kind, n_bytes, x.t, dtype, name=f"{name}.{kind}"), after=[prev])
+
+
+def _tp_entry(g: OpGraph, x: _Dims, name: str, n_bytes: float, dtype: str, prev: Op) -> Op:
+    """Start of a tensor-parallel region: all-gather with sequence parallelism, else nothing."""
+    if not x.sp:
+        return prev
+    return g.add(O.collective("all_gather", n_bytes, x.t, dtype, name=f"{name}.all_gather"), after=[prev])
+
+
+def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op) -> Op:
+    d = cfg.head_dim
+    assert d is not None
+    if impl == "fused":
+        return g.add(O.attention(x.b, x.a_t, x.g_t, x.s, x.c, d, cfg.causal, dt, name="attention"), after=[prev])
+    bh = x.b * x.a_t
+    scores = g.add(O.matmul(x.s, d, x.c, batch=bh, dtype=dt, name="attn_scores"), after=[prev])
+    mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),
+                 after=[scores])
+    probs = g.add(O.softmax(bh * x.s, x.c, dt, name="attn_softmax"), after=[mask])
+    return g.add(O.matmul(x.s, x.c, d, batch=bh, dtype=dt, name="attn_context"), after=[probs, prev])
+
+
+def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
+    h, width = cfg.hidden, (2 if cfg.gated else 1) * x.f_t
+    act_inputs = 2 if cfg.gated else 1
+    if not cfg.is_moe:
+        up = g.add(O.matmul(x.T, h, width, dtype=dt, name="mlp_up", weight=True, bias=cfg.bias), after=[prev])
+        act = g.add(O.elementwise(x.T * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="mlp_act", fn=cfg.mlp),
+                    after=[up])
+        return g.add(O.matmul(x.T, x.f_t, h, dtype=dt, name="mlp_down", weight=True, bias=cfg.bias), after=[act])
+    E, k = cfg.n_experts, cfg.experts_per_token
+    per_expert = math.ceil(x.T * k / E)
+    router = g.add(O.matmul(x.T, h, E, dtype=dt, name="router", weight=True), after=[prev])
+    gates = g.add(O.softmax(x.T, E, dt, name="router_softmax"), after=[router])
+    dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
+    up = g.add(O.matmul(per_expert, h, width, batch=E, dtype=dt, name="expert_up", weight=True, bias=cfg.bias), after=[dispatch])
+    act = g.add(O.elementwise(E * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="expert_act",
+                              fn=cfg.mlp), after=[up])
+    down = g.add(O.matmul(per_expert, x.f_t, h, batch=E, dtype=dt, name="expert_down", weight=True, bias=cfg.bias), after=[act])
+    return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
+
+
+def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str) -> tuple[OpGraph, dict[str, list[Op]]]:
+    """One transformer block's forward graph, and the backward all-reduces of its TP inputs."""
+    g = OpGraph(name="block")
+    h, d, e = cfg.hidden, cfg.head_dim, dtype_bytes(dt)
+    assert d is not None
+    act_bytes = x.T * h * e
+    ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
+    pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
+    qkv = g.add(O.matmul(x.T, h, (x.a_t + 2 * x.g_t) * d, dtype=dt, name="qkv", weight=True, bias=cfg.bias), after=[pre])
+    q = qkv
+    if cfg.position == "rope":
+        q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
+                  after=[qkv])
+    attn = _attention(g, cfg, x, impl, dt, q)
+    proj = g.add(O.matmul(x.T, x.a_t * d, h, dtype=dt, name="out_proj", weight=True, bias=cfg.bias), after=[attn])
+    proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
+    add1 = g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="attn_residual", fn="add"), after=[proj])
+    ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
+    pre = _tp_entry(g, x, "mlp", act_bytes, dt, ln2)
+    out = _mlp(g, cfg, x, dt, pre)
+    out = _tp_exit(g, x, "mlp", act_bytes, dt, out)
+    g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="mlp_residual", fn="add"), after=[out, add1])
+    bwd_reduce: dict[str, list[Op]] = {}
+    if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward
+        first_mlp = "router" if cfg.is_moe else "mlp_up"
+        for region, first in (("attn", "qkv"), ("mlp", first_mlp)):
+            bwd_reduce[first] = [O.collective("all_reduce", act_bytes, x.t, dt, name=f"{region}.input_all_reduce")]
+    return g, bwd_reduce
+
+
+def _embedding(cfg: ModelConfig, x: _Dims, dt: str) -> OpGraph:
+    g = OpGraph(name="embedding")
+    emb_w, h, el = cfg.embed_dim or cfg.hidden, cfg.hidden, dtype_bytes(dt)
+    out = g.add(O.embedding(x.T, emb_w, x.V_t, dt, name="token_embedding"))
+    if cfg.embed_dim is not None:
+        out = g.add(O.matmul(x.T, emb_w, h, dtype=dt, name="project_in", weight=True), after=[out])
+    out = _tp_exit(g, x, "embedding", x.T * h * el, dt, out)
+    if cfg.position == "learned":
+        pos = g.add(O.embedding(x.T_sp, h, cfg.max_seq_len, dt, name="position_embedding"))
+        g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="embedding_add", fn="add"), after=[out, pos])
+    return g
+
+
+def _head(cfg: ModelConfig, x: _Dims, phase: str, dt: str) -> OpGraph:
+    g = OpGraph(name="head")
+    h, emb_w = cfg.hidden, cfg.embed_dim or cfg.hidden
+    out = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="final_norm"))
+    training = phase == "forward"
+    rows = x.T if training else x.b  # inference computes logits of the last position only
+    out = _tp_entry(g, x, "head", rows * h * dtype_bytes(dt), dt, out)
+    if cfg.embed_dim is not None:
+        out = g.add(O.matmul(rows, h, emb_w, dtype=dt, name="project_out", weight=True), after=[out])
+    logits = g.add(O.matmul(rows, emb_w, x.V_t, dtype=dt, name="lm_head", weight=not cfg.tied_embeddings),
+                   after=[out])
+    if training:
+        loss = g.add(O.softmax(rows, x.V_t, dt, name="cross_entropy"), after=[logits])
+        if x.t > 1:  # vocab-parallel cross entropy: max, target logit and sum of exp, fp32 per row
+            g.add(O.collective("all_reduce", 3 * rows * 4, x.t, dt, name="cross_entropy.all_reduce"), after=[loss])
+    return g
+
+
+def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
+    """Adam over the parameters the forward graph owns on this device (ZeRO sharding is placement's)."""
+    g = OpGraph(name=name)
+    n = int(round(fwd.param_bytes() / dtype_bytes(dt)))
+    low = dtype_bytes(dt) if dt != "fp32" else 0
+    g.add(Op(f"{name}.adam", "elementwise", (("n_elements", n), ("n_inputs", 4), ("n_outputs", 3), ("fn", "adam")),
+             flops=float(ADAM_FLOPS_PER_PARAM * n), bytes_read=16.0 * n, bytes_written=float((12 + low) * n),
+             param_bytes=0.0, dtype="fp32"))
+    return g
+
+
+def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
+          context_len: int | None = None, dtype: str = "bf16", attention: str = "fused") -> ModelGraph:
+    """Operator graphs of one device's share of `cfg` in one phase.
+
+    Args:
+        cfg: the model.
+        phase: ``forward`` (training forward with loss), ``backward``, ``optimizer`` (Adam step),
+            ``prefill`` (prompt of `seq_len` tokens after `context_len` cached ones; logits of
+            the last position) or ``decode`` (one token per sequence attending to itself and a
+            KV cache of `context_len` tokens, default `seq_len - 1`: the token at position `seq_len`).
+        batch: sequences, b.
+        seq_len: tokens per sequence, s (for decode: the new token's position when `context_len` is None).
+        tp: tensor-parallel width, t.
+        sequence_parallel: Megatron sequence parallelism (needs t to divide b*s).
+        context_len: cached tokens before this step (prefill and decode only).
+        dtype: element type of weights and activations.
+        attention: ``fused`` (one FlashAttention op) or ``unfused`` (bmm, mask, softmax, bmm).
+
+    Returns:
+        ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
+
+    Raises:
+        ConfigError: unknown phase or attention, non-positive sizes, t not dividing the heads
+            or the FFN width, sequences beyond a learned position table.
+    """
+    if attention not in ATTENTION_IMPLS:
+        raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
+    dtype_bytes(dtype)
+    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len)
+    graph_phase = "forward" if phase in ("backward", "optimizer") else phase
+    emb = _embedding(cfg, x, dtype)
+    block, bwd_reduce = _block(cfg, x, attention, dtype)
+    head = _head(cfg, x, graph_phase, dtype)
+    if phase == "backward":
+        emb, block, head = backward_graph(emb), backward_graph(block, bwd_reduce), backward_graph(head)
+    elif phase == "optimizer":
+        emb, block, head = (_optimizer(emb, "embedding", dtype), _optimizer(block, "block", dtype),
+                            _optimizer(head, "head", dtype))
+    layers = ((emb, 1), (block, cfg.n_layers), (head, 1))
+    return ModelGraph(cfg, phase, batch, seq_len, x.c - x.s, tp, x.sp, dtype, attention, layers)

@@ -1,0 +1,189 @@
+"""`ModelConfig`: the architecture of a decoder-only or encoder-only transformer LLM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coda.errors import ConfigError
+
+MLP_KINDS = ("gelu", "relu", "swiglu")
+NORM_KINDS = ("layernorm", "rmsnorm")
+POSITION_KINDS = ("learned", "rope")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A transformer LLM, described by the sizes that decide its FLOPs, bytes and parameters.
+
+    Dimension legend used throughout `coda.models`: l = `n_layers`, h = `hidden`,
+    a = `n_heads`, g = `n_kv_heads`, d = `head_dim`, f = `ffn_hidden`, V = `vocab_size`,
+    E = `n_experts`, k = `experts_per_token`.
+
+    `n_kv_heads` and `head_dim` may be left as None: they then resolve to `n_heads` and
+    `hidden // n_heads` (which must divide). Invalid values raise `ConfigError` naming the field.
+    """
+
+    name: str = field(metadata=_help("model name"))
+    n_layers: int = field(metadata=_help("transformer blocks, l"))
+    hidden: int = field(metadata=_help("model width, h"))
+    n_heads: int = field(metadata=_help("query heads, a"))
+    ffn_hidden: int = field(metadata=_help("MLP inner width per expert, f"))
+    vocab_size: int = field(metadata=_help("vocabulary, V"))
+    max_seq_len: int = field(metadata=_help("longest sequence (learned position table size)"))
+    n_kv_heads: int | None = field(default=None, metadata=_help("key/value heads, g (GQA/MQA); None = n_heads"))
+    head_dim: int | None = field(default=None, metadata=_help("per-head width, d; None = hidden / n_heads"))
+    mlp: str = field(default="gelu", metadata=_help("gelu | relu (two matrices) or swiglu (gated, three)"))
+    norm: str = field(default="layernorm", metadata=_help("layernorm | rmsnorm"))
+    position: str = field(default="learned", metadata=_help("learned (table of max_seq_len x h) | rope"))
+    causal: bool = field(default=True, metadata=_help("causal (decoder) or bidirectional (encoder) attention"))
+    tied_embeddings: bool = field(default=True, metadata=_help("LM head shares the input embedding"))
+    bias: bool = field(default=True, metadata=_help("linear layers and norms have biases"))
+    n_experts: int = field(default=1, metadata=_help("MoE experts per block, E (1 = dense)"))
+    experts_per_token: int = field(default=1, metadata=_help("experts each token is routed to, k"))
+    embed_dim: int | None = field(default=None, metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
+
+    def __post_init__(self) -> None:
+        for f in ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts", "experts_per_token"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer")
+        for f in ("n_kv_heads", "head_dim", "embed_dim"):
+            value = getattr(self, f)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer or None")
+        if self.head_dim is None:
+            if self.hidden % self.n_heads:
+                raise ConfigError(
+                    f"{self.name}: n_heads={self.n_heads} does not divide hidden={self.hidden}; "
+                    "give head_dim explicitly or change n_heads"
+                )
+            object.__setattr__(self, "head_dim", self.hidden // self.n_heads)
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        assert self.n_kv_heads is not None
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(f"{self.name}: n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
+        if self.embed_dim == self.hidden:
+            object.__setattr__(self, "embed_dim", None)
+        for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
+            if getattr(self, f) not in allowed:
+                raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
+        if self.experts_per_token > self.n_experts:
+            raise ConfigError(
+                f"{self.name}: experts_per_token={self.experts_per_token} exceeds n_experts={self.n_experts}"
+            )
+
+    # -- derived sizes ---------------------------------------------------------------------
+
+    @property
+    def q_dim(self) -> int:
+        """Width of all query heads, a*d (equals h unless head_dim is set independently)."""
+        return self.n_heads * self.head_dim  # type: ignore[operator]
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of all key (or value) heads, g*d."""
+        return self.n_kv_heads * self.head_dim  # type: ignore[operator]
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 1
+
+    @property
+    def gated(self) -> bool:
+        """Gated MLP (SwiGLU): gate and up projections, then down."""
+        return self.mlp == "swiglu"
+
+    @property
+    def norm_params(self) -> int:
+        """Parameters of one norm: gain (+ bias for LayerNorm)."""
+        return 2 * self.hidden if self.norm == "layernorm" else self.hidden
+
+    # -- parameter counts --------------------------------------------------------------------
+
+    def attention_params(self) -> int:
+        """Q, K, V and output projections: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases)."""
+        h, q, kv = self.hidden, self.q_dim, self.kv_dim
+        n = h * q + 2 * h * kv + q * h
+        if self.bias:
+            n += q + 2 * kv + h
+        return n
+
+    def mlp_params(self) -> int:
+        """One expert's MLP: `2*h*f` (gelu/relu) or `3*h*f` (swiglu), plus biases."""
+        h, f = self.hidden, self.ffn_hidden
+        n = (3 if self.gated else 2) * h * f
+        if self.bias:
+            n += (2 if self.gated else 1) * f + h
+        return n
+
+    def block_params(self) -> int:
+        """One transformer block: attention, E expert MLPs, the router (`h*E`) and two norms."""
+        router = self.hidden * self.n_experts if self.is_moe else 0
+        return self.attention_params() + self.n_experts * self.mlp_params() + router + 2 * self.norm_params
+
+    def embedding_params(self) -> int:
+        """Token table `V*e` (e = embed_dim or h), learned positions `max_seq_len*h`, input/output projections."""
+        e = self.embed_dim or self.hidden
+        n = self.vocab_size * e
+        if self.position == "learned":
+            n += self.max_seq_len * self.hidden
+        if self.embed_dim is not None:
+            n += 2 * e * self.hidden  # project_in and project_out (OPT-350m), no bias
+        return n
+
+    def head_params(self) -> int:
+        """Final norm plus the LM head (`V*e` unless tied to the embedding)."""
+        return self.norm_params + (0 if self.tied_embeddings else self.vocab_size * (self.embed_dim or self.hidden))
+
+    def param_count(self) -> int:
+        """Exact parameter count: embeddings + l blocks + final norm + untied LM head.
+
+        Not modelled (each under 0.01% of the total for the presets): BERT's token-type
+        table and pooler, OPT's position offset of 2 rows.
+        """
+        return self.embedding_params() + self.n_layers * self.block_params() + self.head_params()
+
+    def active_param_count(self) -> int:
+        """Parameters touched per token: with MoE only k of the E experts count."""
+        inactive = (self.n_experts - self.experts_per_token) * self.mlp_params() * self.n_layers
+        return self.param_count() - inactive
+
+    # -- serialisation -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Strict loader: unknown or missing keys raise `ConfigError` naming them."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{source}: unknown ModelConfig key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise ConfigError(f"{source}: missing ModelConfig key(s) {', '.join(missing)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ModelConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read model config {path}: {err}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,139 @@
+"""Read Hugging Face `config.json` files into `ModelConfig`.
+
+Supported `model_type`s and what each maps from (HF key -> ModelConfig field). Features that do
+not change matmul shapes are not modelled and are listed per family: parallel residuals
+(gpt_neox, phi), partial rotary (gpt_neox, phi), Qwen2's QKV biases, phi's single norm per block
+and LM-head bias. Their parameter effect is under 0.1% for the public checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from coda.errors import ConfigError
+from coda.models.config import ModelConfig
+
+_GATED_ACTS = {"silu", "swiglu", "swish"}
+
+
+def _require(cfg: Mapping[str, Any], key: str, model_type: str, source: str) -> Any:
+    if key not in cfg or cfg[key] is None:
+        raise ConfigError(f"{source}: {model_type} config lacks required key {key!r}")
+    return cfg[key]
+
+
+def _mlp_kind(act: str) -> str:
+    """Non-gated activations all share the two-matrix shape; relu is kept apart for the FLOP count."""
+    return "relu" if act == "relu" else "gelu"
+
+
+def _gpt2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    h = r("n_embd")
+    return dict(n_layers=r("n_layer"), hidden=h, n_heads=r("n_head"), ffn_hidden=c.get("n_inner") or 4 * h,
+                vocab_size=r("vocab_size"), max_seq_len=r("n_positions"),
+                mlp=_mlp_kind(c.get("activation_function", "gelu_new")), norm="layernorm", position="learned",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=True)
+
+
+def _opt(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
+                ffn_hidden=r("ffn_dim"), vocab_size=r("vocab_size"), max_seq_len=r("max_position_embeddings"),
+                mlp=_mlp_kind(c.get("activation_function", "relu")), norm="layernorm", position="learned",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=c.get("enable_bias", True),
+                embed_dim=c.get("word_embed_proj_dim"))
+
+
+def _bert(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
+                ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
+                max_seq_len=r("max_position_embeddings"), mlp=_mlp_kind(c.get("hidden_act", "gelu")),
+                norm="layernorm", position="learned", causal=False, tied_embeddings=True, bias=True)
+
+
+def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    act = c.get("hidden_act", "silu")
+    if act not in _GATED_ACTS:
+        raise ConfigError(f"hidden_act={act!r}: coda models this family's MLP as gated SiLU (SwiGLU) only")
+    heads = r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
+                n_kv_heads=c.get("num_key_value_heads") or heads, head_dim=c.get("head_dim"),
+                ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
+                max_seq_len=r("max_position_embeddings"), mlp="swiglu", norm="rmsnorm", position="rope",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", False),
+                bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)))
+
+
+def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    return {**_llama_like(c, r), "n_experts": r("num_local_experts"), "experts_per_token": r("num_experts_per_tok")}
+
+
+def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
+                ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
+                max_seq_len=r("max_position_embeddings"), mlp=_mlp_kind(c.get("hidden_act", "gelu")),
+                norm="layernorm", position="rope", causal=True,
+                tied_embeddings=c.get("tie_word_embeddings", False), bias=True)
+
+
+def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    heads = r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
+                n_kv_heads=c.get("num_key_value_heads") or heads, ffn_hidden=r("intermediate_size"),
+                vocab_size=r("vocab_size"), max_seq_len=r("max_position_embeddings"),
+                mlp=_mlp_kind(c.get("hidden_act", "gelu_new")), norm="layernorm", position="rope", causal=True,
+                tied_embeddings=c.get("tie_word_embeddings", False), bias=True)
+
+
+_FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
+    "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like,
+    "qwen2": _llama_like, "mixtral": _mixtral, "gpt_neox": _gpt_neox, "phi": _phi,
+}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def from_hf_config(path_or_dict: str | Path | Mapping[str, Any], name: str | None = None) -> ModelConfig:
+    """A `ModelConfig` from a Hugging Face `config.json` (a path or the parsed dict).
+
+    Args:
+        path_or_dict: the file, or its contents.
+        name: model name; default `_name_or_path`, else the file's stem, else the model_type.
+
+    Raises:
+        ConfigError: unreadable file, unsupported `model_type`, or a required key missing.
+    """
+    if isinstance(path_or_dict, Mapping):
+        cfg, source = path_or_dict, "config dict"
+    else:
+        path = Path(path_or_dict)
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"cannot read Hugging Face config {path}: {err}") from None
+        source = str(path)
+        name = name or path.stem
+    model_type = cfg.get("model_type")
+    if model_type not in _FAMILIES:
+        raise ConfigError(
+            f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(supported_model_types())}"
+        )
+    fields = _FAMILIES[model_type](cfg, lambda key: _require(cfg, key, model_type, source))
+    name = name or cfg.get("_name_or_path") or model_type
+    return ModelConfig(name=str(name), **fields)
+
+
+def load_config_file(path: str | Path) -> ModelConfig:
+    """A JSON file that is either a Hugging Face `config.json` (has `model_type`) or a coda ModelConfig."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read model config {path}: {err}") from None
+    if "model_type" in data:
+        return from_hf_config(data, name=path.stem)
+    return ModelConfig.from_dict(data, source=str(path))
