@@ -1,0 +1,215 @@
+"""A design space of accelerators: ranges per template field plus area and TDP constraints.
+
+Declared as data (one tuple of values per dimension), enumerated as the Cartesian product
+with numpy (area and TDP of every point computed at once), filtered by the constraints, and
+exposed as a DataFrame (`to_frame()`), a length (`len()`, no `Accelerator` built) and a lazy
+iterator of `Accelerator`. Each dimension is deduplicated, so the product has no duplicates.
+
+PHAZE's space (`DesignSpace.phaze()`): `n_tc`, `n_vc` in 1..4096, `tc_rows`, `tc_cols` in
+2..256, vector lanes tied to `tc_rows`, GLB 2..128 MiB (all powers of two); admitted when
+area <= the TPUv4-like chip's 22 nm area and (area >= 30% of it, or `n_tc == 1`, or
+`n_vc == 1`). That gives exactly the 29,360 configurations of PHAZE's `cores.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coda.arch import area as area_model
+from coda.arch import power as power_model
+from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.errors import ConfigError, InfeasibleDesign
+from coda.units import GiB, MiB
+
+
+def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
+    """All powers of two p with lo <= p <= hi."""
+    return tuple(1 << i for i in range(max(lo, 1).bit_length() - 1, hi.bit_length()) if lo <= 1 << i <= hi)
+
+
+# The dimensions, in enumeration order (`vc_lanes` is special: None ties it to `tc_rows`).
+_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes", "hbm_bw_bytes_per_s", "clock_hz")
+_POW2_DIMS = ("tc_rows", "tc_cols", "vc_lanes")
+_INT_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes")
+_AREA_TOL = 1e-12  # relative slack so a design exactly at the budget (e.g. the TPUv4-like) is admitted
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class DesignSpace:
+    """Ranges of the `Accelerator` template and the constraints a design must meet.
+
+    Defaults are PHAZE's ranges with no constraint; `DesignSpace.phaze()` adds PHAZE's area
+    budget. Sequences are deduplicated and sorted on construction.
+    """
+
+    n_tc: tuple[int, ...] = field(default=powers_of_two(1, 4096), metadata=_h("tensor cores"))
+    n_vc: tuple[int, ...] = field(default=powers_of_two(1, 4096), metadata=_h("vector cores"))
+    tc_rows: tuple[int, ...] = field(default=powers_of_two(2, 256), metadata=_h("tensor-core rows (powers of two)"))
+    tc_cols: tuple[int, ...] = field(default=powers_of_two(2, 256), metadata=_h("tensor-core columns (powers of two)"))
+    vc_lanes: tuple[int, ...] | None = field(default=None, metadata=_h("vector lanes; None = equal to tc_rows (PHAZE)"))
+    glb_bytes: tuple[int, ...] = field(default=tuple(m * MiB for m in powers_of_two(2, 128)), metadata=_h("GLB bytes"))
+    hbm_bytes: tuple[int, ...] = field(default=(32 * GiB,), metadata=_h("HBM capacities, bytes"))
+    hbm_bw_bytes_per_s: tuple[float, ...] = field(default=(1200e9,), metadata=_h("HBM bandwidths, bytes/s"))
+    clock_hz: tuple[float, ...] = field(default=(1.05e9,), metadata=_h("clocks, Hz"))
+    dtype_bytes: int = field(default=2, metadata=_h("operand width, bytes"))
+    link_bw_bytes_per_s: float = field(default=50e9, metadata=_h("per link, per direction, bytes/s"))
+    n_links: int = field(default=6, metadata=_h("inter-chip links"))
+    tech_nm: int = field(default=7, metadata=_h("node for TDP (area budget stays in the 22 nm model)"))
+    max_area_mm2: float | None = field(default=None, metadata=_h("area budget, 22 nm model, mm^2"))
+    min_area_fraction: float = field(default=0.0, metadata=_h("minimum fraction of max_area_mm2 used"))
+    exempt_single_core: bool = field(default=True, metadata=_h("n_tc == 1 or n_vc == 1 skip min_area_fraction (PHAZE)"))
+    max_tdp_w: float | None = field(default=None, metadata=_h("TDP budget, W"))
+
+    def __post_init__(self) -> None:
+        for name in _DIMS:
+            values = getattr(self, name)
+            if name == "vc_lanes" and values is None:
+                continue
+            if isinstance(values, (numbers.Real, str)) or values is None:
+                values = (values,)
+            values = tuple(values)
+            if not values:
+                raise ConfigError(f"DesignSpace.{name} is empty; give at least one value")
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a positive number")
+                if name in _INT_DIMS and not float(v).is_integer():
+                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; use whole numbers")
+                if name in _POW2_DIMS and int(v) & (int(v) - 1):
+                    lo = 1 << (int(v).bit_length() - 1)
+                    raise ConfigError(f"DesignSpace.{name} contains {v}, not a power of two; use {lo} or {2 * lo}")
+            cast = int if name in _INT_DIMS else float
+            object.__setattr__(self, name, tuple(sorted({cast(v) for v in values})))
+        if self.max_area_mm2 is not None and not self.max_area_mm2 > 0:
+            raise ConfigError(f"DesignSpace.max_area_mm2={self.max_area_mm2} must be positive (or None for no budget)")
+        if self.max_tdp_w is not None and not self.max_tdp_w > 0:
+            raise ConfigError(f"DesignSpace.max_tdp_w={self.max_tdp_w} must be positive (or None for no budget)")
+        if not 0.0 <= self.min_area_fraction <= 1.0:
+            raise ConfigError(f"DesignSpace.min_area_fraction={self.min_area_fraction} must lie in [0, 1]")
+        if self.min_area_fraction > 0 and self.max_area_mm2 is None:
+            raise ConfigError("DesignSpace.min_area_fraction needs max_area_mm2 (it is a fraction of that budget)")
+        # Validate the scalar fields once, through the template itself.
+        Accelerator(n_tc=1, tc_rows=2, tc_cols=2, n_vc=1, vc_lanes=2, glb_bytes=1, dtype_bytes=self.dtype_bytes,
+                    link_bw_bytes_per_s=self.link_bw_bytes_per_s, n_links=self.n_links, tech_nm=self.tech_nm)
+        cells = max(self.tc_rows) * max(self.tc_cols)
+        if cells > 65536 or max(self.vc_lanes or (0,)) > 65536:
+            raise ConfigError("DesignSpace: tc_rows*tc_cols and vc_lanes must stay <= 65536 (22 nm local-buffer table)")
+
+    @classmethod
+    def phaze(cls, **overrides: Any) -> DesignSpace:
+        """PHAZE's space: its ranges, area <= TPUv4-like (278.83 mm^2, 22 nm), >= 30% of it.
+
+        Args:
+            **overrides: any field to change, e.g. `max_tdp_w=200` or `hbm_bytes=(32*GiB, 64*GiB)`.
+        """
+        base = cls(max_area_mm2=tpuv4_like().area_mm2, min_area_fraction=0.3, exempt_single_core=True)
+        return replace(base, **overrides)
+
+    # --- enumeration --------------------------------------------------------------------
+    @property
+    def n_points(self) -> int:
+        """Size of the unconstrained product of the ranges."""
+        sizes = [len(getattr(self, d)) for d in _DIMS if not (d == "vc_lanes" and self.vc_lanes is None)]
+        return math.prod(sizes)
+
+    def _grid(self) -> dict[str, np.ndarray]:
+        dims = [d for d in _DIMS if not (d == "vc_lanes" and self.vc_lanes is None)]
+        axes = [np.asarray(getattr(self, d), dtype=np.int64 if d in _INT_DIMS else float) for d in dims]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        grid = {d: m.ravel() for d, m in zip(dims, mesh)}
+        if self.vc_lanes is None:
+            grid["vc_lanes"] = grid["tc_rows"].copy()
+        return {d: grid[d] for d in _DIMS}
+
+    def _evaluate(self, grid: dict[str, np.ndarray]) -> pd.DataFrame:
+        area = area_model.area_um2(grid["n_tc"], grid["tc_rows"], grid["tc_cols"], grid["n_vc"], grid["vc_lanes"],
+                                   grid["glb_bytes"]) / 1e6
+        df = pd.DataFrame(grid)
+        df["area_mm2"] = area
+        return df
+
+    def _with_power(self, df: pd.DataFrame) -> pd.DataFrame:
+        tdp = power_model.tdp_w(
+            df["n_tc"].to_numpy(), df["tc_rows"].to_numpy(), df["tc_cols"].to_numpy(), df["n_vc"].to_numpy(),
+            df["vc_lanes"].to_numpy(), df["glb_bytes"].to_numpy(), df["hbm_bw_bytes_per_s"].to_numpy(),
+            df["clock_hz"].to_numpy(), self.dtype_bytes, self.link_bw_bytes_per_s, self.n_links, self.tech_nm,
+        )
+        df = df.assign(tdp_w=np.broadcast_to(tdp, len(df)).astype(float))
+        df["peak_flops"] = 2.0 * df["n_tc"] * df["tc_rows"] * df["tc_cols"] * df["clock_hz"]
+        df["peak_flops_per_w"] = df["peak_flops"] / df["tdp_w"]
+        return df
+
+    @cached_property
+    def _admitted(self) -> pd.DataFrame:
+        df = self._evaluate(self._grid())
+        if self.max_area_mm2 is not None:
+            budget = self.max_area_mm2 * (1 + _AREA_TOL)
+            under = df[df["area_mm2"] <= budget]
+            if under.empty:
+                raise InfeasibleDesign(
+                    f"max_area_mm2={self.max_area_mm2:.4g} admits no design: areas in the ranges span "
+                    f"{df['area_mm2'].min():.4g}-{df['area_mm2'].max():.4g} mm^2 (22 nm model); raise "
+                    f"max_area_mm2 to at least {df['area_mm2'].min():.4g} or shrink the ranges"
+                )
+            floor = self.min_area_fraction * self.max_area_mm2 * (1 - _AREA_TOL)
+            keep = under["area_mm2"] >= floor
+            if self.exempt_single_core:
+                keep |= (under["n_tc"] == 1) | (under["n_vc"] == 1)
+            df = under[keep]
+            if df.empty:
+                raise InfeasibleDesign(
+                    f"min_area_fraction={self.min_area_fraction:g} (area >= {floor:.4g} mm^2) leaves no design "
+                    f"under max_area_mm2={self.max_area_mm2:.4g}: admitted areas reach only "
+                    f"{under['area_mm2'].max():.4g} mm^2; lower min_area_fraction to at most "
+                    f"{under['area_mm2'].max() / self.max_area_mm2:.3g} or widen the ranges"
+                )
+        df = self._with_power(df)
+        if self.max_tdp_w is not None:
+            cool = df[df["tdp_w"] <= self.max_tdp_w]
+            if cool.empty:
+                raise InfeasibleDesign(
+                    f"max_tdp_w={self.max_tdp_w:.4g} admits none of the {len(df)} designs that meet the area "
+                    f"constraints: their TDP spans {df['tdp_w'].min():.4g}-{df['tdp_w'].max():.4g} W at "
+                    f"{self.tech_nm} nm; raise max_tdp_w to at least {df['tdp_w'].min():.4g}"
+                )
+            df = cool
+        return df.reset_index(drop=True)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Admitted designs, one row each: the varying template fields, area_mm2 (22 nm), tdp_w,
+        peak_flops and peak_flops_per_w. Raises `InfeasibleDesign` if no design is admitted."""
+        return self._admitted.copy()
+
+    def __len__(self) -> int:
+        """Number of admitted designs (vectorised; no `Accelerator` is built)."""
+        return len(self._admitted)
+
+    def __iter__(self) -> Iterator[Accelerator]:
+        """Admitted designs as `Accelerator`s, built lazily in `to_frame()` order."""
+        cols = list(_DIMS)
+        fixed = dict(dtype_bytes=self.dtype_bytes, link_bw_bytes_per_s=self.link_bw_bytes_per_s,
+                     n_links=self.n_links, tech_nm=self.tech_nm)
+        for row in self._admitted[cols].itertuples(index=False, name=None):
+            values = dict(zip(cols, row))
+            yield Accelerator(**{k: (int(v) if k in _INT_DIMS else float(v)) for k, v in values.items()}, **fixed)
+
+    def head(self, n: int) -> list[Accelerator]:
+        """The first `n` admitted designs as `Accelerator`s."""
+        return list(itertools.islice(iter(self), n))
+
+    def describe(self) -> dict[str, Any]:
+        """The ranges and constraints as plain data (for printing next to results)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,226 @@
+"""TDP model of the accelerator template: every unit busy at once, from per-operation energies.
+
+    TDP = P_mac + P_glb + P_local + P_vector + P_hbm + P_links + P_static
+
+Dynamic terms are energy per operation x operations per second at full activity (every cycle,
+every MAC, every lane), which is what a thermal design power must cover. Per tensor core and
+cycle the model assumes a weight-stationary systolic array (TPU MXU style):
+
+* `rows * cols` MACs, each a `dtype` multiply plus a 32-bit accumulate;
+* `rows` input operands (`dtype_bytes` each) streamed from the global buffer (GLB);
+* `cols` 32-bit accumulators read and written in the core's local buffer;
+* weight tiles are stationary; their loads are amortised and not counted.
+
+Per vector core and cycle: `lanes` ALU operations (a `dtype` multiply and add, the lane's
+widest operation) with two operand reads and one result write in the vector core's local
+buffer. HBM is charged per bit at full bandwidth (plus the GLB writes that land the data),
+links per bit at full bandwidth in both directions, and leakage per mm^2 of node-scaled area.
+
+Sources of the constants (no constant is fitted to any chip's TDP):
+
+* [J21] Jouppi et al., "Ten Lessons From Three Generations Shaped Google's TPUv4i", ISCA 2021,
+  Table 2: 7 nm update of Horowitz's 45 nm energy table (Horowitz, "Computing's energy problem",
+  ISSCC 2014; 45 nm: fp16 mult 1.1 pJ, fp16 add 0.4 pJ, 8 KB SRAM 64-bit read 10 pJ).
+* [OC17] O'Connor et al., "Fine-Grained DRAM", MICRO 2017: HBM2 about 3.9 pJ/bit
+  (also the low end of [J21]'s HBM2 250-450 pJ per 64-bit access = 3.9-7.0 pJ/bit).
+* [TSMC] TSMC N5 page: ~30% lower power than N7 at the same speed; TSMC N4P press release
+  (26 Oct 2021): 22% better power efficiency than N5.
+* [J23] Jouppi et al., "TPU v4", ISCA 2023: TPU v4 chip + HBM power min 90 W, die < 600 mm^2.
+
+All functions take scalars or numpy arrays (broadcast), so a design space is evaluated at once.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from coda.arch import area as area_model
+from coda.errors import ConfigError
+from coda.units import KiB, MiB
+
+PJ = 1e-12
+
+# --- Arithmetic at 7 nm, pJ per operation [J21, Table 2] ---------------------------------
+MULT_PJ_7NM: Mapping[int, float] = MappingProxyType({
+    1: 0.07,   # int8 multiply [J21]
+    2: 0.34,   # fp16 multiply [J21] (bf16 is 0.21; fp16 is the conservative 16-bit choice)
+    4: 1.31,   # fp32 multiply [J21]
+})
+ADD_PJ_7NM: Mapping[int, float] = MappingProxyType({
+    1: 0.007,  # int8 add [J21]
+    2: 0.16,   # fp16 add [J21]
+    4: 0.38,   # fp32 add [J21]
+})
+ACCUMULATE_PJ_7NM: Mapping[int, float] = MappingProxyType({
+    1: 0.03,   # int32 add: int8 products accumulate in 32 bits [J21]
+    2: 0.38,   # fp32 add: 16-bit products accumulate in fp32 (TPU MXU, NVIDIA tensor cores) [J21]
+    4: 0.38,   # fp32 add [J21]
+})
+ACCUMULATOR_BYTES = 4
+"""Width of an accumulator (fp32 or int32) in the tensor core's local buffer."""
+
+# --- SRAM at 7 nm, pJ per 64-bit access [J21, Table 2] -----------------------------------
+_SRAM_BYTES = np.array([8 * KiB, 32 * KiB, 1 * MiB], dtype=float)
+_SRAM_PJ_PER_64B = np.array([7.5, 8.5, 14.0])
+SRAM_ACCESS_BYTES = 8
+"""[J21] quotes SRAM energy per 64-bit (8-byte) access."""
+
+# --- Off-chip ---------------------------------------------------------------------------
+HBM_PJ_PER_BIT = 3.9
+"""HBM2 energy per bit transferred [OC17]; also used for HBM2e/HBM3 (published HBM3 figures are
+3-4 pJ/bit); independent of the logic node."""
+LINK_PJ_PER_BIT = 5.0
+"""Off-package electrical SerDes (25-112 Gb/s lanes, TX+RX with equalisation): the ~5 pJ/bit
+class figure of long-reach transceivers in the ISSCC literature; one figure for ICI and NVLink."""
+
+# --- Leakage ---------------------------------------------------------------------------
+STATIC_W_PER_MM2 = 90.0 / 600.0
+"""0.15 W/mm^2: TPU v4's minimum measured power (90 W, chip + HBM) over its die (< 600 mm^2)
+[J23]. An upper bound on leakage density (it includes HBM self-refresh and idle clocks); held
+constant across 7/5/4 nm (leakage per transistor falls about as fast as density rises)."""
+
+# --- Technology scaling of on-chip dynamic energy, relative to 7 nm ----------------------
+ENERGY_FACTOR_VS_7NM: Mapping[int, float] = MappingProxyType({
+    7: 1.0,
+    5: 0.70,          # TSMC N5: ~30% lower power than N7 at the same speed [TSMC]
+    4: 0.70 / 1.22,   # TSMC N4(P): 22% better power efficiency than N5 [TSMC]
+})
+SUPPORTED_NODES_NM = tuple(ENERGY_FACTOR_VS_7NM)
+
+COMPONENTS = ("mac", "glb", "local_buffers", "vector", "hbm", "links", "static")
+"""Keys of `power_breakdown_w`, in display order."""
+
+
+def energy_factor(tech_nm: int) -> float:
+    """On-chip dynamic energy at `tech_nm` relative to 7 nm (1.0 at 7 nm)."""
+    try:
+        return ENERGY_FACTOR_VS_7NM[tech_nm]
+    except KeyError:
+        raise ConfigError(
+            f"tech_nm={tech_nm} has no sourced energy factors; use one of "
+            f"{', '.join(str(n) for n in SUPPORTED_NODES_NM)} (the area model itself is 22 nm)"
+        ) from None
+
+
+def _by_dtype(table: Mapping[int, float], dtype_bytes: int) -> float:
+    try:
+        return table[dtype_bytes]
+    except KeyError:
+        raise ConfigError(f"dtype_bytes={dtype_bytes} is not modelled; use 1, 2 or 4") from None
+
+
+def sram_pj_per_byte(capacity_bytes: np.ndarray | float, tech_nm: int = 7) -> np.ndarray:
+    """Energy per byte of one SRAM access at `tech_nm`, for an array of `capacity_bytes`.
+
+    [J21] gives 7.5, 8.5 and 14 pJ per 64-bit access for 8 KiB, 32 KiB and 1 MiB at 7 nm. The
+    model interpolates linearly in log2(capacity), holds 7.5 pJ below 8 KiB (no smaller data
+    point), and extrapolates above 1 MiB with the 32 KiB-1 MiB slope (+1.1 pJ per doubling:
+    banked arrays whose cost grows with the wire distance to the bank), e.g. 21.7 pJ at 128 MiB.
+
+    Args:
+        capacity_bytes: SRAM capacity in bytes.
+        tech_nm: technology node (7, 5 or 4).
+
+    Returns:
+        pJ per byte.
+    """
+    log_cap = np.log2(np.maximum(np.asarray(capacity_bytes, dtype=float), _SRAM_BYTES[0]))
+    log_pts = np.log2(_SRAM_BYTES)
+    slope = (_SRAM_PJ_PER_64B[-1] - _SRAM_PJ_PER_64B[-2]) / (log_pts[-1] - log_pts[-2])
+    pj = np.where(
+        log_cap > log_pts[-1],
+        _SRAM_PJ_PER_64B[-1] + slope * (log_cap - log_pts[-1]),
+        np.interp(log_cap, log_pts, _SRAM_PJ_PER_64B),
+    )
+    return pj / SRAM_ACCESS_BYTES * energy_factor(tech_nm)
+
+
+def mac_pj(dtype_bytes: int, tech_nm: int = 7) -> float:
+    """Energy of one MAC: a `dtype` multiply plus a 32-bit accumulate [J21], at `tech_nm`."""
+    return (_by_dtype(MULT_PJ_7NM, dtype_bytes) + _by_dtype(ACCUMULATE_PJ_7NM, dtype_bytes)) * energy_factor(tech_nm)
+
+
+def vector_op_pj(dtype_bytes: int, tech_nm: int = 7) -> float:
+    """ALU energy of one vector-lane operation: a `dtype` multiply and add [J21], at `tech_nm`."""
+    return (_by_dtype(MULT_PJ_7NM, dtype_bytes) + _by_dtype(ADD_PJ_7NM, dtype_bytes)) * energy_factor(tech_nm)
+
+
+def power_breakdown_w(
+    n_tc: np.ndarray | int,
+    tc_rows: np.ndarray | int,
+    tc_cols: np.ndarray | int,
+    n_vc: np.ndarray | int,
+    vc_lanes: np.ndarray | int,
+    glb_bytes: np.ndarray | float,
+    hbm_bw_bytes_per_s: np.ndarray | float,
+    clock_hz: np.ndarray | float,
+    dtype_bytes: int,
+    link_bw_bytes_per_s: np.ndarray | float,
+    n_links: np.ndarray | int,
+    tech_nm: int,
+) -> dict[str, np.ndarray]:
+    """TDP components in watts at full activity (see the module docstring for the dataflow).
+
+    Formulas (f = clock, E_* at `tech_nm`, S(c) = `sram_pj_per_byte(c)`):
+        mac           = n_tc * rows * cols * f * (E_mult + E_acc)
+        glb           = (n_tc * rows * dtype_bytes * f + hbm_bw) * S(glb_bytes)
+        local_buffers = n_tc * cols * 2 * 4 B * f * S(local_tc) + n_vc * lanes * 3 * dtype_bytes * f * S(local_vc)
+        vector        = n_vc * lanes * f * (E_mult + E_add)
+        hbm           = hbm_bw * 8 * 3.9 pJ
+        links         = n_links * link_bw * 8 * 5 pJ   (link_bw per direction; TX of the bits
+                        sent + RX of the bits received = one full link energy per bit)
+        static        = 0.15 W/mm^2 * area scaled from 22 nm to `tech_nm`
+
+    Args:
+        n_tc, tc_rows, tc_cols, n_vc, vc_lanes, glb_bytes: on-chip resources (as `Accelerator`).
+        hbm_bw_bytes_per_s: HBM bandwidth, bytes/s.
+        clock_hz: core clock, Hz.
+        dtype_bytes: operand width (1, 2 or 4).
+        link_bw_bytes_per_s: bandwidth of one inter-chip link per direction, bytes/s.
+        n_links: inter-chip links.
+        tech_nm: technology node (7, 5 or 4).
+
+    Returns:
+        `{component: watts}` with the keys of `COMPONENTS`.
+    """
+    f = np.asarray(clock_hz, dtype=float)
+    n_tc = np.asarray(n_tc, dtype=float)
+    n_vc = np.asarray(n_vc, dtype=float)
+    rows = np.asarray(tc_rows, dtype=float)
+    cols = np.asarray(tc_cols, dtype=float)
+    lanes = np.asarray(vc_lanes, dtype=float)
+    hbm_bw = np.asarray(hbm_bw_bytes_per_s, dtype=float)
+
+    local_tc_bytes = area_model.local_buffer_kib(rows * cols) * KiB
+    local_vc_bytes = area_model.local_buffer_kib(lanes) * KiB
+    glb_bytes_per_s = n_tc * rows * dtype_bytes * f + hbm_bw
+    local_tc_bytes_per_s = n_tc * cols * 2 * ACCUMULATOR_BYTES * f
+    local_vc_bytes_per_s = n_vc * lanes * 3 * dtype_bytes * f
+
+    static_area_mm2 = sum(
+        area_model.scale_breakdown(
+            area_model.area_breakdown_um2(n_tc, rows, cols, n_vc, lanes, glb_bytes), tech_nm
+        ).values()
+    ) / 1e6
+    return {
+        "mac": n_tc * rows * cols * f * mac_pj(dtype_bytes, tech_nm) * PJ,
+        "glb": glb_bytes_per_s * sram_pj_per_byte(glb_bytes, tech_nm) * PJ,
+        "local_buffers": (
+            local_tc_bytes_per_s * sram_pj_per_byte(local_tc_bytes, tech_nm)
+            + local_vc_bytes_per_s * sram_pj_per_byte(local_vc_bytes, tech_nm)
+        ) * PJ,
+        "vector": n_vc * lanes * f * vector_op_pj(dtype_bytes, tech_nm) * PJ,
+        "hbm": hbm_bw * 8 * HBM_PJ_PER_BIT * PJ,
+        "links": np.asarray(n_links, dtype=float) * np.asarray(link_bw_bytes_per_s, dtype=float)
+        * 8 * LINK_PJ_PER_BIT * PJ,
+        "static": STATIC_W_PER_MM2 * static_area_mm2,
+    }
+
+
+def tdp_w(*args: object, **kwargs: object) -> np.ndarray:
+    """Total TDP in watts: the sum of `power_breakdown_w(*args, **kwargs)`."""
+    parts = power_breakdown_w(*args, **kwargs)  # type: ignore[arg-type]
+    return sum(parts[k] for k in COMPONENTS)  # type: ignore[return-value]
