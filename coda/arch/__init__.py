@@ -1,6 +1,9 @@
-"""Hardware: accelerators (PHAZE template with area and TDP models), the design space, GPUs, clusters."""
+"""Hardware: GPUs, accelerators (PHAZE template with area and TDP models), the design space, clusters."""
 
 from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.arch.clusters import Cluster, Level, cluster, list_clusters
 from coda.arch.design_space import DesignSpace
+from coda.arch.gpus import GPU, gpu, list_gpus
 
-__all__ = ["Accelerator", "DesignSpace", "tpuv4_like"]
+__all__ = ["GPU", "Accelerator", "Cluster", "DesignSpace", "Level", "cluster", "gpu", "list_clusters", "list_gpus",
+           "tpuv4_like"]

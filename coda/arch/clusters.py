@@ -1,0 +1,401 @@
+"""Clusters of devices, their network hierarchy, and the time of collectives on them.
+
+A `Cluster` is `n_devices` identical devices and a tuple of `Level`s, innermost first. Level
+`l` has a `size` (devices in one of its domains: 8 for an NVSwitch node, `n_devices` for the
+outermost network), a per-device bandwidth each way (what one device can send, and at the same
+time receive, over that level's links), a per-step latency and fitted efficiencies.
+
+Rank convention: ranks are numbered so that a level-`l` domain is `size_l` consecutive ranks
+(rank `r` is in node `r // size_0`). `group` is either an int `g` (ranks `0..g-1`: a group of
+`g <= size_0` devices fits in one node; a larger one must be whole domains of the level below
+the one it spans, e.g. a multiple of 8 on a DGX) or an explicit sequence of ranks (e.g.
+`range(0, 32, 8)`: one device in each of 4 nodes, the shape of a data-parallel group).
+
+Collective model (NCCL ring, the algorithm NCCL picks for large messages on these systems;
+nccl-tests `doc/PERFORMANCE.md` for the bus-bandwidth factors). For a group of `n` devices:
+
+- the levels it spans: level 0 if `n >= 2`, and level `l >= 1` if its members are in more than
+  one level-`(l-1)` domain; `m_l` is the fewest members in one such domain (`m_0 = 1`);
+- ring bandwidth `B = min_l m_l * bw_l * eff_l` over spanned levels: a ring crosses each
+  domain boundary once per channel, and NCCL runs one channel per device (one NIC each), so a
+  node with `m` members exports `m` links' worth (the Vidur A100 2-node data support this: the
+  per-NIC efficiency at 64 MiB is 0.24 with 1 device per node and 0.21 with 4, whereas a
+  two-level hierarchical all-reduce would need 0.24 and 0.12);
+- per-step latency `alpha = max_l latency_l`; fixed per-call overhead `o`.
+
+With `S = n_bytes` in the nccl-tests convention:
+
+| kind | S is | time |
+|---|---|---|
+| all_reduce | the buffer (in = out) | `o + 2(n-1) alpha + 2(n-1)/n * S / B` |
+| reduce_scatter | the input (n shards) | `o + (n-1) alpha + (n-1)/n * S / B` |
+| all_gather | the output (n shards) | `o + (n-1) alpha + (n-1)/n * S / B` |
+| broadcast | the buffer | `o + (n-1) alpha + S / B` (pipelined ring) |
+| all_to_all | one device's send buffer | `o + (n-1) alpha + max_l S (n - m_l)/n / (bw_l eff_l)` |
+| send_recv | the message (n = 2) | `p2p_latency_L + S / (bw_L p2p_eff_L)`, L the outer level |
+
+`m_l` in the all-to-all row counts the peers inside a device's own level-`(l-1)` domain, whose
+chunks do not cross level `l`. The time is 0 for `n == 1` or `S == 0`. Latency and
+efficiencies of the DGX presets are fitted to Vidur's NCCL measurements
+(`coda.arch.collectives_fit`); all_gather, reduce_scatter, broadcast and all_to_all reuse the
+all-reduce fit (no measurements of them are shipped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Union
+
+from coda.errors import ConfigError, UnknownNameError
+
+Group = Union[int, Sequence[int]]
+_CATALOG = Path(__file__).resolve().parent / "cluster_catalog"
+
+
+class CollectiveKind(str, Enum):
+    """Collectives whose time a `Cluster` predicts."""
+
+    ALL_REDUCE = "all_reduce"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_TO_ALL = "all_to_all"
+    SEND_RECV = "send_recv"
+    BROADCAST = "broadcast"
+
+    @classmethod
+    def from_str(cls, name: str | CollectiveKind) -> CollectiveKind:
+        """Parse `all_reduce`, `all-reduce`, `AllReduce`-style names; raise UnknownNameError otherwise."""
+        if isinstance(name, cls):
+            return name
+        key = str(name).strip().lower().replace("-", "_")
+        aliases = {"allreduce": "all_reduce", "allgather": "all_gather", "reducescatter": "reduce_scatter",
+                   "alltoall": "all_to_all", "sendrecv": "send_recv", "p2p": "send_recv"}
+        key = aliases.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            raise UnknownNameError("collective", str(name), [k.value for k in cls]) from None
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a cluster's network hierarchy.
+
+    Attributes:
+        name: e.g. `nvswitch`, `infiniband`, `ici-x`.
+        size: devices in one domain of this level (cumulative: 8 for a DGX node, then the whole
+            cluster for the network above it).
+        bw_each_way_bytes_per_s: bandwidth one device can send (and receive, simultaneously)
+            over this level, e.g. 300e9 for NVLink 3 (600 GB/s bidirectional).
+        latency_s: latency of one ring step through this level (alpha).
+        efficiency: achieved fraction of `bw_each_way_bytes_per_s` by ring collectives, in (0, 1].
+        p2p_latency_s: latency of a point-to-point transfer; defaults to `latency_s`.
+        p2p_efficiency: achieved bandwidth fraction of send/recv; defaults to `efficiency`.
+        source: where the bandwidth and the latency/efficiency come from.
+    """
+
+    name: str
+    size: int
+    bw_each_way_bytes_per_s: float
+    latency_s: float = 0.0
+    efficiency: float = 1.0
+    p2p_latency_s: float | None = None
+    p2p_efficiency: float | None = None
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, int) or self.size < 1:
+            raise ConfigError(f"level {self.name!r}: size must be a positive int, got {self.size!r}")
+        if not (self.bw_each_way_bytes_per_s > 0 and math.isfinite(self.bw_each_way_bytes_per_s)):
+            raise ConfigError(f"level {self.name!r}: bw_each_way_bytes_per_s must be > 0, got {self.bw_each_way_bytes_per_s!r}")
+        if self.p2p_latency_s is None:
+            object.__setattr__(self, "p2p_latency_s", self.latency_s)
+        if self.p2p_efficiency is None:
+            object.__setattr__(self, "p2p_efficiency", self.efficiency)
+        for attr in ("latency_s", "p2p_latency_s"):
+            v = getattr(self, attr)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"level {self.name!r}: {attr} must be >= 0 seconds, got {v!r}")
+        for attr in ("efficiency", "p2p_efficiency"):
+            v = getattr(self, attr)
+            if not 0 < v <= 1:
+                raise ConfigError(f"level {self.name!r}: {attr} must be in (0, 1], got {v!r}")
+
+
+@dataclass(frozen=True)
+class GroupSpan:
+    """Where a group of devices sits in the hierarchy.
+
+    Attributes:
+        size: devices in the group (n).
+        levels: indices of the levels the group spans, innermost first (empty for n == 1).
+        members: for each spanned level l, m_l: the fewest group members in one level-(l-1)
+            domain that holds any (1 for level 0).
+    """
+
+    size: int
+    levels: tuple[int, ...]
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CollectiveCost:
+    """An affine cost `time = latency_s + s_per_byte * n_bytes` (0 for 0 bytes)."""
+
+    latency_s: float
+    s_per_byte: float
+
+    def time(self, n_bytes: float) -> float:
+        """Seconds for `n_bytes` (the collective's S, see the module docstring)."""
+        return 0.0 if n_bytes == 0 else self.latency_s + self.s_per_byte * n_bytes
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """`n_devices` identical devices connected by a hierarchy of network levels.
+
+    Attributes:
+        device: the device, any object with a `name` (a `GPU`, an `Accelerator`) or a name string.
+        n_devices: devices in the cluster.
+        levels: innermost first; sizes strictly increasing, each dividing the next, the last
+            equal to `n_devices` (a single device needs no level).
+        collective_overhead_s: fixed time per collective call (launch and synchronisation).
+        name: preset name or `custom`.
+    """
+
+    device: Any
+    n_devices: int
+    levels: tuple[Level, ...]
+    collective_overhead_s: float = 0.0
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(self.levels))
+        if not isinstance(self.n_devices, int) or self.n_devices < 1:
+            raise ConfigError(f"cluster: n_devices must be a positive int, got {self.n_devices!r}")
+        if not (self.collective_overhead_s >= 0 and math.isfinite(self.collective_overhead_s)):
+            raise ConfigError(f"cluster: collective_overhead_s must be >= 0, got {self.collective_overhead_s!r}")
+        if self.n_devices > 1 and not self.levels:
+            raise ConfigError(f"cluster of {self.n_devices} devices needs at least one Level")
+        prev = 1
+        for lv in self.levels:
+            if lv.size <= prev or lv.size % prev:
+                raise ConfigError(f"cluster: level {lv.name!r} size {lv.size} must be a multiple of, and larger "
+                                  f"than, the level below ({prev})")
+            prev = lv.size
+        if self.levels and self.levels[-1].size != self.n_devices:
+            raise ConfigError(f"cluster: the outermost level {self.levels[-1].name!r} has size "
+                              f"{self.levels[-1].size}; it must equal n_devices={self.n_devices}")
+
+    @property
+    def device_name(self) -> str:
+        """The device's name (the device itself if it is a string)."""
+        return self.device if isinstance(self.device, str) else str(getattr(self.device, "name", self.device))
+
+    def group_ranks(self, group: Group) -> tuple[int, ...]:
+        """The ranks of `group` (see the module docstring), validated."""
+        if isinstance(group, numbers.Integral) and not isinstance(group, bool):
+            group = int(group)
+        if isinstance(group, (bool, str, bytes)) or not isinstance(group, (int, Sequence)):
+            raise ConfigError(f"group must be an int (group size) or a sequence of ranks, got {group!r}")
+        if isinstance(group, int):
+            if not 1 <= group <= self.n_devices:
+                raise ConfigError(f"group of {group} devices does not fit cluster {self.name!r} of "
+                                  f"{self.n_devices} devices; use 1..{self.n_devices} or a larger cluster")
+            inner = 1
+            for lv in self.levels:
+                if group <= lv.size:
+                    break
+                inner = lv.size
+            if group % inner:
+                raise ConfigError(f"a group of {group} contiguous devices would split a {inner}-device domain of "
+                                  f"{self.name!r}; use a multiple of {inner} or pass explicit ranks")
+            return tuple(range(group))
+        ranks = tuple(int(r) for r in group)
+        if not ranks:
+            raise ConfigError("group has no ranks; pass at least one")
+        if len(set(ranks)) != len(ranks):
+            raise ConfigError(f"group has repeated ranks {sorted(ranks)}; each device may appear once")
+        bad = [r for r in ranks if not 0 <= r < self.n_devices]
+        if bad:
+            raise ConfigError(f"ranks {bad} are outside cluster {self.name!r} (0..{self.n_devices - 1})")
+        return ranks
+
+    def span(self, group: Group) -> GroupSpan:
+        """Which levels `group` spans and its members per domain (see `GroupSpan`)."""
+        ranks = self.group_ranks(group)
+        if len(ranks) == 1:
+            return GroupSpan(1, (), ())
+        levels, members = [0], [1]
+        for i in range(1, len(self.levels)):
+            per_domain = Counter(r // self.levels[i - 1].size for r in ranks)
+            if len(per_domain) > 1:
+                levels.append(i)
+                members.append(min(per_domain.values()))
+        return GroupSpan(len(ranks), tuple(levels), tuple(members))
+
+    def collective_cost(self, kind: str | CollectiveKind, group: Group) -> CollectiveCost:
+        """Latency and seconds per byte of one collective; formulas in the module docstring."""
+        return collective_cost(self, kind, group)
+
+    def collective_time(self, kind: str | CollectiveKind, n_bytes: float, group: Group) -> float:
+        """Seconds for collective `kind` of `n_bytes` (nccl-tests convention) over `group`."""
+        return collective_time(self, kind, n_bytes, group)
+
+
+def collective_cost(cluster: Cluster, kind: str | CollectiveKind, group: Group) -> CollectiveCost:
+    """Affine cost of a collective on `cluster`; see the module docstring for the formulas.
+
+    Args:
+        cluster: the cluster.
+        kind: a `CollectiveKind` or its name.
+        group: group size (contiguous ranks from 0) or explicit ranks.
+
+    Returns:
+        `CollectiveCost(latency_s, s_per_byte)`, zero for a group of one device.
+    """
+    k = CollectiveKind.from_str(kind)
+    sp = cluster.span(group)
+    n = sp.size
+    if n == 1:
+        return CollectiveCost(0.0, 0.0)
+    lv = [cluster.levels[i] for i in sp.levels]
+    if k is CollectiveKind.SEND_RECV:
+        if n != 2:
+            raise ConfigError(f"send_recv is between two devices; got a group of {n}: pass group=2 or two ranks")
+        outer = lv[-1]
+        return CollectiveCost(outer.p2p_latency_s, 1.0 / (outer.bw_each_way_bytes_per_s * outer.p2p_efficiency))  # type: ignore[operator]
+    ring_bw = min(m * x.bw_each_way_bytes_per_s * x.efficiency for m, x in zip(sp.members, lv))
+    alpha = max(x.latency_s for x in lv)
+    o = cluster.collective_overhead_s
+    if k is CollectiveKind.ALL_REDUCE:
+        return CollectiveCost(o + 2 * (n - 1) * alpha, 2 * (n - 1) / n / ring_bw)
+    if k in (CollectiveKind.ALL_GATHER, CollectiveKind.REDUCE_SCATTER):
+        return CollectiveCost(o + (n - 1) * alpha, (n - 1) / n / ring_bw)
+    if k is CollectiveKind.BROADCAST:
+        return CollectiveCost(o + (n - 1) * alpha, 1.0 / ring_bw)
+    # ALL_TO_ALL: chunks to peers outside a device's level-(l-1) domain cross level l on its own link.
+    s_per_byte = max((n - m) / n / (x.bw_each_way_bytes_per_s * x.efficiency) for m, x in zip(sp.members, lv))
+    return CollectiveCost(o + (n - 1) * alpha, s_per_byte)
+
+
+def collective_time(cluster: Cluster, kind: str | CollectiveKind, n_bytes: float, group: Group) -> float:
+    """Seconds for one collective on `cluster`; formulas and the meaning of `n_bytes` per kind are
+    in the module docstring (nccl-tests conventions; NCCL ring algorithm).
+
+    Args:
+        cluster: the cluster.
+        kind: `all_reduce`, `all_gather`, `reduce_scatter`, `all_to_all`, `send_recv`, `broadcast`.
+        n_bytes: S in bytes, >= 0 (all_reduce: the buffer; all_gather: the output; ...).
+        group: group size (contiguous ranks from 0) or explicit ranks.
+
+    Raises:
+        ConfigError: negative or non-finite bytes, a bad group, an unknown kind (UnknownNameError).
+    """
+    if isinstance(n_bytes, bool) or not isinstance(n_bytes, (int, float)) or not math.isfinite(n_bytes) or n_bytes < 0:
+        raise ConfigError(f"n_bytes must be a finite number >= 0, got {n_bytes!r}")
+    return collective_cost(cluster, kind, group).time(n_bytes)
+
+
+# ---------------------------------------------------------------------------------------- presets
+
+_PRESET_KEYS = {"name", "description", "device", "device_kind", "calibration", "levels", "collective_overhead_us"}
+_LEVEL_KEYS = {"name", "size", "bw_each_way_GBps", "latency_us", "efficiency", "source"}
+
+
+@lru_cache(maxsize=None)
+def _preset(name: str) -> dict[str, Any]:
+    path = _CATALOG / f"{name}.json"
+    data = json.loads(path.read_text())
+    unknown, missing = set(data) - _PRESET_KEYS, {"name", "device", "device_kind", "calibration", "levels"} - set(data)
+    if unknown or missing:
+        raise ConfigError(f"{path.name}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    for lv in data["levels"]:
+        need = {"name", "size", "bw_each_way_GBps", "source"} | (set() if data["calibration"] else {"latency_us", "efficiency"})
+        if set(lv) - _LEVEL_KEYS or need - set(lv):
+            raise ConfigError(f"{path.name}: level {lv.get('name')!r} has keys {sorted(lv)}; allowed "
+                              f"{sorted(_LEVEL_KEYS)}, required {sorted(need)}")
+    return data
+
+
+def list_clusters() -> list[str]:
+    """Names of the cluster presets (`dgx-a100`, `dgx-h100`, `tpuv4-pod`)."""
+    return sorted(p.stem for p in _CATALOG.glob("*.json") if p.stem != "nccl_fit")
+
+
+def _levels_for(preset: dict[str, Any], n_devices: int) -> list[tuple[dict[str, Any], int]]:
+    """Nominal levels cut to `n_devices`: (level spec, size) pairs, innermost first."""
+    out: list[tuple[dict[str, Any], int]] = []
+    inner = 1
+    for spec in preset["levels"]:
+        size = spec["size"]
+        if size is None or size >= n_devices:
+            if n_devices % inner:
+                raise ConfigError(f"{preset['name']} has {inner}-device domains: n_devices must be at most "
+                                  f"{inner} or a multiple of {inner}, got {n_devices}")
+            out.append((spec, n_devices))
+            return out
+        out.append((spec, size))
+        inner = size
+    raise ConfigError(f"{preset['name']} holds at most {inner} devices, got n_devices={n_devices}")
+
+
+def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
+    """A preset cluster of `n_devices` devices, with fitted collective parameters if calibrated.
+
+    Args:
+        name: `dgx-a100`, `dgx-h100` or `tpuv4-pod` (case-insensitive).
+        n_devices: devices; at most one node's worth or whole nodes (a multiple of 8 on a DGX).
+        device: replaces the preset's device (e.g. `gpu("a100-sxm4-40gb")` or an `Accelerator`).
+
+    Raises:
+        UnknownNameError: unknown preset (with suggestions).
+        ConfigError: a bad `n_devices`.
+        CodaError: the fitted parameters do not match the shipped data.
+    """
+    key = str(name).strip().lower()
+    if key not in list_clusters():
+        raise UnknownNameError("cluster", str(name), list_clusters())
+    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+        raise ConfigError(f"cluster {key!r}: n_devices must be a positive int, got {n_devices!r}")
+    p = _preset(key)
+    fit: dict[str, Any] = {}
+    if p["calibration"]:
+        from coda.arch.network_data import load_fitted_params
+
+        fit = load_fitted_params()["systems"][p["calibration"]]
+    levels = []
+    for spec, size in _levels_for(p, n_devices) if n_devices > 1 else []:
+        if fit:
+            f = fit["levels"][spec["name"]]
+            kw = dict(latency_s=f["latency_s"], efficiency=f["efficiency"],
+                      p2p_latency_s=f["p2p_latency_s"], p2p_efficiency=f["p2p_efficiency"])
+            src = f"{spec['source']}; latency/efficiency fitted to Vidur NCCL data ({p['calibration']})"
+        else:
+            kw = dict(latency_s=spec["latency_us"] * 1e-6, efficiency=spec["efficiency"])
+            src = spec["source"]
+        levels.append(Level(spec["name"], size, spec["bw_each_way_GBps"] * 1e9, source=src, **kw))
+    if device is None:
+        device = p["device"]
+        if p["device_kind"] == "gpu":
+            from coda.arch.gpus import gpu
+
+            device = gpu(device)
+    overhead = fit["collective_overhead_s"] if fit else p.get("collective_overhead_us", 0.0) * 1e-6
+    return Cluster(device, n_devices, tuple(levels), overhead, key)
+
+
+def preset_description(name: str) -> dict[str, Any]:
+    """The preset's JSON description (a copy): device, calibration key, nominal levels, sources."""
+    key = str(name).strip().lower()
+    if key not in list_clusters():
+        raise UnknownNameError("cluster", str(name), list_clusters())
+    return json.loads(json.dumps(_preset(key)))
