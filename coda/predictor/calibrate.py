@@ -1,0 +1,111 @@
+"""Fit the GPU tile model's parameters to the shipped measurements (`coda calibrate`).
+
+Each parameter group is fitted by `scipy.optimize.least_squares` on the log ratio of predicted
+to measured latency (a relative error, robustified with a soft-L1 loss), from fixed starting
+points, so a refit on the same data writes the same file byte for byte.
+
+What each group is fitted on (everything else is held out and reported by
+`coda validate predictor`):
+- `gemm.tensor`: Vidur FP16 linear layers of Llama-2-7B (A100 and H100, all token counts and
+  tensor-parallel widths); Llama-2-70B, Llama-3-8B and phi-2 are held out.
+- `gemm.simt`: NeuSight FP32 bmm and linear on every GPU except the H100, which is held out.
+- `stream.*`: NeuSight FP32 elementwise, LayerNorm and softmax kernels (no H100 rows exist)
+  and Vidur FP16 activation, norm, residual add, rotary and embedding of Llama-2-7B.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from coda.arch.gpus import gpu as lookup_gpu
+from coda.predictor import measured
+from coda.predictor.gpu_tiles import (
+    STREAM_KINDS, Calibration, GemmParams, StreamParams, calibration_path, features, predict_features,
+    stream_keys,
+)
+
+FIT_MODEL = "meta-llama/Llama-2-7b-hf"
+HELD_OUT_GPU = "h100-sxm"
+
+# (lower, upper) bounds of each parameter
+GEMM_BOUNDS = {"u_max": (0.05, 1.0), "k0": (0.0, 4096.0), "l2_ratio": (0.5, 50.0), "mem_eff": (0.05, 1.25),
+               "sat_frac": (0.01, 1.0), "p": (1.0, 20.0), "launch_s": (0.0, 1e-4), "stream_k": (0.0, 2.0)}
+STREAM_BOUNDS = {"mem_eff": (0.05, 1.25), "sat": (0.01, 1e3), "launch_s": (0.0, 1e-4)}
+
+
+def fit_mask(df: pd.DataFrame) -> pd.Series:
+    """Rows the shipped calibration is fitted on (module doc)."""
+    vidur_fit = (df["source"] == "vidur") & (df["model"] == FIT_MODEL)
+    neusight_fit = (df["source"] == "neusight") & (df["gpu"] != HELD_OUT_GPU)
+    return vidur_fit | neusight_fit
+
+
+def with_features(df: pd.DataFrame) -> pd.DataFrame:
+    """`measured.kernels()` rows joined with their model features."""
+    gpus = {name: lookup_gpu(name) for name in df["gpu"].unique()}
+    f = features(list(df["op"]), [gpus[g] for g in df["gpu"]])
+    return pd.concat([df.reset_index(drop=True), f.drop(columns=["kind"])], axis=1)
+
+
+def _fit(params_type: type, bounds: dict[str, tuple[float, float]], start: object,
+         residual: Callable[[object], np.ndarray]) -> object:
+    names = [f.name for f in fields(params_type)]
+    x0 = np.array([getattr(start, n) for n in names])
+    lo = np.array([bounds[n][0] for n in names])
+    hi = np.array([bounds[n][1] for n in names])
+    scale = np.where(hi > 1, hi, 1.0)  # optimise in units where every parameter is O(1)
+
+    def res(z: np.ndarray) -> np.ndarray:
+        return residual(params_type(**dict(zip(names, (z * scale).tolist()))))
+
+    sol = least_squares(res, np.clip(x0, lo, hi) / scale, bounds=(lo / scale, hi / scale), loss="soft_l1",
+                        f_scale=0.05, diff_step=1e-3, max_nfev=400)
+    return params_type(**dict(zip(names, (sol.x * scale).tolist())))
+
+
+def fit(df: pd.DataFrame | None = None) -> Calibration:
+    """Fit every parameter group on the rows of `fit_mask` (or of the given frame)."""
+    base = Calibration({"tensor": GemmParams(), "simt": GemmParams()},
+                       {k: StreamParams() for k in stream_keys()},
+                       GemmParams(), measured.data_sha256(),
+                       {"gemm.tensor": f"vidur {FIT_MODEL} (a100, h100)",
+                        "gemm.simt": f"neusight bmm+linear, all GPUs except {HELD_OUT_GPU}",
+                        "stream": f"neusight elem/ln/softmax + vidur {FIT_MODEL}",
+                        "attention": "not fitted (defaults); see docs"})
+    if df is None:
+        all_rows = measured.kernels()
+        df = all_rows[fit_mask(all_rows)]
+    f = with_features(df)
+    y = np.log(f["latency_s"].to_numpy())
+
+    def group_residual(sel: np.ndarray, make: Callable[[object], Calibration]) -> Callable[[object], np.ndarray]:
+        sub, ys = f[sel].reset_index(drop=True), y[sel]
+        return lambda prm: np.log(predict_features(sub, make(prm))) - ys
+
+    gemm = dict(base.gemm)
+    for cls in ("tensor", "simt"):
+        sel = ((f["kind"] == "matmul") & (f["cls"] == cls)).to_numpy()
+        if sel.any():
+            gemm[cls] = _fit(GemmParams, GEMM_BOUNDS, gemm[cls], group_residual(
+                sel, lambda prm, c=cls: Calibration({**gemm, c: prm}, base.stream, base.attention, "")))
+    stream = dict(base.stream)
+    for kind in stream:
+        # a kind's shared entry is fitted on all its rows; a `kind.variant` entry on its own
+        sel = ((f["kind"] == kind) if kind in STREAM_KINDS else (f["stream"] == kind)).to_numpy()
+        if sel.any():
+            stream[kind] = _fit(StreamParams, STREAM_BOUNDS, stream[kind], group_residual(
+                sel, lambda prm, k=kind: Calibration(gemm, {**stream, k: prm}, base.attention, "")))
+    return Calibration(gemm, stream, base.attention, base.data_sha256, base.fitted_on)
+
+
+def write(cal: Calibration) -> str:
+    """Write the calibration into the package; returns the path written."""
+    path = str(calibration_path())
+    with open(path, "w") as fh:
+        fh.write(cal.to_json())
+    return path

@@ -1,0 +1,358 @@
+"""GPU tile model: ops become output tiles, tiles become waves over the SMs, each wave costs a
+per-SM roofline divided by a fitted utilisation. Calibrated on measured A100/H100 (and older)
+kernels; parameters are normalised per SM so they transfer to GPUs they were not fitted on.
+
+GEMM `C[b, m, n] = A[b, m, k] B[b, k, n]` (cuBLAS/CUTLASS-style, NeuSight-like tiling):
+for every candidate output tile `TM x TN` in `TILES` and split-K factor `S` in `SPLIT_K`,
+
+    tiles  = b * ceil(m/TM) * ceil(n/TN);   units = tiles * S;   waves = ceil(units / SMs)
+    t_tile = (ceil(k/S) + k0) * max(2*TM*TN / (u_max * P/SMs),          # tensor/SIMT pipes
+                                    (TM+TN)*e / (l2_ratio * BW/SMs))     # operand panels via L2
+    T_c    = waves * t_tile
+    bytes  = op.bytes + [S > 1] * 2*S*b*m*n*4                            # fp32 split-K partials
+    T_m    = bytes / (BW * mem_eff * min(1, min(units, SMs) / (sat_frac * SMs)))
+    t      = launch + (T_c^p + T_m^p)^(1/p)
+
+and the library is assumed to pick the fastest candidate (the model takes the minimum), as
+cuBLAS heuristics and autotuners aim to. P is the tensor-core peak of the dtype (CUDA-core
+peak for fp32: PyTorch runs fp32 matmuls without TF32 by default), BW the HBM bandwidth, e
+the element size. Since u_max, mem_eff <= 1, p >= 1, tiles cover the output and S*ceil(k/S)
+>= k, every prediction is at or above the roofline (tested).
+
+Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind:
+    t = launch + max(flops / P_simt, bytes / (BW * mem_eff * min(1, units / (sat * SMs))))
+with `units` the independent blocks (rows for norm/softmax, 1024-element chunks otherwise).
+
+Fused attention (FlashAttention-2 forward; Dao 2023): query tiles of `ATTN_BLOCK_Q` rows per
+(batch, head); each tile streams the keys it needs (about half under causal masking) at
+    t_tile = (kv_eff + k0) * 4*Bq*d / (u_max * P/SMs)
+over waves of SMs, against HBM traffic as for GEMMs. Decode (one query) splits the KV cache
+across SMs (flash-decoding), so it is bandwidth-bound. The backward (`attention_bwd`) does
+2.5x the forward's GEMM work at the forward's fitted utilisation (no backward measurements
+are shipped: unvalidated).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coda.arch.gpus import GPU
+from coda.arch.gpus import gpu as lookup_gpu
+from coda.errors import ConfigError
+from coda.models.ops import Op
+from coda.predictor.base import BasePredictor, Estimate, reject_collective
+from coda.predictor.roofline import gpu_peak_flops
+from coda.units import dtype_bytes
+
+TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (128, 32), (32, 128), (64, 32),
+         (32, 64), (32, 32))
+SPLIT_K = (1, 2, 4, 8, 16)
+STREAM_K = 0  # candidate "split" value for a stream-K schedule (no wave quantisation)
+TILE_SLOT = 128 * 128  # output elements of one SM's worth of tile; smaller tiles share an SM
+MIN_SPLIT_K_DEPTH = 128  # a split must keep at least this much of k per unit
+ATTN_BLOCK_Q = 128  # FlashAttention-2 query block on A100/H100
+DECODE_KV_SPLIT = 256  # keys per split in flash-decoding
+STREAM_CHUNK = 1024  # elements per thread block of an elementwise kernel
+STREAM_KINDS = ("elementwise", "norm", "softmax", "embedding")
+# Variants with their own fitted parameters, as (kind, shape field, values): their kernels
+# differ (a residual add streams at full speed, rotary embedding and gated activations do not;
+# RMSNorm kernels are not LayerNorm kernels). Other ops of a kind share the kind's entry.
+STREAM_VARIANTS = (("elementwise", "fn", ("add", "rope", "swiglu")), ("norm", "norm", ("rmsnorm",)))
+
+
+def stream_keys() -> tuple[str, ...]:
+    """Every `Calibration.stream` entry: the kinds, then `kind.variant`."""
+    return STREAM_KINDS + tuple(f"{kind}.{v}" for kind, _, values in STREAM_VARIANTS for v in values)
+
+
+def stream_key(op: Op) -> str:
+    """Which `Calibration.stream` entry times `op`: `kind.variant` or the op kind."""
+    for kind, field_name, values in STREAM_VARIANTS:
+        if op.kind == kind and op.dims.get(field_name) in values:
+            return f"{kind}.{op.dims[field_name]}"
+    return op.kind
+SCHEMA = "coda.predictor.gpu_tiles/1"
+
+# Measured HBM streaming (copy) bandwidth, the ceiling that kernels actually reach (Azure
+# AI-benchmarking-guide, via shared/reference/hardware.md): H100 SXM 2.90 TB/s (87% of peak),
+# A100-SXM4-80GB 1.61 TB/s (79%). GPUs without a published measurement use their peak times
+# the mean of these fractions; `mem_eff` is fitted on top of this ceiling.
+MEASURED_STREAM_BW = {"h100-sxm": 2.90e12, "a100-sxm4-80gb": 1.61e12}
+DEFAULT_STREAM_FRACTION = (2.90e12 / 3.352e12 + 1.61e12 / 2.039e12) / 2
+
+
+def stream_bw(g: GPU) -> float:
+    """Achievable HBM bandwidth of `g` in bytes/s (see MEASURED_STREAM_BW)."""
+    return MEASURED_STREAM_BW.get(g.name, g.hbm_bw_bytes_per_s * DEFAULT_STREAM_FRACTION)
+
+
+@dataclass(frozen=True)
+class GemmParams:
+    """Fitted GEMM parameters of one core class (`tensor` or `simt`), GPU-independent."""
+
+    u_max: float = 0.85  # fraction of the SM's peak a full tile sustains, (0, 1]
+    k0: float = 64.0  # per-tile prologue/epilogue, in k-iterations
+    l2_ratio: float = 4.0  # L2-to-SM bandwidth over HBM bandwidth
+    mem_eff: float = 0.85  # multiple of the measured streaming bandwidth reached (capped at the peak)
+    sat_frac: float = 0.5  # fraction of SMs that saturates HBM, (0, 1]
+    p: float = 3.0  # smooth-max exponent between compute and memory time, >= 1
+    launch_s: float = 5e-6  # fixed launch and tail cost
+    stream_k: float = 0.2  # relative overhead of a stream-K (fractional-wave) schedule, >= 0
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """Fitted parameters of one bandwidth-bound op kind."""
+
+    mem_eff: float = 0.8
+    sat: float = 4.0  # independent blocks per SM needed to saturate HBM
+    launch_s: float = 4e-6
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Everything `GPUTileModel` fitted, and the hash of the data it was fitted on."""
+
+    gemm: dict[str, GemmParams]
+    stream: dict[str, StreamParams]
+    attention: GemmParams
+    data_sha256: str
+    fitted_on: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Deterministic JSON: sorted keys, floats at 6 significant digits."""
+        def rounded(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {k: rounded(v) for k, v in obj.items()}
+            if isinstance(obj, float):
+                return float(f"{obj:.6g}")
+            return obj
+
+        data = {"schema": SCHEMA, "data_sha256": self.data_sha256, "fitted_on": self.fitted_on,
+                "gemm": {k: asdict(v) for k, v in self.gemm.items()},
+                "stream": {k: asdict(v) for k, v in self.stream.items()}, "attention": asdict(self.attention)}
+        return json.dumps(rounded(data), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "calibration") -> Calibration:
+        try:
+            d = json.loads(text)
+            if d.get("schema") != SCHEMA:
+                raise ConfigError(f"{source}: schema {d.get('schema')!r} is not {SCHEMA}")
+            return cls({k: GemmParams(**v) for k, v in d["gemm"].items()},
+                       {k: StreamParams(**v) for k, v in d["stream"].items()},
+                       GemmParams(**d["attention"]), d["data_sha256"], d.get("fitted_on", {}))
+        except (KeyError, TypeError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{source}: malformed GPU tile calibration ({err})") from None
+
+
+def calibration_path() -> Any:
+    return resources.files("coda.predictor").joinpath("calibration").joinpath("gpu_tiles.json")
+
+
+@lru_cache(maxsize=1)
+def shipped_calibration() -> Calibration:
+    """The calibration shipped in the package, after checking its data hash."""
+    from coda.predictor.measured import data_sha256
+
+    cal = Calibration.from_json(calibration_path().read_text(), "coda/predictor/calibration/gpu_tiles.json")
+    actual = data_sha256()
+    if cal.data_sha256 != actual:
+        raise ConfigError(
+            f"GPU tile calibration was fitted on data {cal.data_sha256[:12]}, but the shipped data hash is "
+            f"{actual[:12]}; run `coda calibrate` to refit"
+        )
+    return cal
+
+
+# -- vectorised core ---------------------------------------------------------------------------
+
+def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
+    hi = np.maximum(a, b)
+    safe = np.where(hi > 0, hi, 1.0)
+    return np.where(hi > 0, hi * ((a / safe) ** p + (b / safe) ** p) ** (1.0 / p), 0.0)
+
+
+def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e: np.ndarray, op_bytes: np.ndarray,
+               peak: np.ndarray, sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray,
+               prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted seconds of many GEMMs at once, and the index of the chosen candidate.
+
+    All arguments are 1-D arrays of equal length (one entry per GEMM); see the module doc.
+    Candidates are `(tile, split)` pairs in `candidates()` order.
+    """
+    best = np.full(batch.shape, np.inf)
+    choice = np.zeros(batch.shape, dtype=np.int64)
+    peak_sm, bw_sm = peak / sms, bw / sms
+    for i, (tm, tn, s) in enumerate(candidates()):
+        ks = np.ceil(k / max(s, 1))
+        if s > 1:
+            ok = ks >= MIN_SPLIT_K_DEPTH
+            if not ok.any():
+                continue
+        tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)
+        units = tiles * max(s, 1)
+        ctas = min(4, max(1, TILE_SLOT // (tm * tn)))  # co-resident tiles per SM share its pipes
+        per_k = np.maximum(2.0 * tm * tn / (prm.u_max * peak_sm), (tm + tn) * e / (prm.l2_ratio * bw_sm))
+        if s == STREAM_K:  # work split evenly over the SMs, at a fix-up overhead
+            t_c = np.maximum(units / sms, 1.0) * (k + prm.k0) * per_k * (1.0 + prm.stream_k)
+        else:
+            t_c = np.ceil(units / (sms * ctas)) * ctas * (ks + prm.k0) * per_k
+        traffic = op_bytes + (2.0 * s * batch * m * n * 4 if s > 1 else 0.0)
+        active = np.minimum(units, sms)
+        t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
+        t = prm.launch_s + _smooth_max(t_c, t_m, prm.p)
+        if s > 1:
+            t = np.where(ok, t, np.inf)
+        better = t < best
+        best = np.where(better, t, best)
+        choice = np.where(better, i, choice)
+    return best, choice
+
+
+@lru_cache(maxsize=1)
+def candidates() -> tuple[tuple[int, int, int], ...]:
+    """(TM, TN, split-K) candidates, in the order `gemm_times` indexes them."""
+    return tuple((tm, tn, s) for s in (*SPLIT_K, STREAM_K) for tm, tn in TILES)
+
+
+def stream_times(flops: np.ndarray, op_bytes: np.ndarray, units: np.ndarray, simt_peak: np.ndarray, sms: np.ndarray,
+                 bw: np.ndarray, peak_bw: np.ndarray, prm: StreamParams) -> np.ndarray:
+    """Predicted seconds of bandwidth-bound ops (see the module doc)."""
+    eff = np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, units / (prm.sat * sms))
+    return prm.launch_s + np.maximum(flops / simt_peak, op_bytes / eff)
+
+
+def attention_times(batch: np.ndarray, heads: np.ndarray, kv_heads: np.ndarray, q: np.ndarray, kv: np.ndarray,
+                    d: np.ndarray, causal: np.ndarray, work: np.ndarray, op_bytes: np.ndarray, peak: np.ndarray,
+                    sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray, prm: GemmParams) -> np.ndarray:
+    """Predicted seconds of fused attention ops; `work` is 1 forward, 2.5 backward."""
+    n_q = np.ceil(q / ATTN_BLOCK_Q)
+    # mean keys per query tile under causal masking: the tile of rows [iBq, (i+1)Bq) sees
+    # kv - q + (i+1)Bq keys, capped at kv; averaged over the n_q tiles.
+    causal_kv = np.minimum(kv, kv - q + ATTN_BLOCK_Q * (n_q + 1) / 2)
+    kv_eff = np.where(causal, causal_kv, kv)
+    decode = q == 1
+    splits = np.where(decode, np.ceil(kv / DECODE_KV_SPLIT), 1)
+    tiles = batch * heads * n_q * splits
+    waves = np.ceil(tiles / sms)
+    t_tile = (kv_eff / splits + prm.k0) * 4.0 * np.minimum(q, ATTN_BLOCK_Q) * d / (prm.u_max * peak / sms)
+    t_c = work * waves * t_tile
+    active = np.minimum(np.where(decode, batch * kv_heads * splits, tiles), sms)
+    t_m = op_bytes / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
+    return prm.launch_s + _smooth_max(t_c, t_m, prm.p)
+
+
+# -- features of ops on devices ----------------------------------------------------------------
+
+def _core_class(op: Op) -> str:
+    return "simt" if op.dtype == "fp32" else "tensor"
+
+
+def features(ops: list[Op], gpus: list[GPU]) -> pd.DataFrame:
+    """One row per (op, gpu) pair with the numbers the vectorised models need."""
+    rows = []
+    for op, g in zip(ops, gpus):
+        reject_collective(op)
+        d = op.dims
+        row: dict[str, Any] = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), flops=op.flops, bytes=op.bytes,
+                                   e=dtype_bytes(op.dtype), peak=gpu_peak_flops(g, op),
+                                   simt_peak=g.peak_flops("fp32", tensor_core=False), sms=g.sm_count,
+                                   bw=stream_bw(g), peak_bw=g.hbm_bw_bytes_per_s)
+        if op.kind == "matmul":
+            row.update(batch=d["batch"], m=d["m"], k=d["k"], n=d["n"])
+        elif op.kind in ("attention", "attention_bwd"):
+            row.update(batch=d["batch"], heads=d["heads"], kv_heads=d["kv_heads"], q=d["q_len"], kv=d["kv_len"],
+                       d=d["head_dim"], causal=d["causal"], work=2.5 if op.kind == "attention_bwd" else 1.0)
+        elif op.kind in ("norm", "softmax"):
+            row.update(units=d["rows"])
+        elif op.kind == "embedding":
+            row.update(units=max(1, d["tokens"] * d["hidden"] // STREAM_CHUNK))
+        else:
+            row.update(units=max(1, d["n_elements"] // STREAM_CHUNK))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _col(f: pd.DataFrame, name: str) -> np.ndarray:
+    return f[name].to_numpy(dtype=float)
+
+
+def predict_features(f: pd.DataFrame, cal: Calibration) -> np.ndarray:
+    """Seconds for every row of a `features` frame."""
+    out = np.full(len(f), np.nan)
+    for cls in ("tensor", "simt"):
+        sel = ((f["kind"] == "matmul") & (f["cls"] == cls)).to_numpy()
+        if sel.any():
+            g = f[sel]
+            out[sel] = gemm_times(*(_col(g, c) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw",
+                                                       "peak_bw")), cal.gemm[cls])[0]
+    sel = f["kind"].isin(["attention", "attention_bwd"]).to_numpy()
+    if sel.any():
+        g = f[sel]
+        out[sel] = attention_times(*(_col(g, c) for c in ("batch", "heads", "kv_heads", "q", "kv", "d")),
+                                   g["causal"].to_numpy(dtype=bool), _col(g, "work"), _col(g, "bytes"),
+                                   _col(g, "peak"), _col(g, "sms"), _col(g, "bw"), _col(g, "peak_bw"), cal.attention)
+    for key in f["stream"].unique():
+        sel = ((f["stream"] == key) & f["kind"].isin(STREAM_KINDS)).to_numpy()
+        if sel.any():
+            g = f[sel]
+            out[sel] = stream_times(*(_col(g, c) for c in ("flops", "bytes", "units", "simt_peak", "sms", "bw", "peak_bw")),
+                                    cal.stream.get(key) or cal.stream[key.split(".")[0]])
+    return out
+
+
+class GPUTileModel(BasePredictor):
+    """The calibrated tile model (module doc). `GPUTileModel.default()` uses the shipped fit."""
+
+    name = "gpu-tiles"
+
+    def __init__(self, calibration: Calibration) -> None:
+        self.calibration = calibration
+
+    @classmethod
+    def default(cls) -> GPUTileModel:
+        return _default_model()
+
+    def predict(self, ops: list[Op], gpu: GPU | str) -> np.ndarray:
+        """Vectorised: seconds of each op on one GPU."""
+        g = lookup_gpu(gpu)
+        return predict_features(features(ops, [g] * len(ops)), self.calibration)
+
+    def estimate(self, op: Op, device: Any) -> Estimate:
+        g = lookup_gpu(device)
+        f = features([op], [g])
+        latency_s = float(predict_features(f, self.calibration)[0])
+        r = f.iloc[0]
+        compute_s, memory_s = op.flops / r["peak"], op.bytes / r["peak_bw"]
+        details: dict[str, Any] = {"compute_roofline_s": compute_s, "memory_roofline_s": memory_s,
+                                   "utilisation": compute_s / latency_s}
+        if op.kind == "matmul":
+            prm = self.calibration.gemm[r["cls"]]
+            _, idx = gemm_times(*(np.array([float(r[c])]) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms",
+                                                                   "bw", "peak_bw")), prm)
+            tm, tn, s = candidates()[int(idx[0])]
+            tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
+            waves = -(-tiles * s // r["sms"])
+            details.update(tile=(tm, tn), split_k=s, tiles=int(tiles), waves=int(waves),
+                           per_wave_s=(latency_s - prm.launch_s) / waves)
+        launch = (self.calibration.gemm[r["cls"]].launch_s if op.kind == "matmul" else
+                  self.calibration.attention.launch_s if op.kind.startswith("attention") else
+                  self.calibration.stream.get(r["stream"], self.calibration.stream[op.kind]).launch_s)
+        if launch >= 0.5 * latency_s:
+            bound = "launch"
+        else:
+            bound = "compute" if compute_s >= memory_s else "memory"
+        return Estimate(latency_s, bound, self.name, details)
+
+
+@lru_cache(maxsize=1)
+def _default_model() -> GPUTileModel:
+    return GPUTileModel(shipped_calibration())

@@ -1,0 +1,52 @@
+"""`coda validate predictor`: our error and the roofline's on measured kernels, split into the
+rows the shipped calibration was fitted on and the rows it never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from coda.predictor import measured
+from coda.predictor.calibrate import fit_mask, with_features
+from coda.predictor.gpu_tiles import predict_features, shipped_calibration
+
+
+def _ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
+    return np.abs(pred - meas) / meas * 100.0
+
+
+def kernel_errors() -> pd.DataFrame:
+    """Every shipped measurement with our prediction, the roofline's, and both APEs (%)."""
+    df = measured.kernels()
+    df["split"] = np.where(fit_mask(df), "fitted", "held out")
+    f = with_features(df)
+    f["ours_s"] = predict_features(f, shipped_calibration())
+    f["roofline_s"] = np.maximum(f["flops"] / f["peak"], f["bytes"] / f["peak_bw"])
+    f["ours_ape"] = _ape(f["ours_s"].to_numpy(), f["latency_s"].to_numpy())
+    f["roofline_ape"] = _ape(f["roofline_s"].to_numpy(), f["latency_s"].to_numpy())
+    return f
+
+
+def summarize(f: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    g = f.groupby(by, sort=True)
+    out = pd.DataFrame({
+        "rows": g.size(),
+        "median_ape": g["ours_ape"].median(), "mean_ape": g["ours_ape"].mean(),
+        "p90_ape": g["ours_ape"].quantile(0.9),
+        "roofline_median": g["roofline_ape"].median(), "roofline_mean": g["roofline_ape"].mean(),
+    })
+    return out.reset_index().round(2)
+
+
+def predictor_report() -> list[tuple[str, pd.DataFrame]]:
+    f = kernel_errors()
+    vidur = f[f["source"] == "vidur"]
+    neus = f[f["source"] == "neusight"]
+    return [
+        ("Vidur FP16 linear layers (fit: Llama-2-7B; held out: the other models), APE %",
+         summarize(vidur[vidur["family"] == "gemm"], ["gpu", "split", "model"])),
+        ("Vidur FP16 vector ops, APE %", summarize(vidur[vidur["family"] != "gemm"], ["gpu", "split", "family"])),
+        ("NeuSight FP32 bmm and linear (fit: all GPUs but H100; held out: H100), APE %",
+         summarize(neus[neus["family"] == "gemm"], ["gpu", "split", "layer_op"])),
+        ("NeuSight FP32 vector ops, APE %", summarize(neus[neus["family"] != "gemm"], ["split", "family"])),
+    ]
