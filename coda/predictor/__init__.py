@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coda.models.graph import OpGraph
 from coda.models.ops import Op
 from coda.predictor.base import BasePredictor, Estimate
 from coda.predictor.roofline import Roofline
@@ -39,4 +40,23 @@ def latency(op: Op, device: Any, model: BasePredictor | None = None) -> float:
     return explain(op, device, model).latency_s
 
 
-__all__ = ["BasePredictor", "Estimate", "Roofline", "explain", "latency", "default_model"]
+def op_latencies(ops: list[Op], device: Any, model: BasePredictor | None = None) -> list[float]:
+    """Seconds of each op on `device` (vectorised for the GPU tile model); collectives get 0,
+    since a single device does not time them (use `Cluster.collective_time`)."""
+    model = model or default_model(device)
+    compute = [op for op in ops if op.kind != "collective"]
+    if hasattr(model, "predict") and compute:
+        times = iter(model.predict(compute, device).tolist())
+    else:
+        times = iter(model.latency(op, device) for op in compute)
+    return [0.0 if op.kind == "collective" else next(times) for op in ops]
+
+
+def graph_latency(graph: OpGraph, device: Any, model: BasePredictor | None = None) -> float:
+    """Seconds to run a layer graph's compute ops one after another on one device (a GPU runs
+    one kernel at a time in eager execution); collectives excluded."""
+    return float(sum(op_latencies(graph.ops(), device, model)))
+
+
+__all__ = ["BasePredictor", "Estimate", "Roofline", "default_model", "explain", "graph_latency", "latency",
+           "op_latencies"]
