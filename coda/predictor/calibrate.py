@@ -11,6 +11,8 @@ What each group is fitted on (everything else is held out and reported by
 - `gemm.simt`: NeuSight FP32 bmm and linear on every GPU except the H100, which is held out.
 - `stream.*`: NeuSight FP32 elementwise, LayerNorm and softmax kernels (no H100 rows exist)
   and Vidur FP16 activation, norm, residual add, rotary and embedding of Llama-2-7B.
+- `attention`: Vidur FP16 FlashAttention on A100 (Llama-2-70B heads at tp 2), prefill chunks
+  and decode batches with at most 1024 query tokens; larger ones are held out.
 """
 
 from __future__ import annotations
@@ -25,16 +27,19 @@ from scipy.optimize import least_squares
 from coda.arch.gpus import gpu as lookup_gpu
 from coda.predictor import measured
 from coda.predictor.gpu_tiles import (
-    STREAM_KINDS, Calibration, GemmParams, StreamParams, calibration_path, features, predict_features,
+    STREAM_KINDS, AttentionParams, Calibration, GemmParams, StreamParams, calibration_path, features, predict_features,
     stream_keys,
 )
 
 FIT_MODEL = "meta-llama/Llama-2-7b-hf"
 HELD_OUT_GPU = "h100-sxm"
+ATTENTION_FIT_MAX_TOKENS = 1024  # attention: fit on <= 1024 query tokens, hold out the larger ones
 
 # (lower, upper) bounds of each parameter
 GEMM_BOUNDS = {"u_max": (0.05, 1.0), "k0": (0.0, 4096.0), "l2_ratio": (0.5, 50.0), "mem_eff": (0.05, 1.25),
                "sat_frac": (0.01, 1.0), "p": (1.0, 20.0), "launch_s": (0.0, 1e-4), "stream_k": (0.0, 2.0)}
+ATTENTION_BOUNDS = {"u_max": (0.05, 1.0), "k0": (0.0, 4096.0), "mem_eff": (0.05, 1.25), "sat_frac": (0.01, 1.0),
+                    "p": (1.0, 20.0), "launch_s": (0.0, 1e-4), "causal_skip": (0.0, 1.0)}
 STREAM_BOUNDS = {"mem_eff": (0.05, 1.25), "sat": (0.01, 1e3), "launch_s": (0.0, 1e-4)}
 
 
@@ -42,7 +47,8 @@ def fit_mask(df: pd.DataFrame) -> pd.Series:
     """Rows the shipped calibration is fitted on (module doc)."""
     vidur_fit = (df["source"] == "vidur") & (df["model"] == FIT_MODEL)
     neusight_fit = (df["source"] == "neusight") & (df["gpu"] != HELD_OUT_GPU)
-    return vidur_fit | neusight_fit
+    attention_fit = (df["family"] == "attention") & (df["tokens"] <= ATTENTION_FIT_MAX_TOKENS)
+    return vidur_fit | neusight_fit | attention_fit
 
 
 def with_features(df: pd.DataFrame) -> pd.DataFrame:
@@ -72,11 +78,11 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
     """Fit every parameter group on the rows of `fit_mask` (or of the given frame)."""
     base = Calibration({"tensor": GemmParams(), "simt": GemmParams()},
                        {k: StreamParams() for k in stream_keys()},
-                       GemmParams(), measured.data_sha256(),
+                       AttentionParams(), measured.data_sha256(),
                        {"gemm.tensor": f"vidur {FIT_MODEL} (a100, h100)",
                         "gemm.simt": f"neusight bmm+linear, all GPUs except {HELD_OUT_GPU}",
                         "stream": f"neusight elem/ln/softmax + vidur {FIT_MODEL}",
-                        "attention": "not fitted (defaults); see docs"})
+                        "attention": f"vidur FlashAttention a100, <= {ATTENTION_FIT_MAX_TOKENS} query tokens"})
     if df is None:
         all_rows = measured.kernels()
         df = all_rows[fit_mask(all_rows)]
@@ -100,7 +106,12 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         if sel.any():
             stream[kind] = _fit(StreamParams, STREAM_BOUNDS, stream[kind], group_residual(
                 sel, lambda prm, k=kind: Calibration(gemm, {**stream, k: prm}, base.attention, "")))
-    return Calibration(gemm, stream, base.attention, base.data_sha256, base.fitted_on)
+    attention = base.attention
+    sel = f["kind"].isin(["attention", "attention_bwd"]).to_numpy()
+    if sel.any():
+        attention = _fit(AttentionParams, ATTENTION_BOUNDS, attention, group_residual(
+            sel, lambda prm: Calibration(gemm, stream, prm, "")))
+    return Calibration(gemm, stream, attention, base.data_sha256, base.fitted_on)
 
 
 def write(cal: Calibration) -> str:

@@ -24,7 +24,9 @@ Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind:
 with `units` the independent blocks (rows for norm/softmax, 1024-element chunks otherwise).
 
 Fused attention (FlashAttention-2 forward; Dao 2023): query tiles of `ATTN_BLOCK_Q` rows per
-(batch, head); each tile streams the keys it needs (about half under causal masking) at
+(batch, head); each tile streams the keys it needs (under causal masking, FlashAttention-2
+skips the fully masked key blocks; `causal_skip` is the fitted fraction skipped, since not
+every implementation does) at
     t_tile = (kv_eff + k0) * 4*Bq*d / (u_max * P/SMs)
 over waves of SMs, against HBM traffic as for GEMMs. Decode (one query) splits the KV cache
 across SMs (flash-decoding), so it is bandwidth-bound. The backward (`attention_bwd`) does
@@ -108,6 +110,19 @@ class GemmParams:
 
 
 @dataclass(frozen=True)
+class AttentionParams:
+    """Fitted parameters of fused attention."""
+
+    u_max: float = 0.7  # fraction of the SM's tensor peak a query tile sustains, (0, 1]
+    k0: float = 128.0  # per-tile prologue/epilogue, in keys
+    mem_eff: float = 0.85
+    sat_frac: float = 0.5
+    p: float = 3.0
+    launch_s: float = 5e-6
+    causal_skip: float = 1.0  # fraction of the fully masked key blocks the kernel skips, [0, 1]
+
+
+@dataclass(frozen=True)
 class StreamParams:
     """Fitted parameters of one bandwidth-bound op kind."""
 
@@ -122,7 +137,7 @@ class Calibration:
 
     gemm: dict[str, GemmParams]
     stream: dict[str, StreamParams]
-    attention: GemmParams
+    attention: AttentionParams
     data_sha256: str
     fitted_on: dict[str, str] = field(default_factory=dict)
 
@@ -148,7 +163,7 @@ class Calibration:
                 raise ConfigError(f"{source}: schema {d.get('schema')!r} is not {SCHEMA}")
             return cls({k: GemmParams(**v) for k, v in d["gemm"].items()},
                        {k: StreamParams(**v) for k, v in d["stream"].items()},
-                       GemmParams(**d["attention"]), d["data_sha256"], d.get("fitted_on", {}))
+                       AttentionParams(**d["attention"]), d["data_sha256"], d.get("fitted_on", {}))
         except (KeyError, TypeError, json.JSONDecodeError) as err:
             raise ConfigError(f"{source}: malformed GPU tile calibration ({err})") from None
 
@@ -232,13 +247,13 @@ def stream_times(flops: np.ndarray, op_bytes: np.ndarray, units: np.ndarray, sim
 
 def attention_times(batch: np.ndarray, heads: np.ndarray, kv_heads: np.ndarray, q: np.ndarray, kv: np.ndarray,
                     d: np.ndarray, causal: np.ndarray, work: np.ndarray, op_bytes: np.ndarray, peak: np.ndarray,
-                    sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray, prm: GemmParams) -> np.ndarray:
+                    sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray, prm: AttentionParams) -> np.ndarray:
     """Predicted seconds of fused attention ops; `work` is 1 forward, 2.5 backward."""
     n_q = np.ceil(q / ATTN_BLOCK_Q)
     # mean keys per query tile under causal masking: the tile of rows [iBq, (i+1)Bq) sees
     # kv - q + (i+1)Bq keys, capped at kv; averaged over the n_q tiles.
     causal_kv = np.minimum(kv, kv - q + ATTN_BLOCK_Q * (n_q + 1) / 2)
-    kv_eff = np.where(causal, causal_kv, kv)
+    kv_eff = np.where(causal, kv - prm.causal_skip * (kv - causal_kv), kv)
     decode = q == 1
     splits = np.where(decode, np.ceil(kv / DECODE_KV_SPLIT), 1)
     tiles = batch * heads * n_q * splits

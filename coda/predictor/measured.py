@@ -28,6 +28,7 @@ from coda.models import ops as O
 
 NEUSIGHT_FILES = ("bmm", "linear", "elem", "ln", "softmax")
 VIDUR_FILE = "vidur/compute/mlp.csv.gz"
+VIDUR_ATTENTION_FILE = "vidur/attention/attention.csv.gz"
 # NeuSight elementwise OPName -> (tensor inputs, FLOPs per element); "u" = unary (tensor op scalar)
 NEUSIGHT_ELEMENTWISE = {
     "add": (2, 1), "mul": (2, 1), "div": (2, 1), "pow": (2, 1), "addu": (1, 1), "mulu": (1, 1), "divu": (1, 1),
@@ -43,7 +44,7 @@ def _data_path(rel: str) -> Any:
 
 def data_files() -> list[str]:
     """The shipped files the predictor is calibrated on, relative to `coda/data`."""
-    return [f"neusight/kernels/{n}.csv.gz" for n in NEUSIGHT_FILES] + [VIDUR_FILE]
+    return [f"neusight/kernels/{n}.csv.gz" for n in NEUSIGHT_FILES] + [VIDUR_FILE, VIDUR_ATTENTION_FILE]
 
 
 def data_sha256() -> str:
@@ -129,9 +130,31 @@ def _vidur_rows() -> list[dict[str, Any]]:
     return rows
 
 
+def _vidur_attention_rows() -> list[dict[str, Any]]:
+    """FlashAttention prefill (causal, a chunk of `prefill_chunk_size` after `kv_cache_size`
+    cached tokens) and decode (one token per sequence against its cache) on A100, FP16."""
+    rows: list[dict[str, Any]] = []
+    df = _read(VIDUR_ATTENTION_FILE)
+    for r in df.itertuples(index=False):
+        tp = int(r.num_tensor_parallel_workers)
+        heads, kv_heads = int(r.n_q_head) // tp, max(int(r.n_kv_head) // tp, 1)
+        d = int(r.n_embd) // int(r.n_q_head)
+        if r.is_prefill:
+            q, kv, value, name = int(r.prefill_chunk_size), int(r.kv_cache_size) + int(r.prefill_chunk_size), r.attn_prefill, "attn_prefill"
+        else:
+            q, kv, value, name = 1, int(r.kv_cache_size) + 1, r.attn_decode, "attn_decode"
+        if math.isnan(value):
+            continue
+        op = O.attention(int(r.batch_size), heads, kv_heads, q, kv, d, causal=True, dtype="fp16", name=name)
+        rows.append(dict(source="vidur", gpu=VIDUR_GPUS[r.gpu], model="meta-llama/Llama-2-70b-hf", layer_op=name,
+                         family="attention", tp=tp, tokens=int(r.batch_size) * q, op=op,
+                         latency_s=float(value) * 1e-3, kernel=""))
+    return rows
+
+
 @lru_cache(maxsize=1)
 def _kernels() -> pd.DataFrame:
-    df = pd.DataFrame(_neusight_rows() + _vidur_rows())
+    df = pd.DataFrame(_neusight_rows() + _vidur_rows() + _vidur_attention_rows())
     df["kind"] = [op.kind for op in df["op"]]
     df["dtype"] = [op.dtype for op in df["op"]]
     return df

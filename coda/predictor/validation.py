@@ -45,7 +45,10 @@ def predictor_report() -> list[tuple[str, pd.DataFrame]]:
     return [
         ("Vidur FP16 linear layers (fit: Llama-2-7B; held out: the other models), APE %",
          summarize(vidur[vidur["family"] == "gemm"], ["gpu", "split", "model"])),
-        ("Vidur FP16 vector ops, APE %", summarize(vidur[vidur["family"] != "gemm"], ["gpu", "split", "family"])),
+        ("Vidur FP16 vector ops, APE %",
+         summarize(vidur[~vidur["family"].isin(["gemm", "attention"])], ["gpu", "split", "family"])),
+        ("Vidur FP16 FlashAttention on A100 (fit: <= 1024 query tokens), APE %",
+         summarize(vidur[vidur["family"] == "attention"], ["gpu", "split", "layer_op"])),
         ("NeuSight FP32 bmm and linear (fit: all GPUs but H100; held out: H100), APE %",
          summarize(neus[neus["family"] == "gemm"], ["gpu", "split", "layer_op"])),
         ("NeuSight FP32 vector ops, APE %", summarize(neus[neus["family"] != "gemm"], ["split", "family"])),
