@@ -13,6 +13,7 @@ from coda.cli._output import print_json, print_table
 
 # name -> "module:function"; the function takes no arguments and returns [(title, DataFrame)].
 TARGETS: dict[str, str] = {
+    "predictor": "coda.predictor.validation:predictor_report",
     "collectives": "coda.arch.collectives_fit:collectives_report",
 }
 

@@ -50,7 +50,7 @@ from coda.arch.gpus import gpu as lookup_gpu
 from coda.errors import ConfigError
 from coda.models.ops import Op
 from coda.predictor.base import BasePredictor, Estimate, reject_collective
-from coda.predictor.roofline import gpu_peak_flops
+from coda.predictor.roofline import gpu_peak_flops, roofline_time_s
 from coda.units import dtype_bytes
 
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (128, 32), (32, 128), (64, 32),
@@ -82,17 +82,17 @@ def stream_key(op: Op) -> str:
     return op.kind
 SCHEMA = "coda.predictor.gpu_tiles/1"
 
-# Measured HBM streaming (copy) bandwidth, the ceiling that kernels actually reach (Azure
-# AI-benchmarking-guide, via shared/reference/hardware.md): H100 SXM 2.90 TB/s (87% of peak),
-# A100-SXM4-80GB 1.61 TB/s (79%). GPUs without a published measurement use their peak times
-# the mean of these fractions; `mem_eff` is fitted on top of this ceiling.
-MEASURED_STREAM_BW = {"h100-sxm": 2.90e12, "a100-sxm4-80gb": 1.61e12}
-DEFAULT_STREAM_FRACTION = (2.90e12 / 3.352e12 + 1.61e12 / 2.039e12) / 2
+# Measured HBM streaming (copy) bandwidth as a fraction of the peak, the ceiling kernels
+# actually reach (Azure AI-benchmarking-guide, via shared/reference/hardware.md): H100 SXM
+# 2.90 of 3.352 TB/s (87%), A100-SXM4-80GB 1.61 of 2.039 TB/s (79%). GPUs without a published
+# measurement use the mean of these fractions; `mem_eff` is fitted on top of this ceiling.
+MEASURED_STREAM_FRACTION = {"h100-sxm": 2.90 / 3.352, "a100-sxm4-80gb": 1.61 / 2.039}
+DEFAULT_STREAM_FRACTION = sum(MEASURED_STREAM_FRACTION.values()) / len(MEASURED_STREAM_FRACTION)
 
 
 def stream_bw(g: GPU) -> float:
-    """Achievable HBM bandwidth of `g` in bytes/s (see MEASURED_STREAM_BW)."""
-    return MEASURED_STREAM_BW.get(g.name, g.hbm_bw_bytes_per_s * DEFAULT_STREAM_FRACTION)
+    """Achievable HBM bandwidth of `g` in bytes/s (see MEASURED_STREAM_FRACTION)."""
+    return g.hbm_bw_bytes_per_s * MEASURED_STREAM_FRACTION.get(g.name, DEFAULT_STREAM_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -172,19 +172,27 @@ def calibration_path() -> Any:
     return resources.files("coda.predictor").joinpath("calibration").joinpath("gpu_tiles.json")
 
 
+def load_calibration(text: str, data_sha256: str, source: str = "calibration") -> Calibration:
+    """Parse a calibration and check that it was fitted on the data whose hash is `data_sha256`.
+
+    Raises:
+        ConfigError: malformed file, or a hash mismatch (the data changed since the fit).
+    """
+    cal = Calibration.from_json(text, source)
+    if cal.data_sha256 != data_sha256:
+        raise ConfigError(
+            f"{source} was fitted on data {cal.data_sha256[:12]}, but the shipped data hash is "
+            f"{data_sha256[:12]}; run `coda calibrate` to refit"
+        )
+    return cal
+
+
 @lru_cache(maxsize=1)
 def shipped_calibration() -> Calibration:
     """The calibration shipped in the package, after checking its data hash."""
     from coda.predictor.measured import data_sha256
 
-    cal = Calibration.from_json(calibration_path().read_text(), "coda/predictor/calibration/gpu_tiles.json")
-    actual = data_sha256()
-    if cal.data_sha256 != actual:
-        raise ConfigError(
-            f"GPU tile calibration was fitted on data {cal.data_sha256[:12]}, but the shipped data hash is "
-            f"{actual[:12]}; run `coda calibrate` to refit"
-        )
-    return cal
+    return load_calibration(calibration_path().read_text(), data_sha256(), "coda/predictor/calibration/gpu_tiles.json")
 
 
 # -- vectorised core ---------------------------------------------------------------------------
@@ -346,7 +354,7 @@ class GPUTileModel(BasePredictor):
         f = features([op], [g])
         latency_s = float(predict_features(f, self.calibration)[0])
         r = f.iloc[0]
-        compute_s, memory_s = op.flops / r["peak"], op.bytes / r["peak_bw"]
+        compute_s, memory_s = roofline_time_s(op, g)
         details: dict[str, Any] = {"compute_roofline_s": compute_s, "memory_roofline_s": memory_s,
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":

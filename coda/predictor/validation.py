@@ -3,12 +3,16 @@ rows the shipped calibration was fitted on and the rows it never saw."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
 from coda.predictor import measured
-from coda.predictor.calibrate import fit_mask, with_features
+from coda.predictor.calibrate import fit, fit_mask, with_features
 from coda.predictor.gpu_tiles import predict_features, shipped_calibration
+
+LEAVE_OUT_GPU = "a100-pcie-80gb"
 
 
 def _ape(pred: np.ndarray, meas: np.ndarray) -> np.ndarray:
@@ -38,6 +42,19 @@ def summarize(f: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return out.reset_index().round(2)
 
 
+def leave_one_gpu_out(f: pd.DataFrame, gpu: str = LEAVE_OUT_GPU) -> pd.DataFrame:
+    """Refit the FP32 GEMM parameters without `gpu` (and without the H100) and report on `gpu`."""
+    neus = f[(f["source"] == "neusight") & (f["family"] == "gemm")]
+    train = neus[(neus["gpu"] != gpu) & (neus["split"] == "fitted")]
+    cal = shipped_calibration()
+    refit = fit(train[measured.kernels().columns.intersection(train.columns)])
+    test = neus[neus["gpu"] == gpu].copy()
+    test["ours_s"] = predict_features(test, replace(cal, gemm={**cal.gemm, "simt": refit.gemm["simt"]}))
+    test["ours_ape"] = _ape(test["ours_s"].to_numpy(), test["latency_s"].to_numpy())
+    test["split"] = "held out (refit without it)"
+    return summarize(test, ["gpu", "split", "layer_op"])
+
+
 def predictor_report() -> list[tuple[str, pd.DataFrame]]:
     f = kernel_errors()
     vidur = f[f["source"] == "vidur"]
@@ -52,4 +69,5 @@ def predictor_report() -> list[tuple[str, pd.DataFrame]]:
         ("NeuSight FP32 bmm and linear (fit: all GPUs but H100; held out: H100), APE %",
          summarize(neus[neus["family"] == "gemm"], ["gpu", "split", "layer_op"])),
         ("NeuSight FP32 vector ops, APE %", summarize(neus[neus["family"] != "gemm"], ["split", "family"])),
+        (f"NeuSight FP32 bmm and linear, leave one GPU out ({LEAVE_OUT_GPU}), APE %", leave_one_gpu_out(f)),
     ]

@@ -1,0 +1,38 @@
+"""Held-out accuracy of the shipped GPU calibration (what `coda validate predictor` prints).
+
+Thresholds are the levels the shipped model reaches (a regression guard), next to the issue's
+targets where they are met: NeuSight H100 (an unseen GPU) median APE <= 10%. The Vidur FP16
+target (median <= 5%, p90 <= 12%) is not met yet: held-out medians are 6-7%, p90 14-19%;
+the guard is set just above them, and always far below the roofline's ~30%.
+"""
+
+import pytest
+
+from coda.predictor.validation import kernel_errors
+
+
+@pytest.fixture(scope="module")
+def errors():
+    return kernel_errors()
+
+
+def test_vidur_fp16_linear_held_out(errors):
+    held = errors[(errors["source"] == "vidur") & (errors["family"] == "gemm") & (errors["split"] == "held out")]
+    for (gpu, model), g in held.groupby(["gpu", "model"]):
+        assert g["ours_ape"].median() <= 7.5, (gpu, model)
+        assert g["ours_ape"].quantile(0.9) <= 20.0, (gpu, model)
+        assert g["ours_ape"].median() < g["roofline_ape"].median() / 4, (gpu, model)
+
+
+def test_neusight_unseen_h100(errors):
+    h100 = errors[(errors["source"] == "neusight") & (errors["gpu"] == "h100-sxm")]
+    assert (h100["split"] == "held out").all()
+    for op, g in h100.groupby("layer_op"):
+        assert g["ours_ape"].median() <= 10.0, op
+        assert g["ours_ape"].median() < g["roofline_ape"].median(), op
+
+
+def test_calibration_split_is_honest(errors):
+    """No held-out row was used to fit: the fitted Vidur GEMMs are Llama-2-7B only."""
+    fitted = errors[(errors["source"] == "vidur") & (errors["family"] == "gemm") & (errors["split"] == "fitted")]
+    assert set(fitted["model"]) == {"meta-llama/Llama-2-7b-hf"}
