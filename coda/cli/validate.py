@@ -15,6 +15,8 @@ from coda.cli._output import print_json, print_table
 TARGETS: dict[str, str] = {
     "predictor": "coda.predictor.validation:predictor_report",
     "collectives": "coda.arch.collectives_fit:collectives_report",
+    "e2e": "coda.evaluate.e2e_validation:e2e_report",
+    "training": "coda.evaluate.training_validation:training_report",
 }
 
 

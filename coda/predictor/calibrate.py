@@ -102,6 +102,14 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         if sel.any():
             gemm[cls] = _fit(GemmParams, GEMM_BOUNDS, gemm[cls], group_residual(
                 sel, lambda prm, c=cls: Calibration({**gemm, c: prm}, base.stream, base.attention, "")))
+    # Tensor-core generations differ (Hopper's wgmma/TMA kernels reach a larger fraction of
+    # peak than Ampere's mma.sync): one refinement per architecture in the tensor fit set.
+    mm = ((f["kind"] == "matmul") & (f["cls"] == "tensor")).to_numpy()
+    for arch in sorted(f.loc[mm, "arch"].unique()):
+        key = f"tensor.{arch}"
+        sel = mm & (f["arch"] == arch).to_numpy()
+        gemm[key] = _fit(GemmParams, GEMM_BOUNDS, gemm["tensor"], group_residual(
+            sel, lambda prm, k=key: Calibration({**gemm, k: prm}, base.stream, base.attention, "")))
     stream = dict(base.stream)
     for kind in stream:
         # a kind's shared entry is fitted on all its rows; a `kind.variant` entry on its own

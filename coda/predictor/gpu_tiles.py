@@ -211,9 +211,8 @@ def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e
     All arguments are 1-D arrays of equal length (one entry per GEMM); see the module doc.
     Candidates are `(tile, split)` pairs in `candidates()` order.
     """
-    best = np.full(batch.shape, np.inf)
-    choice = np.zeros(batch.shape, dtype=np.int64)
     peak_sm, bw_sm = peak / sms, bw / sms
+    times = np.full((len(candidates()), batch.shape[0]), np.inf)
     for i, (tm, tn, s) in enumerate(candidates()):
         ks = np.ceil(k / max(s, 1))
         if s > 1:
@@ -232,12 +231,9 @@ def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e
         active = np.minimum(units, sms)
         t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
         t = prm.launch_s + _smooth_max(t_c, t_m, prm.p)
-        if s > 1:
-            t = np.where(ok, t, np.inf)
-        better = t < best
-        best = np.where(better, t, best)
-        choice = np.where(better, i, choice)
-    return best, choice
+        times[i] = np.where(ok, t, np.inf) if s > 1 else t
+    choice = np.argmin(times, axis=0)
+    return times[choice, np.arange(times.shape[1])], choice
 
 
 @lru_cache(maxsize=1)
@@ -285,7 +281,7 @@ def features(ops: list[Op], gpus: list[GPU]) -> pd.DataFrame:
     for op, g in zip(ops, gpus):
         reject_collective(op)
         d = op.dims
-        row: dict[str, Any] = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), flops=op.flops, bytes=op.bytes,
+        row: dict[str, Any] = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), arch=g.architecture, flops=op.flops, bytes=op.bytes,
                                    e=dtype_bytes(op.dtype), peak=gpu_peak_flops(g, op),
                                    simt_peak=g.peak_flops("fp32", tensor_core=False), sms=g.sm_count,
                                    bw=stream_bw(g), peak_bw=g.hbm_bw_bytes_per_s)
@@ -311,12 +307,11 @@ def _col(f: pd.DataFrame, name: str) -> np.ndarray:
 def predict_features(f: pd.DataFrame, cal: Calibration) -> np.ndarray:
     """Seconds for every row of a `features` frame."""
     out = np.full(len(f), np.nan)
-    for cls in ("tensor", "simt"):
-        sel = ((f["kind"] == "matmul") & (f["cls"] == cls)).to_numpy()
-        if sel.any():
-            g = f[sel]
-            out[sel] = gemm_times(*(_col(g, c) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw",
-                                                       "peak_bw")), cal.gemm[cls])[0]
+    mm = f[f["kind"] == "matmul"]
+    for (cls, arch), g in mm.groupby(["cls", "arch"], sort=False):
+        sel = f.index.isin(g.index)
+        out[sel] = gemm_times(*(_col(g, c) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw",
+                                                   "peak_bw")), gemm_params(cal, cls, arch))[0]
     sel = f["kind"].isin(["attention", "attention_bwd"]).to_numpy()
     if sel.any():
         g = f[sel]
@@ -330,6 +325,12 @@ def predict_features(f: pd.DataFrame, cal: Calibration) -> np.ndarray:
             out[sel] = stream_times(*(_col(g, c) for c in ("flops", "bytes", "units", "simt_peak", "sms", "bw", "peak_bw")),
                                     cal.stream.get(key) or cal.stream[key.split(".")[0]])
     return out
+
+
+def gemm_params(cal: Calibration, cls: str, arch: str) -> GemmParams:
+    """GEMM parameters of a core class on an architecture: `cls.arch` if fitted, else `cls`
+    (the parameters shared by all architectures, used for GPUs of an unseen architecture)."""
+    return cal.gemm.get(f"{cls}.{arch}") or cal.gemm[cls]
 
 
 class GPUTileModel(BasePredictor):
@@ -358,7 +359,7 @@ class GPUTileModel(BasePredictor):
         details: dict[str, Any] = {"compute_roofline_s": compute_s, "memory_roofline_s": memory_s,
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":
-            prm = self.calibration.gemm[r["cls"]]
+            prm = gemm_params(self.calibration, r["cls"], r["arch"])
             _, idx = gemm_times(*(np.array([float(r[c])]) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms",
                                                                    "bw", "peak_bw")), prm)
             tm, tn, s = candidates()[int(idx[0])]
