@@ -57,8 +57,8 @@ def fit_mask(df: pd.DataFrame) -> pd.Series:
 def with_features(df: pd.DataFrame) -> pd.DataFrame:
     """`measured.kernels()` rows joined with their model features."""
     gpus = {name: lookup_gpu(name) for name in df["gpu"].unique()}
-    f = features(list(df["op"]), [gpus[g] for g in df["gpu"]])
-    return pd.concat([df.reset_index(drop=True), f.drop(columns=["kind"])], axis=1)
+    f = pd.DataFrame(features(list(df["op"]), [gpus[g] for g in df["gpu"]])).drop(columns=["kind"])
+    return pd.concat([df.reset_index(drop=True), f], axis=1)
 
 
 def _fit(params_type: type, bounds: dict[str, tuple[float, float]], start: object,

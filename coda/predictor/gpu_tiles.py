@@ -211,27 +211,21 @@ def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e
     All arguments are 1-D arrays of equal length (one entry per GEMM); see the module doc.
     Candidates are `(tile, split)` pairs in `candidates()` order.
     """
-    peak_sm, bw_sm = peak / sms, bw / sms
-    times = np.full((len(candidates()), batch.shape[0]), np.inf)
-    for i, (tm, tn, s) in enumerate(candidates()):
-        ks = np.ceil(k / max(s, 1))
-        if s > 1:
-            ok = ks >= MIN_SPLIT_K_DEPTH
-            if not ok.any():
-                continue
-        tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)
-        units = tiles * max(s, 1)
-        ctas = min(4, max(1, TILE_SLOT // (tm * tn)))  # co-resident tiles per SM share its pipes
-        per_k = np.maximum(2.0 * tm * tn / (prm.u_max * peak_sm), (tm + tn) * e / (prm.l2_ratio * bw_sm))
-        if s == STREAM_K:  # work split evenly over the SMs, at a fix-up overhead
-            t_c = np.maximum(units / sms, 1.0) * (k + prm.k0) * per_k * (1.0 + prm.stream_k)
-        else:
-            t_c = np.ceil(units / (sms * ctas)) * ctas * (ks + prm.k0) * per_k
-        traffic = op_bytes + (2.0 * s * batch * m * n * 4 if s > 1 else 0.0)
-        active = np.minimum(units, sms)
-        t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
-        t = prm.launch_s + _smooth_max(t_c, t_m, prm.p)
-        times[i] = np.where(ok, t, np.inf) if s > 1 else t
+    tm, tn, s, ctas = (c[:, None] for c in _candidate_arrays())  # candidates x 1, against 1 x ops
+    stream = s == STREAM_K
+    splits = np.maximum(s, 1)
+    ks = np.ceil(k / splits)
+    tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)
+    units = tiles * splits
+    per_k = np.maximum(2.0 * tm * tn / (prm.u_max * peak / sms), (tm + tn) * e / (prm.l2_ratio * bw / sms))
+    t_c = np.where(stream,  # stream-K: work split evenly over the SMs, at a fix-up overhead
+                   np.maximum(units / sms, 1.0) * (k + prm.k0) * per_k * (1.0 + prm.stream_k),
+                   np.ceil(units / (sms * ctas)) * ctas * (ks + prm.k0) * per_k)
+    traffic = op_bytes + np.where(s > 1, 2.0 * s * batch * m * n * 4, 0.0)
+    active = np.minimum(units, sms)
+    t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
+    times = prm.launch_s + _smooth_max(t_c, t_m, prm.p)
+    times = np.where((s > 1) & (ks < MIN_SPLIT_K_DEPTH), np.inf, times)
     choice = np.argmin(times, axis=0)
     return times[choice, np.arange(times.shape[1])], choice
 
@@ -240,6 +234,14 @@ def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e
 def candidates() -> tuple[tuple[int, int, int], ...]:
     """(TM, TN, split-K) candidates, in the order `gemm_times` indexes them."""
     return tuple((tm, tn, s) for s in (*SPLIT_K, STREAM_K) for tm, tn in TILES)
+
+
+@lru_cache(maxsize=1)
+def _candidate_arrays() -> tuple[np.ndarray, ...]:
+    """TM, TN, split and co-resident tiles per SM (smaller tiles share an SM's pipes) per candidate."""
+    c = np.array(candidates(), dtype=float)
+    ctas = np.clip(TILE_SLOT // (c[:, 0] * c[:, 1]), 1, 4)
+    return c[:, 0], c[:, 1], c[:, 2], ctas
 
 
 def stream_times(flops: np.ndarray, op_bytes: np.ndarray, units: np.ndarray, simt_peak: np.ndarray, sms: np.ndarray,
@@ -275,55 +277,76 @@ def _core_class(op: Op) -> str:
     return "simt" if op.dtype == "fp32" else "tensor"
 
 
-def features(ops: list[Op], gpus: list[GPU]) -> pd.DataFrame:
-    """One row per (op, gpu) pair with the numbers the vectorised models need."""
-    rows = []
+FEATURE_COLUMNS = ("flops", "bytes", "e", "peak", "simt_peak", "sms", "bw", "peak_bw", "batch", "m", "k", "n",
+                   "heads", "kv_heads", "q", "kv", "d", "causal", "work", "units")
+LABEL_COLUMNS = ("kind", "stream", "cls", "arch")
+
+
+@lru_cache(maxsize=64)
+def _device_features(g: GPU, dtype: str, tensor: bool) -> tuple[float, ...]:
+    """(peak, simt_peak, sms, bw, peak_bw) of a GPU for ops of a dtype (cached: GPUs are frozen)."""
+    probe = Op("probe", "matmul" if tensor else "elementwise", (), 0.0, 0.0, 0.0, 0.0, dtype)
+    return (gpu_peak_flops(g, probe), g.peak_flops("fp32", tensor_core=False), float(g.sm_count), stream_bw(g),
+            g.hbm_bw_bytes_per_s)
+
+
+def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
+    """Column arrays, one entry per (op, gpu) pair, with the numbers the vectorised models need."""
+    cols: dict[str, list[Any]] = {c: [] for c in (*LABEL_COLUMNS, *FEATURE_COLUMNS)}
     for op, g in zip(ops, gpus):
         reject_collective(op)
         d = op.dims
-        row: dict[str, Any] = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), arch=g.architecture, flops=op.flops, bytes=op.bytes,
-                                   e=dtype_bytes(op.dtype), peak=gpu_peak_flops(g, op),
-                                   simt_peak=g.peak_flops("fp32", tensor_core=False), sms=g.sm_count,
-                                   bw=stream_bw(g), peak_bw=g.hbm_bw_bytes_per_s)
-        if op.kind == "matmul":
-            row.update(batch=d["batch"], m=d["m"], k=d["k"], n=d["n"])
-        elif op.kind in ("attention", "attention_bwd"):
-            row.update(batch=d["batch"], heads=d["heads"], kv_heads=d["kv_heads"], q=d["q_len"], kv=d["kv_len"],
-                       d=d["head_dim"], causal=d["causal"], work=2.5 if op.kind == "attention_bwd" else 1.0)
-        elif op.kind in ("norm", "softmax"):
-            row.update(units=d["rows"])
-        elif op.kind == "embedding":
-            row.update(units=max(1, d["tokens"] * d["hidden"] // STREAM_CHUNK))
-        else:
-            row.update(units=max(1, d["n_elements"] // STREAM_CHUNK))
-        rows.append(row)
-    return pd.DataFrame(rows)
+        tensor = op.kind in ("matmul", "attention", "attention_bwd")
+        peak, simt_peak, sms, bw, peak_bw = _device_features(g, op.dtype, tensor)
+        row = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), arch=g.architecture, flops=op.flops,
+                   bytes=op.bytes, e=dtype_bytes(op.dtype), peak=peak, simt_peak=simt_peak, sms=sms, bw=bw,
+                   peak_bw=peak_bw, batch=d.get("batch", 0), m=d.get("m", 0), k=d.get("k", 0), n=d.get("n", 0),
+                   heads=d.get("heads", 0), kv_heads=d.get("kv_heads", 0), q=d.get("q_len", 0),
+                   kv=d.get("kv_len", 0), d=d.get("head_dim", 0), causal=bool(d.get("causal", False)),
+                   work=2.5 if op.kind == "attention_bwd" else 1.0, units=_units(op))
+        for c, v in row.items():
+            cols[c].append(v)
+    return {c: np.asarray(v, dtype=object if c in LABEL_COLUMNS else float) for c, v in cols.items()}
 
 
-def _col(f: pd.DataFrame, name: str) -> np.ndarray:
-    return f[name].to_numpy(dtype=float)
+def _units(op: Op) -> int:
+    """Independent thread blocks of a bandwidth-bound op (rows of a norm or softmax)."""
+    d = op.dims
+    if op.kind in ("norm", "softmax"):
+        return d["rows"]
+    if op.kind == "embedding":
+        return max(1, d["tokens"] * d["hidden"] // STREAM_CHUNK)
+    if op.kind == "elementwise":
+        return max(1, d["n_elements"] // STREAM_CHUNK)
+    return 0
 
 
-def predict_features(f: pd.DataFrame, cal: Calibration) -> np.ndarray:
-    """Seconds for every row of a `features` frame."""
-    out = np.full(len(f), np.nan)
-    mm = f[f["kind"] == "matmul"]
-    for (cls, arch), g in mm.groupby(["cls", "arch"], sort=False):
-        sel = f.index.isin(g.index)
-        out[sel] = gemm_times(*(_col(g, c) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw",
-                                                   "peak_bw")), gemm_params(cal, cls, arch))[0]
-    sel = f["kind"].isin(["attention", "attention_bwd"]).to_numpy()
+def predict_features(f: Any, cal: Calibration) -> np.ndarray:
+    """Seconds for every entry of a `features` mapping (or a DataFrame with those columns)."""
+    if isinstance(f, pd.DataFrame):
+        f = {c: f[c].to_numpy(dtype=object if c in LABEL_COLUMNS else float) for c in (*LABEL_COLUMNS, *FEATURE_COLUMNS)}
+    kind = f["kind"]
+    out = np.full(len(kind), np.nan)
+
+    def cols(sel: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+        return [f[c][sel] for c in names]
+
+    matmul = kind == "matmul"
+    for cls, arch in {(c, a) for c, a in zip(f["cls"][matmul], f["arch"][matmul])}:
+        sel = matmul & (f["cls"] == cls) & (f["arch"] == arch)
+        out[sel] = gemm_times(*cols(sel, ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw", "peak_bw")),
+                              gemm_params(cal, cls, arch))[0]
+    sel = (kind == "attention") | (kind == "attention_bwd")
     if sel.any():
-        g = f[sel]
-        out[sel] = attention_times(*(_col(g, c) for c in ("batch", "heads", "kv_heads", "q", "kv", "d")),
-                                   g["causal"].to_numpy(dtype=bool), _col(g, "work"), _col(g, "bytes"),
-                                   _col(g, "peak"), _col(g, "sms"), _col(g, "bw"), _col(g, "peak_bw"), cal.attention)
-    for key in f["stream"].unique():
-        sel = ((f["stream"] == key) & f["kind"].isin(STREAM_KINDS)).to_numpy()
-        if sel.any():
-            g = f[sel]
-            out[sel] = stream_times(*(_col(g, c) for c in ("flops", "bytes", "units", "simt_peak", "sms", "bw", "peak_bw")),
-                                    cal.stream.get(key) or cal.stream[key.split(".")[0]])
+        c = cols(sel, ("batch", "heads", "kv_heads", "q", "kv", "d", "causal", "work", "bytes", "peak", "sms", "bw",
+                       "peak_bw"))
+        c[6] = c[6].astype(bool)
+        out[sel] = attention_times(*c, cal.attention)
+    stream = np.isin(kind, STREAM_KINDS)
+    for key in set(f["stream"][stream]):
+        sel = stream & (f["stream"] == key)
+        out[sel] = stream_times(*cols(sel, ("flops", "bytes", "units", "simt_peak", "sms", "bw", "peak_bw")),
+                                cal.stream.get(key) or cal.stream[key.split(".")[0]])
     return out
 
 
@@ -354,19 +377,19 @@ class GPUTileModel(BasePredictor):
         g = lookup_gpu(device)
         f = features([op], [g])
         latency_s = float(predict_features(f, self.calibration)[0])
-        r = f.iloc[0]
+        r = {c: v[0] for c, v in f.items()}
         compute_s, memory_s = roofline_time_s(op, g)
         details: dict[str, Any] = {"compute_roofline_s": compute_s, "memory_roofline_s": memory_s,
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":
             prm = gemm_params(self.calibration, r["cls"], r["arch"])
-            _, idx = gemm_times(*(np.array([float(r[c])]) for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms",
-                                                                   "bw", "peak_bw")), prm)
+            _, idx = gemm_times(*(f[c] for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw", "peak_bw")),
+                                prm)
             tm, tn, s = candidates()[int(idx[0])]
             tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
-            waves = -(-tiles * s // r["sms"])
-            details.update(tile=(tm, tn), split_k=s, tiles=int(tiles), waves=int(waves),
-                           per_wave_s=(latency_s - prm.launch_s) / waves)
+            waves = max(1, -(-tiles * max(s, 1) // r["sms"]))
+            details.update(tile=(tm, tn), split_k="stream-K" if s == STREAM_K else s, tiles=int(tiles),
+                           waves=int(waves), per_wave_s=(latency_s - prm.launch_s) / waves)
         launch = (self.calibration.gemm[r["cls"]].launch_s if op.kind == "matmul" else
                   self.calibration.attention.launch_s if op.kind.startswith("attention") else
                   self.calibration.stream.get(r["stream"], self.calibration.stream[op.kind]).launch_s)
