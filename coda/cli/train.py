@@ -1,0 +1,118 @@
+"""`coda train`: evaluate a training plan, or search the parts of it left out.
+
+    coda train --model gpt3-175b --cluster dgx-a100 --devices 1024 --global-batch 1536 --seq-len 2048 \\
+        --tp 8 --pp 16 --dp 8 --micro-batch 1 --recompute full --no-sequence-parallel \\
+        --schedule interleaved --virtual-stages 2 --zero 0        # every part given: evaluate
+    coda train --model gpt3-175b --cluster dgx-a100 --devices 1024 --global-batch 1536 --seq-len 2048
+                                                                  # nothing given: optimise all of it
+
+Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+
+from coda.cli._output import print_json, print_table
+from coda.placement.chain import FSDP, MEGATRON_2021, Software
+from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
+
+SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "fsdp": FSDP}
+PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    from coda.arch.accelerators import PRESETS, accelerator_preset
+    from coda.arch.clusters import cluster, preset_description
+    from coda.arch.gpus import gpu
+
+    device: Any = None
+    if args.device:
+        device = accelerator_preset(args.device) if args.device.lower() in PRESETS else gpu(args.device)
+    elif preset_description(args.cluster)["device_kind"] != "gpu":
+        device = accelerator_preset("tpuv4-like")  # the accelerator model of the TPU v4 pod
+    return cluster(args.cluster, args.devices, device=device)
+
+
+def _compact(layers: list[int]) -> str:
+    """`[6, 6, 6]` -> `3 x 6`; uneven splits are listed."""
+    return f"{len(layers)} x {layers[0]}" if layers and len(set(layers)) == 1 else str(layers)
+
+
+def _plan_table(result: Any) -> pd.DataFrame:
+    s = dict(result.summary())
+    s["stage_layers"] = _compact(s["stage_layers"])
+    keys = ("model", "cluster", "devices", "plan", "stage_layers", "step_s", "tokens_per_s", "tokens_per_s_per_device",
+            "model_TFLOPs_per_device", "hardware_TFLOPs_per_device", "mfu", "hfu", "peak_memory_GiB",
+            "memory_limit_GiB", "software")
+    return pd.DataFrame([dict(field=k, value=str(s[k]) if isinstance(s[k], (list, bool)) else s[k]) for k in keys])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from coda.evaluate.training import training
+    from coda.models import get
+    from coda.placement import Plan, memory_frame, optimize
+
+    cfg = get(args.model)
+    cl = _cluster(args)
+    sw = SOFTWARE[args.software]
+    given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
+    ranked = None
+    if len(given) == len(PLAN_FLAGS):
+        plan = Plan(global_batch=args.global_batch, **given)
+        result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
+    else:
+        _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given)
+    if args.json:
+        out = result.to_dict()
+        if ranked is not None:
+            out["alternatives"] = ranked.head(args.top).to_dict(orient="records")
+            out["search"] = dict(ranked.attrs)
+        print_json(out)
+        return 0
+    print_table(_plan_table(result), title="plan" if ranked is None else
+                f"best plan (optimised: {', '.join(k for k in PLAN_FLAGS if k not in given)})")
+    print()
+    bd = result.breakdown_frame()
+    bd["time_s"] = bd["time_s"].map(lambda v: f"{v:.4g}")
+    print_table(bd, title="step-time breakdown")
+    print()
+    print_table(memory_frame(result), title="memory per device by stage (GiB)")
+    if ranked is not None:
+        print()
+        a = ranked.attrs
+        print_table(ranked.drop(columns=["stage_layers"]).head(args.top),
+                    title=f"top {args.top} of {a['evaluated']} evaluated plans ({a['candidates']} candidates, "
+                          f"{a['pruned_by_bound']} pruned by bound, {a['pruned_by_memory']} by memory, "
+                          f"{a['seconds']:.2f} s)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="evaluate or optimise a parallel training plan",
+                       description="Evaluate a training plan; plan flags left out are optimised.")
+    p.add_argument("--model", required=True, help="preset name or config.json")
+    p.add_argument("--cluster", required=True, help="cluster preset: dgx-a100, dgx-h100, tpuv4-pod")
+    p.add_argument("--devices", type=int, required=True, help="devices in the cluster (all are used)")
+    p.add_argument("--device", default=None, help="replace the cluster's device: a GPU or accelerator preset name")
+    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence")
+    p.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (default bf16)")
+    p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
+                   help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
+    p.add_argument("--tp", type=int, help="tensor-parallel width")
+    p.add_argument("--pp", type=int, help="pipeline stages")
+    p.add_argument("--dp", type=int, help="data-parallel replicas")
+    p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")
+    p.add_argument("--recompute", choices=[r.value for r in Recompute], help="activation recomputation")
+    p.add_argument("--sequence-parallel", dest="sequence_parallel", action=argparse.BooleanOptionalAction,
+                   default=None, help="Megatron sequence parallelism")
+    p.add_argument("--schedule", choices=[s.value for s in Schedule], help="pipeline schedule")
+    p.add_argument("--virtual-stages", dest="virtual_stages", type=int, help="model chunks per device (interleaved)")
+    p.add_argument("--zero", type=int, choices=ZERO_STAGES, help="ZeRO stage")
+    p.add_argument("--top", type=int, default=10, help="alternatives to list when optimising")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_run)

@@ -1,0 +1,192 @@
+"""`coda validate training`: predicted training throughput against published multi-GPU runs.
+
+Nothing here is fitted to these rows: layer times come from the predictor calibrated on kernel
+data, collectives from the cluster model calibrated on NCCL data (see docs/training.md).
+
+1. Megatron-LM, Narayanan et al. SC'21 table 1 (`../shared/reference/published.md`): Selene
+   DGX A100 80GB, fp16, full recomputation, micro-batch 1, interleaved 1F1B where pp > 1. The
+   number of model chunks per device is not published; `optimize` picks it with everything
+   else fixed. Software `MEGATRON_2021` (no FlashAttention, gradient all-reduce after the
+   backward pass, blocking p2p with scatter/gather). TFLOP/s per GPU uses the paper's own
+   count `96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))` over the predicted step time.
+2. MosaicML llm-foundry MPT benchmarks (`scripts/train/benchmarking/README.md`): PyTorch FSDP
+   FULL_SHARD (zero=3), bf16, activation checkpointing = recompute="full", micro-batch and
+   gradient accumulation as listed, 8 GPUs per node with 8 x 200 Gb/s per node.
+3. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
+   optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
+   and pp4 uses the eager single-GPU iteration (`coda.evaluate.iteration`, framework="eager");
+   tp4 uses the fused tensor-parallel graphs (the eager kernel model covers tp = 1 only).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+
+from coda.arch.clusters import cluster
+from coda.arch.gpus import gpu
+from coda.errors import CodaError
+from coda.models import get
+from coda.models.config import ModelConfig
+from coda.placement import FSDP, MEGATRON_2021, Software, optimize
+from coda.units import GiB
+
+SEQ = 2048
+# Narayanan et al. SC'21 table 1: (preset, tp, pp, GPUs, global batch, TFLOP/s per GPU).
+MEGATRON_ROWS = (
+    ("megatron-1.7b", 1, 1, 32, 512, 137.0),
+    ("megatron-18.4b", 8, 1, 256, 1024, 135.0),
+    ("megatron-76.1b", 8, 4, 1024, 1792, 140.0),
+    ("megatron-310.1b", 8, 16, 1920, 2160, 155.0),
+)
+# llm-foundry benchmark tables, seq 2048: (cluster, MPT size, GPUs, micro-batch, grad accum, AC, MFU %, tokens/s/GPU).
+MPT_ROWS = (
+    ("dgx-h100", "70b", 64, 8, 4, True, 42.57, 1039.0),
+    ("dgx-h100", "30b", 32, 14, 3, True, 43.92, 2308.0),
+    ("dgx-h100", "13b", 8, 2, 1, False, 39.79, 4792.0),
+    ("dgx-h100", "7b", 8, 6, 1, False, 46.44, 10643.0),
+    ("dgx-h100", "1b", 8, 14, 1, False, 41.82, 45455.0),
+    ("dgx-a100", "70b", 64, 8, 4, True, 53.33, 410.0),
+    ("dgx-a100", "30b", 8, 3, 21, True, 55.30, 916.0),
+    ("dgx-a100", "13b", 8, 2, 3, False, 59.57, 2262.0),
+    ("dgx-a100", "7b", 8, 6, 2, False, 64.23, 4641.0),
+    ("dgx-a100", "1b", 8, 14, 4, False, 59.86, 20513.0),
+)
+# (layers, d_model, heads). MPT-7B and MPT-30B: Hugging Face mosaicml/mpt-7b and mpt-30b
+# config.json; MPT-1B, 13B, 70B: llm-foundry scripts/train/yamls/pretrain/mpt-{1b,13b,70b}.yaml.
+MPT_SIZES = {"1b": (24, 2048, 16), "7b": (32, 4096, 32), "13b": (40, 5120, 40), "30b": (48, 7168, 64),
+             "70b": (80, 8192, 64)}
+NEUSIGHT_GPUS = {"NVIDIA_A100-SXM4-40GB": ("dgx-a100", "a100-sxm4-40gb"),
+                 "NVIDIA_H100_80GB_HBM3": ("dgx-h100", "h100-sxm")}
+
+
+def mpt_config(size: str) -> ModelConfig:
+    """MPT-1B/7B/13B/30B/70B (MosaicML): no biases, LayerNorm, GELU MLP of 4x d_model, vocabulary
+    50432, tied embeddings, 2048 positions. ALiBi has no parameters and no ModelConfig option;
+    position="rope" stands in for it (no position table; its small elementwise cost stands in
+    for the ALiBi bias FlashAttention adds in-kernel)."""
+    layers, d, heads = MPT_SIZES[size]
+    return ModelConfig(name=f"mpt-{size}", n_layers=layers, hidden=d, n_heads=heads, ffn_hidden=4 * d,
+                       vocab_size=50432, max_seq_len=SEQ, position="rope", bias=False, tied_embeddings=True)
+
+
+def megatron_flops(cfg: ModelConfig, batch: int, seq: int) -> float:
+    """Narayanan et al. SC'21 eq. 3: FLOPs per iteration with full recomputation."""
+    L, h, V = cfg.n_layers, cfg.hidden, cfg.vocab_size
+    return 96.0 * batch * seq * L * h * h * (1 + seq / (6 * h) + V / (16 * L * h))
+
+
+def megatron_table() -> pd.DataFrame:
+    """Predicted vs published TFLOP/s per GPU for the Megatron-LM rows."""
+    rows = []
+    for name, tp, pp, n, gb, published in MEGATRON_ROWS:
+        cfg = get(name)
+        dp = n // (tp * pp)
+        kw: dict[str, Any] = dict(tp=tp, pp=pp, dp=dp, micro_batch=1, recompute="full", zero=0,
+                                  sequence_parallel=False, schedule="interleaved" if pp > 1 else "1f1b")
+        _, r, _ = optimize(cfg, cluster("dgx-a100", n), gb, SEQ, dtype="fp16", software=MEGATRON_2021, **kw)
+        pred = megatron_flops(cfg, gb, SEQ) / r.step_time_s / n / 1e12
+        rows.append(dict(model=name, tp=tp, pp=pp, dp=dp, GPUs=n, global_batch=gb, plan=r.plan.describe(),
+                         published_TFLOPs=published, predicted_TFLOPs=pred, error_pct=100 * (pred / published - 1),
+                         hw_TFLOPs_coda=r.hardware_flops_per_s / 1e12, peak_memory_GiB=r.peak_memory_bytes / GiB,
+                         fits_80GB=r.fits))
+    return pd.DataFrame(rows)
+
+
+def mpt_table() -> pd.DataFrame:
+    """Predicted vs published tokens/s per GPU for the llm-foundry MPT rows (FSDP)."""
+    rows = []
+    for cl_name, size, n, mb, ga, ac, mfu, published in MPT_ROWS:
+        cfg = mpt_config(size)
+        row: dict[str, Any] = dict(cluster=cl_name, model=cfg.name, GPUs=n, micro_batch=mb, grad_accum=ga,
+                                   recompute="full" if ac else "none", published_tokens_per_s_per_gpu=published)
+        try:
+            _, r, _ = optimize(cfg, cluster(cl_name, n), mb * ga * n, SEQ, dtype="bf16", software=FSDP, tp=1, pp=1,
+                               dp=n, micro_batch=mb, recompute=row["recompute"], zero=3)
+            pred = r.tokens_per_s_per_device
+            row.update(predicted_tokens_per_s_per_gpu=pred, error_pct=100 * (pred / published - 1),
+                       published_mfu_pct=mfu, predicted_mfu_pct=100 * r.mfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
+        except CodaError as err:
+            row.update(predicted_tokens_per_s_per_gpu=float("nan"), error_pct=float("nan"), published_mfu_pct=mfu,
+                       predicted_mfu_pct=float("nan"), peak_memory_GiB=float("nan"), note=str(err)[:80])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def neusight_runs() -> list[tuple[str, str, int, str, float]]:
+    """Shipped NeuSight 4-GPU GPT2-large training runs: (gpu dir, variant, batch, run, measured s)."""
+    out = []
+    root = resources.files("coda").joinpath("data").joinpath("neusight").joinpath("e2e")
+    for gdir in NEUSIGHT_GPUS:
+        folder = root.joinpath(gdir)
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir(), key=lambda p: p.name):
+            name = f.name.removesuffix(".json")
+            parts = name.split("-")
+            if name.startswith("gpt2_large-train-") and len(parts) == 5 and f.name.endswith(".json"):
+                out.append((gdir, parts[4], int(parts[3]), name, json.loads(f.read_text())["e2e_latency"] * 1e-3))
+    return out
+
+
+def _neusight_predict(gdir: str, variant: str, batch: int) -> tuple[float, str]:
+    """Predicted forward + backward seconds of one 4-GPU run, and the compute graphs used."""
+    from coda.evaluate.iteration import iteration
+
+    cl_name, gpu_name = NEUSIGHT_GPUS[gdir]
+    cl = cluster(cl_name, 4, device=gpu(gpu_name))
+    cfg = get("gpt2-large")
+    seq, e = 1024, 4
+    if variant == "tp4":
+        sw = Software(attention="unfused", dp_overlap=True, scatter_gather=False, name="megatron-tp")
+        _, r, _ = optimize(cfg, cl, batch, seq, dtype="fp32", software=sw, tp=4, pp=1, dp=1, micro_batch=batch,
+                           recompute="none", sequence_parallel=False)
+        return r.step_time_s - r.breakdown()["optimizer"], "fused (tp=4)"
+    if variant == "dp4":
+        it = iteration(cfg, gpu_name, batch // 4, seq, mode="train", dtype="fp32", attention="unfused",
+                       framework="eager")
+        # DDP all-reduces fp32 gradients in 25 MB buckets during the backward pass; the last bucket
+        # (and whatever does not fit behind the backward) is exposed.
+        total = cl.collective_time("all_reduce", e * cfg.param_count(), 4)
+        exposed = max(cl.collective_time("all_reduce", 25e6, 4), total - it.backward_s)
+        return it.total_s + exposed, "eager (batch/4 per GPU)"
+    it = iteration(cfg, gpu_name, batch, seq, mode="train", dtype="fp32", attention="unfused", framework="eager")
+    msg = batch * seq * cfg.hidden * e  # one micro-batch: forward activations and backward gradients, 3 boundaries
+    p2p = sum(cl.collective_time("send_recv", msg, [i, i + 1]) for i in range(3))
+    return it.total_s + 2 * p2p, "eager (1 micro-batch through 4 stages)"
+
+
+def neusight_table() -> pd.DataFrame:
+    """Predicted vs measured time of the NeuSight 4-GPU GPT2-large runs."""
+    rows = []
+    for gdir, variant, batch, run, measured in neusight_runs():
+        pred, graphs = _neusight_predict(gdir, variant, batch)
+        rows.append(dict(gpu=NEUSIGHT_GPUS[gdir][1], run=run, measured_ms=measured * 1e3, predicted_ms=pred * 1e3,
+                         error_pct=100 * (pred / measured - 1), compute_graphs=graphs))
+    return pd.DataFrame(rows)
+
+
+def _summary(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    err = df["error_pct"].abs().dropna()
+    med = statistics.median(err) if len(err) else None
+    return pd.DataFrame([dict(set=what, rows=len(err), median_abs_error_pct=med,
+                              max_abs_error_pct=err.max() if len(err) else None)])
+
+
+def training_report() -> list[tuple[str, pd.DataFrame]]:
+    """Sections for `coda validate training`."""
+    meg, mpt, neu = megatron_table(), mpt_table(), neusight_table()
+    summary = pd.concat([_summary(meg, "Megatron-LM TFLOP/s (target: each <= 10%, median <= 5%)"),
+                         _summary(mpt[mpt["cluster"] == "dgx-a100"], "MPT FSDP tokens/s, A100 (target: each <= 15%)"),
+                         _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
+                         _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
+    return [
+        ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, full recompute, mb 1: TFLOP/s per GPU", meg),
+        ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
+        ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
+        ("summary", summary),
+    ]

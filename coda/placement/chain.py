@@ -1,0 +1,330 @@
+"""Cost arrays of one plan over the layer chain, and the cost model that builds them.
+
+The chain has n = l + 2 units: embedding, l blocks, head. `ChainCosts` holds, per unit and per
+micro-batch on one device, everything the pipeline model and the stage-split DP need; `PlanTerms`
+adds the plan-level communication constants. `CostModel.terms(plan)` builds both from the layer
+profile (`costs.layer_profile`), the cluster's collective model and the `Software` in use. The
+DP and its brute-force check only ever see these arrays, so tests can feed synthetic ones.
+
+Memory per parameter (Rajbhandari et al. SC'20, ZeRO, section 3): weights e bytes, gradients
+e bytes, optimizer states 12 bytes for mixed-precision Adam (fp32 master weights, m, v; e = 2)
+or 8 bytes (m, v) in fp32 training, i.e. 16 bytes per parameter in both cases. ZeRO-1 divides
+the optimizer states by dp, ZeRO-3 all three (and gathers one unit's weights at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from coda.arch.clusters import Cluster, CollectiveCost
+from coda.errors import ConfigError
+from coda.models.config import ModelConfig
+from coda.placement import costs as C
+from coda.placement.plan import Plan
+from coda.units import dtype_bytes
+
+ATTENTION_IMPLS = ("fused", "unfused")
+
+
+@dataclass(frozen=True)
+class Software:
+    """What the training framework does, where frameworks differ (each choice is documented in docs/training.md).
+
+    Attributes:
+        attention: ``fused`` (FlashAttention: scores never stored, backward recomputes them) or
+            ``unfused`` (bmm, scale+mask, softmax, bmm: Megatron-LM before FlashAttention).
+        dp_overlap: the data-parallel gradient reduction overlaps with the backward pass of the
+            last micro-batch (PyTorch DDP buckets, Megatron `--overlap-grad-reduce`); False: it
+            starts after the backward pass (Megatron-LM 2021 local DDP).
+        pp_overlap: pipeline send/recv overlaps with compute (False: blocking, as in Megatron-LM 2021).
+        scatter_gather: Megatron's scatter/gather optimisation: each of the t ranks sends 1/t of
+            a pipeline message, then an NVLink all-gather rebuilds it (Narayanan et al. SC'21 section 4.1).
+        reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
+        name: label for tables.
+    """
+
+    attention: str = field(default="fused", metadata={"help": "fused | unfused attention kernels"})
+    dp_overlap: bool = field(default=True, metadata={"help": "overlap DP gradient sync with the last backward"})
+    pp_overlap: bool = field(default=False, metadata={"help": "overlap pipeline send/recv with compute"})
+    scatter_gather: bool = field(default=True, metadata={"help": "Megatron scatter/gather for pipeline messages"})
+    reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
+    name: str = field(default="default", metadata={"help": "label"})
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_IMPLS:
+            raise ConfigError(f"Software.attention={self.attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
+        if not self.reserved_bytes >= 0:
+            raise ConfigError(f"Software.reserved_bytes={self.reserved_bytes!r} must be >= 0")
+
+
+# Megatron-LM as benchmarked in Narayanan et al. SC'21 (no FlashAttention, which appeared in
+# 2022; gradient all-reduce after the backward pass; blocking pipeline p2p; scatter/gather on).
+MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True,
+                         name="megatron-lm-2021")
+# PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
+FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
+
+
+@dataclass(frozen=True, eq=False)
+class ChainCosts:
+    """Per-unit costs (arrays of length n = layers + 2) per micro-batch on one device.
+
+    Times in seconds, memory in bytes: fwd_s, bwd_s (compute), rec_s (recomputation), tp_s (TP
+    collectives of forward, backward and recomputed forward), z3_s / z3_hidden_s (ZeRO-3
+    gathers and reduce-scatters exposed / hidden behind compute), weight_bytes, grad_bytes,
+    optim_bytes (static), act_bytes (stashed per in-flight micro-batch), work_bytes (transient
+    while the unit runs), sync_bytes (gradients to reduce over dp at the end of the step),
+    opt_s (optimizer step), model_flops (3x forward) and hw_flops (executed, with recomputation).
+    """
+
+    fwd_s: np.ndarray
+    bwd_s: np.ndarray
+    rec_s: np.ndarray
+    tp_s: np.ndarray
+    z3_s: np.ndarray
+    z3_hidden_s: np.ndarray
+    weight_bytes: np.ndarray
+    grad_bytes: np.ndarray
+    optim_bytes: np.ndarray
+    act_bytes: np.ndarray
+    work_bytes: np.ndarray
+    sync_bytes: np.ndarray
+    opt_s: np.ndarray
+    model_flops: np.ndarray
+    hw_flops: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.fwd_s)
+
+    @property
+    def time_s(self) -> np.ndarray:
+        """Pipeline time of each unit per micro-batch: compute, recompute, TP and exposed ZeRO-3 comm."""
+        return self.fwd_s + self.bwd_s + self.rec_s + self.tp_s + self.z3_s
+
+    @property
+    def static_bytes(self) -> np.ndarray:
+        return self.weight_bytes + self.grad_bytes + self.optim_bytes
+
+    @property
+    def window_s(self) -> np.ndarray:
+        """Backward work of one micro-batch that a gradient reduction can hide behind."""
+        return self.bwd_s + self.rec_s
+
+
+@dataclass(frozen=True, eq=False)
+class PlanTerms:
+    """Costs of one plan shape: the chain arrays plus plan-level constants.
+
+    Attributes:
+        chain: per-unit arrays.
+        p2p_s: exposed pipeline send/recv per stage per micro-batch (2v transfers; 0 if pp = 1).
+        p2p_hidden_s: the part hidden behind compute (pp_overlap).
+        dp_sync: per stage, the cost of the end-of-step gradient reduction (all-reduce, or
+            reduce-scatter with ZeRO-1) as `CollectiveCost` over its data-parallel group.
+        dp_gather: per stage, the ZeRO-1 all-gather of updated weights (zero cost otherwise).
+        dp_overlap: the gradient reduction may hide behind the last micro-batch's backward.
+        emb_sync_s: all-reduce of tied embedding gradients between first and last stage.
+        memory_limit: usable bytes per device.
+    """
+
+    chain: ChainCosts
+    p2p_s: float
+    p2p_hidden_s: float
+    dp_sync: tuple[CollectiveCost, ...]
+    dp_gather: tuple[CollectiveCost, ...]
+    dp_overlap: bool
+    emb_sync_s: float
+    memory_limit: float
+
+
+def dp_group(plan: Plan, stage: int, tp_rank: int = 0) -> list[int]:
+    """Ranks of the data-parallel group of `stage` (Megatron layout: stride tp inside the stage)."""
+    base = stage * plan.tp * plan.dp + tp_rank
+    return [base + k * plan.tp for k in range(plan.dp)]
+
+
+def optimizer_bytes_per_param(dtype: str) -> int:
+    """Optimizer-state bytes per parameter: 12 (fp32 master, m, v) with low-precision weights, 8 (m, v) in fp32."""
+    return 12 if dtype_bytes(dtype) < 4 else 8
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Everything a plan's cost depends on besides the plan: model, cluster, sequence, dtype, software.
+
+    Attributes:
+        cfg: the model.
+        cluster: the cluster (its device: a GPU or an Accelerator).
+        seq_len: tokens per sequence.
+        dtype: element type of weights and activations.
+        software: framework behaviour (`Software`).
+        layer_time: layer timer; None picks `costs.default_layer_time(device)`.
+    """
+
+    cfg: ModelConfig
+    cluster: Cluster
+    seq_len: int
+    dtype: str = "bf16"
+    software: Software = Software()
+    layer_time: Any = None
+
+    def __post_init__(self) -> None:
+        dtype_bytes(self.dtype)
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or self.seq_len < 1:
+            raise ConfigError(f"seq_len={self.seq_len!r} must be a positive integer")
+        if isinstance(self.cluster.device, str):
+            raise ConfigError(f"cluster {self.cluster.name!r} names its device {self.cluster.device!r} but gives no "
+                              "model of it; pass one, e.g. cluster('tpuv4-pod', n, device=tpuv4_like())")
+        if self.layer_time is None:
+            object.__setattr__(self, "layer_time", C.default_layer_time(self.cluster.device))
+
+    @property
+    def device(self) -> Any:
+        return self.cluster.device
+
+    @property
+    def memory_limit(self) -> float:
+        return C.device_memory_bytes(self.device) - self.software.reserved_bytes
+
+    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool) -> C.LayerProfile:
+        """The cached layer profile for (tp, micro-batch, SP)."""
+        return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
+                               self.software.attention, self.layer_time)
+
+    def prefetch(self, keys: list[tuple[int, int, bool]]) -> None:
+        """Profile several (tp, micro-batch, SP) keys in one batch (one predictor call on GPUs);
+        keys the builder rejects are skipped."""
+        ok = []
+        for tp, mb, sp in keys:
+            try:
+                build_check(self.cfg, tp, mb, self.seq_len, sp)
+            except ConfigError:
+                continue
+            ok.append((tp, mb, sp))
+        C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time)
+
+    def terms(self, plan: Plan) -> PlanTerms:
+        """Chain arrays and communication constants of a (validated) plan."""
+        return _terms(self, plan.tp, plan.pp, plan.dp, plan.micro_batch, plan.recompute, plan.sequence_parallel,
+                      plan.zero, plan.virtual_stages)
+
+
+@lru_cache(maxsize=65536)
+def collective_cost(cluster: Cluster, kind: str, group: int | tuple[int, ...]) -> CollectiveCost:
+    """`Cluster.collective_cost`, cached (groups as an int or a tuple of ranks)."""
+    return cluster.collective_cost(kind, group)
+
+
+def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool) -> None:
+    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP) for `cfg`."""
+    if cfg.n_heads % tp or cfg.ffn_hidden % tp or ((cfg.n_kv_heads or 1) % tp and tp % (cfg.n_kv_heads or 1)):
+        raise ConfigError(f"{cfg.name}: tp={tp} does not divide its heads / FFN width")
+    if sp and tp > 1 and (micro_batch * seq_len) % tp:
+        raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * seq_len} tokens")
+
+
+def _coll_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int) -> float:
+    return sum(collective_cost(cluster, kind, group).time(n_bytes) for kind, n_bytes in colls)
+
+
+def _worst_cost(costs: list[CollectiveCost]) -> CollectiveCost:
+    return CollectiveCost(max(c.latency_s for c in costs), max(c.s_per_byte for c in costs))
+
+
+@lru_cache(maxsize=2048)
+def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str, sp: bool, zero: int,
+           v: int) -> PlanTerms:
+    cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.dtype)
+    prof = model.profile(tp, mb, sp)
+    plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb, recompute=recompute,
+                sequence_parallel=sp, zero=zero)
+    L = cfg.n_layers
+
+    def expand(triple: tuple[float, float, float]) -> np.ndarray:
+        return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
+
+    fwd, bwd = expand(prof.fwd_s), expand(prof.bwd_s)
+    tp_f = [_coll_time(cl, prof.fwd_coll[i], tp) for i in range(3)]
+    tp_b = [_coll_time(cl, prof.bwd_coll[i], tp) for i in range(3)]
+    is_block = np.zeros(L + 2, dtype=bool)
+    is_block[1:-1] = True
+    if recompute == "full":
+        rec = np.where(is_block, fwd, 0.0)
+        tp_rec = np.where(is_block, tp_f[1], 0.0)
+        rec_flops = expand((0.0, prof.fwd_flops[1], 0.0))
+    elif recompute == "selective":
+        rec = expand((0.0, prof.selective_s[1], 0.0))
+        tp_rec = np.zeros(L + 2)
+        rec_flops = expand((0.0, prof.selective_flops[1], 0.0))
+    else:
+        rec, tp_rec, rec_flops = np.zeros(L + 2), np.zeros(L + 2), np.zeros(L + 2)
+    tp_s = expand((tp_f[0] + tp_b[0], tp_f[1] + tp_b[1], tp_f[2] + tp_b[2])) + tp_rec
+
+    params = list(prof.params)
+    if pp > 1 and cfg.tied_embeddings:
+        params[2] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
+    P = expand(tuple(params))  # type: ignore[arg-type]
+    shard3 = dp if zero == 3 else 1
+    weight_b, grad_b = e * P / shard3, e * P / shard3
+    optim_b = optimizer_bytes_per_param(model.dtype) * P / (dp if zero >= 1 else 1)
+
+    blk_stored, blk_full = C.block_activation_bytes(cfg, model.seq_len, mb, tp, sp, recompute, sw.attention,
+                                                    model.dtype)
+    emb_act = C.embedding_activation_bytes(cfg, model.seq_len, mb, tp, sp, model.dtype)
+    head_act, head_work = C.head_activation_bytes(cfg, model.seq_len, mb, tp, sp, model.dtype)
+    act = expand((emb_act, blk_stored, head_act))
+    work = expand((0.0, blk_full - blk_stored, head_work))
+
+    z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
+    if zero == 3 and dp > 1:
+        groups = [tuple(dp_group(plan, s)) for s in range(pp)]
+        ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
+        rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
+        ag_t = np.array([ag.time(x) for x in e * P])
+        rs_t = np.array([rs.time(x) for x in e * P])
+        # FSDP prefetches the next unit's weights while this one computes: per micro-batch one
+        # all-gather in forward, one all-gather + one reduce-scatter in backward.
+        exp_f = np.maximum(0.0, ag_t - fwd)
+        exp_b = np.maximum(0.0, ag_t + rs_t - (bwd + rec))
+        z3 = exp_f + exp_b
+        z3_hidden = 2 * ag_t + rs_t - z3
+        work = work + 2 * e * P  # gathered weights of this unit and the prefetched next one
+        sync = np.zeros(L + 2)
+    else:
+        sync = e * P
+    opt_s = prof.adam_s_per_param * P / (dp if zero >= 1 else 1)
+    fwd_flops = expand(prof.fwd_flops)
+    hw_flops = fwd_flops + expand(prof.bwd_flops) + rec_flops
+    chain = ChainCosts(fwd, bwd, rec, tp_s, z3, z3_hidden, weight_b, grad_b, optim_b, act, work, sync, opt_s,
+                       3.0 * fwd_flops, hw_flops)
+
+    # pipeline messages: b*s*h activations (or their gradients), 2 per micro-batch per chunk
+    p2p_total = 0.0
+    if pp > 1:
+        msg = mb * model.seq_len * cfg.hidden * e
+        split = tp > 1 and (sp or sw.scatter_gather)
+        per = msg / tp if split else msg
+        pairs = [(s * tp * dp, (s + 1) * tp * dp) for s in range(pp - 1)]
+        one = max(collective_cost(cl, "send_recv", pair).time(per) for pair in pairs)
+        if split and not sp:
+            one += collective_cost(cl, "all_gather", tp).time(msg)
+        p2p_total = 2 * v * one
+    p2p_s, p2p_hidden = (0.0, p2p_total) if sw.pp_overlap else (p2p_total, 0.0)
+
+    zero_cost = CollectiveCost(0.0, 0.0)
+    if zero == 3 or dp == 1:
+        dp_sync = dp_gather = tuple(zero_cost for _ in range(pp))
+    else:
+        kind = "reduce_scatter" if zero == 1 else "all_reduce"
+        dp_sync = tuple(collective_cost(cl, kind, tuple(dp_group(plan, s))) for s in range(pp))
+        dp_gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(plan, s))) if zero == 1 else zero_cost
+                          for s in range(pp))
+    emb_sync = 0.0
+    if pp > 1 and cfg.tied_embeddings:
+        emb_sync = collective_cost(cl, "all_reduce", (0, (pp - 1) * tp * dp)).time(e * prof.table_params)
+    return PlanTerms(chain, p2p_s, p2p_hidden, dp_sync, dp_gather, sw.dp_overlap, emb_sync, model.memory_limit)

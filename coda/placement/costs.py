@@ -1,0 +1,316 @@
+"""Per-layer costs of training: compute time, collectives, parameters, FLOPs, activation bytes.
+
+The layer chain is `embedding, block x l, head` (`coda.models.build`). For one choice of
+(model, device, tp, micro-batch b, sequence s, dtype, sequence parallelism, attention kernel)
+`layer_profile` times the forward and backward graph of each distinct layer once, with a
+pluggable *layer timer*:
+
+- GPUs: `predictor_layer_time`, the sum of the predictor's op latencies (a GPU runs one kernel
+  at a time in eager execution; collectives are timed by the cluster, not here);
+- accelerators: `IlpLayerTime`, the makespan of the on-chip ILP schedule (`coda.ilp.schedule`).
+
+Activation memory follows Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large
+Transformer Models", section 4), written per tensor so that it also covers GQA and gated MLPs.
+At 2-byte activations and 1-byte dropout masks, per block (a = heads, t = tp):
+
+    no recompute, no SP:   s*b*h*(10 + 24/t + 5*a*s/(h*t))
+    no recompute, SP:      s*b*h*(34 + 5*a*s/h) / t
+    selective recompute:   the 5*a*s^2*b attention-score term is dropped (recomputed)
+    full recompute:        2*s*b*h (the block input), / t with SP
+
+The 10*s*b*h replicated part: two LayerNorm inputs (4), QKV input (2), MLP input (2), two
+dropout masks (2); the 24/t part: Q, K, V and the output-projection input (8), the MLP-up
+output and the activation output (16 for a 4h GELU MLP). With fused (FlashAttention) kernels
+the score matrix is never stored, so the `5*a*s/h` term is absent in every mode. Bytes scale
+by `dtype_bytes / 2`. The head stores its LayerNorm and projection inputs (4*s*b*h) and the
+fp32 logits (4*s*b*V/t); the embedding its output dropout mask (s*b*h) (section 4.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coda.errors import ConfigError
+from coda.models.builder import build
+from coda.models.config import ModelConfig
+from coda.models.graph import OpGraph
+from coda.units import dtype_bytes
+
+log = logging.getLogger(__name__)
+
+LayerTimer = Callable[[OpGraph, Any], float]
+KINDS = ("embedding", "block", "head")
+# Ops that selective recomputation re-runs (Korthikanti et al. 2022, section 5: the
+# "core attention" after the QKV projection and before the output projection).
+ATTENTION_CORE = ("attention", "attn_scores", "attn_scale_mask", "attn_softmax", "attn_context")
+
+
+@dataclass(frozen=True)
+class PredictorLayerTime:
+    """GPU layer time: the predictor's latencies of the graph's compute ops, summed (kernels run
+    back to back; collectives excluded). `many` times several graphs in one vectorised call."""
+
+    def __call__(self, graph: OpGraph, device: Any) -> float:
+        return self.many([graph], device)[0]
+
+    def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
+        from coda.predictor import op_latencies
+
+        ops = [op for g in graphs for op in g.nodes]
+        times = iter(op_latencies(ops, device)) if ops else iter(())
+        return [float(sum(next(times) for _ in range(g.number_of_nodes()))) for g in graphs]
+
+
+predictor_layer_time = PredictorLayerTime()
+
+
+@dataclass(frozen=True)
+class IlpLayerTime:
+    """Accelerator layer time: makespan of the on-chip operator schedule (`coda.ilp.schedule`).
+
+    Attributes:
+        time_limit_s: ILP wall-time budget per layer graph.
+        gap: relative optimality gap at which the solver may stop.
+    """
+
+    time_limit_s: float = 5.0
+    gap: float = 0.01
+
+    def __call__(self, graph: OpGraph, device: Any) -> float:
+        from coda.ilp import schedule
+
+        if graph.number_of_nodes() == 0:
+            return 0.0
+        return float(schedule(graph, device, time_limit_s=self.time_limit_s, gap=self.gap).makespan_s)
+
+    def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
+        return [self(g, device) for g in graphs]
+
+
+def time_graphs(layer_time: LayerTimer, graphs: list[OpGraph], device: Any) -> list[float]:
+    """Times of several graphs, in one batch when the timer supports it (`many`)."""
+    many = getattr(layer_time, "many", None)
+    if many is not None:
+        return list(many(graphs, device))
+    return [float(layer_time(g, device)) if g.number_of_nodes() else 0.0 for g in graphs]
+
+
+def default_layer_time(device: Any) -> LayerTimer:
+    """The layer-time source for a device: ILP makespan on an `Accelerator` (the predictor sum
+    if `coda.ilp` is not importable, logged), predictor sum otherwise."""
+    from coda.arch.accelerators import Accelerator
+
+    if isinstance(device, Accelerator):
+        try:
+            import coda.ilp  # noqa: F401
+        except ImportError as err:  # the ILP package is optional for placement
+            log.warning("coda.ilp unavailable (%s); accelerator layer times fall back to the predictor sum", err)
+            return predictor_layer_time
+        return IlpLayerTime()
+    return predictor_layer_time
+
+
+def device_memory_bytes(device: Any) -> float:
+    """HBM capacity of a GPU or an Accelerator."""
+    mem = getattr(device, "hbm_bytes", None)
+    if mem is None:
+        raise ConfigError(f"device {device!r} has no memory capacity; pass a GPU or an Accelerator "
+                          "(e.g. cluster('tpuv4-pod', n, device=tpuv4_like()))")
+    return float(mem)
+
+
+def device_peak_flops(device: Any, dtype: str) -> float:
+    """Dense peak FLOP/s of the device for `dtype` (GPU: tensor cores, else CUDA cores for fp32)."""
+    from coda.arch.gpus import GPU
+
+    if isinstance(device, GPU):
+        if dtype == "fp32" and device.tensor_flops_per_s.fp32 is None:
+            return device.peak_flops("fp32", tensor_core=False)
+        return device.peak_flops(dtype)
+    peak = getattr(device, "peak_flops", None)
+    if peak is None:
+        raise ConfigError(f"device {device!r} has no peak FLOP/s")
+    return float(peak() if callable(peak) else peak)
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """Costs of the three distinct layers (`KINDS` order) on one device, per micro-batch.
+
+    Attributes:
+        fwd_s, bwd_s: compute time of the forward / backward graph (collectives excluded).
+        selective_s: forward time of the attention core (re-run by selective recomputation).
+        fwd_coll, bwd_coll: the graph's collectives as (kind, n_bytes) pairs (nccl-tests sizes).
+        params: parameters held on one device (after the tensor-parallel split).
+        fwd_flops, bwd_flops, selective_flops: FLOPs per device.
+        table_params: one device's share of the token-embedding table (the copy a last pipeline
+            stage keeps when embeddings are tied).
+        adam_s_per_param: optimizer step time per parameter (mixed-precision Adam graph).
+    """
+
+    fwd_s: tuple[float, float, float]
+    bwd_s: tuple[float, float, float]
+    selective_s: tuple[float, float, float]
+    fwd_coll: tuple[tuple[tuple[str, float], ...], ...]
+    bwd_coll: tuple[tuple[tuple[str, float], ...], ...]
+    params: tuple[float, float, float]
+    fwd_flops: tuple[float, float, float]
+    bwd_flops: tuple[float, float, float]
+    selective_flops: tuple[float, float, float]
+    table_params: float
+    adam_s_per_param: float
+
+
+def _core(graph: OpGraph) -> OpGraph:
+    """The attention-core subgraph of a block (empty for other layers)."""
+    return graph.subgraph([op for op in graph.nodes if op.name in ATTENTION_CORE]).copy()
+
+
+def _collectives(graph: OpGraph) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((str(op.dims["collective"]), float(op.dims["n_bytes"])) for op in graph.nodes
+                        if op.kind == "collective"))
+
+
+@dataclass(frozen=True, eq=False)
+class _Graphs:
+    """The graphs one profile times: forward, backward (3 each), attention cores (3), block optimizer."""
+
+    fwd: tuple[OpGraph, ...]
+    bwd: tuple[OpGraph, ...]
+    cores: tuple[OpGraph, ...]
+    block_opt: OpGraph
+
+    def all(self) -> list[OpGraph]:
+        return [*self.fwd, *self.bwd, *self.cores, self.block_opt]
+
+
+def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention)
+    fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
+    bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
+    opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention).layers[1][0]
+    return _Graphs(fwd, bwd, tuple(_core(g) for g in fwd), opt)
+
+
+def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: list[float]) -> LayerProfile:
+    e = dtype_bytes(dtype)
+    f_t, b_t, c_t, opt_t = times[0:3], times[3:6], times[6:9], times[9]
+    block_params = gr.fwd[1].param_bytes() / e
+
+    def triple(fn: Callable[[int], Any]) -> tuple[Any, Any, Any]:
+        return fn(0), fn(1), fn(2)
+
+    return LayerProfile(
+        fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
+        fwd_coll=triple(lambda i: _collectives(gr.fwd[i])), bwd_coll=triple(lambda i: _collectives(gr.bwd[i])),
+        params=triple(lambda i: gr.fwd[i].param_bytes() / e),
+        fwd_flops=triple(lambda i: gr.fwd[i].flops()), bwd_flops=triple(lambda i: gr.bwd[i].flops()),
+        selective_flops=triple(lambda i: gr.cores[i].flops()),
+        table_params=float(math.ceil(cfg.vocab_size / tp) * (cfg.embed_dim or cfg.hidden)),
+        adam_s_per_param=opt_t / block_params if block_params else 0.0)
+
+
+def _bounded_cache(maxsize: int) -> tuple[Callable[[Any], Any], Callable[[Any, Any], None], Callable[[], None]]:
+    """get/put/clear of a least-recently-used dict held in this closure."""
+    store: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(key: Any) -> Any:
+        if key in store:
+            store.move_to_end(key)
+            return store[key]
+        return None
+
+    def put(key: Any, value: Any) -> None:
+        store[key] = value
+        if len(store) > maxsize:
+            store.popitem(last=False)
+
+    return get, put, store.clear
+
+
+_profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
+
+
+def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool]], seq_len: int, dtype: str,
+                   attention: str, layer_time: LayerTimer) -> list[LayerProfile]:
+    """Profiles for several (tp, micro_batch, sequence_parallel) keys; the missing ones are timed
+    in one batch (`time_graphs`) and cached on all arguments."""
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, layer_time) for tp, mb, sp in keys]
+    missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
+    if missing:
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention) for k in missing]
+        times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
+        for i, (k, gr) in enumerate(zip(missing, graphs)):
+            _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
+    return [_profile_get(k) for k in full]
+
+
+def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
+                  sequence_parallel: bool, attention: str, layer_time: LayerTimer) -> LayerProfile:
+    """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
+
+    Args:
+        cfg: the model.
+        device: a GPU or an Accelerator (what `layer_time` understands).
+        tp: tensor-parallel width t.
+        micro_batch: sequences per micro-batch b.
+        seq_len: tokens per sequence s.
+        dtype: element type of weights and activations.
+        sequence_parallel: Megatron sequence parallelism.
+        attention: ``fused`` (FlashAttention) or ``unfused`` (bmm, mask, softmax, bmm).
+        layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
+
+    Raises:
+        ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
+    """
+    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel)], seq_len, dtype, attention,
+                          layer_time)[0]
+
+
+def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
+                           recompute: str, attention: str, dtype: str) -> tuple[float, float]:
+    """Activation bytes one block keeps per in-flight micro-batch, and its full working set.
+
+    Korthikanti et al. 2022, section 4.1 (see the module docstring), per tensor:
+    replicated `10*s*b*h` (/t with SP); split by t: `s*b*(4*q + 4*kv + k*(2*f*(2 if gated else 1) + 2*f))`
+    with q = a*d, kv = g*d, f the FFN width and k experts per token; attention scores `5*a*s^2*b / t`
+    for unfused attention only. For GPT (q = kv = h, f = 4h) this is `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
+
+    Returns:
+        (stored, full): bytes stashed for the backward pass under `recompute`, and bytes with
+        no recomputation (what a recomputed block materialises again during its backward).
+    """
+    s, b, t, h = seq_len, micro_batch, tp, cfg.hidden
+    scale = dtype_bytes(dtype) / 2
+    k = cfg.experts_per_token
+    replicated = 10.0 * s * b * h / (t if sequence_parallel else 1)
+    split = s * b * (4 * cfg.q_dim + 4 * cfg.kv_dim + k * (2 * cfg.ffn_hidden * (2 if cfg.gated else 1)
+                                                            + 2 * cfg.ffn_hidden)) / t
+    scores = 5.0 * cfg.n_heads * s * s * b / t if attention == "unfused" else 0.0
+    full = (replicated + split + scores) * scale
+    if recompute == "none":
+        return full, full
+    if recompute == "selective":
+        return (replicated + split) * scale, full
+    return 2.0 * s * b * h / (t if sequence_parallel else 1) * scale, full
+
+
+def embedding_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
+                               dtype: str) -> float:
+    """The embedding's output dropout mask, `s*b*h` (/t with SP) (Korthikanti et al. section 4.3)."""
+    return seq_len * micro_batch * cfg.hidden / (tp if sequence_parallel else 1) * dtype_bytes(dtype) / 2
+
+
+def head_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
+                          dtype: str) -> tuple[float, float]:
+    """Head + loss: stored `4*s*b*h` (/t with SP, scaled by dtype) + fp32 logits `4*s*b*V/t`; and
+    the transient fp32 logit gradient `4*s*b*V/t` (Korthikanti et al. section 4.3)."""
+    s, b, t = seq_len, micro_batch, tp
+    logits = 4.0 * s * b * math.ceil(cfg.vocab_size / t)
+    stored = 4.0 * s * b * cfg.hidden / (t if sequence_parallel else 1) * dtype_bytes(dtype) / 2 + logits
+    return stored, logits

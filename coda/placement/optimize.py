@@ -1,0 +1,260 @@
+"""`optimize`: the fastest plan that fits, by enumeration around the stage-split DP.
+
+Search space (declared as data, `itertools.product` plus filters): tp (powers of two dividing
+the heads, within the innermost network domain), pp (dividing the devices left, at most the
+layers), dp (the rest), micro-batch (dividing the batch per replica, <= 16), recomputation,
+sequence parallelism (tp > 1), ZeRO stage (dp > 1), schedule (1F1B, or interleaved with v
+chunks dividing the layers per stage). Any of them can be fixed or restricted by a keyword.
+Selective recomputation is enumerated only with unfused attention: with FlashAttention the
+scores are never stored and its backward already recomputes them, so selective equals none.
+
+Exactness: for each candidate the stage split is the DP optimum (1F1B) or the balanced split
+Megatron-LM requires (interleaved). Candidates are visited in order of a lower bound on their
+step time, `sum of per-micro-batch unit times * (m + (p-1)/v) / p` (perfect balance, no
+pipeline messages, no data-parallel or optimizer time), and the search stops when the bound
+reaches the best step found, so the result is the optimum over the whole space. A candidate
+whose weights, gradients and optimizer states alone (averaged over its stages) exceed memory is
+skipped without evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from coda.arch.clusters import Cluster
+from coda.errors import CodaError, ConfigError, InfeasibleDesign
+from coda.models.config import ModelConfig
+from coda.placement.chain import CostModel, Software, collective_cost, optimizer_bytes_per_param
+from coda.placement.dp import best_split
+from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
+from coda.placement.plan import Plan, stage_layers_of, validate_plan
+from coda.placement.result import TrainingResult, make_result
+from coda.units import GiB, dtype_bytes, fmt_bytes
+
+OBJECTIVES = ("throughput",)
+CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
+           "stage_layers")
+MAX_MICRO_BATCH = 16
+MAX_VIRTUAL_STAGES = 8
+
+
+def _as_set(value: Any) -> set[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bool, int)) or not isinstance(value, Iterable):
+        return {value}
+    return set(value)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int, attention: str = "fused",
+                    **choices: Any) -> list[Plan]:
+    """Every valid plan of the search space (module docstring), restricted by `choices`."""
+    unknown = set(choices) - set(CHOICES)
+    if unknown:
+        raise ConfigError(f"unknown optimize choice(s) {sorted(unknown)}; allowed: {', '.join(CHOICES)}")
+    want = {k: _as_set(v) for k, v in choices.items() if k != "stage_layers"}
+
+    def keep(name: str, values: Iterable[Any]) -> list[Any]:
+        allowed = want.get(name)
+        return [v for v in values if allowed is None or v in allowed]
+
+    tps = keep("tp", [t for t in (2 ** i for i in range(13)) if t <= min(max_tp, n_devices)
+                      and cfg.n_heads % t == 0 and cfg.ffn_hidden % t == 0])
+    tp_set, rec_set, mb_set = want.get("tp"), want.get("recompute"), want.get("micro_batch")
+    if tp_set:  # an explicit tp may exceed the default range
+        tps = sorted(t for t in tp_set if n_devices % t == 0)
+    recomputes = ["none", "full"] + ([] if attention == "fused" else ["selective"])
+    if rec_set:
+        recomputes = sorted(str(r) for r in rec_set)
+    out: list[Plan] = []
+    for tp in tps:
+        if n_devices % tp:
+            continue
+        for pp in keep("pp", [p for p in _divisors(n_devices // tp) if p <= cfg.n_layers]):
+            dp = n_devices // (tp * pp)
+            if not keep("dp", [dp]) or global_batch % dp:
+                continue
+            mbs = [b for b in _divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
+            if mb_set:
+                mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
+            for mb, rec, sp, zero in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
+                                                       keep("zero", (0, 1, 3))):
+                if (sp and tp == 1) or (zero and dp == 1):
+                    continue
+                m = global_batch // (dp * mb)
+                schedules: list[tuple[str, int]] = [("1f1b", 1)]
+                if pp > 1 and m % pp == 0:
+                    per = cfg.n_layers // pp if cfg.n_layers % pp == 0 else 0
+                    schedules += [("interleaved", v) for v in range(2, MAX_VIRTUAL_STAGES + 1) if per and per % v == 0]
+                for sched, v in schedules:
+                    if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
+                        continue
+                    try:
+                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, choices.get("stage_layers"))
+                        validate_plan(plan, cfg, n_devices)
+                    except CodaError:
+                        continue
+                    out.append(plan)
+    return out
+
+
+def _bound_data(model: CostModel) -> Any:
+    """Per-(tp, mb, sp, recompute) sums for the lower bound, computed once per search."""
+    cache: dict[tuple[Any, ...], tuple[float, float]] = {}
+    cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.dtype)
+
+    def sums(plan: Plan) -> tuple[float, float]:
+        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute)
+        if key not in cache:
+            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel)
+            L = cfg.n_layers
+            coll = sum(mult * collective_cost(cl, k, plan.tp).time(b) for i, mult in enumerate((1, L, 1))
+                       for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
+            rec = {"none": 0.0, "selective": pr.selective_s[1], "full": pr.fwd_s[1] + sum(
+                collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[1])}[plan.recompute] * L
+            t = pr.fwd_s[0] + pr.fwd_s[2] + pr.bwd_s[0] + pr.bwd_s[2] + L * (pr.fwd_s[1] + pr.bwd_s[1]) + rec + coll
+            params = pr.params[0] + L * pr.params[1] + pr.params[2]
+            cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0))
+        return cache[key]
+
+    def bound(plan: Plan) -> tuple[float, float]:
+        """(step-time lower bound, static-memory lower bound per device)."""
+        t, params = sums(plan)
+        p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
+        if p == 1 and cfg.tied_embeddings:
+            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel).table_params
+        shard3 = plan.dp if plan.zero == 3 else 1
+        static = params * (2 * e / shard3 + optimizer_bytes_per_param(model.dtype) / (plan.dp if plan.zero else 1))
+        return t * (m + (p - 1) / v) / p, static / p
+
+    return bound
+
+
+def best_for_plan(model: CostModel, plan: Plan) -> TrainingResult | None:
+    """The plan with its best stage split (DP for 1F1B without fixed stage_layers), or None if nothing fits."""
+    terms = model.terms(plan)
+    if plan.schedule == "1f1b" and plan.stage_layers is None:
+        split = best_split(split_problem(terms, plan), plan.pp)
+        if split is None:
+            return None
+        layers = stage_layers_from_bounds(split.segments())
+    else:
+        layers = stage_layers_of(plan, model.cfg.n_layers)
+    pr = evaluate_split(terms, plan, layers)
+    if not pr.fits:
+        return None
+    return make_result(model, plan.replace(stage_layers=layers), pr)
+
+
+def _row(r: TrainingResult) -> dict[str, Any]:
+    p = r.plan
+    return dict(tp=p.tp, pp=p.pp, dp=p.dp, micro_batch=p.micro_batch, recompute=p.recompute,
+                sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
+                zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
+                tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
+
+
+def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) -> tuple[TrainingResult, pd.DataFrame]:
+    """Branch and bound over `candidate_plans` (module docstring); returns the best and the ranking."""
+    t0 = time.perf_counter()
+    max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
+    plans = candidate_plans(model.cfg, n_devices, global_batch, max_tp, model.software.attention, **choices)
+    if not plans:
+        raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
+                               f"{global_batch} and choices {choices or 'default'}: check that tp divides "
+                               f"{model.cfg.n_heads} heads, pp <= {model.cfg.n_layers} layers and dp divides the batch")
+    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel) for p in plans}))
+    bound = _bound_data(model)
+    limit = model.memory_limit
+    scored, mem_pruned, least_static = [], 0, math.inf
+    for plan in plans:
+        try:
+            t_lb, static_lb = bound(plan)
+        except CodaError:
+            continue
+        least_static = min(least_static, static_lb)
+        if static_lb > limit:
+            mem_pruned += 1
+            continue
+        scored.append((t_lb, plan))
+    scored.sort(key=lambda x: x[0])
+    results: list[TrainingResult] = []
+    best, infeasible, visited = math.inf, 0, 0
+    for t_lb, plan in scored:
+        if t_lb >= best:
+            break
+        visited += 1
+        try:
+            r = best_for_plan(model, plan)
+        except CodaError:
+            r = None
+        if r is None:
+            infeasible += 1
+            continue
+        results.append(r)
+        best = min(best, r.step_time_s)
+    if not results:
+        total = model.cfg.param_count() * (2 * dtype_bytes(model.dtype) + optimizer_bytes_per_param(model.dtype))
+        raise InfeasibleDesign(
+            f"{model.cfg.name} fits under no plan on {n_devices} x {model.cluster.device_name} "
+            f"({fmt_bytes(limit)} each) with global batch {global_batch}, seq {model.seq_len}: the least static memory "
+            f"per device of any plan is {fmt_bytes(least_static)} and activations come on top; weights, gradients "
+            f"and optimizer states total {fmt_bytes(total)}, i.e. at least {math.ceil(total / limit)} devices even "
+            f"fully sharded; add devices, lower the micro-batch, or use recompute='full' with zero=3")
+    results.sort(key=lambda r: r.step_time_s)
+    df = pd.DataFrame([_row(r) for r in results])
+    df.attrs.update(candidates=len(plans), evaluated=visited, pruned_by_bound=len(scored) - visited,
+                    pruned_by_memory=mem_pruned, infeasible=infeasible, seconds=time.perf_counter() - t0)
+    return results[0], df
+
+
+def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_len: int, n_devices: int | None = None,
+             objective: str = "throughput", dtype: str = "bf16", software: Software | None = None,
+             layer_time: Any = None, **choices: Any) -> tuple[Plan, TrainingResult, pd.DataFrame]:
+    """The plan with the highest training throughput that fits in memory.
+
+    Args:
+        cfg: the model (or a preset name).
+        cluster: the cluster; its device is a GPU, or an Accelerator timed with the on-chip ILP.
+        global_batch: sequences per optimizer step.
+        seq_len: tokens per sequence.
+        n_devices: devices to use (default: all of the cluster's).
+        objective: ``throughput`` (tokens/s; with fixed devices and batch, the shortest step).
+        dtype: element type of weights and activations.
+        software: framework behaviour (`Software`), default FlashAttention + overlapped DP.
+        layer_time: layer timer override (see `costs`).
+        **choices: restrict the space: tp, pp, dp, micro_batch, recompute, sequence_parallel,
+            zero, schedule, virtual_stages (a value or an iterable of values), stage_layers.
+
+    Returns:
+        (plan, its TrainingResult, ranked DataFrame of the evaluated alternatives; `df.attrs`
+        counts candidates, evaluated, pruned and infeasible plans and the search time).
+
+    Raises:
+        InfeasibleDesign: no plan fits (with the memory it would need).
+        ConfigError: unknown objective or choice.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+    if isinstance(cfg, str):
+        from coda.models import get
+
+        cfg = get(cfg)
+    n = cluster.n_devices if n_devices is None else n_devices
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cluster.n_devices:
+        raise ConfigError(f"n_devices={n_devices!r} must be between 1 and the cluster's {cluster.n_devices}")
+    if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
+        raise ConfigError(f"global_batch={global_batch!r} must be a positive integer")
+    model = CostModel(cfg, cluster, seq_len, dtype, software or Software(), layer_time)
+    best, df = search(model, n, global_batch, **choices)
+    return best.plan, best, df

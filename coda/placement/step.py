@@ -1,0 +1,42 @@
+"""Evaluate one plan: validate it, build its cost arrays, time its stage split, check memory."""
+
+from __future__ import annotations
+
+from coda.errors import InfeasibleDesign
+from coda.placement.chain import CostModel
+from coda.placement.pipeline import evaluate_split
+from coda.placement.plan import Plan, stage_layers_of, validate_plan
+from coda.placement.result import TrainingResult, make_result
+
+
+def evaluate_plan(model: CostModel, plan: Plan, n_devices: int | None = None,
+                  check_memory: bool = True) -> TrainingResult:
+    """Step time, breakdown and memory of `plan` under `model` (its stage split as given or balanced).
+
+    Args:
+        model: model, cluster, sequence length, dtype and software.
+        plan: the plan.
+        n_devices: devices the plan must use; None = all of the cluster's.
+        check_memory: raise `InfeasibleDesign` if a device runs out of memory.
+
+    Raises:
+        InfeasibleDesign: the plan does not match the model or device count (with the nearest
+            valid choices), or does not fit in memory (with what it needs and what would fit).
+        ConfigError: sizes the graph builder rejects (e.g. tokens not divisible by tp with SP).
+    """
+    n = model.cluster.n_devices if n_devices is None else n_devices
+    if n > model.cluster.n_devices:
+        raise InfeasibleDesign(f"{n} devices requested but cluster {model.cluster.name!r} has "
+                               f"{model.cluster.n_devices}; build a larger cluster")
+    validate_plan(plan, model.cfg, n)
+    if plan.sequence_parallel and (plan.micro_batch * model.seq_len) % plan.tp:
+        raise InfeasibleDesign(f"sequence parallelism needs tp={plan.tp} to divide the micro-batch's "
+                               f"{plan.micro_batch * model.seq_len} tokens; turn it off or change micro_batch")
+    terms = model.terms(plan)
+    pr = evaluate_split(terms, plan, stage_layers_of(plan, model.cfg.n_layers))
+    result = make_result(model, plan, pr)
+    if check_memory and not result.fits:
+        from coda.placement.memory import memory_error
+
+        raise memory_error(model, result, n)
+    return result

@@ -1,0 +1,61 @@
+"""Published multi-GPU training runs (`../shared/reference/published.md`), with their tolerances.
+
+- Megatron-LM, Narayanan et al. SC'21 table 1: TFLOP/s per GPU within 10% per row, median <= 5%.
+- MosaicML llm-foundry MPT (FSDP): tokens/s per GPU within 15% per row.
+- NeuSight 4-GPU GPT2-large runs: error reported (no published tolerance; NeuSight's own
+  end-to-end MAPE is 6-8%).
+Rows the model misses are marked xfail with the reason (docs/training.md discusses each); the
+tables print with `coda validate training`.
+"""
+
+import statistics
+
+import pytest
+
+from coda.evaluate import training_validation as tv
+
+# Known misses and why (docs/training.md, "Where it lands").
+MEGATRON_XFAIL = {
+    "megatron-18.4b": "TP all-reduces (20% of the step) and the non-overlapped DP all-reduce over 32 nodes (13%) "
+                      "with the NCCL fit's efficiencies (NVSwitch 0.56, InfiniBand 0.23) are slower than on Selene",
+}
+MPT_XFAIL_H100 = ("the predictor runs H100 bf16 GEMMs at ~80-85% of peak; llm-foundry's H100 runs (early Hopper "
+                  "software) reached only 40-46% MFU")
+
+
+@pytest.fixture(scope="module")
+def megatron():
+    return tv.megatron_table().set_index("model")
+
+
+@pytest.fixture(scope="module")
+def mpt():
+    return tv.mpt_table()
+
+
+@pytest.mark.parametrize("name", [r[0] for r in tv.MEGATRON_ROWS])
+def test_megatron_row_within_10_percent(megatron, name, request):
+    if name in MEGATRON_XFAIL:
+        request.applymarker(pytest.mark.xfail(reason=MEGATRON_XFAIL[name], strict=False))
+    row = megatron.loc[name]
+    assert row["fits_80GB"]
+    assert abs(row["error_pct"]) <= 10, f"{name}: predicted {row['predicted_TFLOPs']:.1f} vs {row['published_TFLOPs']}"
+
+
+def test_megatron_median_within_5_percent(megatron):
+    assert statistics.median(megatron["error_pct"].abs()) <= 5
+    assert megatron["fits_80GB"].all()
+
+
+@pytest.mark.parametrize("i", range(len(tv.MPT_ROWS)))
+def test_mpt_row_within_15_percent(mpt, i, request):
+    row = mpt.iloc[i]
+    if row["cluster"] == "dgx-h100":
+        request.applymarker(pytest.mark.xfail(reason=MPT_XFAIL_H100, strict=False))
+    assert abs(row["error_pct"]) <= 15, f"{row['cluster']} {row['model']}: {row['error_pct']:+.1f}%"
+
+
+def test_neusight_four_gpu_runs_reported():
+    df = tv.neusight_table()
+    assert len(df) >= 3 and set(df["run"].str.split("-").str[-1]) >= {"dp4", "tp4", "pp4_1"}
+    assert df["error_pct"].abs().max() < 50  # reported, not tuned; a sanity bound only
