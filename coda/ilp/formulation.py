@@ -1,0 +1,413 @@
+"""The per-accelerator operator schedule as a mixed-integer program (PuLP), after PHAZE.
+
+No time-indexed variables: start times, pairwise order binaries for tasks with no path between
+them (big-M disjunctions with a tight M), a binary per task for intra-op parallelism, and core
+assignment binaries for a core type only once a relaxed solution overloads that type. Equation
+numbers match docs/ilp.md. Times are scaled by the warm start's makespan `UB` so that every
+time variable lies in [0, 1] (solver tolerances are absolute).
+
+Solve loop (`solve_ilp`): stage 1 models exclusivity of parallel tasks but not core counts;
+its solution is compacted (`compact`) and replayed; if a core type is overloaded, assignment
+binaries (9)-(11) and clique cuts (15) for that type are added and the model is solved again,
+warm-started (at most three solves).
+A solver stopped by its time limit or gap yields its incumbent and bound; nothing is aborted.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import os
+import re
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import pulp
+
+from coda.errors import ConfigError
+from coda.ilp.fusion import TENSOR, VECTOR, Problem
+
+log = logging.getLogger(__name__)
+
+MAX_CLIQUE_CUTS = 500  # (15) is added only when a core type has at most this many (N+1)-antichains
+# CBC's generic cuts (Gomory, MIR, ...) cost more than they gain here: the model carries its own
+# cuts (13)-(15). Measured on the real-layer benchmark: the slowest case drops from ~7 s to ~2 s.
+CBC_OPTIONS = ("cuts off",)
+_SLACK = 1e-9  # scaled-time slack on bounds derived from float sums, so the warm start stays feasible
+
+
+class Solver(str, enum.Enum):
+    """MILP solvers: CBC (bundled with PuLP) or HiGHS (`pip install coda-llm[highs]`)."""
+
+    CBC = "cbc"
+    HIGHS = "highs"
+
+    @classmethod
+    def from_str(cls, name: str) -> Solver:
+        try:
+            return cls(str(name).lower())
+        except ValueError:
+            raise ConfigError(f"unknown solver {name!r}; use one of {', '.join(s.value for s in cls)}") from None
+
+
+def highs_available() -> bool:
+    """True if `highspy` can be imported (HiGHS through PuLP)."""
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class _Model:
+    prob: pulp.LpProblem
+    S: list[pulp.LpVariable]
+    C: pulp.LpVariable
+    p: dict[int, pulp.LpVariable]
+    b: dict[tuple[int, int], pulp.LpVariable]
+    x: dict[tuple[str, int, int], pulp.LpVariable]
+
+    @property
+    def n_binaries(self) -> int:
+        return len(self.p) + len(self.b) + len(self.x)
+
+
+def _var(prob: pulp.LpProblem, name: str, lowBound: float | None = None, upBound: float | None = None,
+         cat: str = pulp.LpContinuous) -> pulp.LpVariable:
+    """A variable of `prob` (PuLP >= 3.3 API, with the PuLP 2 constructor as fallback)."""
+    if hasattr(prob, "add_variable"):
+        return prob.add_variable(name, lowBound=lowBound, upBound=upBound, cat=cat)
+    return pulp.LpVariable(name, lowBound=lowBound, upBound=upBound, cat=cat)
+
+
+def _cbc_command(**options: Any) -> Any:
+    """CBC through PuLP: the binary bundled with PuLP (`PULP_CBC_CMD`, deprecated for PuLP 4 but
+    the one that needs no install), else `COIN_CMD` (a `cbc` on the PATH, ``pip install pulp[cbc]``)."""
+    if hasattr(pulp, "PULP_CBC_CMD"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
+            return pulp.PULP_CBC_CMD(**options)
+    return pulp.COIN_CMD(**options)
+
+
+def build_model(problem: Problem, ub: float, modelled: frozenset[str]) -> _Model:
+    """The MILP for `problem` with makespan at most `ub` and core counts of the `modelled` types."""
+    n, tasks, scale = problem.n, problem.tasks, ub
+    head, tail = problem.head, problem.tail
+    prob = pulp.LpProblem("layer_schedule", pulp.LpMinimize)
+    # (V2) C: makespan, scaled; (5) C <= UB (the warm start is feasible), C >= analytic lower bound
+    C = _var(prob, "C", lowBound=min(problem.lower_bound_s / scale, 1.0) - _SLACK, upBound=1.0 + _SLACK)
+    # (V1) S_i: start of task i, head_i <= S_i <= UB - tail_i - min duration_i
+    S = [_var(prob, f"S_{i}", lowBound=max(head[i] / scale - _SLACK, 0.0),
+                         upBound=max(head[i], ub - tail[i] - tasks[i].min_duration) / scale + _SLACK) for i in range(n)]
+    # (V3) p_i = 1: task i runs parallel on all cores of its type (only where that is faster)
+    p = {i: _var(prob, f"p_{i}", cat=pulp.LpBinary) for i in range(n) if tasks[i].can_parallel}
+
+    def d(i: int) -> Any:
+        # (1) d_i = o_i - (o_i - a_i) p_i
+        t = tasks[i]
+        if i in p:
+            return t.one_core_s / scale - (t.one_core_s - t.all_cores_s) / scale * p[i]
+        return t.one_core_s / scale
+
+    prob += C  # (2) minimise the makespan
+    for i, j in problem.edges:
+        prob += S[j] >= S[i] + d(i), f"prec_{i}_{j}"  # (3) precedence (transitively reduced)
+    for i in range(n):
+        prob += C >= S[i] + d(i) + tail[i] / scale, f"mk_{i}"  # (4) makespan covers every task and its tail
+
+    def uses(i: int, r: str) -> bool:
+        return tasks[i].uses_tensor if r == TENSOR else tasks[i].uses_vector
+
+    for k, chain in enumerate(problem.chains):
+        on_chain = set(chain)
+        for r in (TENSOR, VECTOR):
+            # (13) chain work cut: the chain's tasks run one after another; every other task's work
+            # on type r (N_r a_j when parallel, o_j when single) fits in the N_r cores outside the
+            # chain's intervals, except what overlaps a chain task i (at most v_ri, eq. 14)
+            cap = problem.capacity(r)
+            if cap == 0:  # a core type the design lacks (then no task uses it)
+                continue
+            rest = []
+            for j in range(n):
+                if j in on_chain:
+                    continue
+                single = tasks[j].one_core_s if uses(j, r) else 0.0
+                rest.append(cap * tasks[j].all_cores_s * p[j] + single * (1 - p[j]) if j in p else single)
+            overlap = []
+            for i in chain:
+                free = (cap - uses(i, r)) * tasks[i].one_core_s
+                fill = [(min(tasks[i].one_core_s, tasks[j].one_core_s), j) for j in range(n)
+                        if j not in on_chain and uses(j, r) and not problem.comparable(i, j)]
+                if free <= 0 or not fill:
+                    continue
+                # (V6) v_ri >= 0: type-r work of other tasks done while chain task i runs
+                v = _var(prob, f"v_{k}_{r[0]}_{i}", lowBound=0)
+                overlap.append(v)
+                prob += v <= free / scale * (1 - p[i] if i in p else 1), f"vcap_{k}_{r[0]}_{i}"  # (14a)
+                prob += v <= pulp.lpSum(w / scale * (1 - p[j] if j in p else 1) for w, j in fill), \
+                    f"vfill_{k}_{r[0]}_{i}"  # (14b)
+            prob += C >= pulp.lpSum(d(i) for i in chain) + (pulp.lpSum(rest) / scale - pulp.lpSum(overlap)) / cap, \
+                f"work_{k}_{r[0]}"
+
+    later_twin = {pair for g in problem.identical_groups for pair in itertools.pairwise(g)}
+    forbidden = {(b, a) for a, b in later_twin}
+    b: dict[tuple[int, int], pulp.LpVariable] = {}
+    pairs = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if problem.comparable(i, j):
+                continue
+            if i in p or j in p or any(uses(i, r) and uses(j, r) for r in modelled):
+                pairs.append((i, j))
+                for u, v in ((i, j), (j, i)):
+                    if (u, v) not in forbidden:
+                        # (V4) b_uv = 1: u ends before v starts
+                        b[u, v] = _var(prob, f"b_{u}_{v}", cat=pulp.LpBinary)
+                        big_m = max(ub - tail[u] - head[v], 0.0) / scale + _SLACK
+                        prob += S[v] >= S[u] + d(u) - big_m * (1 - b[u, v]), f"disj_{u}_{v}"  # (6) tight big-M
+    for a, c in sorted(later_twin):
+        prob += S[a] <= S[c], f"sym_{a}_{c}"  # (12) identical independent tasks start in index order
+
+    def order(i: int, j: int) -> Any:
+        return b.get((i, j), 0) + b.get((j, i), 0)
+
+    for i, j in pairs:
+        prob += order(i, j) <= 1, f"once_{i}_{j}"  # (7) at most one order
+        for k in (i, j):
+            if k in p:
+                prob += order(i, j) >= p[k], f"excl_{i}_{j}_{k}"  # (8) a parallel task overlaps nothing
+    x: dict[tuple[str, int, int], pulp.LpVariable] = {}
+    for r in sorted(modelled):
+        cap = problem.capacity(r)
+        users = [i for i in range(n) if uses(i, r)]
+        cliques = problem.antichains(users, cap + 1, MAX_CLIQUE_CUTS)
+        for k, clique in enumerate(cliques):
+            # (15) clique cut: of cap+1 pairwise unordered users of type r, two must not overlap
+            prob += pulp.lpSum(order(i, j) for i, j in itertools.combinations(clique, 2)) >= 1, f"clique_{r[0]}_{k}"
+    for r in sorted(modelled):
+        users = [i for i in range(n) if uses(i, r)]
+        cap = problem.capacity(r)
+        for rank, i in enumerate(users):
+            # (V5) x_rik = 1: task i runs on core k of type r; (11) only cores k <= rank(i)
+            row = [x.setdefault((r, i, k), _var(prob, f"x_{r[0]}_{i}_{k}", cat=pulp.LpBinary))
+                   for k in range(min(cap, rank + 1))]
+            prob += pulp.lpSum(row) == 1, f"assign_{r[0]}_{i}"  # (9) one core of type r per task
+        for i, j in pairs:
+            if uses(i, r) and uses(j, r):
+                for k in range(cap):
+                    if (r, i, k) in x and (r, j, k) in x:
+                        # (10) two tasks on the same core do not overlap
+                        prob += order(i, j) >= x[r, i, k] + x[r, j, k] - 1, f"core_{r[0]}_{i}_{j}_{k}"
+    return _Model(prob, S, C, p, b, x)
+
+
+def canonical(problem: Problem, starts: list[float], parallel: list[bool]) -> tuple[list[float], list[bool]]:
+    """Permute interchangeable tasks so that their starts are in index order, as (12) requires."""
+    starts, parallel = list(starts), list(parallel)
+    for g in problem.identical_groups:
+        slots = sorted(((starts[i], parallel[i]) for i in g), key=lambda sp: sp[0])
+        for i, (s, m) in zip(g, slots):
+            starts[i], parallel[i] = s, m
+    return starts, parallel
+
+
+def _warm_start(model: _Model, problem: Problem, starts: list[float], parallel: list[bool], scale: float) -> None:
+    n = problem.n
+    ends = [starts[i] + problem.tasks[i].duration(parallel[i]) for i in range(n)]
+    tol = 1e-12 * scale
+    model.C.setInitialValue(max(ends, default=0.0) / scale)
+    for i in range(n):
+        model.S[i].setInitialValue(starts[i] / scale)
+    for i, var in model.p.items():
+        var.setInitialValue(int(parallel[i]))
+    for (u, v), var in model.b.items():
+        var.setInitialValue(int(ends[u] <= starts[v] + tol))
+    for r in (TENSOR, VECTOR):
+        users = [i for i in range(n) if (r, i, 0) in model.x]  # in rank (index) order
+        free: list[float] = []  # end time per core, greedy interval colouring by start time
+        core: dict[int, int] = {}
+        for i in sorted(users, key=lambda k: (starts[k], k)):
+            k = next((k for k, f in enumerate(free) if f <= starts[i] + tol), len(free))
+            free[k:k + 1] = [ends[i]]
+            core[i] = k
+        label: dict[int, int] = {}  # relabel cores by their first user in rank order, so (11) holds
+        for i in users:
+            label.setdefault(core[i], len(label))
+            for k in range(problem.capacity(r)):
+                if (r, i, k) in model.x:
+                    model.x[r, i, k].setInitialValue(int(k == label[core[i]]))
+
+
+@dataclass(frozen=True)
+class _SolveOutcome:
+    has_solution: bool
+    proven: bool
+    bound: float  # scaled dual bound, -inf if unknown
+
+
+class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc, valid-type]
+    """PuLP's HiGHS interface plus a MIP start from the variables' initial values."""
+
+    def callSolver(self, lp: Any) -> None:
+        import highspy
+
+        sol = highspy.HighsSolution()
+        values = [0.0] * len(lp.variables())
+        for var in lp.variables():
+            values[var.index] = var.varValue if var.varValue is not None else 0.0
+        sol.col_value = values
+        lp.solverModel.setSolution(sol)
+        lp.solverModel.run()
+
+
+def _parse_cbc_log(text: str) -> tuple[bool, float]:
+    """(proven optimal, lower bound) from CBC's log.
+
+    CBC's final "Lower bound:" has three decimals, so it is lowered by half a unit of the last
+    place (the scaled objective is at most about 1) and combined with the 8-digit "best possible"
+    values of the progress lines, which are valid (older, never larger) bounds.
+    """
+    proven = bool(re.search(r"Result - Optimal solution found\s*$", text, re.MULTILINE))
+    obj = re.search(r"^Objective value:\s*([-+0-9.eE]+)", text, re.MULTILINE)
+    if proven and obj:
+        return True, float(obj.group(1))
+    bounds = [float(v) for v in re.findall(r"best possible ([-+0-9.eE]+)", text)]
+    final = re.search(r"^Lower bound:\s*([-+0-9.eE]+)", text, re.MULTILINE)
+    if final:
+        bounds.append(float(final.group(1)) - 5e-4)
+    return False, max(bounds, default=float("-inf"))
+
+
+def _solve(model: _Model, solver: Solver, time_limit_s: float, gap: float) -> _SolveOutcome:
+    prob = model.prob
+    if solver is Solver.CBC:
+        fd, log_path = tempfile.mkstemp(suffix=".log", prefix="coda_cbc_")
+        os.close(fd)
+        try:
+            cmd = _cbc_command(msg=False, timeLimit=max(time_limit_s, 0.01), gapRel=gap, gapAbs=1e-10,
+                               warmStart=True, logPath=log_path, threads=1, options=list(CBC_OPTIONS))
+            prob.solve(cmd)
+            with open(log_path, encoding="utf-8", errors="replace") as fh:
+                proven, bound = _parse_cbc_log(fh.read())
+        finally:
+            os.unlink(log_path)
+    else:
+        import highspy
+
+        prob.solve(_WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.01), gapRel=gap, gapAbs=1e-10))
+        info = prob.solverModel.getInfo()
+        bound = float(info.mip_dual_bound)
+        optimal = prob.solverModel.getModelStatus() == highspy.HighsModelStatus.kOptimal
+        proven = optimal and float(info.mip_gap) <= 1e-9
+    has_solution = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) and \
+        model.C.varValue is not None
+    return _SolveOutcome(has_solution, proven and has_solution, bound)
+
+
+def compact(problem: Problem, model: _Model) -> tuple[list[float], list[bool]] | None:
+    """Earliest starts given the solution's modes and orders (longest path; exact arithmetic).
+
+    Keeps every decision (precedence, b_uv = 1 orders, so cores and exclusivity too) and drops
+    solver tolerances, so the schedule's times are exact sums of latencies. None on a cycle.
+    """
+    parallel = [bool(i in model.p and (model.p[i].varValue or 0) > 0.5) for i in range(problem.n)]
+    g = nx.DiGraph()
+    g.add_nodes_from(range(problem.n))
+    g.add_edges_from(problem.edges)
+    g.add_edges_from(uv for uv, var in model.b.items() if (var.varValue or 0) > 0.5)
+    if not nx.is_directed_acyclic_graph(g):
+        return None
+    starts = [0.0] * problem.n
+    for v in nx.topological_sort(g):
+        starts[v] = max((starts[u] + problem.tasks[u].duration(parallel[u]) for u in g.predecessors(v)), default=0.0)
+    return starts, parallel
+
+
+def overloaded(problem: Problem, starts: list[float], parallel: list[bool]) -> set[str]:
+    """Core types on which more single-core tasks overlap than there are cores."""
+    out = set()
+    ends = [starts[i] + problem.tasks[i].duration(parallel[i]) for i in range(problem.n)]
+    for r in (TENSOR, VECTOR):
+        users = [i for i in range(problem.n) if not parallel[i] and
+                 (problem.tasks[i].uses_tensor if r == TENSOR else problem.tasks[i].uses_vector)]
+        for j in users:
+            if ends[j] > starts[j] and sum(starts[k] <= starts[j] < ends[k] for k in users) > problem.capacity(r):
+                out.add(r)
+                break
+    return out
+
+
+@dataclass(frozen=True)
+class IlpResult:
+    """Outcome of `solve_ilp`: the best schedule found (the warm start if nothing better)."""
+
+    starts: tuple[float, ...]
+    parallel: tuple[bool, ...]
+    makespan_s: float
+    lower_bound_s: float
+    proven: bool
+    improved_or_confirmed: bool  # the solver returned a solution or a bound
+    n_binaries: int
+    n_solves: int
+
+
+def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: Solver = Solver.CBC,
+              time_limit_s: float = 10.0, gap: float = 0.01) -> IlpResult:
+    """Solve the MILP by lazily adding core-capacity stages; see module doc.
+
+    Args:
+        problem: the instance (at least one task with positive duration).
+        warm: a feasible schedule (starts, parallel), e.g. the list-scheduling heuristic's.
+        solver: CBC or HiGHS.
+        time_limit_s: wall-time budget over all stages (seconds).
+        gap: relative gap at which a solver may stop.
+    """
+    deadline = time.perf_counter() + time_limit_s
+    best_starts, best_par = canonical(problem, *warm)
+    ends = [best_starts[i] + problem.tasks[i].duration(best_par[i]) for i in range(problem.n)]
+    best_mk = max(ends)
+    ub = best_mk
+    lb = problem.lower_bound_s
+    modelled: frozenset[str] = frozenset()
+    proven = confirmed = False
+    n_bin = n_solves = 0
+    while True:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            break
+        model = build_model(problem, ub, modelled)
+        _warm_start(model, problem, best_starts, best_par, ub)
+        n_bin, n_solves = model.n_binaries, n_solves + 1
+        try:
+            out = _solve(model, solver, remaining, gap)
+        except pulp.PulpSolverError as err:
+            log.warning("%s solver failed on %s (%s); keeping the heuristic schedule",
+                        solver.value, problem.design, err)
+            break
+        lb = max(lb, out.bound * ub)  # a relaxation's bound is valid for the full problem
+        confirmed = confirmed or out.has_solution or out.bound > float("-inf")
+        sol = compact(problem, model) if out.has_solution else None
+        if sol is None:
+            break
+        over = overloaded(problem, *sol)
+        if over - modelled:
+            modelled = modelled | over
+            continue
+        if over:  # cannot happen: modelled types are kept by compaction
+            log.warning("%s: compacted ILP schedule overloads %s; keeping the warm start", problem.design, over)
+            break
+        mk = max(sol[0][i] + problem.tasks[i].duration(sol[1][i]) for i in range(problem.n))
+        if mk < best_mk:
+            best_starts, best_par, best_mk = sol[0], sol[1], mk
+        proven = out.proven
+        break
+    if proven:
+        lb = max(lb, best_mk)
+    return IlpResult(tuple(best_starts), tuple(best_par), best_mk, min(lb, best_mk), proven, confirmed, n_bin, n_solves)
