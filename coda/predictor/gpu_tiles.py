@@ -389,7 +389,7 @@ class GPUTileModel(BasePredictor):
             tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
             waves = max(1, -(-tiles * max(s, 1) // r["sms"]))
             details.update(tile=(tm, tn), split_k="stream-K" if s == STREAM_K else s, tiles=int(tiles),
-                           waves=int(waves), per_wave_s=(latency_s - prm.launch_s) / waves)
+                           waves=int(waves), per_wave_s=float((latency_s - prm.launch_s) / waves))
         launch = (self.calibration.gemm[r["cls"]].launch_s if op.kind == "matmul" else
                   self.calibration.attention.launch_s if op.kind.startswith("attention") else
                   self.calibration.stream.get(r["stream"], self.calibration.stream[op.kind]).launch_s)
