@@ -90,6 +90,18 @@ MEASURED_STREAM_FRACTION = {"h100-sxm": 2.90 / 3.352, "a100-sxm4-80gb": 1.61 / 2
 DEFAULT_STREAM_FRACTION = sum(MEASURED_STREAM_FRACTION.values()) / len(MEASURED_STREAM_FRACTION)
 
 
+# FlashAttention-2's best forward utilisation per architecture: up to 73% of peak on A100
+# (Dao 2023, "FlashAttention-2", section 4.1) but 35% on H100 (Shah et al. 2024,
+# "FlashAttention-3", section 1), which its Ampere-style mma.sync kernels cannot feed. The
+# attention fit is on A100, so other architectures scale its tensor ceiling by the ratio.
+FLASH_ATTENTION_FRACTION = {"ampere": 0.73, "hopper": 0.35}
+
+
+def attention_peak_scale(g: GPU) -> float:
+    """Factor on the tensor peak for fused attention on `g`, relative to the Ampere fit."""
+    return FLASH_ATTENTION_FRACTION.get(g.architecture, FLASH_ATTENTION_FRACTION["ampere"]) / FLASH_ATTENTION_FRACTION["ampere"]
+
+
 def stream_bw(g: GPU) -> float:
     """Achievable HBM bandwidth of `g` in bytes/s (see MEASURED_STREAM_FRACTION)."""
     return g.hbm_bw_bytes_per_s * MEASURED_STREAM_FRACTION.get(g.name, DEFAULT_STREAM_FRACTION)
@@ -298,6 +310,8 @@ def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
         d = op.dims
         tensor = op.kind in ("matmul", "attention", "attention_bwd")
         peak, simt_peak, sms, bw, peak_bw = _device_features(g, op.dtype, tensor)
+        if op.kind in ("attention", "attention_bwd"):
+            peak *= attention_peak_scale(g)
         row = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), arch=g.architecture, flops=op.flops,
                    bytes=op.bytes, e=dtype_bytes(op.dtype), peak=peak, simt_peak=simt_peak, sms=sms, bw=bw,
                    peak_bw=peak_bw, batch=d.get("batch", 0), m=d.get("m", 0), k=d.get("k", 0), n=d.get("n", 0),
