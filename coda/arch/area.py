@@ -162,7 +162,7 @@ def area_um2(
 ) -> np.ndarray:
     """Total 22 nm area in um^2 (sum of `area_breakdown_um2`); PHAZE's `area` column."""
     parts = area_breakdown_um2(n_tc, tc_rows, tc_cols, n_vc, vc_lanes, glb_bytes)
-    return parts["tc_macs"] + parts["tc_local_buffers"] + parts["vc_lanes"] + parts["vc_local_buffers"] + parts["glb"]
+    return sum(parts.values())
 
 
 def _check_node(tech_nm: int) -> None:
