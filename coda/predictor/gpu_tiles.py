@@ -304,23 +304,27 @@ def _device_features(g: GPU, dtype: str, tensor: bool) -> tuple[float, ...]:
 
 def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
     """Column arrays, one entry per (op, gpu) pair, with the numbers the vectorised models need."""
-    cols: dict[str, list[Any]] = {c: [] for c in (*LABEL_COLUMNS, *FEATURE_COLUMNS)}
+    labels: list[tuple[str, str, str, str]] = []
+    numbers: list[tuple[float, ...]] = []
+    device: dict[tuple[int, str, bool], tuple[float, ...]] = {}
     for op, g in zip(ops, gpus):
         reject_collective(op)
         d = op.dims
-        tensor = op.kind in ("matmul", "attention", "attention_bwd")
-        peak, simt_peak, sms, bw, peak_bw = _device_features(g, op.dtype, tensor)
-        if op.kind in ("attention", "attention_bwd"):
-            peak *= attention_peak_scale(g)
-        row = dict(kind=op.kind, stream=stream_key(op), cls=_core_class(op), arch=g.architecture, flops=op.flops,
-                   bytes=op.bytes, e=dtype_bytes(op.dtype), peak=peak, simt_peak=simt_peak, sms=sms, bw=bw,
-                   peak_bw=peak_bw, batch=d.get("batch", 0), m=d.get("m", 0), k=d.get("k", 0), n=d.get("n", 0),
-                   heads=d.get("heads", 0), kv_heads=d.get("kv_heads", 0), q=d.get("q_len", 0),
-                   kv=d.get("kv_len", 0), d=d.get("head_dim", 0), causal=bool(d.get("causal", False)),
-                   work=2.5 if op.kind == "attention_bwd" else 1.0, units=_units(op))
-        for c, v in row.items():
-            cols[c].append(v)
-    return {c: np.asarray(v, dtype=object if c in LABEL_COLUMNS else float) for c, v in cols.items()}
+        attn = op.kind in ("attention", "attention_bwd")
+        tensor = attn or op.kind == "matmul"
+        key = (id(g), op.dtype, tensor)
+        if key not in device:
+            peak, simt_peak, sms, bw, peak_bw = _device_features(g, op.dtype, tensor)
+            device[key] = (peak, peak * attention_peak_scale(g), simt_peak, sms, bw, peak_bw)
+        peak, attn_peak, simt_peak, sms, bw, peak_bw = device[key]
+        labels.append((op.kind, stream_key(op), _core_class(op), g.architecture))
+        numbers.append((op.flops, op.bytes, dtype_bytes(op.dtype), attn_peak if attn else peak, simt_peak, sms, bw,
+                        peak_bw, d.get("batch", 0), d.get("m", 0), d.get("k", 0), d.get("n", 0), d.get("heads", 0),
+                        d.get("kv_heads", 0), d.get("q_len", 0), d.get("kv_len", 0), d.get("head_dim", 0),
+                        bool(d.get("causal", False)), 2.5 if op.kind == "attention_bwd" else 1.0, _units(op)))
+    num = np.array(numbers, dtype=float).reshape(len(numbers), len(FEATURE_COLUMNS))
+    lab = np.array(labels, dtype=object).reshape(len(labels), len(LABEL_COLUMNS))
+    return {**{c: lab[:, i] for i, c in enumerate(LABEL_COLUMNS)}, **{c: num[:, i] for i, c in enumerate(FEATURE_COLUMNS)}}
 
 
 def _units(op: Op) -> int:
