@@ -20,9 +20,10 @@ def bench(name: str, tp: int, seq_len: int, repeats: int = 20) -> dict[str, obje
             models.build(cfg, phase, 1, seq_len, tp=tp)
 
     best_s = min(timeit.repeat(all_phases, number=1, repeat=repeats))
-    ops = sum(layer.number_of_nodes() for p in models.PHASES for layer, _ in models.build(cfg, p, 1, seq_len, tp=tp).layers)
+    graphs = [models.build(cfg, p, 1, seq_len, tp=tp) for p in models.PHASES]
+    ops = sum(layer.number_of_nodes() for g in graphs for layer, _ in g.layers)
     return {"model": name, "layers": cfg.n_layers, "tp": tp, "phases": len(models.PHASES), "distinct ops": ops,
-            "best of %d (ms)" % repeats: round(best_s * 1e3, 2)}
+            f"best of {repeats} (ms)": round(best_s * 1e3, 2)}
 
 
 def main() -> None:

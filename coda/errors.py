@@ -27,9 +27,12 @@ class UnknownNameError(ConfigError, KeyError):
     def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
         choices = sorted(choices)
         close = difflib.get_close_matches(name.lower(), choices, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else (
-            f"known: {', '.join(choices)}" if len(choices) <= 12 else f"{len(choices)} known; list them with `coda {kind}s list`"
-        )
+        if close:
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?"
+        elif len(choices) <= 12:
+            hint = f"known: {', '.join(choices)}"
+        else:
+            hint = f"{len(choices)} known; list them with `coda {kind}s list`"
         super().__init__(f"unknown {kind} {name!r}; {hint}")
         self.kind, self.name, self.suggestions = kind, name, close
 

@@ -10,9 +10,10 @@ model (`coda.arch.area`), TDP the full-activity power model of `coda.arch.power`
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -58,7 +59,7 @@ class Accelerator:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 if isinstance(value, numbers.Real) and float(value).is_integer():
-                    value = int(value)
+                    value = int(float(value))
                 else:
                     raise ConfigError(f"Accelerator.{name}={value!r} must be a whole number")
             object.__setattr__(self, name, int(value))

@@ -21,8 +21,8 @@ evaluate the whole space at once. Inputs are assumed validated by `Accelerator`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def area_um2(
 ) -> np.ndarray:
     """Total 22 nm area in um^2 (sum of `area_breakdown_um2`); PHAZE's `area` column."""
     parts = area_breakdown_um2(n_tc, tc_rows, tc_cols, n_vc, vc_lanes, glb_bytes)
-    return sum(parts.values())
+    return np.asarray(sum(parts.values()))
 
 
 def _check_node(tech_nm: int) -> None:

@@ -50,13 +50,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from coda.errors import ConfigError, UnknownNameError
 
-Group = Union[int, Sequence[int]]
+Group = int | Sequence[int]
 _CATALOG = Path(__file__).resolve().parent / "cluster_catalog"
 
 
@@ -115,7 +115,9 @@ class Level:
         if not isinstance(self.size, int) or self.size < 1:
             raise ConfigError(f"level {self.name!r}: size must be a positive int, got {self.size!r}")
         if not (self.bw_each_way_bytes_per_s > 0 and math.isfinite(self.bw_each_way_bytes_per_s)):
-            raise ConfigError(f"level {self.name!r}: bw_each_way_bytes_per_s must be > 0, got {self.bw_each_way_bytes_per_s!r}")
+            raise ConfigError(
+                f"level {self.name!r}: bw_each_way_bytes_per_s must be > 0, got {self.bw_each_way_bytes_per_s!r}"
+            )
         if self.p2p_latency_s is None:
             object.__setattr__(self, "p2p_latency_s", self.latency_s)
         if self.p2p_efficiency is None:
@@ -272,7 +274,8 @@ def collective_cost(cluster: Cluster, kind: str | CollectiveKind, group: Group) 
         if n != 2:
             raise ConfigError(f"send_recv is between two devices; got a group of {n}: pass group=2 or two ranks")
         outer = lv[-1]
-        return CollectiveCost(outer.p2p_latency_s, 1.0 / (outer.bw_each_way_bytes_per_s * outer.p2p_efficiency))  # type: ignore[operator]
+        assert outer.p2p_latency_s is not None and outer.p2p_efficiency is not None  # set in Level.__post_init__
+        return CollectiveCost(outer.p2p_latency_s, 1.0 / (outer.bw_each_way_bytes_per_s * outer.p2p_efficiency))
     ring_bw = min(m * x.bw_each_way_bytes_per_s * x.efficiency for m, x in zip(sp.members, lv))
     alpha = max(x.latency_s for x in lv)
     o = cluster.collective_overhead_s
@@ -311,7 +314,7 @@ _PRESET_KEYS = {"name", "description", "device", "device_kind", "calibration", "
 _LEVEL_KEYS = {"name", "size", "bw_each_way_GBps", "latency_us", "efficiency", "source"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _preset(name: str) -> dict[str, Any]:
     path = _CATALOG / f"{name}.json"
     data = json.loads(path.read_text())
@@ -319,7 +322,9 @@ def _preset(name: str) -> dict[str, Any]:
     if unknown or missing:
         raise ConfigError(f"{path.name}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
     for lv in data["levels"]:
-        need = {"name", "size", "bw_each_way_GBps", "source"} | (set() if data["calibration"] else {"latency_us", "efficiency"})
+        need = {"name", "size", "bw_each_way_GBps", "source"}
+        if not data["calibration"]:
+            need |= {"latency_us", "efficiency"}
         if set(lv) - _LEVEL_KEYS or need - set(lv):
             raise ConfigError(f"{path.name}: level {lv.get('name')!r} has keys {sorted(lv)}; allowed "
                               f"{sorted(_LEVEL_KEYS)}, required {sorted(need)}")

@@ -75,12 +75,13 @@ def _configs(df: pd.DataFrame) -> list[tuple[tuple[int, int, int], np.ndarray, n
     """[((num_workers, devices_per_node, max_devices_per_node), sizes, times)] per group shape."""
     out = []
     for key, g in df.groupby(["num_workers", "devices_per_node", "max_devices_per_node"], sort=True):
-        out.append((tuple(int(k) for k in key), g["size"].to_numpy(float), g["time_s"].to_numpy(float)))
+        nw, dpn, mdpn = (int(k) for k in key)
+        out.append(((nw, dpn, mdpn), g["size"].to_numpy(float), g["time_s"].to_numpy(float)))
     return out
 
 
 def _candidate(preset: dict[str, Any], n_devices: int, node_size: int, overhead: float,
-               level_params: list[dict[str, float]]) -> Cluster:
+               level_params: list[dict[str, Any]]) -> Cluster:
     specs = preset["levels"]
     sizes = [node_size] if n_devices == node_size else [node_size, n_devices]
     levels = tuple(Level(specs[i]["name"], s, specs[i]["bw_each_way_GBps"] * 1e9, **level_params[i])
@@ -226,8 +227,7 @@ def collectives_report() -> list[tuple[str, pd.DataFrame]]:
     acc = pd.DataFrame(rows)
     prow = []
     for system, sp in params["systems"].items():
-        preset = preset_description(system_preset(system))
-        for spec in preset["levels"]:
+        for spec in preset_description(system_preset(system))["levels"]:
             lv = sp["levels"][spec["name"]]
             prow.append({
                 "system": system, "level": spec["name"], "bw_GBps_each_way": spec["bw_each_way_GBps"],

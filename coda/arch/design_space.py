@@ -84,12 +84,12 @@ class DesignSpace:
             if not values:
                 raise ConfigError(f"DesignSpace.{name} is empty; give at least one value")
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v > 0:
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v) > 0:
                     raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a positive number")
                 if name in _INT_DIMS and not float(v).is_integer():
                     raise ConfigError(f"DesignSpace.{name} contains {v!r}; use whole numbers")
-                if name in _POW2_DIMS and int(v) & (int(v) - 1):
-                    lo = 1 << (int(v).bit_length() - 1)
+                if name in _POW2_DIMS and int(float(v)) & (int(float(v)) - 1):
+                    lo = 1 << (int(float(v)).bit_length() - 1)
                     raise ConfigError(f"DesignSpace.{name} contains {v}, not a power of two; use {lo} or {2 * lo}")
             cast = int if name in _INT_DIMS else float
             object.__setattr__(self, name, tuple(sorted({cast(v) for v in values})))
@@ -200,11 +200,11 @@ class DesignSpace:
     def __iter__(self) -> Iterator[Accelerator]:
         """Admitted designs as `Accelerator`s, built lazily in `to_frame()` order."""
         cols = list(_DIMS)
-        fixed = dict(dtype_bytes=self.dtype_bytes, link_bw_bytes_per_s=self.link_bw_bytes_per_s,
+        fixed: dict[str, Any] = dict(dtype_bytes=self.dtype_bytes, link_bw_bytes_per_s=self.link_bw_bytes_per_s,
                      n_links=self.n_links, tech_nm=self.tech_nm)
         for row in self._admitted[cols].itertuples(index=False, name=None):
-            values = dict(zip(cols, row))
-            yield Accelerator(**{k: (int(v) if k in _INT_DIMS else float(v)) for k, v in values.items()}, **fixed)
+            values: dict[str, Any] = {k: (int(v) if k in _INT_DIMS else float(v)) for k, v in zip(cols, row)}
+            yield Accelerator(**values, **fixed)
 
     def head(self, n: int) -> list[Accelerator]:
         """The first `n` admitted designs as `Accelerator`s."""

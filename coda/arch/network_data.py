@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import logging
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _rel(system: str, collective: str) -> str:
     return f"vidur/network/{system}/{collective}.csv.gz"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _raw_csv(system: str, collective: str) -> bytes:
     path = _data_root() / system / f"{collective}.csv.gz"
     try:
@@ -68,7 +68,7 @@ def data_sha256() -> str:
     return h.hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _measurements(system: str, collective: str) -> pd.DataFrame:
     df = pd.read_csv(io.BytesIO(_raw_csv(system, collective)))
     col = f"time_stats.{collective}.median"

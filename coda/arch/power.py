@@ -32,8 +32,8 @@ All functions take scalars or numpy arrays (broadcast), so a design space is eva
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 

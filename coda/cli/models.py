@@ -39,10 +39,12 @@ def _show(args: argparse.Namespace) -> int:
     c = cfg
     print(f"  {c.n_layers} layers, hidden {c.hidden}, {c.n_heads} heads ({c.n_kv_heads} kv) of {c.head_dim}, "
           f"FFN {c.ffn_hidden} {c.mlp}, vocab {c.vocab_size}, {c.norm}, {c.position} positions, "
-          f"{'causal' if c.causal else 'bidirectional'}" + (f", {c.n_experts} experts top-{c.experts_per_token}" if c.is_moe else ""))
+          f"{'causal' if c.causal else 'bidirectional'}"
+          + (f", {c.n_experts} experts top-{c.experts_per_token}" if c.is_moe else ""))
     print(f"  parameters {fmt_count(p['total'])} ({p['total']:,}); active per token {fmt_count(p['active_per_token'])}")
     print(f"  GEMM FLOPs per token at seq {info['seq_len']}: training {fmt_si(f['training'], 'FLOP')}, "
-          f"forward {fmt_si(f['forward'], 'FLOP')}, prefill {fmt_si(f['prefill'], 'FLOP')}, decode {fmt_si(f['decode'], 'FLOP')}")
+          f"forward {fmt_si(f['forward'], 'FLOP')}, prefill {fmt_si(f['prefill'], 'FLOP')}, "
+          f"decode {fmt_si(f['decode'], 'FLOP')}")
     print(f"  training memory (mixed-precision Adam, 16 B/param): weights {fmt_bytes(m['weights_bf16'])}, "
           f"gradients {fmt_bytes(m['gradients_bf16'])}, optimizer {fmt_bytes(m['adam_states_fp32'])}, "
           f"total {fmt_bytes(m['training_total'])}")

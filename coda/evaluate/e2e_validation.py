@@ -95,7 +95,9 @@ def _predict(r: pd.Series, framework: str) -> dict[str, float]:
     mode = "train" if r["mode"] == "train" else "forward"
     head = "lm" if MODELLED[r["model"]] == "gpt2" else ("pretraining" if mode == "train" else "classification")
     out = {}
-    for key, kw in (("coda", {}), ("roofline", dict(predictor=Roofline(), cpu_dispatch_s=0.0))):
+    variants: tuple[tuple[str, dict[str, Any]], ...] = (("coda", {}),
+                                                         ("roofline", dict(predictor=Roofline(), cpu_dispatch_s=0.0)))
+    for key, kw in variants:
         res = iteration(cfg, r["gpu"], int(r["batch"]), int(r["seq_len"]), mode, "fp32", "unfused", framework,
                         head=head, **kw)
         untimed = res.layer_seconds("loss", "forward")  # NeuSight computes the loss outside its timers

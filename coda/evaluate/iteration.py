@@ -32,9 +32,9 @@ from coda.arch.accelerators import Accelerator
 from coda.arch.gpus import GPU, gpu
 from coda.errors import ConfigError
 from coda.models import build, get
+from coda.models import ops as O
 from coda.models.backward import backward_graph
 from coda.models.config import ModelConfig
-from coda.models import ops as O
 from coda.models.eager import HEADS, NUM_LABELS, eager_backward, eager_forward
 from coda.models.graph import ModelGraph, OpGraph
 from coda.predictor import BasePredictor, op_latencies

@@ -56,8 +56,9 @@ def backward_ops(op: Op) -> tuple[list[Op], Op | None]:
         bwd = _scaled(op, f"{op.name}.bwd", 2.0, op.bytes_read + op.bytes_written, op.bytes_read)
         return [bwd], bwd
     if op.kind == "embedding":
-        bwd = _scaled(op, f"{op.name}.bwd", 0.0, op.bytes_written, op.bytes_written)
-        bwd = Op(bwd.name, bwd.kind, bwd.shape, d["tokens"] * d["hidden"], bwd.bytes_read, bwd.bytes_written, 0.0, op.dtype)
+        rows = float(d["tokens"] * d["hidden"])  # one add per gradient element into the table
+        bwd = Op(f"{op.name}.bwd", op.kind, op.shape + (("backward", True),), rows, op.bytes_written, op.bytes_written,
+                 0.0, op.dtype)
         return [bwd], bwd
     if op.kind == "collective":
         kind = _CONJUGATE[d["collective"]]

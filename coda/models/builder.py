@@ -128,10 +128,12 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
     router = g.add(O.matmul(x.T, h, E, dtype=dt, name="router", weight=True), after=[prev])
     gates = g.add(O.softmax(x.T, E, dt, name="router_softmax"), after=[router])
     dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
-    up = g.add(O.matmul(per_expert, h, width, batch=E, dtype=dt, name="expert_up", weight=True, bias=cfg.bias), after=[dispatch])
+    up = g.add(O.matmul(per_expert, h, width, batch=E, dtype=dt, name="expert_up", weight=True, bias=cfg.bias),
+               after=[dispatch])
     act = g.add(O.elementwise(E * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="expert_act",
                               fn=cfg.mlp), after=[up])
-    down = g.add(O.matmul(per_expert, x.f_t, h, batch=E, dtype=dt, name="expert_down", weight=True, bias=cfg.bias), after=[act])
+    down = g.add(O.matmul(per_expert, x.f_t, h, batch=E, dtype=dt, name="expert_down", weight=True, bias=cfg.bias),
+                 after=[act])
     return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
 
 
@@ -143,7 +145,8 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str) -> tuple[OpGraph, dic
     act_bytes = x.T * h * e
     ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
     pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
-    qkv = g.add(O.matmul(x.T, h, (x.a_t + 2 * x.g_t) * d, dtype=dt, name="qkv", weight=True, bias=cfg.bias), after=[pre])
+    qkv = g.add(O.matmul(x.T, h, (x.a_t + 2 * x.g_t) * d, dtype=dt, name="qkv", weight=True, bias=cfg.bias),
+                after=[pre])
     q = qkv
     if cfg.position == "rope":
         q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),

@@ -48,10 +48,13 @@ class ModelConfig:
     bias: bool = field(default=True, metadata=_help("linear layers and norms have biases"))
     n_experts: int = field(default=1, metadata=_help("MoE experts per block, E (1 = dense)"))
     experts_per_token: int = field(default=1, metadata=_help("experts each token is routed to, k"))
-    embed_dim: int | None = field(default=None, metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
+    embed_dim: int | None = field(default=None,
+                                  metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
 
     def __post_init__(self) -> None:
-        for f in ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts", "experts_per_token"):
+        sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
+                 "experts_per_token")
+        for f in sizes:
             value = getattr(self, f)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer")
@@ -168,7 +171,9 @@ class ModelConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"{source}: unknown ModelConfig key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+            raise ConfigError(
+                f"{source}: unknown ModelConfig key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
+            )
         required = [n for n, f in fields.items() if f.default is dataclasses.MISSING]
         missing = [n for n in required if n not in data]
         if missing:

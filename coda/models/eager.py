@@ -34,7 +34,7 @@ GPT-2, BERT, OPT residuals; 0 for OPT attention and Llama), since `ModelConfig` 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from coda.errors import ConfigError
 from coda.models import ops as O

@@ -17,6 +17,7 @@ Counting conventions (used by every test of closed forms):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -75,7 +76,7 @@ class Op:
 
     def renamed(self, name: str) -> Op:
         """The same op under another name."""
-        return Op(name, self.kind, self.shape, self.flops, self.bytes_read, self.bytes_written, self.param_bytes, self.dtype)
+        return dataclasses.replace(self, name=name)
 
 
 def _positive(**sizes: int) -> None:

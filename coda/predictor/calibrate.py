@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,14 @@ from scipy.optimize import least_squares
 from coda.arch.gpus import gpu as lookup_gpu
 from coda.predictor import measured
 from coda.predictor.gpu_tiles import (
-    STREAM_KINDS, AttentionParams, Calibration, GemmParams, StreamParams, calibration_path, features, predict_features,
+    STREAM_KINDS,
+    AttentionParams,
+    Calibration,
+    GemmParams,
+    StreamParams,
+    calibration_path,
+    features,
+    predict_features,
     stream_keys,
 )
 
@@ -61,8 +70,11 @@ def with_features(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df.reset_index(drop=True), f], axis=1)
 
 
-def _fit(params_type: type, bounds: dict[str, tuple[float, float]], start: object,
-         residual: Callable[[object], np.ndarray]) -> object:
+P = TypeVar("P", GemmParams, StreamParams, AttentionParams)
+
+
+def _fit(params_type: type[P], bounds: dict[str, tuple[float, float]], start: P,
+         residual: Callable[[P], np.ndarray]) -> P:
     names = [f.name for f in fields(params_type)]
     x0 = np.array([getattr(start, n) for n in names])
     lo = np.array([bounds[n][0] for n in names])
@@ -75,6 +87,15 @@ def _fit(params_type: type, bounds: dict[str, tuple[float, float]], start: objec
     sol = least_squares(res, np.clip(x0, lo, hi) / scale, bounds=(lo / scale, hi / scale), loss="soft_l1",
                         f_scale=0.05, diff_step=1e-3, max_nfev=400)
     return params_type(**dict(zip(names, (sol.x * scale).tolist())))
+
+
+def _with_gemm(base: Calibration, gemm: dict[str, GemmParams], key: str, prm: GemmParams) -> Calibration:
+    return Calibration({**gemm, key: prm}, base.stream, base.attention, "")
+
+
+def _with_stream(base: Calibration, gemm: dict[str, GemmParams], stream: dict[str, StreamParams], key: str,
+                 prm: StreamParams) -> Calibration:
+    return Calibration(gemm, {**stream, key: prm}, base.attention, "")
 
 
 def fit(df: pd.DataFrame | None = None) -> Calibration:
@@ -92,7 +113,7 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
     f = with_features(df)
     y = np.log(f["latency_s"].to_numpy())
 
-    def group_residual(sel: np.ndarray, make: Callable[[object], Calibration]) -> Callable[[object], np.ndarray]:
+    def group_residual(sel: np.ndarray, make: Callable[[Any], Calibration]) -> Callable[[Any], np.ndarray]:
         sub, ys = f[sel].reset_index(drop=True), y[sel]
         return lambda prm: np.log(predict_features(sub, make(prm))) - ys
 
@@ -101,7 +122,7 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         sel = ((f["kind"] == "matmul") & (f["cls"] == cls)).to_numpy()
         if sel.any():
             gemm[cls] = _fit(GemmParams, GEMM_BOUNDS, gemm[cls], group_residual(
-                sel, lambda prm, c=cls: Calibration({**gemm, c: prm}, base.stream, base.attention, "")))
+                sel, partial(_with_gemm, base, gemm, cls)))
     # Tensor-core generations differ (Hopper's wgmma/TMA kernels reach a larger fraction of
     # peak than Ampere's mma.sync): one refinement per architecture in the tensor fit set.
     mm = ((f["kind"] == "matmul") & (f["cls"] == "tensor")).to_numpy()
@@ -109,19 +130,19 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         key = f"tensor.{arch}"
         sel = mm & (f["arch"] == arch).to_numpy()
         gemm[key] = _fit(GemmParams, GEMM_BOUNDS, gemm["tensor"], group_residual(
-            sel, lambda prm, k=key: Calibration({**gemm, k: prm}, base.stream, base.attention, "")))
+            sel, partial(_with_gemm, base, gemm, key)))
     stream = dict(base.stream)
     for kind in stream:
         # a kind's shared entry is fitted on all its rows; a `kind.variant` entry on its own
         sel = ((f["kind"] == kind) if kind in STREAM_KINDS else (f["stream"] == kind)).to_numpy()
         if sel.any():
             stream[kind] = _fit(StreamParams, STREAM_BOUNDS, stream[kind], group_residual(
-                sel, lambda prm, k=kind: Calibration(gemm, {**stream, k: prm}, base.attention, "")))
+                sel, partial(_with_stream, base, gemm, stream, kind)))
     attention = base.attention
     sel = f["kind"].isin(["attention", "attention_bwd"]).to_numpy()
     if sel.any():
         attention = _fit(AttentionParams, ATTENTION_BOUNDS, attention, group_residual(
-            sel, lambda prm: Calibration(gemm, stream, prm, "")))
+            sel, partial(Calibration, gemm, stream, data_sha256="")))
     return Calibration(gemm, stream, attention, base.data_sha256, base.fitted_on)
 
 

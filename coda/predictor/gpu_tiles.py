@@ -37,6 +37,7 @@ are shipped: unvalidated).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -99,7 +100,8 @@ FLASH_ATTENTION_FRACTION = {"ampere": 0.73, "hopper": 0.35}
 
 def attention_peak_scale(g: GPU) -> float:
     """Factor on the tensor peak for fused attention on `g`, relative to the Ampere fit."""
-    return FLASH_ATTENTION_FRACTION.get(g.architecture, FLASH_ATTENTION_FRACTION["ampere"]) / FLASH_ATTENTION_FRACTION["ampere"]
+    ampere = FLASH_ATTENTION_FRACTION["ampere"]
+    return FLASH_ATTENTION_FRACTION.get(g.architecture, ampere) / ampere
 
 
 def stream_bw(g: GPU) -> float:
@@ -215,14 +217,18 @@ def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
     return np.where(hi > 0, hi * ((a / safe) ** p + (b / safe) ** p) ** (1.0 / p), 0.0)
 
 
-def gemm_times(batch: np.ndarray, m: np.ndarray, k: np.ndarray, n: np.ndarray, e: np.ndarray, op_bytes: np.ndarray,
-               peak: np.ndarray, sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray,
-               prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
+Features = Mapping[str, np.ndarray]
+
+
+def gemm_times(x: Features, prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
     """Predicted seconds of many GEMMs at once, and the index of the chosen candidate.
 
-    All arguments are 1-D arrays of equal length (one entry per GEMM); see the module doc.
-    Candidates are `(tile, split)` pairs in `candidates()` order.
+    `x` holds equal-length arrays (one entry per GEMM) of the `features` columns batch, m, k,
+    n, e, bytes, peak, sms, bw and peak_bw; see the module doc. Candidates are `(tile, split)`
+    pairs in `candidates()` order.
     """
+    batch, m, k, n, e, op_bytes = x["batch"], x["m"], x["k"], x["n"], x["e"], x["bytes"]
+    peak, sms, bw, peak_bw = x["peak"], x["sms"], x["bw"], x["peak_bw"]
     tm, tn, s, ctas = (c[:, None] for c in _candidate_arrays())  # candidates x 1, against 1 x ops
     stream = s == STREAM_K
     splits = np.maximum(s, 1)
@@ -256,17 +262,19 @@ def _candidate_arrays() -> tuple[np.ndarray, ...]:
     return c[:, 0], c[:, 1], c[:, 2], ctas
 
 
-def stream_times(flops: np.ndarray, op_bytes: np.ndarray, units: np.ndarray, simt_peak: np.ndarray, sms: np.ndarray,
-                 bw: np.ndarray, peak_bw: np.ndarray, prm: StreamParams) -> np.ndarray:
+def stream_times(x: Features, prm: StreamParams) -> np.ndarray:
     """Predicted seconds of bandwidth-bound ops (see the module doc)."""
+    flops, op_bytes, units, simt_peak = x["flops"], x["bytes"], x["units"], x["simt_peak"]
+    sms, bw, peak_bw = x["sms"], x["bw"], x["peak_bw"]
     eff = np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, units / (prm.sat * sms))
     return prm.launch_s + np.maximum(flops / simt_peak, op_bytes / eff)
 
 
-def attention_times(batch: np.ndarray, heads: np.ndarray, kv_heads: np.ndarray, q: np.ndarray, kv: np.ndarray,
-                    d: np.ndarray, causal: np.ndarray, work: np.ndarray, op_bytes: np.ndarray, peak: np.ndarray,
-                    sms: np.ndarray, bw: np.ndarray, peak_bw: np.ndarray, prm: AttentionParams) -> np.ndarray:
+def attention_times(x: Features, prm: AttentionParams) -> np.ndarray:
     """Predicted seconds of fused attention ops; `work` is 1 forward, 2.5 backward."""
+    batch, heads, kv_heads, q, kv, d = x["batch"], x["heads"], x["kv_heads"], x["q"], x["kv"], x["d"]
+    causal, work, op_bytes = x["causal"].astype(bool), x["work"], x["bytes"]
+    peak, sms, bw, peak_bw = x["peak"], x["sms"], x["bw"], x["peak_bw"]
     n_q = np.ceil(q / ATTN_BLOCK_Q)
     # mean keys per query tile under causal masking: the tile of rows [iBq, (i+1)Bq) sees
     # kv - q + (i+1)Bq keys, capped at kv; averaged over the n_q tiles.
@@ -324,7 +332,9 @@ def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
                         bool(d.get("causal", False)), 2.5 if op.kind == "attention_bwd" else 1.0, _units(op)))
     num = np.array(numbers, dtype=float).reshape(len(numbers), len(FEATURE_COLUMNS))
     lab = np.array(labels, dtype=object).reshape(len(labels), len(LABEL_COLUMNS))
-    return {**{c: lab[:, i] for i, c in enumerate(LABEL_COLUMNS)}, **{c: num[:, i] for i, c in enumerate(FEATURE_COLUMNS)}}
+    out = {c: lab[:, i] for i, c in enumerate(LABEL_COLUMNS)}
+    out.update({c: num[:, i] for i, c in enumerate(FEATURE_COLUMNS)})
+    return out
 
 
 def _units(op: Op) -> int:
@@ -342,29 +352,25 @@ def _units(op: Op) -> int:
 def predict_features(f: Any, cal: Calibration) -> np.ndarray:
     """Seconds for every entry of a `features` mapping (or a DataFrame with those columns)."""
     if isinstance(f, pd.DataFrame):
-        f = {c: f[c].to_numpy(dtype=object if c in LABEL_COLUMNS else float) for c in (*LABEL_COLUMNS, *FEATURE_COLUMNS)}
+        f = {c: f[c].to_numpy(dtype=object if c in LABEL_COLUMNS else float)
+             for c in (*LABEL_COLUMNS, *FEATURE_COLUMNS)}
     kind = f["kind"]
     out = np.full(len(kind), np.nan)
 
-    def cols(sel: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
-        return [f[c][sel] for c in names]
+    def rows(sel: np.ndarray) -> dict[str, np.ndarray]:
+        return {c: v[sel] for c, v in f.items()}
 
     matmul = kind == "matmul"
     for cls, arch in {(c, a) for c, a in zip(f["cls"][matmul], f["arch"][matmul])}:
         sel = matmul & (f["cls"] == cls) & (f["arch"] == arch)
-        out[sel] = gemm_times(*cols(sel, ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw", "peak_bw")),
-                              gemm_params(cal, cls, arch))[0]
+        out[sel] = gemm_times(rows(sel), gemm_params(cal, cls, arch))[0]
     sel = (kind == "attention") | (kind == "attention_bwd")
     if sel.any():
-        c = cols(sel, ("batch", "heads", "kv_heads", "q", "kv", "d", "causal", "work", "bytes", "peak", "sms", "bw",
-                       "peak_bw"))
-        c[6] = c[6].astype(bool)
-        out[sel] = attention_times(*c, cal.attention)
+        out[sel] = attention_times(rows(sel), cal.attention)
     stream = np.isin(kind, STREAM_KINDS)
     for key in set(f["stream"][stream]):
         sel = stream & (f["stream"] == key)
-        out[sel] = stream_times(*cols(sel, ("flops", "bytes", "units", "simt_peak", "sms", "bw", "peak_bw")),
-                                cal.stream.get(key) or cal.stream[key.split(".")[0]])
+        out[sel] = stream_times(rows(sel), cal.stream.get(key) or cal.stream[key.split(".")[0]])
     return out
 
 
@@ -401,8 +407,7 @@ class GPUTileModel(BasePredictor):
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":
             prm = gemm_params(self.calibration, r["cls"], r["arch"])
-            _, idx = gemm_times(*(f[c] for c in ("batch", "m", "k", "n", "e", "bytes", "peak", "sms", "bw", "peak_bw")),
-                                prm)
+            _, idx = gemm_times(f, prm)
             tm, tn, s = candidates()[int(idx[0])]
             tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
             waves = max(1, -(-tiles * max(s, 1) // r["sms"]))

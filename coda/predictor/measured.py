@@ -140,7 +140,8 @@ def _vidur_attention_rows() -> list[dict[str, Any]]:
         heads, kv_heads = int(r.n_q_head) // tp, max(int(r.n_kv_head) // tp, 1)
         d = int(r.n_embd) // int(r.n_q_head)
         if r.is_prefill:
-            q, kv, value, name = int(r.prefill_chunk_size), int(r.kv_cache_size) + int(r.prefill_chunk_size), r.attn_prefill, "attn_prefill"
+            q, value, name = int(r.prefill_chunk_size), r.attn_prefill, "attn_prefill"
+            kv = int(r.kv_cache_size) + q
         else:
             q, kv, value, name = 1, int(r.kv_cache_size) + 1, r.attn_decode, "attn_decode"
         if math.isnan(value):

@@ -37,7 +37,8 @@ HARDWARE_MD = [
     ("h100-sxm", "simt_fp32", 66.9), ("h100-sxm", "hbm_bw", 3352), ("h100-sxm", "sm", 132), ("h100-sxm", "tdp", 700),
     ("h100-sxm", "nvlink", 900), ("h100-sxm", "l2_mib", 50), ("h100-sxm", "smem_kib", 228), ("h100-sxm", "hbm_gib", 80),
     ("h100-pcie", "tc_bf16", 756), ("h100-pcie", "tc_tf32", 378), ("h100-pcie", "tc_fp8", 1513),
-    ("h100-pcie", "simt_fp32", 51.2), ("h100-pcie", "hbm_bw", 2039), ("h100-pcie", "sm", 114), ("h100-pcie", "tdp", 350),
+    ("h100-pcie", "simt_fp32", 51.2), ("h100-pcie", "hbm_bw", 2039), ("h100-pcie", "sm", 114),
+    ("h100-pcie", "tdp", 350),
     ("a100-sxm4-40gb", "hbm_bw", 1555), ("a100-sxm4-80gb", "hbm_bw", 2039), ("a100-pcie-40gb", "hbm_bw", 1555),
     ("a100-pcie-80gb", "hbm_bw", 1935), ("a100-sxm4-40gb", "tdp", 400), ("a100-sxm4-80gb", "tdp", 400),
     ("a100-pcie-40gb", "tdp", 250), ("a100-pcie-80gb", "tdp", 300), ("a100-sxm4-40gb", "hbm_gib", 40),
@@ -141,7 +142,8 @@ def test_unknown_dtype() -> None:
 
 def _measured_device_names() -> set[str]:
     names = set(NEUSIGHT_DEVICES)
-    roots = ["/work/shared/data/neusight/kernels", str(Path(__file__).resolve().parents[3] / "coda/data/neusight/kernels")]
+    roots = ["/work/shared/data/neusight/kernels",
+             str(Path(__file__).resolve().parents[3] / "coda/data/neusight/kernels")]
     for root in roots:
         for path in glob.glob(f"{root}/*.csv*"):
             import pandas as pd

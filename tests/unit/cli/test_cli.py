@@ -53,5 +53,6 @@ def test_error_is_one_line_exit_2():
 def test_bad_config_file_exit_2(tmp_path):
     bad = tmp_path / "cfg.json"
     bad.write_text('{"model_type": "t5"}')
-    proc = subprocess.run([sys.executable, "-m", "coda.cli", "models", "show", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "coda.cli", "models", "show", str(bad)],
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and "t5" in proc.stderr

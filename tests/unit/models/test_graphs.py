@@ -59,7 +59,7 @@ def test_backward_separates_dgrad_and_wgrad():
 @pytest.mark.parametrize("t", [2, 4, 8])
 def test_tp_divides_matmul_flops_and_adds_allreduces(t):
     c = models.get("gpt3-175b")
-    b, s, dt = 1, 2048, "bf16"
+    b, s = 1, 2048
     block1 = build(c, "forward", b, s).layers[1][0]
     blockt = build(c, "forward", b, s, tp=t).layers[1][0]
     assert blockt.flops(GEMMS) * t == block1.flops(GEMMS)
