@@ -23,7 +23,7 @@ TARGETS: dict[str, str] = {
 
 def _run(args: argparse.Namespace) -> int:
     module_name, func_name = TARGETS[args.target].split(":")
-    print(f"coda: validating {args.target} (the predictor refit takes about a minute) ...", file=sys.stderr)
+    print(f"coda: validating {args.target} ...", file=sys.stderr)
     sections = getattr(importlib.import_module(module_name), func_name)()
     if args.json:
         print_json({title: df.to_dict(orient="records") for title, df in sections})
