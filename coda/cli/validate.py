@@ -18,6 +18,7 @@ TARGETS: dict[str, str] = {
     "collectives": "coda.arch.collectives_fit:collectives_report",
     "e2e": "coda.evaluate.e2e_validation:e2e_report",
     "training": "coda.evaluate.training_validation:training_report",
+    "inference": "coda.evaluate.inference_validation:inference_report",
 }
 
 

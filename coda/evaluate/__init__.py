@@ -2,9 +2,11 @@
 
 - `iteration(cfg, device, batch, seq_len, ...)`: one training or forward step on one device.
 - `training(cfg, cluster, plan, seq_len, ...)`: one training step of a parallel plan on a cluster.
+- `inference(cfg, cluster, tp, batch, prompt_len, output_len, ...)`: TTFT, TPOT, throughput, memory.
 """
 
+from coda.evaluate.inference import InferenceResult, inference
 from coda.evaluate.iteration import IterationResult, iteration
 from coda.evaluate.training import TrainingResult, training
 
-__all__ = ["IterationResult", "TrainingResult", "iteration", "training"]
+__all__ = ["InferenceResult", "IterationResult", "TrainingResult", "inference", "iteration", "training"]

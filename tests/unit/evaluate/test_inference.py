@@ -1,0 +1,92 @@
+"""Unit tests of `coda.evaluate.inference` (static-batched serving) and `coda serve`."""
+
+from __future__ import annotations
+
+import pytest
+
+from coda.arch.clusters import cluster
+from coda.cli import main
+from coda.errors import CodaError, InfeasibleDesign
+from coda.evaluate.inference import inference, kv_cache_bytes, weight_bytes
+from coda.models import get
+
+
+@pytest.fixture(scope="module")
+def h100() -> object:
+    return cluster("dgx-h100", 2)
+
+
+def test_ttft_grows_with_prompt_and_batch(h100: object) -> None:
+    cfg = get("llama2-7b")
+    base = inference(cfg, h100, 1, 4, 256, 8).ttft_s
+    assert inference(cfg, h100, 1, 4, 1024, 8).ttft_s > base
+    assert inference(cfg, h100, 1, 16, 256, 8).ttft_s > base
+
+
+def test_tpot_grows_with_context_and_respects_roofline(h100: object) -> None:
+    cfg = get("llama2-7b")
+    r = inference(cfg, h100, 1, 32, 128, 2048)
+    assert r.tpot_last_s > r.tpot_first_s  # KV-cache reads grow with the context
+    assert r.tpot_first_s < r.tpot_s < r.tpot_last_s
+    long = inference(cfg, h100, 1, 32, 2048, 64)
+    assert long.tpot_s > inference(cfg, h100, 1, 32, 128, 64).tpot_s
+    assert r.tpot_first_s >= r.weights_bytes / h100.device.hbm_bw_bytes_per_s  # roofline lower bound
+
+
+def test_tp2_decode_faster_but_not_twice(h100: object) -> None:
+    cfg = get("llama2-70b")
+    one = inference(cfg, h100, 1, 1, 128, 16, dtype="fp8")
+    two = inference(cfg, h100, 2, 1, 128, 16, dtype="fp8")
+    assert two.tpot_s < one.tpot_s
+    assert two.tpot_s > one.tpot_s / 2
+    assert two.replicas == 1 and one.replicas == 2
+    assert one.tokens_per_s == pytest.approx(2 * one.tokens_per_s_per_replica)
+
+
+def test_kv_cache_and_weight_closed_forms(h100: object) -> None:
+    cfg = get("llama2-70b")  # l=80, g=8, d=128
+    assert kv_cache_bytes(cfg, 3, 1000, tp=2, dtype="bf16") == 2 * 80 * 4 * 128 * 2 * 3 * 1000
+    assert kv_cache_bytes(cfg, 1, 10, tp=16, dtype="fp8") == 2 * 80 * 1 * 128 * 1 * 10  # kv heads replicated
+    r = inference(cfg, h100, 2, 3, 100, 20, dtype="fp8")
+    assert r.kv_cache_bytes == 2 * 80 * 4 * 128 * 1 * 3 * 120
+    assert r.weights_bytes == weight_bytes(cfg, 2, "fp8") == cfg.param_count() / 2
+
+
+def test_max_batch_is_largest_that_fits() -> None:
+    cl = cluster("dgx-a100", 1)
+    cfg = get("llama2-7b")
+    r = inference(cfg, cl, 1, 1, 1024, 1024)
+    assert r.max_batch > 1 and r.fits
+    assert inference(cfg, cl, 1, r.max_batch, 1024, 1024).fits
+    with pytest.raises(InfeasibleDesign, match="largest batch that fits"):
+        inference(cfg, cl, 1, r.max_batch + 1, 1024, 1024)
+    assert not inference(cfg, cl, 1, r.max_batch + 1, 1024, 1024, check_memory=False).fits
+
+
+@pytest.mark.parametrize("case", ["fp8_a100", "tp_heads", "learned_positions", "tp_devices", "zero_batch"])
+def test_bad_input_raises(case: str) -> None:
+    with pytest.raises(CodaError) as err:
+        if case == "fp8_a100":
+            inference("llama2-7b", cluster("dgx-a100", 1), 1, 1, 128, 8, dtype="fp8")
+        elif case == "tp_heads":
+            inference("llama2-7b", cluster("dgx-h100", 3), 3, 1, 128, 8)
+        elif case == "learned_positions":
+            inference("gpt2", cluster("dgx-h100", 1), 1, 1, 1020, 10)
+        elif case == "tp_devices":
+            inference("llama2-7b", cluster("dgx-h100", 8), 16, 1, 128, 8)
+        else:
+            inference("llama2-7b", cluster("dgx-h100", 1), 1, 0, 128, 8)
+    if case == "fp8_a100":
+        assert "fp8" in str(err.value)
+
+
+def test_cli_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["serve", "--model", "llama2-7b", "--cluster", "dgx-h100", "--devices", "1", "--batch", "8",
+            "--prompt-len", "128", "--output-len", "32"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "TTFT_ms" in out and "largest batch that fits" in out
+    assert main([*args[:-1], "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "output_len" in err
+    assert main([*args, "--dtype", "fp8", "--device", "a100-sxm4-80gb"]) == 2
