@@ -47,8 +47,8 @@ from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.builder import build
 from coda.models.config import ModelConfig
 from coda.models.graph import ModelGraph
-from coda.placement.chain import _coll_time
-from coda.placement.costs import _collectives, device_memory_bytes, predictor_layer_time, time_graphs
+from coda.placement.chain import collectives_time
+from coda.placement.costs import device_memory_bytes, graph_collectives, predictor_layer_time, time_graphs
 from coda.placement.plan import Plan
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
@@ -134,7 +134,7 @@ def _total_time(graphs: list[ModelGraph], cluster: Cluster, tp: int) -> tuple[li
         comp = comm = 0.0
         for lg, n in mg.layers:
             comp += n * next(times)
-            comm += n * _coll_time(cluster, _collectives(lg), tp)
+            comm += n * collectives_time(cluster, graph_collectives(lg), tp)
         totals.append(comp + comm)
         comms.append(comm)
     return totals, comms

@@ -228,7 +228,8 @@ def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: b
         raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * seq_len} tokens")
 
 
-def _coll_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int) -> float:
+def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int) -> float:
+    """Seconds of the (kind, n_bytes) collectives, one after another, on a group of `group` devices."""
     return sum(collective_cost(cluster, kind, group).time(n_bytes) for kind, n_bytes in colls)
 
 
@@ -249,8 +250,8 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
         return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
 
     fwd, bwd = expand(prof.fwd_s), expand(prof.bwd_s)
-    tp_f = [_coll_time(cl, prof.fwd_coll[i], tp) for i in range(3)]
-    tp_b = [_coll_time(cl, prof.bwd_coll[i], tp) for i in range(3)]
+    tp_f = [collectives_time(cl, prof.fwd_coll[i], tp) for i in range(3)]
+    tp_b = [collectives_time(cl, prof.bwd_coll[i], tp) for i in range(3)]
     is_block = np.zeros(L + 2, dtype=bool)
     is_block[1:-1] = True
     if recompute == "full":

@@ -171,7 +171,8 @@ def _core(graph: OpGraph) -> OpGraph:
     return graph.subgraph([op for op in graph.nodes if op.name in ATTENTION_CORE]).copy()
 
 
-def _collectives(graph: OpGraph) -> tuple[tuple[str, float], ...]:
+def graph_collectives(graph: OpGraph) -> tuple[tuple[str, float], ...]:
+    """The (kind, n_bytes) of every collective op in `graph`, sorted."""
     return tuple(sorted((str(op.dims["collective"]), float(op.dims["n_bytes"])) for op in graph.nodes
                         if op.kind == "collective"))
 
@@ -207,7 +208,8 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
 
     return LayerProfile(
         fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
-        fwd_coll=triple(lambda i: _collectives(gr.fwd[i])), bwd_coll=triple(lambda i: _collectives(gr.bwd[i])),
+        fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i])),
+        bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i])),
         params=triple(lambda i: gr.fwd[i].param_bytes() / e),
         fwd_flops=triple(lambda i: gr.fwd[i].flops()), bwd_flops=triple(lambda i: gr.bwd[i].flops()),
         selective_flops=triple(lambda i: gr.cores[i].flops()),
