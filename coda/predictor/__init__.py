@@ -8,25 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from coda.arch.accelerators import Accelerator
+from coda.arch.gpus import GPU
 from coda.models.graph import OpGraph
 from coda.models.ops import Op
-from coda.predictor.base import BasePredictor, Estimate
+from coda.predictor.accel_tiles import AcceleratorTileModel
+from coda.predictor.base import BasePredictor, Estimate, OpLatency
+from coda.predictor.gpu_tiles import GPUTileModel
 from coda.predictor.roofline import Roofline
 
 
 def default_model(device: Any) -> BasePredictor:
-    """The default predictor for a device type."""
-    from coda.arch.accelerators import Accelerator
-    from coda.arch.gpus import GPU
-
-    if isinstance(device, GPU):
-        from coda.predictor.gpu_tiles import GPUTileModel
-
-        return GPUTileModel.default()
+    """The default predictor for a device: `GPUTileModel.default()` for a GPU (or a GPU name),
+    `AcceleratorTileModel()` for an `Accelerator`."""
     if isinstance(device, Accelerator):
-        from coda.predictor.accel_tiles import AcceleratorTileModel
-
         return AcceleratorTileModel()
+    if isinstance(device, (GPU, str)):
+        return GPUTileModel.default()
     return Roofline()
 
 
@@ -58,5 +56,5 @@ def graph_latency(graph: OpGraph, device: Any, model: BasePredictor | None = Non
     return float(sum(op_latencies(graph.ops(), device, model)))
 
 
-__all__ = ["BasePredictor", "Estimate", "Roofline", "default_model", "explain", "graph_latency", "latency",
-           "op_latencies"]
+__all__ = ["AcceleratorTileModel", "BasePredictor", "Estimate", "GPUTileModel", "OpLatency", "Roofline",
+           "default_model", "explain", "graph_latency", "latency", "op_latencies"]
