@@ -1,0 +1,146 @@
+"""`coda search`: the best accelerator design of a design space for training one model.
+
+    coda search --model gpt2 --chips 16 --global-batch 64 --seq-len 512 \\
+        --n-tc 2,8 --n-vc 1,2 --tc-rows 64,128 --tc-cols 64,128 --glb-mib 32,128 --store runs.sqlite
+
+Ranges default to PHAZE's space and budget (`DesignSpace.phaze()`); each design runs on
+`--chips` chips of the TPU-v4-like torus (`coda.search.search`, docs/search.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pandas as pd
+
+from coda.cli._output import print_json, print_table
+from coda.errors import ConfigError
+
+TABLE_COLUMNS = ("rank", "name", "hbm_bytes", "area_mm2", "tdp_w", "peak_flops", "plan", "tokens_per_s",
+                 "tokens_per_s_per_w", "mfu", "peak_memory_bytes", "bound_objective")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _space(args: argparse.Namespace) -> Any:
+    from coda.arch.accelerators import tpuv4_like
+    from coda.arch.design_space import DesignSpace
+    from coda.units import GiB, MiB
+
+    over: dict[str, Any] = {}
+    for flag in ("n_tc", "n_vc", "tc_rows", "tc_cols"):
+        if getattr(args, flag) is not None:
+            over[flag] = getattr(args, flag)
+    if args.glb_mib is not None:
+        over["glb_bytes"] = tuple(m * MiB for m in args.glb_mib)
+    if args.hbm_gib is not None:
+        over["hbm_bytes"] = tuple(g * GiB for g in args.hbm_gib)
+    area = args.max_area_mm2 if args.max_area_mm2 is not None else tpuv4_like().area_mm2
+    return DesignSpace(max_area_mm2=area, min_area_fraction=args.min_area_fraction, max_tdp_w=args.max_tdp_w, **over)
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    out = df[[c for c in TABLE_COLUMNS if c in df.columns]].copy()
+    out["hbm_GiB"] = out.pop("hbm_bytes").astype(float) / 2**30
+    out["peak_TFLOPs"] = out.pop("peak_flops").astype(float) / 1e12
+    out["peak_mem_GiB"] = out.pop("peak_memory_bytes").astype(float) / 2**30
+    out["bound"] = out.pop("bound_objective")
+    return out
+
+
+def _plot(result: Any, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib; install it with `pip install coda-llm[plot]` "
+                          "or leave out --plot") from None
+    ok = result.frame[result.frame["status"] == "ok"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(ok["tdp_w"], ok["tokens_per_s"], s=12, label="designs")
+    if result.best is not None:
+        ax.scatter([result.best["tdp_w"]], [result.best["tokens_per_s"]], marker="*", s=150, c="tab:red",
+                   label=f"best ({result.objective})")
+    ref = result.reference
+    if ref["status"] == "ok":
+        ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker="s", s=50, c="black", label="TPUv4-like")
+    ax.set_xlabel("TDP per chip (W)")
+    ax.set_ylabel("training tokens/s (cluster)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from coda.placement import predictor_layer_time
+    from coda.search import SearchLayerTime, search
+
+    timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
+    result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
+                    store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer)
+    if args.plot:
+        _plot(result, args.plot)
+    if args.json:
+        print_json(dict(counts=result.counts(), objective=result.objective,
+                        top=result.frame[result.frame["status"] == "ok"].head(args.top).to_dict(orient="records"),
+                        reference=result.reference.to_dict(),
+                        infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
+                        .to_dict(orient="records")))
+        return 0
+    c = result.counts()
+    print(f"designs {c['designs']}: evaluated {c['evaluated']}, cached {c['cached']}, pruned by bound "
+          f"{c['pruned_by_bound']}, infeasible {c['infeasible']}, unvisited {c['unvisited']} "
+          f"({'exact' if c['complete'] else 'incomplete: max-designs reached'}, {c['seconds']:.1f} s)")
+    print()
+    print_table(_display(result.table(args.top)), title=f"top {args.top} by {result.objective} (per W of cluster "
+                "TDP), and the TPUv4-like reference")
+    if c["infeasible"]:
+        print()
+        bad = result.frame[result.frame["status"] != "ok"][["name", "hbm_bytes", "reason"]]
+        print_table(bad.head(args.top), title="infeasible designs")
+    if args.plot:
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search a design space for the best accelerator (exact, bound-pruned)",
+                       description="Find the design of an accelerator design space that trains a model best on a "
+                                   "TPU-v4-like torus of --chips chips; ranges default to PHAZE's space.")
+    p.add_argument("--model", required=True, help="preset name or config.json")
+    p.add_argument("--chips", type=int, required=True, help="chips per design (<= 16 or a multiple of 16)")
+    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence")
+    p.add_argument("--objective", choices=("tokens_per_s_per_w", "tokens_per_s"), default="tokens_per_s_per_w",
+                   help="ranking objective (default tokens/s per W of cluster TDP)")
+    p.add_argument("--n-tc", dest="n_tc", type=_ints, help="tensor cores, e.g. 2,8 (default PHAZE 1..4096)")
+    p.add_argument("--n-vc", dest="n_vc", type=_ints, help="vector cores, e.g. 1,2 (default PHAZE 1..4096)")
+    p.add_argument("--tc-rows", dest="tc_rows", type=_ints, help="tensor-core rows, powers of two (default 2..256)")
+    p.add_argument("--tc-cols", dest="tc_cols", type=_ints, help="tensor-core columns, powers of two (default 2..256)")
+    p.add_argument("--glb-mib", dest="glb_mib", type=_ints, help="GLB sizes in MiB (default 2..128)")
+    p.add_argument("--hbm-gib", dest="hbm_gib", type=_ints, help="HBM capacities in GiB (default 32)")
+    p.add_argument("--max-area-mm2", type=float, default=None,
+                   help="area budget, 22 nm model (default the TPUv4-like chip, 278.83)")
+    p.add_argument("--min-area-fraction", type=float, default=0.3,
+                   help="designs must use this fraction of the area budget (PHAZE: 0.3; single-core exempt)")
+    p.add_argument("--max-tdp-w", type=float, default=None, help="TDP budget per chip, W")
+    p.add_argument("--max-designs", type=int, default=None, help="evaluate at most this many designs (resume later)")
+    p.add_argument("--store", default=None, help="SQLite result store (resume and reuse); created if missing")
+    p.add_argument("--timer", choices=("ilp", "predictor"), default="ilp",
+                   help="layer times: on-chip ILP schedule (default) or the sum of predicted op latencies")
+    p.add_argument("--ilp-time-limit", type=float, default=1.0,
+                   help="ILP seconds per layer graph (0: list-scheduling heuristic only)")
+    p.add_argument("--top", type=int, default=10, help="designs to list")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bar on stderr")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--plot", default=None, help="write a scatter of tokens/s vs TDP to this PNG (needs matplotlib)")
+    p.set_defaults(handler=_run)

@@ -1,0 +1,27 @@
+"""Design-space search: the best accelerator of a `DesignSpace` for training a model, exactly.
+
+    space = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128))
+    res = coda.search.search("gpt2", space, n_chips=16, global_batch=64, seq_len=512, store="runs.sqlite")
+    res.best, res.frame, res.reference, res.counts()
+
+`run` holds the branch and bound over designs, `bounds` the throughput upper bounds that make
+it exact, `store` the SQLite result store. Documentation: docs/search.md.
+
+"""
+
+from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
+from coda.search.run import (
+    CLUSTER_PRESET,
+    DEFAULT_CHOICES,
+    OBJECTIVES,
+    SearchLayerTime,
+    SearchResult,
+    evaluate_design,
+    search,
+)
+from coda.search.store import ResultStore, result_key
+
+__all__ = [
+    "CLUSTER_PRESET", "DEFAULT_CHOICES", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
+    "evaluate_design", "objective_bound", "result_key", "search", "tokens_per_s_bound", "training_flops_per_token_lb",
+]

@@ -1,0 +1,155 @@
+"""`coda.search`: exact bound-pruned design search, the SQLite store, the reference row, the CLI."""
+
+import importlib.util
+import json
+
+import pandas as pd
+import pytest
+
+from coda.arch.design_space import DesignSpace
+from coda.cli import main
+from coda.errors import CodaError, ConfigError, InfeasibleDesign
+from coda.models import get
+from coda.placement import predictor_layer_time
+from coda.search import SearchLayerTime, search, training_flops_per_token_lb
+from coda.units import GiB, MiB
+
+MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
+SPACE = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128), glb_bytes=(32 * MiB, 128 * MiB))
+FAST = dict(layer_time=predictor_layer_time)  # the predictor sum: same bound argument, ~50 ms per design
+
+
+def run(space=SPACE, **kw):
+    return search(MODEL, space, CHIPS, BATCH, SEQ, **{**FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def exhaustive():
+    return run(prune=False)
+
+
+def test_pruned_search_returns_the_exhaustive_best(exhaustive):
+    pruned = run()
+    assert exhaustive.n_evaluated == len(SPACE) == 32 and exhaustive.n_pruned == 0
+    assert pruned.n_pruned > 0 and pruned.n_evaluated + pruned.n_pruned == len(SPACE) and pruned.complete
+    ok = exhaustive.frame[exhaustive.frame["status"] == "ok"]
+    assert pruned.best["name"] == exhaustive.best["name"] == ok.loc[ok["tokens_per_s_per_w"].idxmax(), "name"]
+    assert pruned.best["tokens_per_s_per_w"] == exhaustive.best["tokens_per_s_per_w"]
+    # every pruned design's bound is below the best achieved objective
+    visited = set(pruned.frame["name"])
+    skipped = exhaustive.frame[~exhaustive.frame["name"].isin(visited)]
+    assert (skipped["bound_objective"] < pruned.best["tokens_per_s_per_w"]).all()
+
+
+def test_pruned_equals_exhaustive_for_throughput_objective():
+    a, b = run(objective="tokens_per_s"), run(objective="tokens_per_s", prune=False)
+    assert a.best["name"] == b.best["name"] and a.best["tokens_per_s"] == b.best["tokens_per_s"]
+    assert a.n_evaluated < b.n_evaluated
+
+
+def test_bound_is_above_achieved_for_every_design(exhaustive):
+    fr = exhaustive.frame
+    assert (fr["bound_tokens_per_s"] >= fr["tokens_per_s"]).all()
+    assert (fr["bound_objective"] >= fr["tokens_per_s_per_w"]).all()
+    assert (fr["tokens_per_s_per_w"] == fr["tokens_per_s"] / (CHIPS * fr["tdp_w"])).all()
+    # also under forced tensor parallelism (vector ops replicated, vocab padded)
+    tp = run(choices={"tp": (2, 4)}, prune=False)
+    ok = tp.frame[tp.frame["status"] == "ok"]
+    assert len(ok) and (ok["tp"] > 1).all() and (ok["bound_tokens_per_s"] >= ok["tokens_per_s"]).all()
+
+
+def test_bound_flops_are_below_the_closed_form_and_above_6n():
+    cfg = get(MODEL)
+    fpt = training_flops_per_token_lb(cfg, SEQ)
+    assert 6 * (cfg.param_count() - cfg.embedding_params()) <= fpt.tensor
+    from coda.models.summary import summarize
+
+    assert fpt.tensor < summarize(cfg, SEQ)["flops_per_token"]["training"]  # causal attention counted at 1/2
+    assert fpt.vector > 0
+
+
+def test_ilp_timer_bound_and_schedule_sharing_across_hbm_sizes():
+    space = DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), glb_bytes=(128 * MiB,),
+                        hbm_bytes=(16 * GiB, 32 * GiB))
+    timer = SearchLayerTime(time_limit_s=0.0)  # list-scheduling heuristic: deterministic and fast
+    res = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=timer, prune=False, choices={"tp": 1, "zero": 1})
+    fr = res.frame
+    assert list(fr["status"]) == ["ok", "ok"] and (fr["bound_tokens_per_s"] >= fr["tokens_per_s"]).all()
+    assert timer.cache.stats.hits > 0  # the second HBM size (and the reference) reuse the schedules
+    assert fr["step_s"].nunique() == 1  # HBM capacity does not change the time of a plan that fits both
+
+
+def test_store_repeat_is_all_cached_and_identical(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    first = run(store=db)
+    again = run(store=db)
+    assert first.n_cached == 0 and again.n_evaluated == 0 and again.n_cached == first.n_evaluated
+    pd.testing.assert_frame_equal(first.frame, again.frame)
+    pd.testing.assert_series_equal(first.reference, again.reference)
+    other = search(MODEL, SPACE, CHIPS, BATCH, 256, store=db, max_designs=1, **FAST)  # another workload: new key
+    assert other.n_cached == 0 and other.n_evaluated == 1
+
+
+def test_store_resumes_an_interrupted_search(tmp_path):
+    db = tmp_path / "runs.sqlite"
+    cut = run(store=db, max_designs=3)
+    assert cut.n_evaluated == 3 and not cut.complete and cut.n_unvisited > 0
+    resumed = run(store=db)
+    fresh = run()
+    assert resumed.n_cached == 3 and resumed.complete
+    assert resumed.n_evaluated + resumed.n_cached == fresh.n_evaluated
+    pd.testing.assert_frame_equal(resumed.frame.drop(columns="seconds"), fresh.frame.drop(columns="seconds"))
+
+
+def test_infeasible_designs_are_counted_with_reasons():
+    space = DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(64, 128), glb_bytes=(32 * MiB,),
+                        hbm_bytes=(64 * MiB, 32 * GiB))
+    res = run(space, prune=False)
+    assert res.n_infeasible == 2 and res.n_evaluated == 4
+    bad = res.frame[res.frame["status"] == "infeasible"]
+    assert (bad["hbm_bytes"] == 64 * MiB).all() and bad["reason"].str.contains("fits under no plan").all()
+    assert bad["tokens_per_s"].isna().all() and list(res.frame["status"][:2]) == ["ok", "ok"]
+
+
+def test_reference_row_is_the_tpuv4_like_chip():
+    res = run(DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,), glb_bytes=(32 * MiB,)))
+    ref = res.reference
+    assert ref["name"] == "tpuv4-like" and ref["status"] == "ok" and ref["n_tc"] == 8
+    assert ref["bound_tokens_per_s"] >= ref["tokens_per_s"] > 0
+    table = res.table(5)
+    assert list(table["rank"]) == ["1", "ref"] and table["name"].iloc[-1] == "tpuv4-like"
+
+
+def test_bad_input_raises_coda_errors():
+    with pytest.raises(InfeasibleDesign, match="max_tdp_w"):
+        run(DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,), max_tdp_w=1.0))
+    for kw in (dict(n_chips=0), dict(n_chips=24), dict(global_batch=0)):
+        args = {**dict(n_chips=CHIPS, global_batch=BATCH, seq_len=SEQ), **kw}
+        with pytest.raises(CodaError):
+            search(MODEL, SPACE, **args, **FAST)
+    with pytest.raises(ConfigError, match="objective"):
+        run(objective="speed")
+    with pytest.raises(ConfigError, match="placement choice"):
+        run(choices={"tensor": 2})
+
+
+def test_cli_help_and_tiny_run(capsys, tmp_path):
+    with pytest.raises(SystemExit) as ex:
+        main(["search", "--help"])
+    assert ex.value.code == 0
+    capsys.readouterr()
+    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+            "--n-tc", "2,8", "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32",
+            "--min-area-fraction", "0", "--timer", "predictor", "--store", str(tmp_path / "s.sqlite")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("designs 2:") and "tpuv4-like" in out and "ref" in out
+    assert main(args + ["--json", "--top", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"]["cached"] >= 1 and len(data["top"]) == 1 and data["reference"]["name"] == "tpuv4-like"
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert main(args + ["--plot", str(tmp_path / "s.png")]) == 0
+        assert (tmp_path / "s.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(args[:-4] + ["--chips", "24"]) == 2
+    assert capsys.readouterr().err.startswith("coda: error: tpuv4-pod has 16-device domains")
