@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
 
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
     result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
-                    store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer)
+                    store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer,
+                    executor=args.executor, workers=args.workers)
     if args.plot:
         _plot(result, args.plot)
     if args.json:
@@ -139,6 +140,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="layer times: on-chip ILP schedule (default) or the sum of predicted op latencies")
     p.add_argument("--ilp-time-limit", type=float, default=1.0,
                    help="ILP seconds per layer graph (0: list-scheduling heuristic only)")
+    p.add_argument("--executor", choices=("inline", "process"), default="process",
+                   help="evaluate designs in a local process pool (default) or one at a time in-process")
+    p.add_argument("--workers", type=int, default=None,
+                   help="process-pool size (default: CPUs, at most the designs to evaluate; 1 runs inline)")
     p.add_argument("--top", type=int, default=10, help="designs to list")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bar on stderr")
     p.add_argument("--json", action="store_true", help="machine-readable output")

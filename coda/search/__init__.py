@@ -4,8 +4,8 @@
     res = coda.search.search("gpt2", space, n_chips=16, global_batch=64, seq_len=512, store="runs.sqlite")
     res.best, res.frame, res.reference, res.counts()
 
-`run` holds the branch and bound over designs, `bounds` the throughput upper bounds that make
-it exact, `store` the SQLite result store. Documentation: docs/search.md.
+`run` holds the branch and bound over designs (inline, on a process pool or on Ray), `bounds`
+the throughput upper bounds that make it exact, `store` the SQLite result store. Documentation: docs/search.md.
 
 """
 
@@ -13,15 +13,18 @@ from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flo
 from coda.search.run import (
     CLUSTER_PRESET,
     DEFAULT_CHOICES,
+    EXECUTORS,
     OBJECTIVES,
     SearchLayerTime,
     SearchResult,
     evaluate_design,
+    evaluate_in_worker,
     search,
 )
 from coda.search.store import ResultStore, result_key
 
 __all__ = [
-    "CLUSTER_PRESET", "DEFAULT_CHOICES", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
-    "evaluate_design", "objective_bound", "result_key", "search", "tokens_per_s_bound", "training_flops_per_token_lb",
+    "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
+    "evaluate_design", "evaluate_in_worker", "objective_bound", "result_key", "search", "tokens_per_s_bound",
+    "training_flops_per_token_lb",
 ]

@@ -15,15 +15,27 @@ searches return the same best design.
 
 Results go to an optional SQLite `ResultStore` as each design finishes; a stored design is
 read back instead of evaluated (`n_cached`).
+
+Executors: ``inline`` evaluates one design at a time in this process; ``process`` (default)
+keeps at most `workers` designs in flight on a `ProcessPoolExecutor`, submitting the next
+design in bound order only while its bound is not below the incumbent; ``ray`` does the same
+on Ray tasks. The parent alone reads and writes the store, as each future completes. Designs
+submitted before the incumbent rose enough to prune them (at most `workers - 1` of them) are
+evaluated and stored but left out of the frame (`n_speculative`), so every executor returns
+the frame of the inline search. Each worker process keeps its own ILP `ScheduleCache`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
+import pickle
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +46,7 @@ import pandas as pd
 from coda.arch.accelerators import Accelerator, tpuv4_like
 from coda.arch.clusters import cluster, preset_description
 from coda.arch.design_space import DesignSpace
-from coda.errors import ConfigError, InfeasibleDesign
+from coda.errors import CodaError, ConfigError, InfeasibleDesign
 from coda.ilp import ScheduleCache, schedule
 from coda.models.config import ModelConfig
 from coda.models.graph import OpGraph
@@ -45,6 +57,7 @@ from coda.search.store import ResultStore, result_key
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("tokens_per_s_per_w", "tokens_per_s")
+EXECUTORS = ("inline", "process", "ray")
 CLUSTER_PRESET = "tpuv4-pod"
 DEFAULT_CHOICES: dict[str, Any] = {
     "tp": (1, 2, 4, 8), "micro_batch": (1, 2, 4), "recompute": ("none", "full"), "zero": (0, 1),
@@ -63,7 +76,8 @@ FRAME_COLUMNS = ("name", *DESIGN_FIELDS, "area_mm2", "tdp_w", "peak_flops", "bou
 
 @dataclass(frozen=True)
 class SearchLayerTime:
-    """Accelerator layer time for searches: ILP makespan with one `ScheduleCache` shared by all designs.
+    """Accelerator layer time for searches: ILP makespan with one `ScheduleCache` shared by all designs
+    evaluated in one process (worker processes each build their own, `evaluate_in_worker`).
 
     The cache key is (graph, core counts, per-op latencies, solver options), so designs whose op
     latencies coincide (always those differing only in HBM capacity; often those differing only
@@ -122,12 +136,13 @@ class SearchResult:
     n_unvisited: int
     complete: bool
     seconds: float
+    n_speculative: int = 0
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
         return dict(designs=self.n_space, pruned_by_bound=self.n_pruned, evaluated=self.n_evaluated,
                     cached=self.n_cached, infeasible=self.n_infeasible, unvisited=self.n_unvisited,
-                    complete=self.complete, seconds=self.seconds)
+                    complete=self.complete, speculative=self.n_speculative, seconds=self.seconds)
 
     def table(self, top: int = 10) -> pd.DataFrame:
         """The `top` feasible designs and the reference row below them (column `rank`: 1.., `ref`)."""
@@ -197,6 +212,67 @@ def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_bat
     return row
 
 
+_WORKER_TIMERS: dict[tuple[float, float], SearchLayerTime] = {}
+
+
+def _portable_timer(timer: Any) -> Any:
+    """What a worker receives: a `SearchLayerTime` as its settings (the cache stays behind), else the timer."""
+    if isinstance(timer, SearchLayerTime):
+        return ("SearchLayerTime", timer.time_limit_s, timer.gap)
+    return timer
+
+
+def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
+                       choices: dict[str, Any], timer: Any) -> dict[str, Any]:
+    """`evaluate_design` for a worker process: picklable arguments in, the row out.
+
+    `timer` is a `_portable_timer`; ILP settings map to one `SearchLayerTime` per worker process
+    and settings, so its `ScheduleCache` is shared by the designs that process evaluates.
+    """
+    if isinstance(timer, tuple) and timer and timer[0] == "SearchLayerTime":
+        settings = (float(timer[1]), float(timer[2]))
+        if settings not in _WORKER_TIMERS:
+            _WORKER_TIMERS[settings] = SearchLayerTime(time_limit_s=settings[0], gap=settings[1])
+        timer = _WORKER_TIMERS[settings]
+    return evaluate_design(cfg, acc, n_chips, global_batch, seq_len, choices, timer)
+
+
+class _InlineExecutor:
+    """Runs each submitted call at once, in this process (exceptions go to the future, except
+    `KeyboardInterrupt` and other non-`Exception`s, which propagate)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as err:
+            fut.set_exception(err)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+class _RayExecutor:
+    """Ray tasks seen as `concurrent.futures` futures (connects to RAY_ADDRESS, or starts Ray locally)."""
+
+    def __init__(self) -> None:
+        try:
+            ray = importlib.import_module("ray")
+        except ImportError:
+            raise CodaError("search: executor='ray' needs Ray; install it with `pip install coda-llm[ray]` "
+                            "or use executor='process'") from None
+        if not ray.is_initialized():
+            ray.init()
+        self._remote = ray.remote(evaluate_in_worker)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self._remote.remote(*args).future()  # fn is always evaluate_in_worker
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
 class _Progress:
     """tqdm if installed, else a carriage-return counter on stderr."""
 
@@ -232,7 +308,7 @@ class _Progress:
 def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
            objective: str = "tokens_per_s_per_w", store: str | Path | None = None, max_designs: int | None = None,
            choices: dict[str, Any] | None = None, progress: bool = False, prune: bool = True,
-           layer_time: Any = None) -> SearchResult:
+           layer_time: Any = None, executor: str = "process", workers: int | None = None) -> SearchResult:
     """The design of `space` that trains `model` best on `n_chips` chips, by exact branch and bound.
 
     Args:
@@ -251,13 +327,20 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         progress: show a progress bar (tqdm if installed) on stderr.
         prune: skip designs whose bound cannot beat the incumbent (False: evaluate all).
         layer_time: layer timer for `optimize`; default `SearchLayerTime()` (ILP, 1 s per
-            layer graph, schedules shared across designs).
+            layer graph, schedules shared across the designs of one process). Must pickle
+            for the ``process`` and ``ray`` executors.
+        executor: ``process`` (default: a local process pool), ``inline`` (one design at a
+            time in this process) or ``ray`` (Ray tasks; needs ``pip install coda-llm[ray]``).
+            All return the same frame and best.
+        workers: designs in flight for ``process`` / ``ray``; default `os.cpu_count()`. It is
+            capped by the designs to evaluate, and ``process`` with one worker runs inline.
 
     Returns:
         A `SearchResult`.
 
     Raises:
-        ConfigError: bad arguments (n_chips < 1, an unknown objective or choice, ...).
+        ConfigError: bad arguments (n_chips < 1, an unknown objective, choice or executor, ...).
+        CodaError: executor ``ray`` without Ray installed.
         InfeasibleDesign: the space admits no design (from `DesignSpace`).
     """
     t0 = time.perf_counter()
@@ -268,6 +351,10 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         raise ConfigError(f"search: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     if max_designs is not None:
         max_designs = _positive_int("max_designs", max_designs)
+    if executor not in EXECUTORS:
+        raise ConfigError(f"search: unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
+    if workers is not None:
+        workers = _positive_int("workers", workers)
     if not isinstance(space, DesignSpace):
         raise ConfigError(f"search: space must be a DesignSpace, got {type(space).__name__}")
     cfg = _as_cfg(model)
@@ -280,72 +367,138 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
     peaks = list(zip(designs["peak_flops"].astype(float), designs["vector_flops"].astype(float),
                      designs["tdp_w"].astype(float)))
     bound_obj = np.array([objective_bound(objective, p, v, w, n_chips, flops_lb) for p, v, w in peaks])
-    order = np.lexsort((np.arange(len(designs)), -bound_obj))  # descending bound, then space order
+    order = [int(i) for i in np.lexsort((np.arange(len(designs)), -bound_obj))]  # descending bound, space order
     accelerators = list(space)
     common = dict(model=cfg.to_dict(), n_chips=n_chips, global_batch=global_batch, seq_len=seq_len,
                   choices=merged, layer_time=repr(timer), network=preset_description(CLUSTER_PRESET),
                   version=_version())
-
-    db = ResultStore(store) if store is not None else None
-    counts = dict(evaluated=0, cached=0)
-
-    def visit(acc: Accelerator) -> dict[str, Any]:
-        key = result_key(design=asdict(acc), **common)
-        row = db.get(key) if db is not None else None
-        if row is not None:
-            counts["cached"] += 1
-            return row
-        row = evaluate_design(cfg, acc, n_chips, global_batch, seq_len, merged, timer)
-        counts["evaluated"] += 1
-        if row["status"] != "ok":
-            log.info("design %s infeasible: %s", acc.name, row["reason"])
-        if db is not None:
-            db.put(key, row)
-        return row
+    window = workers or os.cpu_count() or 1
+    window = min(window, len(order) if max_designs is None else min(len(order), max_designs))
+    if executor == "process" and window <= 1:
+        executor = "inline"
+    if executor == "inline":
+        window = 1
+    elif not isinstance(timer, SearchLayerTime):
+        try:
+            pickle.dumps(timer)
+        except Exception as err:
+            raise ConfigError(f"search: layer_time {timer!r} cannot be sent to worker processes ({err}); "
+                              "use a module-level timer or executor='inline'") from None
 
     def with_bounds(row: dict[str, Any], peak: float, vector: float, tdp: float) -> dict[str, Any]:
         return dict(row, bound_tokens_per_s=tokens_per_s_bound(peak, vector, n_chips, flops_lb),
                     bound_objective=objective_bound(objective, peak, vector, tdp, n_chips, flops_lb))
 
+    db = ResultStore(store) if store is not None else None
     bar = _Progress(len(designs), progress)
-    try:
-        ref_acc = tpuv4_like()
-        reference = with_bounds(visit(ref_acc), ref_acc.peak_flops, ref_acc.vector_flops, ref_acc.tdp_w)
-        ref_counts = dict(counts)
-        rows, visit_pos = [], []
-        best, stopped_at, unvisited = -math.inf, len(order), 0
-        for pos, i in enumerate(_indices(order)):
-            if prune and bound_obj[i] < best:
-                stopped_at = pos
-                break
-            if max_designs is not None and counts["evaluated"] - ref_counts["evaluated"] >= max_designs:
-                stopped_at, unvisited = pos, len(order) - pos
-                break
-            acc = accelerators[i]
-            row = with_bounds(visit(acc), *peaks[i])
-            rows.append(row)
-            visit_pos.append(pos)
+    pool: Any
+    if executor == "inline":
+        pool = _InlineExecutor()
+    elif executor == "ray":
+        pool = _RayExecutor()
+    else:
+        pool = ProcessPoolExecutor(max_workers=window)
+    portable = _portable_timer(timer)
+
+    def submit(acc: Accelerator) -> Future[Any]:
+        if executor == "inline":
+            return pool.submit(evaluate_design, cfg, acc, n_chips, global_batch, seq_len, merged, timer)
+        return pool.submit(evaluate_in_worker, acc, cfg, n_chips, global_batch, seq_len, merged, portable)
+
+    # Visit designs in bound order with at most `window` evaluations in flight; `found[pos]` is
+    # (row, evaluated in this call). The parent alone touches the store, as each future completes.
+    found: dict[int, tuple[dict[str, Any], bool]] = {}
+    inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
+    best, submitted, nxt, stop = -math.inf, 0, 0, False
+
+    def record(pos: int, acc: Accelerator, key: str, row: dict[str, Any]) -> None:
+        nonlocal best
+        if db is not None:
+            db.put(key, row)
+        if row["status"] != "ok":
+            log.info("design %s infeasible: %s", acc.name, row["reason"])
+        found[pos] = (row, True)
+        if pos >= 0:
             if row["status"] == "ok" and row[objective] > best:
                 best = float(row[objective])
             bar.update(best)
+
+    try:
+        try:
+            ref_acc = tpuv4_like()
+            ref_key = result_key(design=asdict(ref_acc), **common)
+            ref_row = db.get(ref_key) if db is not None else None
+            if ref_row is None:
+                inflight[submit(ref_acc)] = (-1, ref_acc, ref_key)
+            else:
+                found[-1] = (ref_row, False)
+            while True:
+                while not stop and nxt < len(order) and len(inflight) < window:
+                    i = order[nxt]
+                    if (prune and bound_obj[i] < best) or (max_designs is not None and submitted >= max_designs):
+                        stop = True
+                        break
+                    acc = accelerators[i]
+                    key = result_key(design=asdict(acc), **common)
+                    row = db.get(key) if db is not None else None
+                    if row is not None:
+                        found[nxt] = (row, False)
+                        if row["status"] == "ok" and row[objective] > best:
+                            best = float(row[objective])
+                        bar.update(best)
+                    else:
+                        inflight[submit(acc)] = (nxt, acc, key)
+                        submitted += 1
+                    nxt += 1
+                if not inflight:
+                    break
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    pos, acc, key = inflight.pop(fut)
+                    record(pos, acc, key, fut.result())
+        except BaseException:
+            # Keep every finished design (interrupts included), drop the rest, then re-raise.
+            for fut, (pos, acc, key) in list(inflight.items()):
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    record(pos, acc, key, fut.result())
+                else:
+                    fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         bar.close()
         if db is not None:
             db.close()
 
+    # The inline visit over the results: it stops no later than the parallel one, so every row it
+    # reaches is in `found`; rows past its stop are the speculative ones.
+    rows, visit_pos = [], []
+    best, n_new, stopped_at, unvisited = -math.inf, 0, len(order), 0
+    for pos, i in enumerate(order):
+        if prune and bound_obj[i] < best:
+            stopped_at = pos
+            break
+        if max_designs is not None and n_new >= max_designs:
+            stopped_at, unvisited = pos, len(order) - pos
+            break
+        row, new = found[pos]
+        n_new += new
+        rows.append(with_bounds(row, *peaks[i]))
+        visit_pos.append(pos)
+        if row["status"] == "ok" and row[objective] > best:
+            best = float(row[objective])
+    reference = with_bounds(found[-1][0], ref_acc.peak_flops, ref_acc.vector_flops, ref_acc.tdp_w)
+
     frame = _ranked(rows, visit_pos, objective)
     n_ok = int((frame["status"] == "ok").sum()) if len(frame) else 0
-    ref_row = pd.Series({c: reference[c] for c in FRAME_COLUMNS}, name="reference")
+    ref_series = pd.Series({c: reference[c] for c in FRAME_COLUMNS}, name="reference")
     return SearchResult(
-        frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_row,
+        frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_series,
         objective=objective, n_space=len(designs), n_pruned=len(order) - stopped_at - unvisited,
-        n_evaluated=counts["evaluated"] - ref_counts["evaluated"], n_cached=counts["cached"] - ref_counts["cached"],
-        n_infeasible=len(frame) - n_ok, n_unvisited=unvisited, complete=unvisited == 0,
-        seconds=time.perf_counter() - t0)
-
-
-def _indices(order: np.ndarray) -> Iterator[int]:
-    return (int(i) for i in order)
+        n_evaluated=n_new, n_cached=len(rows) - n_new, n_infeasible=len(frame) - n_ok, n_unvisited=unvisited,
+        complete=unvisited == 0, seconds=time.perf_counter() - t0,
+        n_speculative=sum(new for pos, (_, new) in found.items() if pos >= 0) - n_new)
 
 
 def _ranked(rows: list[dict[str, Any]], visit_pos: list[int], objective: str) -> pd.DataFrame:

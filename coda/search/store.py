@@ -3,8 +3,9 @@
 One table, `results(key PRIMARY KEY, row, created_s)`: `key` is `result_key(...)` (a SHA-256 of
 the canonical JSON of the design, the model config, the workload, the placement choices, the
 layer timer and the coda version), `row` the JSON of one row of `SearchResult.frame`. Every row
-is committed as soon as it is written, so an interrupted search loses at most the design in
-flight, and a repeated search reads every row back instead of evaluating it.
+is committed as soon as it is written, so an interrupted search loses at most the designs in
+flight (only the searching process writes; its workers never do), and a repeated search reads
+every row back instead of evaluating it.
 """
 
 from __future__ import annotations
