@@ -5,22 +5,24 @@ kernels; parameters are normalised per SM so they transfer to GPUs they were not
 GEMM `C[b, m, n] = A[b, m, k] B[b, k, n]` (cuBLAS/CUTLASS-style, NeuSight-like tiling):
 for every candidate output tile `TM x TN` in `TILES` and split-K factor `S` in `SPLIT_K`,
 
-    tiles  = b * ceil(m/TM) * ceil(n/TN);   units = tiles * S;   waves = ceil(units / SMs)
+    tiles  = b * ceil(m/TM) * ceil(n/TN);   units = tiles * S;   c = co-resident tiles per SM
     t_tile = (ceil(k/S) + k0) * max(2*TM*TN / (u_max * P/SMs),          # tensor/SIMT pipes
                                     (TM+TN)*e / (l2_ratio * BW/SMs))     # operand panels via L2
-    T_c    = waves * t_tile
+    T_c    = ceil(units / (c*SMs)) * c * t_tile    (stream-K: units/SMs * t_tile * (1 + stream_k))
     bytes  = op.bytes + [S > 1] * 2*S*b*m*n*4                            # fp32 split-K partials
-    T_m    = bytes / (BW * mem_eff * min(1, min(units, SMs) / (sat_frac * SMs)))
+    T_m    = bytes / (min(BW * mem_eff, BW_peak) * min(1, min(units, SMs) / (sat_frac * SMs)))
     t      = launch + (T_c^p + T_m^p)^(1/p)
 
 and the library is assumed to pick the fastest candidate (the model takes the minimum), as
 cuBLAS heuristics and autotuners aim to. P is the tensor-core peak of the dtype (CUDA-core
-peak for fp32: PyTorch runs fp32 matmuls without TF32 by default), BW the HBM bandwidth, e
-the element size. Since u_max, mem_eff <= 1, p >= 1, tiles cover the output and S*ceil(k/S)
->= k, every prediction is at or above the roofline (tested).
+peak for fp32: PyTorch runs fp32 matmuls without TF32 by default), BW the measured streaming
+bandwidth (`stream_bw`), BW_peak the datasheet one, e the element size. Since u_max <= 1,
+the bandwidth is capped at the peak, p >= 1, tiles cover the output and S*ceil(k/S) >= k,
+every prediction is at or above the roofline (tested). Tensor-core parameters may be refined
+per GPU architecture (`gemm_params`).
 
-Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind:
-    t = launch + max(flops / P_simt, bytes / (BW * mem_eff * min(1, units / (sat * SMs))))
+Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind or variant:
+    t = launch + max(flops / P_simt, bytes / (min(BW * mem_eff, BW_peak) * min(1, units / (sat * SMs))))
 with `units` the independent blocks (rows for norm/softmax, 1024-element chunks otherwise).
 
 Fused attention (FlashAttention-2 forward; Dao 2023): query tiles of `ATTN_BLOCK_Q` rows per
@@ -28,7 +30,8 @@ Fused attention (FlashAttention-2 forward; Dao 2023): query tiles of `ATTN_BLOCK
 skips the fully masked key blocks; `causal_skip` is the fitted fraction skipped, since not
 every implementation does) at
     t_tile = (kv_eff + k0) * 4*Bq*d / (u_max * P/SMs)
-over waves of SMs, against HBM traffic as for GEMMs. Decode (one query) splits the KV cache
+over waves of SMs (on Hopper the tensor ceiling is scaled by FlashAttention-2's published
+utilisation, `FLASH_ATTENTION_FRACTION`), against HBM traffic as for GEMMs. Decode (one query) splits the KV cache
 across SMs (flash-decoding), so it is bandwidth-bound. The backward (`attention_bwd`) does
 2.5x the forward's GEMM work at the forward's fitted utilisation (no backward measurements
 are shipped: unvalidated).
