@@ -57,9 +57,11 @@ _BOUNDS = {"latency": (1e-9, 1e-3), "efficiency": (1e-3, 1.0)}
 
 
 def system_preset(system: str) -> str:
-    """The cluster preset calibrated on `system` (e.g. `a100_dgx` -> `dgx-a100`)."""
+    """The preset that is the measured testbed of `system` (calibrated on it, no level overrides:
+    e.g. `a100_dgx` -> `vidur-a100`)."""
     for name in list_clusters():
-        if preset_description(name)["calibration"] == system:
+        p = preset_description(name)
+        if p["calibration"] == system and not any("efficiency" in lv for lv in p["levels"]):
             return name
     raise KeyError(system)  # internal: SYSTEMS and the presets are shipped together
 

@@ -33,7 +33,7 @@ def ideal(n_devices: int = 16, node: int = 8, alpha: float = 0.0, overhead: floa
 
 
 def test_presets() -> None:
-    assert list_clusters() == ["dgx-a100", "dgx-h100", "tpuv4-pod"]
+    assert list_clusters() == ["dgx-a100", "dgx-h100", "tpuv4-pod", "vidur-a100", "vidur-h100"]
     c = cluster("DGX-A100", 32)
     assert isinstance(c.device, GPU) and c.device.name == "a100-sxm4-80gb"
     assert [(lv.name, lv.size, lv.bw_each_way_bytes_per_s) for lv in c.levels] == [
@@ -43,6 +43,18 @@ def test_presets() -> None:
     assert h.levels[1].bw_each_way_bytes_per_s == 50e9
     assert [lv.size for lv in cluster("dgx-a100", 4).levels] == [4]
     assert cluster("dgx-a100", 1).levels == ()
+
+
+def test_dgx_inter_node_uses_the_published_efficiency_and_the_testbed_preset_the_fit() -> None:
+    """A data-parallel group with one GPU per node: 24 GB/s per NIC on DGX A100 (NCCL maintainers:
+    192 GB/s bus bandwidth over 8 HDR NICs); the Vidur testbed keeps its fitted 0.23 (5.8 GB/s)."""
+    ranks = range(0, 32, 8)
+    for name, eff in (("dgx-a100", 0.96), ("vidur-a100", load_fitted_params()["systems"]["a100_dgx"]
+                                           ["levels"]["infiniband"]["efficiency"])):
+        c = cluster(name, 32)
+        assert c.levels[0] == cluster("vidur-a100", 32).levels[0]  # in-node: the fit in both
+        assert 1.0 / c.collective_cost("all_reduce", ranks).s_per_byte == pytest.approx(25e9 * eff * 4 / 3 / 2)
+    assert cluster("dgx-h100", 16).levels[1].efficiency == 0.94
 
 
 def test_tpu_torus_has_six_links_of_45_GBps() -> None:
