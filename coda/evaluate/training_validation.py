@@ -4,11 +4,14 @@ Nothing here is fitted to these rows: layer times come from the predictor calibr
 data, collectives from the cluster model calibrated on NCCL data (see docs/training.md).
 
 1. Megatron-LM, Narayanan et al. SC'21 table 1 (`../shared/reference/published.md`): Selene
-   DGX A100 80GB, fp16, full recomputation, micro-batch 1, interleaved 1F1B where pp > 1. The
-   number of model chunks per device is not published; `optimize` picks it with everything
-   else fixed. Software `MEGATRON_2021` (no FlashAttention, gradient all-reduce after the
-   backward pass, blocking p2p with scatter/gather). TFLOP/s per GPU uses the paper's own
-   count `96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))` over the predicted step time.
+   DGX A100 80GB, fp16, full recomputation. The plan of each row is the paper's reproduction
+   script, `examples/sc21/run_table_1.sh` in NVIDIA/Megatron-LM: micro-batch 16, 8, 2, 1;
+   interleaved 1F1B with 5 and 3 layers per virtual stage for 76.1B and 310.1B (3 and 2 model
+   chunks per device); PyTorch DDP (gradient all-reduce overlapped with the backward pass) for
+   1.7B and 18.4B, Megatron's local DDP (all-reduce after the backward pass) for the others.
+   Software `MEGATRON_2021` otherwise (no FlashAttention, blocking p2p with scatter/gather).
+   TFLOP/s per GPU uses the paper's own count `96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))` over
+   the predicted step time.
 2. MosaicML llm-foundry MPT benchmarks (`scripts/train/benchmarking/README.md`): PyTorch FSDP
    FULL_SHARD (zero=3), bf16, activation checkpointing = recompute="full", micro-batch and
    gradient accumulation as listed, 8 GPUs per node with 8 x 200 Gb/s per node.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -36,12 +40,15 @@ from coda.placement import FSDP, MEGATRON_2021, Software, optimize
 from coda.units import GiB
 
 SEQ = 2048
-# Narayanan et al. SC'21 table 1: (preset, tp, pp, GPUs, global batch, TFLOP/s per GPU).
+# Narayanan et al. SC'21 table 1: (preset, tp, pp, GPUs, global batch, TFLOP/s per GPU), and
+# from its reproduction script (NVIDIA/Megatron-LM examples/sc21/run_table_1.sh): micro-batch,
+# model chunks per device (layers per stage / --num-layers-per-virtual-pipeline-stage), and
+# whether gradients are reduced by PyTorch DDP (overlapped) or Megatron's local DDP (DDP=torch|local).
 MEGATRON_ROWS = (
-    ("megatron-1.7b", 1, 1, 32, 512, 137.0),
-    ("megatron-18.4b", 8, 1, 256, 1024, 135.0),
-    ("megatron-76.1b", 8, 4, 1024, 1792, 140.0),
-    ("megatron-310.1b", 8, 16, 1920, 2160, 155.0),
+    ("megatron-1.7b", 1, 1, 32, 512, 137.0, 16, 1, "torch"),
+    ("megatron-18.4b", 8, 1, 256, 1024, 135.0, 8, 1, "torch"),
+    ("megatron-76.1b", 8, 4, 1024, 1792, 140.0, 2, 3, "local"),
+    ("megatron-310.1b", 8, 16, 1920, 2160, 155.0, 1, 2, "local"),
 )
 # llm-foundry benchmark tables, seq 2048: (cluster, MPT size, GPUs, micro-batch, grad accum, AC, MFU %, tokens/s/GPU).
 MPT_ROWS = (
@@ -83,12 +90,14 @@ def megatron_flops(cfg: ModelConfig, batch: int, seq: int) -> float:
 def megatron_table() -> pd.DataFrame:
     """Predicted vs published TFLOP/s per GPU for the Megatron-LM rows."""
     rows = []
-    for name, tp, pp, n, gb, published in MEGATRON_ROWS:
+    for name, tp, pp, n, gb, published, mb, chunks, ddp in MEGATRON_ROWS:
         cfg = get(name)
         dp = n // (tp * pp)
-        kw: dict[str, Any] = dict(tp=tp, pp=pp, dp=dp, micro_batch=1, recompute="full", zero=0,
-                                  sequence_parallel=False, schedule="interleaved" if pp > 1 else "1f1b")
-        _, r, _ = optimize(cfg, cluster("dgx-a100", n), gb, SEQ, dtype="fp16", software=MEGATRON_2021, **kw)
+        kw: dict[str, Any] = dict(tp=tp, pp=pp, dp=dp, micro_batch=mb, recompute="full", zero=0,
+                                  sequence_parallel=False, schedule="interleaved" if chunks > 1 else "1f1b",
+                                  virtual_stages=chunks)
+        sw = replace(MEGATRON_2021, dp_overlap=ddp == "torch")
+        _, r, _ = optimize(cfg, cluster("dgx-a100", n), gb, SEQ, dtype="fp16", software=sw, **kw)
         pred = megatron_flops(cfg, gb, SEQ) / r.step_time_s / n / 1e12
         rows.append(dict(model=name, tp=tp, pp=pp, dp=dp, GPUs=n, global_batch=gb, plan=r.plan.describe(),
                          published_TFLOPs=published, predicted_TFLOPs=pred, error_pct=100 * (pred / published - 1),
@@ -185,7 +194,7 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
-        ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, full recompute, mb 1: TFLOP/s per GPU", meg),
+        ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plan of examples/sc21/run_table_1.sh (full recompute, dropout 0.1): TFLOP/s per GPU", meg),
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),

@@ -6,7 +6,8 @@ Rules, per forward op `Y = op(X, W)` with output gradient dY:
   Exactly twice the forward FLOPs.
 - attention: one fused FlashAttention-2 backward op (`ops.attention_backward`).
 - elementwise: reads dY and the saved inputs, writes one gradient per input; an `add` only
-  accumulates gradients (reads dY and the residual gradient, writes one).
+  accumulates gradients (reads dY and the residual gradient, writes one); a dropout reads dY
+  and its 1-byte mask (and, fused with the residual add, the residual gradient), writes one.
 - norm, softmax: reads Y or X and dY, writes dX (norm also reduces dW over rows): 2x FLOPs.
 - embedding: scatter-add of dY rows into the table gradient.
 - collectives (Megatron conjugates): all_gather <-> reduce_scatter, all_to_all and send_recv
@@ -49,6 +50,8 @@ def backward_ops(op: Op) -> tuple[list[Op], Op | None]:
         n, n_in = d["n_elements"], d["n_inputs"]
         if d.get("fn") == "add":
             bwd = _scaled(op, f"{op.name}.bwd", 1.0, 2 * n * e, n * e)
+        elif d.get("fn") in ("dropout", "dropout_add"):  # dX = dY * mask * scale (+ the residual's dY)
+            bwd = _scaled(op, f"{op.name}.bwd", 1.0, n * e + n + (n_in - 1) * n * e, n * e)
         else:
             bwd = _scaled(op, f"{op.name}.bwd", 1.0, (1 + n_in) * n * e, n_in * n * e)
         return [bwd], bwd

@@ -13,7 +13,10 @@ for sequence parallelism):
   -> [all_reduce | reduce_scatter] -> add -> ln2 -> [all_gather] -> mlp_up -> act -> mlp_down
   -> [all_reduce | reduce_scatter] -> add
 MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
-(ceil(T*k/E) tokens per expert). Dropout is not modelled (0 in current LLM pre-training).
+(ceil(T*k/E) tokens per expert). Dropout (`dropout=True`, training phases; off by default: 0 in
+current LLM pre-training) as Megatron-LM applies it: on the attention probabilities (a kernel of
+its own when attention is unfused; inside the fused kernel, not modelled, otherwise) and on both
+residual branches, fused with the residual add (`bias_dropout_add`); each writes a 1-byte mask.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def _tp_entry(g: OpGraph, x: _Dims, name: str, n_bytes: float, dtype: str, prev:
     return g.add(O.collective("all_gather", n_bytes, x.t, dtype, name=f"{name}.all_gather"), after=[prev])
 
 
-def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op) -> Op:
+def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op, dropout: bool) -> Op:
     d = cfg.head_dim
     assert d is not None
     if impl == "fused":
@@ -112,6 +115,8 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),
                  after=[scores])
     probs = g.add(O.softmax(bh * x.s, x.c, dt, name="attn_softmax"), after=[mask])
+    if dropout:
+        probs = g.add(O.dropout(bh * x.s * x.c, dt, name="attn_dropout"), after=[probs])
     return g.add(O.matmul(x.s, x.c, d, batch=bh, dtype=dt, name="attn_context"), after=[probs, prev])
 
 
@@ -137,7 +142,13 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
     return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
 
 
-def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str) -> tuple[OpGraph, dict[str, list[Op]]]:
+def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:
+    if dropout:
+        return O.dropout(x.T_sp * h, dt, name=name, residual=True)
+    return O.elementwise(x.T_sp * h, 1, 2, dt, name=name, fn="add")
+
+
+def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool) -> tuple[OpGraph, dict[str, list[Op]]]:
     """One transformer block's forward graph, and the backward all-reduces of its TP inputs."""
     g = OpGraph(name="block")
     h, d, e = cfg.hidden, cfg.head_dim, dtype_bytes(dt)
@@ -151,15 +162,15 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str) -> tuple[OpGraph, dic
     if cfg.position == "rope":
         q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
                   after=[qkv])
-    attn = _attention(g, cfg, x, impl, dt, q)
+    attn = _attention(g, cfg, x, impl, dt, q, dropout)
     proj = g.add(O.matmul(x.T, x.a_t * d, h, dtype=dt, name="out_proj", weight=True, bias=cfg.bias), after=[attn])
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
-    add1 = g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="attn_residual", fn="add"), after=[proj])
+    add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
     ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
     pre = _tp_entry(g, x, "mlp", act_bytes, dt, ln2)
     out = _mlp(g, cfg, x, dt, pre)
     out = _tp_exit(g, x, "mlp", act_bytes, dt, out)
-    g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="mlp_residual", fn="add"), after=[out, add1])
+    g.add(_residual(x, h, dt, "mlp_residual", dropout), after=[out, add1])
     bwd_reduce: dict[str, list[Op]] = {}
     if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward
         first_mlp = "router" if cfg.is_moe else "mlp_up"
@@ -211,7 +222,8 @@ def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
 
 
 def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
-          context_len: int | None = None, dtype: str = "bf16", attention: str = "fused") -> ModelGraph:
+          context_len: int | None = None, dtype: str = "bf16", attention: str = "fused",
+          dropout: bool = False) -> ModelGraph:
     """Operator graphs of one device's share of `cfg` in one phase.
 
     Args:
@@ -227,6 +239,7 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         context_len: cached tokens before this step (prefill and decode only).
         dtype: element type of weights and activations.
         attention: ``fused`` (one FlashAttention op) or ``unfused`` (bmm, mask, softmax, bmm).
+        dropout: training dropout kernels (module doc); forward, backward and optimizer phases only.
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
@@ -239,9 +252,11 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
     dtype_bytes(dtype)
     x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len)
+    if dropout and phase in ("prefill", "decode"):
+        raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")
     graph_phase = "forward" if phase in ("backward", "optimizer") else phase
     emb = _embedding(cfg, x, dtype)
-    block, bwd_reduce = _block(cfg, x, attention, dtype)
+    block, bwd_reduce = _block(cfg, x, attention, dtype, dropout)
     head = _head(cfg, x, graph_phase, dtype)
     if phase == "backward":
         emb, block, head = backward_graph(emb), backward_graph(block, bwd_reduce), backward_graph(head)

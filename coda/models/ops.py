@@ -132,6 +132,25 @@ def elementwise(n_elements: int, flops_per_element: float = 1.0, n_inputs: int =
     )
 
 
+def dropout(n_elements: int, dtype: str = "bf16", name: str = "dropout", residual: bool = False) -> Op:
+    """Training dropout over `n_elements`: reads x (and, fused with the residual add as Megatron's
+    `bias_dropout_add` does, the residual), writes y and a 1-byte keep mask; 2 FLOPs per element
+    (compare, scale; +1 for the add). Backward (`models.backward`): dX = dY * mask * scale.
+    """
+    _positive(n_elements=n_elements)
+    e = dtype_bytes(dtype)
+    n_in = 2 if residual else 1
+    return Op(
+        name, "elementwise", (("n_elements", n_elements), ("n_inputs", n_in), ("n_outputs", 1),
+                              ("fn", "dropout_add" if residual else "dropout")),
+        flops=float((2 + residual) * n_elements),
+        bytes_read=float(n_in * n_elements * e),
+        bytes_written=float(n_elements * (e + 1)),
+        param_bytes=0.0,
+        dtype=dtype,
+    )
+
+
 def norm(rows: int, cols: int, dtype: str = "bf16", kind: str = "layernorm", name: str = "norm") -> Op:
     """LayerNorm or RMSNorm over the last dimension of a `rows x cols` tensor.
 

@@ -43,6 +43,8 @@ class Software:
         pp_overlap: pipeline send/recv overlaps with compute (False: blocking, as in Megatron-LM 2021).
         scatter_gather: Megatron's scatter/gather optimisation: each of the t ranks sends 1/t of
             a pipeline message, then an NVLink all-gather rebuilds it (Narayanan et al. SC'21 section 4.1).
+        dropout: training dropout kernels (attention probabilities when unfused; residual branches
+            fused with their adds), as Megatron-LM's defaults (0.1) apply them; see `coda.models.build`.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -51,6 +53,7 @@ class Software:
     dp_overlap: bool = field(default=True, metadata={"help": "overlap DP gradient sync with the last backward"})
     pp_overlap: bool = field(default=False, metadata={"help": "overlap pipeline send/recv with compute"})
     scatter_gather: bool = field(default=True, metadata={"help": "Megatron scatter/gather for pipeline messages"})
+    dropout: bool = field(default=False, metadata={"help": "model training dropout kernels"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
@@ -63,7 +66,7 @@ class Software:
 
 # Megatron-LM as benchmarked in Narayanan et al. SC'21 (no FlashAttention, which appeared in
 # 2022; gradient all-reduce after the backward pass; blocking pipeline p2p; scatter/gather on).
-MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True,
+MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True, dropout=True,
                          name="megatron-lm-2021")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
@@ -194,7 +197,7 @@ class CostModel:
     def profile(self, tp: int, micro_batch: int, sequence_parallel: bool) -> C.LayerProfile:
         """The cached layer profile for (tp, micro-batch, SP)."""
         return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.attention, self.layer_time)
+                               self.software.attention, self.layer_time, self.software.dropout)
 
     def prefetch(self, keys: list[tuple[int, int, bool]]) -> None:
         """Profile several (tp, micro-batch, SP) keys in one batch (one predictor call on GPUs);
@@ -206,7 +209,8 @@ class CostModel:
             except ConfigError:
                 continue
             ok.append((tp, mb, sp))
-        C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time)
+        C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time,
+                         self.software.dropout)
 
     def terms(self, plan: Plan) -> PlanTerms:
         """Chain arrays and communication constants of a (validated) plan."""

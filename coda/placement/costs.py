@@ -47,7 +47,7 @@ LayerTimer = Callable[[OpGraph, Any], float]
 KINDS = ("embedding", "block", "head")
 # Ops that selective recomputation re-runs (Korthikanti et al. 2022, section 5: the
 # "core attention" after the QKV projection and before the output projection).
-ATTENTION_CORE = ("attention", "attn_scores", "attn_scale_mask", "attn_softmax", "attn_context")
+ATTENTION_CORE = ("attention", "attn_scores", "attn_scale_mask", "attn_softmax", "attn_dropout", "attn_context")
 
 
 @dataclass(frozen=True)
@@ -190,8 +190,9 @@ class _Graphs:
         return [*self.fwd, *self.bwd, *self.cores, self.block_opt]
 
 
-def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention)
+def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str,
+            dropout: bool) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout)
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
     opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention).layers[1][0]
@@ -239,13 +240,13 @@ _profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
 
 
 def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool]], seq_len: int, dtype: str,
-                   attention: str, layer_time: LayerTimer) -> list[LayerProfile]:
+                   attention: str, layer_time: LayerTimer, dropout: bool = False) -> list[LayerProfile]:
     """Profiles for several (tp, micro_batch, sequence_parallel) keys; the missing ones are timed
     in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, layer_time) for tp, mb, sp in keys]
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, layer_time) for tp, mb, sp in keys]
     missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention) for k in missing]
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
@@ -253,7 +254,8 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
 
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
-                  sequence_parallel: bool, attention: str, layer_time: LayerTimer) -> LayerProfile:
+                  sequence_parallel: bool, attention: str, layer_time: LayerTimer,
+                  dropout: bool = False) -> LayerProfile:
     """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
 
     Args:
@@ -266,12 +268,13 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         sequence_parallel: Megatron sequence parallelism.
         attention: ``fused`` (FlashAttention) or ``unfused`` (bmm, mask, softmax, bmm).
         layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
+        dropout: time the training dropout kernels (`coda.models.build`).
 
     Raises:
         ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
     """
     return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel)], seq_len, dtype, attention,
-                          layer_time)[0]
+                          layer_time, dropout)[0]
 
 
 def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,

@@ -15,11 +15,7 @@ import pytest
 from coda.evaluate import training_validation as tv
 
 # Known misses and why (docs/training.md, "Where it lands").
-MEGATRON_XFAIL = {
-    "megatron-18.4b": "15% low: the TP all-reduces take 24% of its step at the in-node all-reduce speed measured on "
-                      "Vidur's DGX A100 testbed (139 GB/s bus bandwidth at 25 MB); with h = 6144 they weigh more than "
-                      "in the larger rows, which land within 5%",
-}
+MEGATRON_XFAIL: dict[str, str] = {}
 MPT_XFAIL_H100 = ("the predictor runs H100 bf16 GEMMs at ~80-85% of peak; llm-foundry's H100 runs (early Hopper "
                   "software) reached only 40-46% MFU")
 

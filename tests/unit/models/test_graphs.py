@@ -46,6 +46,27 @@ def test_backward_matmuls_twice_forward(attention):
         assert bwd.flops(("attention_bwd",)) == 2.5 * fwd.flops(("attention",))
 
 
+@pytest.mark.parametrize("t", [1, 8])
+def test_dropout_adds_mask_traffic_only(t):
+    """Megatron-style dropout (unfused attention): an attention-probability dropout of b*a/t*s^2
+    elements (reads 2 B, writes 2 B + a 1-byte mask; backward reads dY and the mask) and the two
+    residual adds become dropout-adds (+1 mask byte per element); GEMM FLOPs are unchanged."""
+    c = models.get("megatron-18.4b")
+    b, s, e = 2, 512, 2
+    kw = dict(tp=t, dtype="fp16", attention="unfused")
+    off = {ph: dict(build(c, ph, b, s, **kw).layers)  for ph in ("forward", "backward")}
+    on = {ph: dict(build(c, ph, b, s, dropout=True, **kw).layers) for ph in ("forward", "backward")}
+    (blk_off,), (blk_on,) = [[g for g in d if g.name == "block"] for d in (off["forward"], on["forward"])]
+    n_attn, n_res = b * (c.n_heads // t) * s * s, b * s * c.hidden
+    assert blk_on.flops(GEMMS) == blk_off.flops(GEMMS)
+    assert blk_on.by_name("attn_dropout").bytes == n_attn * (2 * e + 1)
+    assert blk_on.bytes() - blk_off.bytes() == pytest.approx(n_attn * (2 * e + 1) + 2 * n_res)
+    (bwd_off,), (bwd_on,) = [[g for g in d if g.name.startswith("block")] for d in (off["backward"], on["backward"])]
+    assert bwd_on.bytes() - bwd_off.bytes() == pytest.approx(n_attn * (2 * e + 1) + 2 * n_res)
+    with pytest.raises(ConfigError, match="dropout"):
+        build(c, "prefill", b, s, dropout=True)
+
+
 def test_backward_separates_dgrad_and_wgrad():
     g = build(models.get("gpt2"), "backward", 1, 64)
     block = dict(g.layers[1:2])
