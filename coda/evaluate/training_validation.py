@@ -194,7 +194,8 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
-        ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plan of examples/sc21/run_table_1.sh (full recompute, dropout 0.1): TFLOP/s per GPU", meg),
+        ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
+         "(full recompute, dropout 0.1): TFLOP/s per GPU", meg),
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),
