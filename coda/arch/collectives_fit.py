@@ -239,7 +239,8 @@ def collectives_report() -> list[tuple[str, pd.DataFrame]]:
                 "fallback": "yes" if any(f.startswith(spec["name"] + ".") for f in sp["fallbacks"]) else "",
             })
     return [
-        (f"NCCL collectives vs Vidur measurements (absolute % error; split: all_reduce fitted on "
+        (f"NCCL collectives of the testbed presets ({', '.join(system_preset(s) for s in SYSTEMS)}) vs Vidur's "
+         f"measurements (absolute % error; split: all_reduce fitted on "
          f"{'/'.join(map(str, FIT_WORKERS))} workers, the rest held out; target median <= "
          f"{TARGET_MEDIAN_APE_PCT:g}% over sizes >= 1 MiB)", acc),
         (f"Fitted parameters (nccl_fit.json, data sha256 {params['data_sha256'][:12]}...)", pd.DataFrame(prow)),
