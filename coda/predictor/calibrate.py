@@ -17,6 +17,7 @@ What each group is fitted on (everything else is held out and reported by
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import fields
 from functools import partial
@@ -40,6 +41,8 @@ from coda.predictor.gpu_tiles import (
     stream_keys,
 )
 
+log = logging.getLogger(__name__)
+
 FIT_MODEL = "meta-llama/Llama-2-7b-hf"
 HELD_OUT_GPU = "h100-sxm"
 ATTENTION_FIT_MAX_TOKENS = 1024  # attention: fit on <= 1024 query tokens, hold out the larger ones
@@ -49,7 +52,11 @@ ATTENTION_FIT_MAX_TOKENS = 1024  # attention: fit on <= 1024 query tokens, hold 
 MIN_LAUNCH_S = 1e-6
 # (lower, upper) bounds of each parameter
 GEMM_BOUNDS = {"u_max": (0.05, 1.0), "k0": (0.0, 4096.0), "l2_ratio": (0.5, 50.0), "mem_eff": (0.05, 1.25),
-               "sat_frac": (0.01, 1.0), "p": (1.0, 20.0), "launch_s": (MIN_LAUNCH_S, 1e-4), "stream_k": (0.0, 2.0)}
+               "sat_frac": (0.01, 1.0), "p": (1.0, 20.0), "launch_s": (MIN_LAUNCH_S, 1e-4), "stream_k": (0.0, 2.0),
+               "q": (0.0, 1.0)}
+# Parameters a core class does not fit: tensor-core candidates have no stream-K schedule; the
+# CUDA-core fit keeps whole waves (q = 1; its stream-K candidate spreads tiles evenly already).
+GEMM_FIXED = {"tensor": ("stream_k",), "simt": ("q",)}
 ATTENTION_BOUNDS = {"u_max": (0.05, 1.0), "k0": (0.0, 4096.0), "mem_eff": (0.05, 1.25), "sat_frac": (0.01, 1.0),
                     "p": (1.0, 20.0), "launch_s": (MIN_LAUNCH_S, 1e-4), "causal_skip": (0.0, 1.0)}
 STREAM_BOUNDS = {"mem_eff": (0.05, 1.25), "sat": (0.01, 1e3), "launch_s": (MIN_LAUNCH_S, 1e-4)}
@@ -74,19 +81,22 @@ P = TypeVar("P", GemmParams, StreamParams, AttentionParams)
 
 
 def _fit(params_type: type[P], bounds: dict[str, tuple[float, float]], start: P,
-         residual: Callable[[P], np.ndarray]) -> P:
-    names = [f.name for f in fields(params_type)]
+         residual: Callable[[P], np.ndarray], fixed: tuple[str, ...] = ()) -> P:
+    """Least squares over the fields of `params_type` except `fixed` (held at `start`)."""
+    names = [f.name for f in fields(params_type) if f.name not in fixed]
+    held = {n: getattr(start, n) for n in fixed}
     x0 = np.array([getattr(start, n) for n in names])
     lo = np.array([bounds[n][0] for n in names])
     hi = np.array([bounds[n][1] for n in names])
     scale = np.where(hi > 1, hi, 1.0)  # optimise in units where every parameter is O(1)
 
     def res(z: np.ndarray) -> np.ndarray:
-        return residual(params_type(**dict(zip(names, (z * scale).tolist()))))
+        return residual(params_type(**held, **dict(zip(names, (z * scale).tolist()))))
 
     sol = least_squares(res, np.clip(x0, lo, hi) / scale, bounds=(lo / scale, hi / scale), loss="soft_l1",
                         f_scale=0.05, diff_step=1e-3, max_nfev=400)
-    return params_type(**dict(zip(names, (sol.x * scale).tolist())))
+    log.info("fitted %s: %d evaluations, cost %.4g", params_type.__name__, sol.nfev, sol.cost)
+    return params_type(**held, **dict(zip(names, (sol.x * scale).tolist())))
 
 
 def _with_gemm(base: Calibration, gemm: dict[str, GemmParams], key: str, prm: GemmParams) -> Calibration:
@@ -100,7 +110,7 @@ def _with_stream(base: Calibration, gemm: dict[str, GemmParams], stream: dict[st
 
 def fit(df: pd.DataFrame | None = None) -> Calibration:
     """Fit every parameter group on the rows of `fit_mask` (or of the given frame)."""
-    base = Calibration({"tensor": GemmParams(), "simt": GemmParams()},
+    base = Calibration({"tensor": GemmParams(q=0.5), "simt": GemmParams()},
                        {k: StreamParams() for k in stream_keys()},
                        AttentionParams(), measured.data_sha256(),
                        {"gemm.tensor": f"vidur {FIT_MODEL} (a100, h100)",
@@ -122,7 +132,7 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         sel = ((f["kind"] == "matmul") & (f["cls"] == cls)).to_numpy()
         if sel.any():
             gemm[cls] = _fit(GemmParams, GEMM_BOUNDS, gemm[cls], group_residual(
-                sel, partial(_with_gemm, base, gemm, cls)))
+                sel, partial(_with_gemm, base, gemm, cls)), GEMM_FIXED[cls])
     # Tensor-core generations differ (Hopper's wgmma/TMA kernels reach a larger fraction of
     # peak than Ampere's mma.sync): one refinement per architecture in the tensor fit set.
     mm = ((f["kind"] == "matmul") & (f["cls"] == "tensor")).to_numpy()
@@ -130,7 +140,7 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
         key = f"tensor.{arch}"
         sel = mm & (f["arch"] == arch).to_numpy()
         gemm[key] = _fit(GemmParams, GEMM_BOUNDS, gemm["tensor"], group_residual(
-            sel, partial(_with_gemm, base, gemm, key)))
+            sel, partial(_with_gemm, base, gemm, key)), GEMM_FIXED["tensor"])
     stream = dict(base.stream)
     for kind in stream:
         # a kind's shared entry is fitted on all its rows; a `kind.variant` entry on its own

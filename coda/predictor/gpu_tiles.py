@@ -3,18 +3,23 @@ per-SM roofline divided by a fitted utilisation. Calibrated on measured A100/H10
 kernels; parameters are normalised per SM so they transfer to GPUs they were not fitted on.
 
 GEMM `C[b, m, n] = A[b, m, k] B[b, k, n]` (cuBLAS/CUTLASS-style, NeuSight-like tiling):
-for every candidate output tile `TM x TN` in `TILES` and split-K factor `S` in `SPLIT_K`,
+for every candidate output tile `TM x TN` and split-K factor `S` of the core class (tensor
+cores: the tiles cuBLAS's FP16/BF16 kernels use, `TENSOR_TILES`; CUDA cores: `TILES`, with
+a stream-K candidate),
 
     tiles  = b * ceil(m/TM) * ceil(n/TN);   units = tiles * S;   c = co-resident tiles per SM
     t_tile = (ceil(k/S) + k0) * max(2*TM*TN / (u_max * P/SMs),          # tensor/SIMT pipes
                                     (TM+TN)*e / (l2_ratio * BW/SMs))     # operand panels via L2
-    T_c    = ceil(units / (c*SMs)) * c * t_tile    (stream-K: units/SMs * t_tile * (1 + stream_k))
+    waves  = q * ceil(units / (c*SMs)) + (1 - q) * max(units / (c*SMs), 1)
+    T_c    = waves * c * t_tile                    (stream-K: units/SMs * t_tile * (1 + stream_k))
     bytes  = op.bytes + [S > 1] * 2*S*b*m*n*4                            # fp32 split-K partials
     T_m    = bytes / (min(BW * mem_eff, BW_peak) * min(1, min(units, SMs) / (sat_frac * SMs)))
     t      = launch + (T_c^p + T_m^p)^(1/p)
 
 and the library is assumed to pick the fastest candidate (the model takes the minimum), as
-cuBLAS heuristics and autotuners aim to. P is the tensor-core peak of the dtype (CUDA-core
+cuBLAS heuristics and autotuners aim to. `q` in [0, 1] weighs whole waves (the last, partial
+wave costs a full one) against an even spread of the tiles over the SMs (persistent kernels,
+and the measured curves, which step with every row of tiles rather than every wave). P is the tensor-core peak of the dtype (CUDA-core
 peak for fp32: PyTorch runs fp32 matmuls without TF32 by default), BW the measured streaming
 bandwidth (`stream_bw`), BW_peak the datasheet one, e the element size. Since u_max <= 1,
 the bandwidth is capped at the peak, p >= 1, tiles cover the output and S*ceil(k/S) >= k,
@@ -59,6 +64,7 @@ from coda.units import dtype_bytes
 
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (128, 32), (32, 128), (64, 32),
          (32, 64), (32, 32))
+TENSOR_TILES = TILES[:6]  # FP16/BF16 tensor-core kernels: no 32-wide tiles (they never win for n, k >= 512)
 SPLIT_K = (1, 2, 4, 8, 16)
 STREAM_K = 0  # candidate "split" value for a stream-K schedule (no wave quantisation)
 TILE_SLOT = 128 * 128  # output elements of one SM's worth of tile; smaller tiles share an SM
@@ -123,7 +129,8 @@ class GemmParams:
     sat_frac: float = 0.5  # fraction of SMs that saturates HBM, (0, 1]
     p: float = 3.0  # smooth-max exponent between compute and memory time, >= 1
     launch_s: float = 5e-6  # fixed launch and tail cost
-    stream_k: float = 0.2  # relative overhead of a stream-K (fractional-wave) schedule, >= 0
+    stream_k: float = 0.2  # relative overhead of a stream-K (fractional-wave) schedule, >= 0 (CUDA cores)
+    q: float = 1.0  # weight of whole-wave quantisation against an even spread of tiles, [0, 1]
 
 
 @dataclass(frozen=True)
@@ -223,16 +230,17 @@ def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
 Features = Mapping[str, np.ndarray]
 
 
-def gemm_times(x: Features, prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted seconds of many GEMMs at once, and the index of the chosen candidate.
+def gemm_times(x: Features, prm: GemmParams, cls: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted seconds of many GEMMs of one core class (`tensor` or `simt`) at once, and the
+    index of the chosen candidate.
 
     `x` holds equal-length arrays (one entry per GEMM) of the `features` columns batch, m, k,
     n, e, bytes, peak, sms, bw and peak_bw; see the module doc. Candidates are `(tile, split)`
-    pairs in `candidates()` order.
+    pairs in `candidates(cls)` order.
     """
     batch, m, k, n, e, op_bytes = x["batch"], x["m"], x["k"], x["n"], x["e"], x["bytes"]
     peak, sms, bw, peak_bw = x["peak"], x["sms"], x["bw"], x["peak_bw"]
-    tm, tn, s, ctas = (c[:, None] for c in _candidate_arrays())  # candidates x 1, against 1 x ops
+    tm, tn, s, ctas = (c[:, None] for c in _candidate_arrays(cls))  # candidates x 1, against 1 x ops
     stream = s == STREAM_K
     splits = np.maximum(s, 1)
     ks = np.ceil(k / splits)
@@ -241,7 +249,8 @@ def gemm_times(x: Features, prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
     per_k = np.maximum(2.0 * tm * tn / (prm.u_max * peak / sms), (tm + tn) * e / (prm.l2_ratio * bw / sms))
     t_c = np.where(stream,  # stream-K: work split evenly over the SMs, at a fix-up overhead
                    np.maximum(units / sms, 1.0) * (k + prm.k0) * per_k * (1.0 + prm.stream_k),
-                   np.ceil(units / (sms * ctas)) * ctas * (ks + prm.k0) * per_k)
+                   (prm.q * np.ceil(units / (sms * ctas)) + (1.0 - prm.q) * np.maximum(units / (sms * ctas), 1.0))
+                   * ctas * (ks + prm.k0) * per_k)
     traffic = op_bytes + np.where(s > 1, 2.0 * s * batch * m * n * 4, 0.0)
     active = np.minimum(units, sms)
     t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
@@ -251,16 +260,18 @@ def gemm_times(x: Features, prm: GemmParams) -> tuple[np.ndarray, np.ndarray]:
     return times[choice, np.arange(times.shape[1])], choice
 
 
-@lru_cache(maxsize=1)
-def candidates() -> tuple[tuple[int, int, int], ...]:
-    """(TM, TN, split-K) candidates, in the order `gemm_times` indexes them."""
+@lru_cache(maxsize=2)
+def candidates(cls: str) -> tuple[tuple[int, int, int], ...]:
+    """(TM, TN, split-K) candidates of a core class, in the order `gemm_times` indexes them."""
+    if cls == "tensor":
+        return tuple((tm, tn, s) for s in SPLIT_K for tm, tn in TENSOR_TILES)
     return tuple((tm, tn, s) for s in (*SPLIT_K, STREAM_K) for tm, tn in TILES)
 
 
-@lru_cache(maxsize=1)
-def _candidate_arrays() -> tuple[np.ndarray, ...]:
+@lru_cache(maxsize=2)
+def _candidate_arrays(cls: str) -> tuple[np.ndarray, ...]:
     """TM, TN, split and co-resident tiles per SM (smaller tiles share an SM's pipes) per candidate."""
-    c = np.array(candidates(), dtype=float)
+    c = np.array(candidates(cls), dtype=float)
     ctas = np.clip(TILE_SLOT // (c[:, 0] * c[:, 1]), 1, 4)
     return c[:, 0], c[:, 1], c[:, 2], ctas
 
@@ -366,7 +377,7 @@ def predict_features(f: Any, cal: Calibration) -> np.ndarray:
     matmul = kind == "matmul"
     for cls, arch in {(c, a) for c, a in zip(f["cls"][matmul], f["arch"][matmul])}:
         sel = matmul & (f["cls"] == cls) & (f["arch"] == arch)
-        out[sel] = gemm_times(rows(sel), gemm_params(cal, cls, arch))[0]
+        out[sel] = gemm_times(rows(sel), gemm_params(cal, cls, arch), cls)[0]
     sel = (kind == "attention") | (kind == "attention_bwd")
     if sel.any():
         out[sel] = attention_times(rows(sel), cal.attention)
@@ -410,8 +421,8 @@ class GPUTileModel(BasePredictor):
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":
             prm = gemm_params(self.calibration, r["cls"], r["arch"])
-            _, idx = gemm_times(f, prm)
-            tm, tn, s = candidates()[int(idx[0])]
+            _, idx = gemm_times(f, prm, r["cls"])
+            tm, tn, s = candidates(r["cls"])[int(idx[0])]
             tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
             waves = max(1, -(-tiles * max(s, 1) // r["sms"]))
             details.update(tile=(tm, tn), split_k="stream-K" if s == STREAM_K else s, tiles=int(tiles),
