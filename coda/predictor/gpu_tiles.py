@@ -20,10 +20,11 @@ and the library is assumed to pick the fastest candidate (the model takes the mi
 cuBLAS heuristics and autotuners aim to. `q` in [0, 1] weighs whole waves (the last, partial
 wave costs a full one) against an even spread of the tiles over the SMs (persistent kernels,
 and the measured curves, which step with every row of tiles rather than every wave). P is the
-tensor-core peak of the dtype (CUDA-core peak for fp32: PyTorch runs fp32 matmuls without TF32 by default), BW the measured streaming
-bandwidth (`stream_bw`), BW_peak the datasheet one, e the element size. Since u_max <= 1,
-the bandwidth is capped at the peak, p >= 1, tiles cover the output and S*ceil(k/S) >= k,
-every prediction is at or above the roofline (tested). Tensor-core parameters may be refined
+tensor-core peak of the dtype (CUDA-core peak for fp32: PyTorch runs fp32 matmuls without TF32
+by default), BW the measured streaming bandwidth (`stream_bw`), BW_peak the datasheet one, e
+the element size. Since u_max <= 1, the bandwidth is capped at the peak, p >= 1, tiles cover
+the output, S*ceil(k/S) >= k and waves >= units / (c*SMs), every prediction is at or above the
+roofline (tested). Tensor-core parameters may be refined
 per GPU architecture (`gemm_params`).
 
 Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind or variant:
