@@ -16,8 +16,9 @@ from coda.evaluate import training_validation as tv
 
 # Known misses and why (docs/training.md, "Where it lands").
 MEGATRON_XFAIL: dict[str, str] = {}
-MPT_XFAIL_H100 = ("the predictor runs H100 bf16 GEMMs at ~80-85% of peak; llm-foundry's H100 runs (early Hopper "
-                  "software) reached only 40-46% MFU")
+MPT_XFAIL_H100 = ("the predictor runs large H100 bf16 GEMMs at ~80% of peak; llm-foundry's H100 runs (early "
+                  "Hopper software) reached only 40-46% MFU")
+MPT_XFAIL_H100_MODELS = ("mpt-70b", "mpt-13b", "mpt-7b", "mpt-1b")  # 12-44% fast; mpt-30b lands within 15%
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,8 @@ def test_megatron_median_within_5_percent(megatron):
 @pytest.mark.parametrize("i", range(len(tv.MPT_ROWS)))
 def test_mpt_row_within_15_percent(mpt, i, request):
     row = mpt.iloc[i]
-    if row["cluster"] == "dgx-h100":
-        request.applymarker(pytest.mark.xfail(reason=MPT_XFAIL_H100, strict=False))
+    if row["cluster"] == "dgx-h100" and row["model"] in MPT_XFAIL_H100_MODELS:
+        request.applymarker(pytest.mark.xfail(reason=MPT_XFAIL_H100, strict=True))
     assert abs(row["error_pct"]) <= 15, f"{row['cluster']} {row['model']}: {row['error_pct']:+.1f}%"
 
 
