@@ -151,7 +151,8 @@ def _neusight_predict(gdir: str, variant: str, batch: int) -> tuple[float, str]:
     cfg = get("gpt2-large")
     seq, e = 1024, 4
     if variant == "tp4":
-        sw = Software(attention="unfused", dp_overlap=True, scatter_gather=False, name="megatron-tp")
+        # Hugging Face GPT-2 in train mode: dropout 0.1 on attention probabilities and residual branches
+        sw = Software(attention="unfused", dp_overlap=True, scatter_gather=False, dropout=True, name="megatron-tp")
         _, r, _ = optimize(cfg, cl, batch, seq, dtype="fp32", software=sw, tp=4, pp=1, dp=1, micro_batch=batch,
                            recompute="none", sequence_parallel=False)
         return r.step_time_s - r.breakdown()["optimizer"], "fused (tp=4)"
