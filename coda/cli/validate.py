@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from coda.cli._output import print_json, print_table
+from coda.cli._output import markdown_table, print_json, print_table
 
 # name -> "module:function"; the function takes no arguments and returns [(title, DataFrame)].
 TARGETS: dict[str, str] = {
@@ -28,6 +28,8 @@ def _run(args: argparse.Namespace) -> int:
     sections = getattr(importlib.import_module(module_name), func_name)()
     if args.json:
         print_json({title: df.to_dict(orient="records") for title, df in sections})
+    elif args.markdown:
+        print("\n\n".join(markdown_table(df, title) for title, df in sections))
     else:
         for i, (title, df) in enumerate(sections):
             if i:
@@ -39,5 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="compare coda's predictions with measured data")
     p.add_argument("target", choices=sorted(TARGETS), help="what to validate")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--markdown", action="store_true", help="markdown tables (as in the docs)")
     p.set_defaults(handler=_run)

@@ -56,3 +56,15 @@ def test_bad_config_file_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "coda.cli", "models", "show", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "t5" in proc.stderr
+
+
+def test_validate_markdown_has_one_row_per_record(capsys):
+    """`coda validate training --markdown`: a table per section, as many rows as the JSON records."""
+    assert main(["validate", "training", "--json"]) == 0
+    sections = json.loads(capsys.readouterr().out)
+    assert main(["validate", "training", "--markdown"]) == 0
+    md = capsys.readouterr().out
+    for title, records in sections.items():
+        block = md.split(f"**{title}**\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        assert block[1].startswith("|---|") and len(block) == 2 + len(records)
+        assert block[0].count("|") == len(records[0]) + 1
