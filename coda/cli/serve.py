@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="TTFT, TPOT, tokens/s and memory of serving a static batch",
                        description="Evaluate static-batched inference of a model on a cluster.")
     p.add_argument("--model", required=True, help="preset name or config.json")
-    p.add_argument("--cluster", required=True, help="cluster preset: dgx-a100, dgx-h100, vidur-a100, vidur-h100 (`coda hardware clusters`)")
+    p.add_argument("--cluster", required=True, help="cluster preset: dgx-a100, dgx-h100, vidur-a100, vidur-h100 "
+                   "(`coda hardware clusters`)")
     p.add_argument("--devices", type=int, required=True, help="devices in the cluster (tp per replica, rest replicas)")
     p.add_argument("--device", default=None, help="replace the cluster's device: a GPU preset name")
     p.add_argument("--batch", type=int, required=True, help="sequences served together")
