@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evaluate or optimise a parallel training plan",
                        description="Evaluate a training plan; plan flags left out are optimised.")
     p.add_argument("--model", required=True, help="preset name or config.json")
-    p.add_argument("--cluster", required=True, help="cluster preset (`coda hardware clusters`): dgx-a100, dgx-h100, tpuv4-pod, "
-                   "vidur-a100, vidur-h100")
+    p.add_argument("--cluster", required=True, help="cluster preset (`coda hardware clusters`): dgx-a100, "
+                   "dgx-h100, tpuv4-pod, vidur-a100, vidur-h100")
     p.add_argument("--devices", type=int, required=True, help="devices in the cluster (all are used)")
     p.add_argument("--device", default=None, help="replace the cluster's device: a GPU or accelerator preset name")
     p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
