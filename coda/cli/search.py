@@ -54,7 +54,11 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _plot(result: Any, path: str) -> None:
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _plot(result: Any, path: str, gpus: pd.DataFrame) -> None:
     try:
         import matplotlib
 
@@ -72,6 +76,8 @@ def _plot(result: Any, path: str) -> None:
     ref = result.reference
     if ref["status"] == "ok":
         ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker="s", s=50, c="black", label="TPUv4-like")
+    for marker, (_, g) in zip("^vD", gpus[gpus["status"] == "ok"].iterrows()):
+        ax.scatter([g["tdp_w"]], [g["tokens_per_s"]], marker=marker, s=60, c="tab:green", label=f"{g['name']} (board)")
     ax.set_xlabel("TDP per chip (W)")
     ax.set_ylabel("training tokens/s (cluster)")
     ax.legend()
@@ -82,18 +88,19 @@ def _plot(result: Any, path: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from coda.placement import predictor_layer_time
-    from coda.search import SearchLayerTime, search
+    from coda.search import SearchLayerTime, gpu_reference, search
 
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
     result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
                     store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer,
                     executor=args.executor, workers=args.workers)
+    gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len)
     if args.plot:
-        _plot(result, args.plot)
+        _plot(result, args.plot, gpus)
     if args.json:
         print_json(dict(counts=result.counts(), objective=result.objective,
                         top=result.frame[result.frame["status"] == "ok"].head(args.top).to_dict(orient="records"),
-                        reference=result.reference.to_dict(),
+                        reference=result.reference.to_dict(), gpu_references=gpus.to_dict(orient="records"),
                         infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
                         .to_dict(orient="records")))
         return 0
@@ -102,8 +109,9 @@ def _run(args: argparse.Namespace) -> int:
           f"{c['pruned_by_bound']}, infeasible {c['infeasible']}, unvisited {c['unvisited']} "
           f"({'exact' if c['complete'] else 'incomplete: max-designs reached'}, {c['seconds']:.1f} s)")
     print()
-    print_table(_display(result.table(args.top)), title=f"top {args.top} by {result.objective} (per W of cluster "
-                "TDP), and the TPUv4-like reference")
+    table = pd.concat([result.table(args.top), gpus.assign(rank="gpu")], ignore_index=True)
+    print_table(_display(table), title=f"top {args.top} by {result.objective} (per W of cluster TDP), the TPUv4-like "
+                f"reference{' and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
     if c["infeasible"]:
         print()
         bad = result.frame[result.frame["status"] != "ok"][["name", "hbm_bytes", "reason"]]
@@ -147,5 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=10, help="designs to list")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bar on stderr")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gpu-reference", type=_names, default=(), metavar="GPUS",
+                   help="also run these GPUs (e.g. a100-sxm4-80gb,h100-sxm) on --chips of their DGX nodes, "
+                        "for comparison")
     p.add_argument("--plot", default=None, help="write a scatter of tokens/s vs TDP to this PNG (needs matplotlib)")
     p.set_defaults(handler=_run)

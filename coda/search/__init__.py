@@ -5,11 +5,14 @@
     res.best, res.frame, res.reference, res.counts()
 
 `run` holds the branch and bound over designs (inline, on a process pool or on Ray), `bounds`
-the throughput upper bounds that make it exact, `store` the SQLite result store. Documentation: docs/search.md.
+the throughput upper bounds that make it exact, `store` the SQLite result store,
+`gpu_reference` GPU rows to compare against (`gpu_reference("gpt2", ["h100-sxm"], 16, 64, 512)`).
+Documentation: docs/search.md.
 
 """
 
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
+from coda.search.gpu_reference import gpu_reference
 from coda.search.run import (
     CLUSTER_PRESET,
     DEFAULT_CHOICES,
@@ -25,6 +28,6 @@ from coda.search.store import ResultStore, result_key
 
 __all__ = [
     "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
-    "evaluate_design", "evaluate_in_worker", "objective_bound", "result_key", "search", "tokens_per_s_bound",
-    "training_flops_per_token_lb",
+    "evaluate_design", "evaluate_in_worker", "gpu_reference", "objective_bound", "result_key", "search",
+    "tokens_per_s_bound", "training_flops_per_token_lb",
 ]

@@ -196,20 +196,23 @@ def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_bat
     """
     t0 = time.perf_counter()
     row = _design_row(acc)
-    try:
-        cl = cluster(CLUSTER_PRESET, n_chips, device=acc)
-        plan, res, _ = optimize(cfg, cl, global_batch, seq_len, layer_time=layer_time, **choices)
-    except InfeasibleDesign as err:
-        row.update(plan=None, **{f: None for f in PLAN_FIELDS}, **{f: math.nan for f in RESULT_FIELDS},
-                   status="infeasible", reason=str(err))
-    else:
-        row.update(plan=plan.describe(), **{f: getattr(plan, f) for f in PLAN_FIELDS})
-        row["stage_layers"] = str(list(plan.stage_layers or ()))
-        row.update(step_s=res.step_time_s, tokens_per_s=res.tokens_per_s,
-                   tokens_per_s_per_w=res.tokens_per_s / (n_chips * acc.tdp_w), mfu=res.mfu,
-                   peak_memory_bytes=float(res.peak_memory_bytes), status="ok", reason="")
+    row.update(scored_plan(lambda: optimize(cfg, cluster(CLUSTER_PRESET, n_chips, device=acc), global_batch, seq_len,
+                                            layer_time=layer_time, **choices), n_chips * acc.tdp_w))
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+def scored_plan(run: Callable[[], tuple[Any, Any, Any]], cluster_tdp_w: float) -> dict[str, Any]:
+    """The plan and result columns of a frame row from one `optimize` call (`run`), or why no plan fits."""
+    try:
+        plan, res, _ = run()
+    except InfeasibleDesign as err:
+        return dict(plan=None, **{f: None for f in PLAN_FIELDS}, **{f: math.nan for f in RESULT_FIELDS},
+                    status="infeasible", reason=str(err))
+    return dict(plan=plan.describe(), **{f: getattr(plan, f) for f in PLAN_FIELDS if f != "stage_layers"},
+                stage_layers=str(list(plan.stage_layers or ())), step_s=res.step_time_s,
+                tokens_per_s=res.tokens_per_s, tokens_per_s_per_w=res.tokens_per_s / cluster_tdp_w, mfu=res.mfu,
+                peak_memory_bytes=float(res.peak_memory_bytes), status="ok", reason="")
 
 
 _WORKER_TIMERS: dict[tuple[float, float], SearchLayerTime] = {}

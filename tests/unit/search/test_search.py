@@ -121,6 +121,30 @@ def test_reference_row_is_the_tpuv4_like_chip():
     assert list(table["rank"]) == ["1", "ref"] and table["name"].iloc[-1] == "tpuv4-like"
 
 
+def test_gpu_reference_rows_are_the_dgx_optimum_per_board_watt():
+    """A GPU row is `optimize` on its generation's DGX preset with the search's placement space,
+    scored per watt of board TDP; a GPU without a DGX preset is refused by name."""
+    from coda.arch.clusters import cluster
+    from coda.arch.gpus import gpu
+    from coda.placement import optimize
+    from coda.search import DEFAULT_CHOICES, gpu_reference
+
+    rows = gpu_reference(MODEL, ["a100-sxm4-80gb", "NVIDIA H100 80GB HBM3"], CHIPS, BATCH, SEQ)
+    assert list(rows["name"]) == ["a100-sxm4-80gb", "h100-sxm"] and (rows["status"] == "ok").all()
+    for row, preset in zip(rows.itertuples(), ("dgx-a100", "dgx-h100")):
+        g = gpu(row.name)
+        _, best, _ = optimize(get(MODEL), cluster(preset, CHIPS, device=g), BATCH, SEQ, dtype="bf16",
+                              **DEFAULT_CHOICES)
+        assert row.tokens_per_s == pytest.approx(best.tokens_per_s)
+        assert row.tokens_per_s_per_w == pytest.approx(best.tokens_per_s / (CHIPS * g.tdp_w))
+        assert row.peak_flops == g.peak_flops("bf16") and row.tdp_w == g.tdp_w
+    assert rows.loc[1, "tokens_per_s"] > rows.loc[0, "tokens_per_s"]  # more FLOP/s and bandwidth is never slower
+    with pytest.raises(ConfigError, match="DGX preset"):
+        gpu_reference(MODEL, ["l4"], CHIPS, BATCH, SEQ)
+    with pytest.raises(CodaError, match="did you mean"):
+        gpu_reference(MODEL, ["h100-sxn"], CHIPS, BATCH, SEQ)
+
+
 def test_bad_input_raises_coda_errors():
     with pytest.raises(InfeasibleDesign, match="max_tdp_w"):
         run(DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,), max_tdp_w=1.0))
@@ -148,6 +172,9 @@ def test_cli_help_and_tiny_run(capsys, tmp_path):
     assert main(args + ["--json", "--top", "1"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["counts"]["cached"] >= 1 and len(data["top"]) == 1 and data["reference"]["name"] == "tpuv4-like"
+    assert data["gpu_references"] == []
+    assert main(args + ["--json", "--gpu-reference", "h100-sxm"]) == 0
+    assert json.loads(capsys.readouterr().out)["gpu_references"][0]["name"] == "h100-sxm"
     if importlib.util.find_spec("matplotlib") is not None:
         assert main(args + ["--plot", str(tmp_path / "s.png")]) == 0
         assert (tmp_path / "s.png").stat().st_size > 0
