@@ -58,7 +58,7 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
-def _plot(result: Any, path: str, gpus: pd.DataFrame) -> None:
+def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None) -> None:
     try:
         import matplotlib
 
@@ -70,6 +70,8 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame) -> None:
     ok = result.frame[result.frame["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(ok["tdp_w"], ok["tokens_per_s"], s=12, label="designs")
+    if front is not None:
+        ax.step(front["tdp_w"], front["tokens_per_s"], where="post", c="tab:orange", lw=1, label="Pareto front")
     if result.best is not None:
         ax.scatter([result.best["tdp_w"]], [result.best["tokens_per_s"]], marker="*", s=150, c="tab:red",
                    label=f"best ({result.objective})")
@@ -88,19 +90,21 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from coda.placement import predictor_layer_time
-    from coda.search import SearchLayerTime, gpu_reference, search
+    from coda.search import SearchLayerTime, gpu_reference, pareto_front, search
 
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
     result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
                     store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer,
-                    executor=args.executor, workers=args.workers)
+                    executor=args.executor, workers=args.workers, prune=not args.pareto)
+    front = pareto_front(result.frame) if args.pareto else None
     gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len)
     if args.plot:
-        _plot(result, args.plot, gpus)
+        _plot(result, args.plot, gpus, front)
     if args.json:
         print_json(dict(counts=result.counts(), objective=result.objective,
                         top=result.frame[result.frame["status"] == "ok"].head(args.top).to_dict(orient="records"),
                         reference=result.reference.to_dict(), gpu_references=gpus.to_dict(orient="records"),
+                        pareto=None if front is None else front.to_dict(orient="records"),
                         infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
                         .to_dict(orient="records")))
         return 0
@@ -112,6 +116,10 @@ def _run(args: argparse.Namespace) -> int:
     table = pd.concat([result.table(args.top), gpus.assign(rank="gpu")], ignore_index=True)
     print_table(_display(table), title=f"top {args.top} by {result.objective} (per W of cluster TDP), the TPUv4-like "
                 f"reference{' and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
+    if front is not None:
+        print()
+        print_table(_display(front.assign(rank=range(1, len(front) + 1))),
+                    title="Pareto front over every design: no other design has lower TDP per chip and more tokens/s")
     if c["infeasible"]:
         print()
         bad = result.frame[result.frame["status"] != "ok"][["name", "hbm_bytes", "reason"]]
@@ -155,6 +163,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=10, help="designs to list")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bar on stderr")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--pareto", action="store_true",
+                   help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front")
     p.add_argument("--gpu-reference", type=_names, default=(), metavar="GPUS",
                    help="also run these GPUs (e.g. a100-sxm4-80gb,h100-sxm) on --chips of their DGX nodes, "
                         "for comparison")

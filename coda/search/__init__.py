@@ -13,6 +13,7 @@ Documentation: docs/search.md.
 
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
 from coda.search.gpu_reference import gpu_reference
+from coda.search.pareto import pareto_front
 from coda.search.run import (
     CLUSTER_PRESET,
     DEFAULT_CHOICES,
@@ -28,6 +29,6 @@ from coda.search.store import ResultStore, result_key
 
 __all__ = [
     "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
-    "evaluate_design", "evaluate_in_worker", "gpu_reference", "objective_bound", "result_key", "search",
+    "evaluate_design", "evaluate_in_worker", "gpu_reference", "objective_bound", "pareto_front", "result_key", "search",
     "tokens_per_s_bound", "training_flops_per_token_lb",
 ]

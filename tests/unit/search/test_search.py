@@ -175,6 +175,9 @@ def test_cli_help_and_tiny_run(capsys, tmp_path):
     assert data["gpu_references"] == []
     assert main(args + ["--json", "--gpu-reference", "h100-sxm"]) == 0
     assert json.loads(capsys.readouterr().out)["gpu_references"][0]["name"] == "h100-sxm"
+    assert main(args + ["--json", "--pareto"]) == 0  # every design evaluated, the front of both
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"]["pruned_by_bound"] == 0 and 1 <= len(data["pareto"]) <= 2
     if importlib.util.find_spec("matplotlib") is not None:
         assert main(args + ["--plot", str(tmp_path / "s.png")]) == 0
         assert (tmp_path / "s.png").stat().st_size > 0
