@@ -394,7 +394,8 @@ def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
             src = f"{spec['source']}; latency/efficiency fitted to Vidur NCCL data ({p['calibration']})"
             if "efficiency" in spec:  # a published measurement of this system replaces the testbed's fit
                 kw.update(efficiency=spec["efficiency"], p2p_efficiency=spec["efficiency"])
-                src += f"; efficiency {spec['efficiency']} (collective and send/recv) from {spec['efficiency_source']}"
+                src = (f"{spec['source']}; latency fitted to Vidur NCCL data ({p['calibration']}); efficiency "
+                       f"{spec['efficiency']} (collectives and send/recv): {spec['efficiency_source']}")
         else:
             kw = dict(latency_s=spec["latency_us"] * 1e-6, efficiency=spec["efficiency"])
             src = spec["source"]

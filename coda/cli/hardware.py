@@ -69,7 +69,7 @@ def _gpu_display(g: GPU) -> list[tuple[str, str]]:
 
 
 def clusters_frame() -> pd.DataFrame:
-    """Presets and their levels, with the (fitted or assumed) latency and efficiency per level."""
+    """Presets and their levels, with the (fitted or assumed) latency and efficiency per level and their source."""
     rows = []
     for name in list_clusters():
         desc = preset_description(name)
@@ -84,7 +84,7 @@ def clusters_frame() -> pd.DataFrame:
                 "bw_GBps_each_way": lv.bw_each_way_bytes_per_s / GB, "latency_us": lv.latency_s * 1e6,
                 "efficiency": lv.efficiency, "p2p_latency_us": (lv.p2p_latency_s or 0.0) * 1e6,
                 "p2p_efficiency": lv.p2p_efficiency, "overhead_us": c.collective_overhead_s * 1e6,
-                "calibration": desc["calibration"] or "none (assumed)",
+                "calibration": desc["calibration"] or "none (assumed)", "source": lv.source,
             })
     return pd.DataFrame(rows)
 
@@ -112,7 +112,11 @@ def _clusters(args: argparse.Namespace) -> int:
     if args.json:
         print_json(df.to_dict(orient="records"))
     else:
-        print_table(df, title="Cluster presets (levels innermost first; bandwidth per device, each way)")
+        print_table(df.drop(columns="source"),
+                    title="Cluster presets (levels innermost first; bandwidth per device, each way)")
+        print("\nSources")
+        for r in df.itertuples():
+            print(f"  {r.cluster} {r.level}: {r.source}")
     return 0
 
 
