@@ -15,7 +15,13 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
 2. MosaicML llm-foundry MPT benchmarks (`scripts/train/benchmarking/README.md`): PyTorch FSDP
    FULL_SHARD (zero=3), bf16, activation checkpointing = recompute="full", micro-batch and
    gradient accumulation as listed, 8 GPUs per node with 8 x 200 Gb/s per node.
-3. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
+3. NVIDIA Megatron-Bridge performance summary (release 25.11), H100 FP8, seq 8192: tokens/s per
+   GPU for the published TP/PP/VP and batch sizes, with Megatron Core's defaults
+   (`MEGATRON_CORE`: fused attention, gradient reduce-scatter and pipeline p2p overlapped,
+   distributed optimizer = zero 1, sequence parallelism with TP); recomputation is left to
+   `optimize` (not published). Context parallelism is not modelled, so the 405B row (CP 2) is
+   listed without a prediction.
+4. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
    optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
    and pp4 uses the eager single-GPU iteration (`coda.evaluate.iteration`, framework="eager");
    tp4 uses the fused tensor-parallel graphs (the eager kernel model covers tp = 1 only).
@@ -63,6 +69,17 @@ MPT_ROWS = (
     ("dgx-a100", "7b", 8, 6, 2, False, 64.23, 4641.0),
     ("dgx-a100", "1b", 8, 14, 4, False, 59.86, 20513.0),
 )
+# Megatron-Bridge 25.11 H100 FP8 table: (preset, GPUs, global batch, TP, PP, CP, VP, tokens/s/GPU). Its model
+# TFLOP/s use another attention FLOP convention than coda's (full score matrix), so tokens/s are compared.
+BRIDGE_SEQ = 8192
+BRIDGE_ROWS = (
+    ("llama3-8b", 8, 128, 1, 1, 1, 1, 14451.0),
+    ("llama3-70b", 64, 128, 4, 8, 1, 5, 1602.0),
+    ("llama3.1-405b", 1024, 512, 8, 8, 2, 8, 292.0),
+)
+# Megatron Core as in those runs: cuDNN/Flash attention, --overlap-grad-reduce, overlapped p2p.
+MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
+                         name="megatron-core")
 # (layers, d_model, heads). MPT-7B and MPT-30B: Hugging Face mosaicml/mpt-7b and mpt-30b
 # config.json; MPT-1B, 13B, 70B: llm-foundry scripts/train/yamls/pretrain/mpt-{1b,13b,70b}.yaml.
 MPT_SIZES = {"1b": (24, 2048, 16), "7b": (32, 4096, 32), "13b": (40, 5120, 40), "30b": (48, 7168, 64),
@@ -122,6 +139,28 @@ def mpt_table() -> pd.DataFrame:
         except CodaError as err:
             row.update(predicted_tokens_per_s_per_gpu=float("nan"), error_pct=float("nan"), published_mfu_pct=mfu,
                        predicted_mfu_pct=float("nan"), peak_memory_GiB=float("nan"), note=str(err)[:80])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bridge_table() -> pd.DataFrame:
+    """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 rows."""
+    rows = []
+    for name, n, gb, tp, pp, cp, vp, published in BRIDGE_ROWS:
+        row: dict[str, Any] = dict(model=name, GPUs=n, global_batch=gb, tp=tp, pp=pp, cp=cp, vp=vp,
+                                   published_tokens_per_s_per_gpu=published)
+        if cp > 1:
+            row.update(plan="", predicted_tokens_per_s_per_gpu=float("nan"), error_pct=float("nan"),
+                       predicted_mfu_pct=float("nan"), peak_memory_GiB=float("nan"),
+                       note="context parallelism is not modelled")
+        else:
+            _, r, _ = optimize(get(name), cluster("dgx-h100", n), gb, BRIDGE_SEQ, dtype="fp8", software=MEGATRON_CORE,
+                               tp=tp, pp=pp, dp=n // (tp * pp), micro_batch=1, zero=1, sequence_parallel=tp > 1,
+                               schedule="interleaved" if vp > 1 else "1f1b", virtual_stages=vp)
+            pred = r.tokens_per_s_per_device
+            row.update(plan=r.plan.describe(), predicted_tokens_per_s_per_gpu=pred,
+                       error_pct=100 * (pred / published - 1), predicted_mfu_pct=100 * r.mfu,
+                       peak_memory_GiB=r.peak_memory_bytes / GiB, note="")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -189,15 +228,18 @@ def _summary(df: pd.DataFrame, what: str) -> pd.DataFrame:
 
 def training_report() -> list[tuple[str, pd.DataFrame]]:
     """Sections for `coda validate training`."""
-    meg, mpt, neu = megatron_table(), mpt_table(), neusight_table()
+    meg, mpt, bridge, neu = megatron_table(), mpt_table(), bridge_table(), neusight_table()
     summary = pd.concat([_summary(meg, "Megatron-LM TFLOP/s (target: each <= 10%, median <= 5%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-a100"], "MPT FSDP tokens/s, A100 (target: each <= 15%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
+                         _summary(bridge, "Megatron-Bridge H100 FP8 tokens/s (reported)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
         ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
          "(full recompute, dropout 0.1): TFLOP/s per GPU", meg),
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
+        ("NVIDIA Megatron-Bridge 25.11, dgx-h100, fp8, seq 8192, micro-batch 1, published TP/PP/VP: tokens/s per GPU",
+         bridge),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),
     ]
