@@ -1,0 +1,116 @@
+"""`coda validate acceptance`: every accuracy target coda is held to, in one table, met or not.
+
+One row per check: what is checked, the target, the value (the worst case over what the target
+covers, e.g. the largest per-model median) and whether it is met. The values come from the
+same functions as the other `coda validate` reports (nothing is fitted here); the detailed
+tables, with the fitted / held-out split of each, are in those reports.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import statistics
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coda.arch import area
+from coda.arch.accelerators import tdp_comparison, tpuv4_like
+from coda.arch.collectives_fit import REPORT_MIN_BYTES, collectives_report
+from coda.arch.design_space import DesignSpace
+from coda.evaluate.e2e_validation import e2e_errors
+from coda.evaluate.training_validation import megatron_table, mpt_table
+from coda.predictor.calibrate import HELD_OUT_GPU
+from coda.predictor.validation import kernel_errors
+
+COLUMNS = ("area", "check", "target", "value", "met")
+# PHAZE's cores.json columns, and the same fields of a DesignSpace frame
+PHAZE_KEY = ("num_tc", "num_vc", "width", "depth", "width_vc", "GLB_Buffer")
+SPACE_KEY = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes")
+
+
+def phaze_cores() -> pd.DataFrame:
+    """PHAZE's 29,360 accelerator configurations with their area (shipped, coda/data/phaze)."""
+    with resources.files("coda").joinpath("data/phaze/cores.json.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:
+        return pd.DataFrame(json.load(fh))
+
+
+def _rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(area: str, check: str, target: str, value: float, ok: Callable[[float], bool]) -> None:
+        rows.append(dict(area=area, check=check, target=target, value=round(float(value), 2), met=bool(ok(value))))
+
+    acc = collectives_report()[0][1]
+    col = f"median_ape_%_>={REPORT_MIN_BYTES // 2**20}MiB"
+    for (system, multi, split), g in acc[acc["collective"] == "all_reduce"].groupby(
+            ["system", acc["nodes"] > 1, "split"], sort=True):
+        add("collectives", f"{system} all-reduce, {'2 nodes' if multi else '1 node'}, {split} group sizes",
+            "median APE <= 10% per group size (>= 1 MiB)", g[col].max(), lambda v: v <= 10)
+
+    f = kernel_errors()
+    vidur = f[(f["source"] == "vidur") & (f["family"] == "gemm") & (f["split"] == "held out")]
+    for gpu, g in vidur.groupby("gpu", sort=True):
+        ape = g.groupby("model")["ours_ape"]
+        add("predictor", f"Vidur FP16 linear layers of held-out models, {gpu}", "median APE <= 5% per model",
+            ape.median().max(), lambda v: v <= 5)
+        add("predictor", f"Vidur FP16 linear layers of held-out models, {gpu}", "p90 APE <= 12% per model",
+            ape.quantile(0.9).max(), lambda v: v <= 12)
+    neus = f[(f["source"] == "neusight") & (f["family"] == "gemm") & (f["gpu"] == HELD_OUT_GPU)]
+    add("predictor", f"NeuSight FP32 bmm and linear on the unseen {HELD_OUT_GPU}", "median APE <= 10% per op",
+        neus.groupby("layer_op")["ours_ape"].median().max(), lambda v: v <= 10)
+
+    e2e = e2e_errors()
+    for gpu, g in e2e.groupby("gpu", sort=False):
+        add("end to end", f"NeuSight PyTorch eager FP32 runs, {gpu}", "mean APE <= 6%", g["coda_ape"].mean(),
+            lambda v: v <= 6)
+
+    meg = megatron_table()["error_pct"].abs()
+    add("training", "Megatron-LM SC'21 table 1, TFLOP/s per GPU", "each row within 10%", meg.max(), lambda v: v <= 10)
+    add("training", "Megatron-LM SC'21 table 1, TFLOP/s per GPU", "median within 5%", statistics.median(meg),
+        lambda v: v <= 5)
+    mpt = mpt_table()
+    for cluster, g in mpt.groupby("cluster", sort=True):
+        add("training", f"MosaicML MPT (FSDP) tokens/s per GPU, {cluster}", "each row within 15%",
+            g["error_pct"].abs().max(), lambda v: v <= 15)
+
+    cores = phaze_cores()
+    model_um2 = area.area_um2(cores["num_tc"], cores["width"], cores["depth"], cores["num_vc"], cores["width_vc"],
+                              cores["GLB_Buffer"])
+    add("accelerators", f"area model vs PHAZE cores.json ({len(cores):,} rows)", "max error <= 0.01%",
+        100 * np.abs(model_um2 / cores["area"].to_numpy() - 1).max(), lambda v: v <= 0.01)
+    ours = set(map(tuple, DesignSpace.phaze().to_frame()[list(SPACE_KEY)].to_numpy().tolist()))
+    theirs = set(map(tuple, cores[list(PHAZE_KEY)].to_numpy().tolist()))
+    add("accelerators", "DesignSpace.phaze() vs cores.json", "0 configurations differ", len(ours ^ theirs),
+        lambda v: v == 0)
+    acc_ref = tpuv4_like()
+    add("accelerators", "tpuv4_like() area (mm², 22 nm)", "278.83 +- 0.01", acc_ref.area_mm2,
+        lambda v: abs(v - 278.83) <= 0.01)
+    add("accelerators", "tpuv4_like() peak (TFLOP/s)", "275.3 +- 0.1%", acc_ref.peak_flops / 1e12,
+        lambda v: abs(v / 275.3 - 1) <= 1e-3)
+    tdp = tdp_comparison().set_index("name")
+    add("accelerators", "tpuv4_like() TDP (W; measured max 192)", "160-230 W", tdp.loc["tpuv4-like", "tdp_w"],
+        lambda v: 160 <= v <= 230)
+    for name in ("a100-like", "h100-like"):
+        ref = tdp.loc[name, "reference_w"]
+        add("accelerators", f"{name} TDP vs {ref:g} W", "within 35%", 100 * abs(tdp.loc[name, "error"]),
+            lambda v: v <= 35)
+    return rows
+
+
+def acceptance_table() -> pd.DataFrame:
+    """The checks (module doc) as a DataFrame with columns `COLUMNS`."""
+    return pd.DataFrame(_rows(), columns=list(COLUMNS))
+
+
+def acceptance_report() -> list[tuple[str, pd.DataFrame]]:
+    """Sections of `coda validate acceptance`: the checks, and a count of met and unmet ones."""
+    df = acceptance_table()
+    counts = df.groupby("area", sort=False)["met"].agg(checks="size", met="sum").reset_index()
+    counts["unmet"] = counts["checks"] - counts["met"]
+    return [("Accuracy targets (value = the worst case over what the target covers; details in the other "
+             "`coda validate` reports)", df), ("met per area", counts)]
