@@ -17,10 +17,10 @@ from typing import Any
 import pandas as pd
 
 from coda.cli._output import print_json, print_table
-from coda.placement.chain import FSDP, MEGATRON_2021, Software
+from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
 
-SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "fsdp": FSDP}
+SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
 
 
@@ -62,10 +62,12 @@ def _run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     ranked = None
     if len(given) == len(PLAN_FLAGS):
-        plan = Plan(global_batch=args.global_batch, **given)
+        plan = Plan(global_batch=args.global_batch, cp=args.cp or 1, **given)
         result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
     else:
-        _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given)
+        cp = {"cp": args.cp} if args.cp else {}
+        _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given,
+                                     **cp)
     if args.json:
         out = result.to_dict()
         if ranked is not None:
@@ -105,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
     p.add_argument("--tp", type=int, help="tensor-parallel width")
+    p.add_argument("--cp", type=int, help="context-parallel width (default 1; needs fused attention)")
     p.add_argument("--pp", type=int, help="pipeline stages")
     p.add_argument("--dp", type=int, help="data-parallel replicas")
     p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")

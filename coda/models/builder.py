@@ -46,22 +46,27 @@ class _Dims:
     """Resolved per-device sizes of one build, validated once."""
 
     def __init__(self, cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, sp: bool,
-                 context_len: int | None) -> None:
+                 context_len: int | None, cp: int = 1) -> None:
         if phase not in PHASES:
             raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
-        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp)):
+        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name}={v!r} must be a positive integer")
         if context_len is not None and (not isinstance(context_len, int) or context_len < 0):
             raise ConfigError(f"context_len={context_len!r} must be a non-negative integer")
         if phase in ("forward", "backward", "optimizer") and context_len:
             raise ConfigError(f"context_len applies to prefill and decode, not to the {phase} phase")
+        if cp > 1 and phase not in ("forward", "backward", "optimizer"):
+            raise ConfigError(f"context parallelism (cp={cp}) is modelled for training phases, not {phase}")
+        if seq_len % (2 * cp) and cp > 1:
+            raise ConfigError(f"context parallelism splits each sequence into 2*cp = {2 * cp} chunks; seq_len="
+                              f"{seq_len} is not a multiple of {2 * cp}")
         self.b = batch
         if phase == "decode":
             self.s = 1
             self.c = (seq_len - 1 if context_len is None else context_len) + 1
-        else:
-            self.s = seq_len
+        else:  # with context parallelism a device holds seq_len/cp queries and attends to all keys
+            self.s = seq_len // cp
             self.c = seq_len + (context_len or 0)
         if cfg.position == "learned" and self.c > cfg.max_seq_len:
             raise ConfigError(
@@ -223,7 +228,7 @@ def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
 
 def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
           context_len: int | None = None, dtype: str = "bf16", attention: str = "fused",
-          dropout: bool = False) -> ModelGraph:
+          dropout: bool = False, cp: int = 1) -> ModelGraph:
     """Operator graphs of one device's share of `cfg` in one phase.
 
     Args:
@@ -240,6 +245,10 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         dtype: element type of weights and activations.
         attention: ``fused`` (one FlashAttention op) or ``unfused`` (bmm, mask, softmax, bmm).
         dropout: training dropout kernels (module doc); forward, backward and optimizer phases only.
+        cp: context-parallel width (training phases): one device's share is `seq_len/cp` tokens of
+            each sequence (Megatron-Core's load-balanced split into 2*cp chunks, so seq_len must be
+            a multiple of 2*cp) whose queries attend to all `seq_len` keys; the ring exchange of
+            keys and values is timed by `coda.placement`, not a graph op.
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
@@ -251,7 +260,7 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
     if attention not in ATTENTION_IMPLS:
         raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
     dtype_bytes(dtype)
-    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len)
+    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp)
     if dropout and phase in ("prefill", "decode"):
         raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")
     graph_phase = "forward" if phase in ("backward", "optimizer") else phase

@@ -19,7 +19,7 @@ from typing import Any
 
 from coda.arch.clusters import Cluster
 from coda.models.config import ModelConfig
-from coda.placement.chain import FSDP, MEGATRON_2021, CostModel, Software
+from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, CostModel, Software
 from coda.placement.costs import IlpLayerTime, layer_profile, predictor_layer_time
 from coda.placement.dp import StageSplit, best_split, brute_force_split
 from coda.placement.memory import memory_frame
@@ -38,7 +38,8 @@ def evaluate(cfg: ModelConfig, cluster: Cluster, plan: Plan, seq_len: int, dtype
 
 
 __all__ = [
-    "FSDP", "MEGATRON_2021", "CostModel", "IlpLayerTime", "Plan", "Recompute", "Schedule", "Software", "StageSplit",
+    "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Plan", "Recompute", "Schedule",
+    "Software", "StageSplit",
     "TrainingResult", "best_split", "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan",
     "layer_profile", "memory_frame", "optimize", "phaze_baselines", "predictor_layer_time", "search",
     "validate_plan",

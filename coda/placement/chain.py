@@ -68,6 +68,10 @@ class Software:
 # 2022; gradient all-reduce after the backward pass; blocking pipeline p2p; scatter/gather on).
 MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True, dropout=True,
                          name="megatron-lm-2021")
+# Megatron-Core as in NVIDIA's 2025 performance runs: fused (cuDNN / Transformer Engine) attention,
+# --overlap-grad-reduce, overlapped pipeline p2p, scatter/gather; no dropout (Llama).
+MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
+                         name="megatron-core")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
 
@@ -146,9 +150,10 @@ class PlanTerms:
 
 
 def dp_group(plan: Plan, stage: int, tp_rank: int = 0) -> list[int]:
-    """Ranks of the data-parallel group of `stage` (Megatron layout: stride tp inside the stage)."""
-    base = stage * plan.tp * plan.dp + tp_rank
-    return [base + k * plan.tp for k in range(plan.dp)]
+    """Ranks that hold the same weights in `stage` and reduce their gradients together: the
+    data-parallel group, times the context-parallel one (Megatron layout: stride tp inside the stage)."""
+    base = stage * plan.tp * plan.cp * plan.dp + tp_rank
+    return [base + k * plan.tp for k in range(plan.cp * plan.dp)]
 
 
 def optimizer_bytes_per_param(dtype: str) -> int:
@@ -194,28 +199,32 @@ class CostModel:
     def memory_limit(self) -> float:
         return C.device_memory_bytes(self.device) - self.software.reserved_bytes
 
-    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool) -> C.LayerProfile:
-        """The cached layer profile for (tp, micro-batch, SP)."""
+    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1) -> C.LayerProfile:
+        """The cached layer profile for (tp, micro-batch, SP, cp)."""
         return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.attention, self.layer_time, self.software.dropout)
+                               self.software.attention, self.layer_time, self.software.dropout, cp)
 
-    def prefetch(self, keys: list[tuple[int, int, bool]]) -> None:
-        """Profile several (tp, micro-batch, SP) keys in one batch (one predictor call on GPUs);
+    def prefetch(self, keys: list[tuple[int, int, bool, int]]) -> None:
+        """Profile several (tp, micro-batch, SP, cp) keys in one batch (one predictor call on GPUs);
         keys the builder rejects are skipped."""
         ok = []
-        for tp, mb, sp in keys:
+        for tp, mb, sp, cp in keys:
             try:
-                build_check(self.cfg, tp, mb, self.seq_len, sp)
+                build_check(self.cfg, tp, mb, self.seq_len, sp, cp)
             except ConfigError:
                 continue
-            ok.append((tp, mb, sp))
+            ok.append((tp, mb, sp, cp))
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time,
                          self.software.dropout)
 
     def terms(self, plan: Plan) -> PlanTerms:
         """Chain arrays and communication constants of a (validated) plan."""
+        if plan.cp > 1 and self.software.attention != "fused":
+            raise ConfigError(f"context parallelism (cp={plan.cp}) needs fused attention (Megatron-Core runs it in "
+                              f"Transformer Engine's kernels); software {self.software.name!r} has "
+                              f"{self.software.attention!r} attention")
         return _terms(self, plan.tp, plan.pp, plan.dp, plan.micro_batch, plan.recompute, plan.sequence_parallel,
-                      plan.zero, plan.virtual_stages)
+                      plan.zero, plan.virtual_stages, plan.cp)
 
 
 @lru_cache(maxsize=65536)
@@ -224,12 +233,14 @@ def collective_cost(cluster: Cluster, kind: str, group: int | tuple[int, ...]) -
     return cluster.collective_cost(kind, group)
 
 
-def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool) -> None:
-    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP) for `cfg`."""
+def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool, cp: int = 1) -> None:
+    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP, cp) for `cfg`."""
     if cfg.n_heads % tp or cfg.ffn_hidden % tp or ((cfg.n_kv_heads or 1) % tp and tp % (cfg.n_kv_heads or 1)):
         raise ConfigError(f"{cfg.name}: tp={tp} does not divide its heads / FFN width")
-    if sp and tp > 1 and (micro_batch * seq_len) % tp:
-        raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * seq_len} tokens")
+    if cp > 1 and seq_len % (2 * cp):
+        raise ConfigError(f"context parallelism needs seq_len={seq_len} to be a multiple of 2*cp = {2 * cp}")
+    if sp and tp > 1 and (micro_batch * (seq_len // cp)) % tp:
+        raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * (seq_len // cp)} tokens")
 
 
 def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int) -> float:
@@ -241,14 +252,36 @@ def _worst_cost(costs: list[CollectiveCost]) -> CollectiveCost:
     return CollectiveCost(max(c.latency_s for c in costs), max(c.s_per_byte for c in costs))
 
 
+def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> float:
+    """Exposed context-parallel communication of one block and micro-batch (ring attention, as in
+    Megatron-Core / Transformer Engine): each of the `cp - 1` steps passes a device's keys and
+    values, `b * s/cp * 2 * g_t * d` elements, to the next device of its CP group (ranks `tp`
+    apart), overlapped with the attention of the block in hand. Forward sends K and V once, the
+    backward K, V and their gradients (twice the bytes), a full recomputation once more; only
+    the excess over the attention compute it overlaps (forward `attention_fwd_s`, backward 2.5x,
+    the FlashAttention-2 backward's work) is exposed.
+    """
+    cfg, cp, tp = model.cfg, plan.cp, plan.tp
+    g_t = max((cfg.n_kv_heads or cfg.n_heads) // tp, 1)
+    kv_bytes = plan.micro_batch * (model.seq_len // cp) * 2 * g_t * (cfg.head_dim or 0) * dtype_bytes(model.dtype)
+    step = max(collective_cost(model.cluster, "send_recv", (k * tp, ((k + 1) % cp) * tp)).time(kv_bytes)
+               for k in range(cp))
+    ring = (cp - 1) * step
+    fwd = max(0.0, ring - attention_fwd_s)
+    bwd = max(0.0, 2 * ring - 2.5 * attention_fwd_s)
+    return fwd + bwd + (fwd if plan.recompute == "full" else 0.0)
+
+
 @lru_cache(maxsize=2048)
 def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str, sp: bool, zero: int,
-           v: int) -> PlanTerms:
+           v: int, cp: int = 1) -> PlanTerms:
     cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.dtype)
-    prof = model.profile(tp, mb, sp)
+    prof = model.profile(tp, mb, sp, cp)
     plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb, recompute=recompute,
-                sequence_parallel=sp, zero=zero)
+                sequence_parallel=sp, zero=zero, cp=cp)
     L = cfg.n_layers
+    s_local = model.seq_len // cp  # tokens of each sequence on one device
+    shard = dp * cp  # devices holding the same weights (ZeRO shards over all of them)
 
     def expand(triple: tuple[float, float, float]) -> np.ndarray:
         return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
@@ -269,24 +302,25 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     else:
         rec, tp_rec, rec_flops = np.zeros(L + 2), np.zeros(L + 2), np.zeros(L + 2)
     tp_s = expand((tp_f[0] + tp_b[0], tp_f[1] + tp_b[1], tp_f[2] + tp_b[2])) + tp_rec
+    if cp > 1:
+        tp_s = tp_s + expand((0.0, _cp_ring_exposed_s(model, plan, prof.selective_s[1]), 0.0))
 
     params = list(prof.params)
     if pp > 1 and cfg.tied_embeddings:
         params[2] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
     P = expand(tuple(params))  # type: ignore[arg-type]
-    shard3 = dp if zero == 3 else 1
+    shard3 = shard if zero == 3 else 1
     weight_b, grad_b = e * P / shard3, e * P / shard3
-    optim_b = optimizer_bytes_per_param(model.dtype) * P / (dp if zero >= 1 else 1)
+    optim_b = optimizer_bytes_per_param(model.dtype) * P / (shard if zero >= 1 else 1)
 
-    blk_stored, blk_full = C.block_activation_bytes(cfg, model.seq_len, mb, tp, sp, recompute, sw.attention,
-                                                    model.dtype)
-    emb_act = C.embedding_activation_bytes(cfg, model.seq_len, mb, tp, sp, model.dtype)
-    head_act, head_work = C.head_activation_bytes(cfg, model.seq_len, mb, tp, sp, model.dtype)
+    blk_stored, blk_full = C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, model.dtype)
+    emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, model.dtype)
+    head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, model.dtype)
     act = expand((emb_act, blk_stored, head_act))
     work = expand((0.0, blk_full - blk_stored, head_work))
 
     z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
-    if zero == 3 and dp > 1:
+    if zero == 3 and shard > 1:
         groups = [tuple(dp_group(plan, s)) for s in range(pp)]
         ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
         rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
@@ -302,7 +336,7 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
         sync = np.zeros(L + 2)
     else:
         sync = e * P
-    opt_s = prof.adam_s_per_param * P / (dp if zero >= 1 else 1)
+    opt_s = prof.adam_s_per_param * P / (shard if zero >= 1 else 1)
     fwd_flops = expand(prof.fwd_flops)
     hw_flops = fwd_flops + expand(prof.bwd_flops) + rec_flops
     chain = ChainCosts(fwd, bwd, rec, tp_s, z3, z3_hidden, weight_b, grad_b, optim_b, act, work, sync, opt_s,
@@ -311,10 +345,10 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     # pipeline messages: b*s*h activations (or their gradients), 2 per micro-batch per chunk
     p2p_total = 0.0
     if pp > 1:
-        msg = mb * model.seq_len * cfg.hidden * e
+        msg = mb * s_local * cfg.hidden * e
         split = tp > 1 and (sp or sw.scatter_gather)
         per = msg / tp if split else msg
-        pairs = [(s * tp * dp, (s + 1) * tp * dp) for s in range(pp - 1)]
+        pairs = [(s * tp * cp * dp, (s + 1) * tp * cp * dp) for s in range(pp - 1)]
         one = max(collective_cost(cl, "send_recv", pair).time(per) for pair in pairs)
         if split and not sp:
             one += collective_cost(cl, "all_gather", tp).time(msg)
@@ -322,7 +356,7 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     p2p_s, p2p_hidden = (0.0, p2p_total) if sw.pp_overlap else (p2p_total, 0.0)
 
     zero_cost = CollectiveCost(0.0, 0.0)
-    if zero == 3 or dp == 1:
+    if zero == 3 or shard == 1:
         dp_sync = dp_gather = tuple(zero_cost for _ in range(pp))
     else:
         kind = "reduce_scatter" if zero == 1 else "all_reduce"
@@ -331,5 +365,5 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
                           for s in range(pp))
     emb_sync = 0.0
     if pp > 1 and cfg.tied_embeddings:
-        emb_sync = collective_cost(cl, "all_reduce", (0, (pp - 1) * tp * dp)).time(e * prof.table_params)
+        emb_sync = collective_cost(cl, "all_reduce", (0, (pp - 1) * tp * cp * dp)).time(e * prof.table_params)
     return PlanTerms(chain, p2p_s, p2p_hidden, dp_sync, dp_gather, sw.dp_overlap, emb_sync, model.memory_limit)

@@ -191,11 +191,11 @@ class _Graphs:
 
 
 def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str,
-            dropout: bool) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout)
+            dropout: bool, cp: int) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout, cp=cp)
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
-    opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention).layers[1][0]
+    opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention, cp=cp).layers[1][0]
     return _Graphs(fwd, bwd, tuple(_core(g) for g in fwd), opt)
 
 
@@ -239,14 +239,14 @@ def _bounded_cache(maxsize: int) -> tuple[Callable[[Any], Any], Callable[[Any, A
 _profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
 
 
-def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool]], seq_len: int, dtype: str,
+def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int]], seq_len: int, dtype: str,
                    attention: str, layer_time: LayerTimer, dropout: bool = False) -> list[LayerProfile]:
-    """Profiles for several (tp, micro_batch, sequence_parallel) keys; the missing ones are timed
-    in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, layer_time) for tp, mb, sp in keys]
+    """Profiles for several (tp, micro_batch, sequence_parallel, cp) keys; the missing ones are
+    timed in one batch (`time_graphs`) and cached on all arguments."""
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, cp, layer_time) for tp, mb, sp, cp in keys]
     missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout) for k in missing]
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout, k[9]) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
@@ -255,7 +255,7 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
                   sequence_parallel: bool, attention: str, layer_time: LayerTimer,
-                  dropout: bool = False) -> LayerProfile:
+                  dropout: bool = False, cp: int = 1) -> LayerProfile:
     """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
 
     Args:
@@ -269,11 +269,12 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         attention: ``fused`` (FlashAttention) or ``unfused`` (bmm, mask, softmax, bmm).
         layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
         dropout: time the training dropout kernels (`coda.models.build`).
+        cp: context-parallel width: the graphs of one device's `seq_len/cp` tokens (`coda.models.build`).
 
     Raises:
         ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
     """
-    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel)], seq_len, dtype, attention,
+    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp)], seq_len, dtype, attention,
                           layer_time, dropout)[0]
 
 

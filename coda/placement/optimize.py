@@ -4,7 +4,8 @@ Search space (declared as data, `itertools.product` plus filters): tp (powers of
 the heads, within the innermost network domain), pp (dividing the devices left, at most the
 layers), dp (the rest), micro-batch (dividing the batch per replica, <= 16), recomputation,
 sequence parallelism (tp > 1), ZeRO stage (dp > 1), schedule (1F1B, or interleaved with v
-chunks dividing the layers per stage). Any of them can be fixed or restricted by a keyword.
+chunks dividing the layers per stage), and context parallelism only when asked for (`cp=2` or
+`cp=(1, 2, 4)`; it needs fused attention). Any of them can be fixed or restricted by a keyword.
 Selective recomputation is enumerated only with unfused attention: with FlashAttention the
 scores are never stored and its backward already recomputes them, so selective equals none.
 
@@ -39,7 +40,7 @@ from coda.units import GiB, dtype_bytes, fmt_bytes
 
 OBJECTIVES = ("throughput",)
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
-           "stage_layers")
+           "stage_layers", "cp")
 MAX_MICRO_BATCH = 16
 MAX_VIRTUAL_STAGES = 8
 
@@ -76,12 +77,17 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
     recomputes = ["none", "full"] + ([] if attention == "fused" else ["selective"])
     if rec_set:
         recomputes = sorted(str(r) for r in rec_set)
+    cp_set = want.get("cp")
+    cps = sorted(cp_set) if cp_set else [1]
+    if attention != "fused" and any(c > 1 for c in cps):
+        raise ConfigError(f"context parallelism (cp={max(cps)}) needs fused attention; this software runs "
+                          f"{attention!r} attention (use e.g. software=MEGATRON_CORE)")
     out: list[Plan] = []
-    for tp in tps:
-        if n_devices % tp:
+    for tp, cp in itertools.product(tps, cps):
+        if n_devices % (tp * cp) or (cp > 1 and attention != "fused"):
             continue
-        for pp in keep("pp", [p for p in _divisors(n_devices // tp) if p <= cfg.n_layers]):
-            dp = n_devices // (tp * pp)
+        for pp in keep("pp", [p for p in _divisors(n_devices // (tp * cp)) if p <= cfg.n_layers]):
+            dp = n_devices // (tp * cp * pp)
             if not keep("dp", [dp]) or global_batch % dp:
                 continue
             mbs = [b for b in _divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
@@ -89,7 +95,7 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                 mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
             for mb, rec, sp, zero in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
                                                        keep("zero", (0, 1, 3))):
-                if (sp and tp == 1) or (zero and dp == 1):
+                if (sp and tp == 1) or (zero and dp * cp == 1):
                     continue
                 m = global_batch // (dp * mb)
                 schedules: list[tuple[str, int]] = [("1f1b", 1)]
@@ -100,7 +106,8 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                     if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
                         continue
                     try:
-                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, choices.get("stage_layers"))
+                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, choices.get("stage_layers"),
+                                    cp)
                         validate_plan(plan, cfg, n_devices)
                     except CodaError:
                         continue
@@ -114,9 +121,9 @@ def _bound_data(model: CostModel) -> Any:
     cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.dtype)
 
     def sums(plan: Plan) -> tuple[float, float]:
-        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute)
+        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp)
         if key not in cache:
-            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel)
+            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp)
             L = cfg.n_layers
             coll = sum(mult * collective_cost(cl, k, plan.tp).time(b) for i, mult in enumerate((1, L, 1))
                        for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
@@ -132,9 +139,10 @@ def _bound_data(model: CostModel) -> Any:
         t, params = sums(plan)
         p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         if p == 1 and cfg.tied_embeddings:
-            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel).table_params
-        shard3 = plan.dp if plan.zero == 3 else 1
-        static = params * (2 * e / shard3 + optimizer_bytes_per_param(model.dtype) / (plan.dp if plan.zero else 1))
+            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp).table_params
+        shard = plan.dp * plan.cp
+        static = params * (2 * e / (shard if plan.zero == 3 else 1)
+                           + optimizer_bytes_per_param(model.dtype) / (shard if plan.zero else 1))
         return t * (m + (p - 1) / v) / p, static / p
 
     return bound
@@ -158,7 +166,7 @@ def best_for_plan(model: CostModel, plan: Plan) -> TrainingResult | None:
 
 def _row(r: TrainingResult) -> dict[str, Any]:
     p = r.plan
-    return dict(tp=p.tp, pp=p.pp, dp=p.dp, micro_batch=p.micro_batch, recompute=p.recompute,
+    return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, micro_batch=p.micro_batch, recompute=p.recompute,
                 sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
                 zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
@@ -173,7 +181,7 @@ def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) 
         raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
                                f"{global_batch} and choices {choices or 'default'}: check that tp divides "
                                f"{model.cfg.n_heads} heads, pp <= {model.cfg.n_layers} layers and dp divides the batch")
-    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel) for p in plans}))
+    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel, p.cp) for p in plans}))
     bound = _bound_data(model)
     limit = model.memory_limit
     scored, mem_pruned, least_static = [], 0, math.inf

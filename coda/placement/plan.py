@@ -6,9 +6,11 @@ stages, dp = data-parallel replicas, m = micro-batches per pipeline per step
 interleaved schedule), ZeRO stage (Rajbhandari et al., SC'20): 0 = replicated optimizer,
 1 = optimizer states sharded over dp, 3 = weights, gradients and optimizer states sharded (FSDP).
 
-Rank layout (Megatron-LM's): tensor-parallel groups are `tp` consecutive ranks, data-parallel
-groups are strided by `tp`, pipeline stages are blocks of `tp * dp` ranks. Stage `s` owns ranks
-`s*tp*dp .. (s+1)*tp*dp - 1`.
+Rank layout (Megatron-LM's, Megatron-Core's order tp-cp-dp-pp): tensor-parallel groups are `tp`
+consecutive ranks, context-parallel groups (cp > 1: each device holds 1/cp of every sequence)
+are strided by `tp`, data-parallel groups by `tp*cp`, and pipeline stages are blocks of
+`tp*cp*dp` ranks. Stage `s` owns ranks `s*tp*cp*dp .. (s+1)*tp*cp*dp - 1`. Gradients are
+reduced (and ZeRO states sharded) over the `cp*dp` ranks that hold the same weights.
 """
 
 from __future__ import annotations
@@ -79,9 +81,10 @@ class Plan:
     zero: int = field(default=0, metadata=_h("ZeRO stage 0, 1 or 3"))
     stage_layers: tuple[int, ...] | None = field(default=None,
                                                  metadata=_h("blocks per stage (or chunk); None = balanced"))
+    cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages"):
+        for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages", "cp"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"Plan.{name}={v!r} must be a positive integer")
@@ -105,8 +108,8 @@ class Plan:
 
     @property
     def n_devices(self) -> int:
-        """Devices the plan uses, tp * pp * dp."""
-        return self.tp * self.pp * self.dp
+        """Devices the plan uses, tp * cp * pp * dp."""
+        return self.tp * self.cp * self.pp * self.dp
 
     @property
     def micro_batches(self) -> int:
@@ -123,8 +126,9 @@ class Plan:
         return replace(self, **changes)
 
     def describe(self) -> str:
-        """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0`."""
-        s = f"tp{self.tp} pp{self.pp} dp{self.dp} mb{self.micro_batch} gb{self.global_batch} {self.recompute}"
+        """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0` (`cp2` after tp when cp > 1)."""
+        cp = f" cp{self.cp}" if self.cp > 1 else ""
+        s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp} mb{self.micro_batch} gb{self.global_batch} {self.recompute}"
         s += " sp" if self.sequence_parallel else ""
         s += f" interleaved(v={self.virtual_stages})" if self.schedule == "interleaved" else " 1f1b"
         return s + f" zero{self.zero}"
@@ -169,14 +173,17 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
             interleaving that does not divide the layers, bad stage_layers.
     """
     if n_devices is not None and plan.n_devices != n_devices:
-        other = n_devices // (plan.tp * plan.pp) if n_devices % (plan.tp * plan.pp) == 0 else None
+        inner = plan.tp * plan.cp
+        other = n_devices // (inner * plan.pp) if n_devices % (inner * plan.pp) == 0 else None
+        tp = "tp*cp" if plan.cp > 1 else "tp"
         if other:
             hint = f"use dp={other}"
-        elif n_devices % plan.tp == 0:
-            hint = f"tp*pp must divide {n_devices}; e.g. pp in {{{_nearest(_divisors(n_devices // plan.tp), plan.pp)}}}"
+        elif n_devices % inner == 0:
+            hint = f"{tp}*pp must divide {n_devices}; e.g. pp in {{{_nearest(_divisors(n_devices // inner), plan.pp)}}}"
         else:
-            hint = f"tp must divide {n_devices}"
-        raise InfeasibleDesign(f"tp*pp*dp = {plan.tp}*{plan.pp}*{plan.dp} = {plan.n_devices} devices, but the cluster "
+            hint = f"{tp} must divide {n_devices}"
+        sizes = f"tp*cp*pp*dp = {plan.tp}*{plan.cp}*" if plan.cp > 1 else f"tp*pp*dp = {plan.tp}*"
+        raise InfeasibleDesign(f"{sizes}{plan.pp}*{plan.dp} = {plan.n_devices} devices, but the cluster "
                                f"has {n_devices}; {hint}")
     if cfg.n_heads % plan.tp:
         ok = [d for d in _divisors(cfg.n_heads) if d <= max(plan.tp * 2, 8)]

@@ -29,9 +29,13 @@ def evaluate_plan(model: CostModel, plan: Plan, n_devices: int | None = None,
         raise InfeasibleDesign(f"{n} devices requested but cluster {model.cluster.name!r} has "
                                f"{model.cluster.n_devices}; build a larger cluster")
     validate_plan(plan, model.cfg, n)
-    if plan.sequence_parallel and (plan.micro_batch * model.seq_len) % plan.tp:
+    tokens = plan.micro_batch * (model.seq_len // plan.cp)
+    if plan.sequence_parallel and tokens % plan.tp:
         raise InfeasibleDesign(f"sequence parallelism needs tp={plan.tp} to divide the micro-batch's "
-                               f"{plan.micro_batch * model.seq_len} tokens; turn it off or change micro_batch")
+                               f"{tokens} tokens per device; turn it off or change micro_batch")
+    if plan.cp > 1 and model.seq_len % (2 * plan.cp):
+        raise InfeasibleDesign(f"context parallelism splits each sequence into 2*cp = {2 * plan.cp} chunks; "
+                               f"seq_len={model.seq_len} is not a multiple of {2 * plan.cp}")
     terms = model.terms(plan)
     pr = evaluate_split(terms, plan, stage_layers_of(plan, model.cfg.n_layers))
     result = make_result(model, plan, pr)

@@ -60,11 +60,10 @@ def test_neusight_four_gpu_runs_reported():
 
 
 def test_megatron_bridge_fp8_rows_reported():
-    """Megatron-Bridge H100 FP8 rows: reported (no tolerance is published for them); the 405B row
-    needs context parallelism, which is not modelled, and says so instead of predicting."""
+    """Megatron-Bridge H100 FP8 rows: reported (no tolerance is published for them). The 405B row
+    runs with its context parallelism (cp 2) but as 1F1B, and says so."""
     df = tv.bridge_table().set_index("model")
-    assert df.loc["llama3.1-405b", "note"] == "context parallelism is not modelled"
-    modelled = df[df["note"] == ""]
-    assert len(modelled) == 2 and modelled["error_pct"].notna().all()
-    assert (modelled["peak_memory_GiB"] <= 80).all()
-    assert modelled["error_pct"].abs().max() < 50  # reported, not tuned; a sanity bound only
+    assert df["error_pct"].notna().all() and (df["peak_memory_GiB"] <= 80).all()
+    assert "cp2" in df.loc["llama3.1-405b", "plan"] and df.loc["llama3.1-405b", "note"].startswith("1F1B")
+    assert (df.loc[["llama3-8b", "llama3-70b"], "note"] == "").all()
+    assert df["error_pct"].abs().max() < 50  # reported, not tuned; a sanity bound only

@@ -202,3 +202,19 @@ def test_flops_scale_with_tokens(b, s, t):
     assert g.flops(("matmul",)) == pytest.approx(linear, rel=1e-12)
     assert g.flops(("attention",)) == pytest.approx(4 * b * s * s * h / t, rel=1e-12)
     assert g.signature() == build(c, "forward", b, s, tp=t).layers[1][0].signature()
+
+
+@pytest.mark.parametrize("cp", [2, 4])
+def test_context_parallel_share_of_a_device(cp):
+    """With cp, a device holds seq_len/cp tokens of each sequence whose queries attend to all
+    seq_len keys: every GEMM and the attention do exactly 1/cp of the work."""
+    c = models.get("llama3-8b")
+    full, part = build(c, "forward", 2, 4096), build(c, "forward", 2, 4096, cp=cp)
+    assert part.flops() * cp == pytest.approx(full.flops())
+    att = next(op for g, _ in part.layers for op in g.nodes if op.kind == "attention")
+    assert (att.dims["q_len"], att.dims["kv_len"]) == (4096 // cp, 4096)
+    assert build(c, "backward", 2, 4096, cp=cp).flops(("matmul",)) == 2 * part.flops(("matmul",))
+    with pytest.raises(ConfigError, match="2\\*cp"):
+        build(c, "forward", 1, 4096 + 2, cp=cp)
+    with pytest.raises(ConfigError, match="training phases"):
+        build(c, "decode", 1, 4096, cp=cp)

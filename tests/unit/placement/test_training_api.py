@@ -91,3 +91,31 @@ def test_phaze_baselines_are_valid_plans():
 def test_bad_cluster_or_plan_is_a_coda_error():
     with pytest.raises(CodaError):
         training("gpt3-1.3b", cluster("dgx-a100", 8), Plan(tp=3, dp=1, global_batch=8), 2048)
+
+
+def test_context_parallelism_splits_sequences_and_reduces_gradients_over_cp_and_dp():
+    """cp=2 on 8 H100s: half of each sequence per device (activations halve; compute per
+    micro-batch at least halves' worth, smaller GEMMs being no more efficient; the layout's
+    gradient groups span cp*dp = 8 ranks), a ring exchange of keys and values that is never
+    negative, unfused attention refused, and `optimize` over cp in {1, 2} returns the better of
+    the two fixed searches."""
+    from coda.placement import MEGATRON_2021, MEGATRON_CORE
+    from coda.placement.chain import dp_group
+
+    cl, cfg, kw = cluster("dgx-h100", 8), get("llama3-8b"), dict(micro_batch=1, global_batch=32, zero=1)
+    one = training(cfg, cl, Plan(tp=1, pp=1, dp=8, **kw), 4096, software=MEGATRON_CORE)
+    two = training(cfg, cl, Plan(tp=1, pp=1, dp=4, cp=2, **kw), 4096, software=MEGATRON_CORE)
+    assert two.plan.n_devices == 8 and "cp2" in two.plan.describe()
+    assert dp_group(two.plan, 0) == list(range(8)) and dp_group(Plan(tp=2, dp=2, cp=2), 0) == [0, 2, 4, 6]
+    s1, s2 = one.stages_frame().iloc[0], two.stages_frame().iloc[0]
+    assert s2["activations_GiB"] == pytest.approx(s1["activations_GiB"] / 2, rel=0.01)
+    assert s2["optimizer_GiB"] == pytest.approx(s1["optimizer_GiB"])  # sharded over cp*dp = dp = 8 both times
+    m1, m2 = one.plan.micro_batches, two.plan.micro_batches
+    half = one.breakdown()["forward"] / m1 / 2  # half the work per micro-batch: never faster than half the time
+    assert half <= two.breakdown()["forward"] / m2 < 1.1 * half
+    assert two.breakdown()["tp_comm"] >= 0
+    with pytest.raises(ConfigError, match="fused attention"):
+        training(cfg, cl, Plan(tp=1, pp=1, dp=4, cp=2, **kw), 4096, software=MEGATRON_2021)
+    best = {cp: optimize(cfg, cl, 32, 4096, software=MEGATRON_CORE, cp=cp)[1].step_time_s for cp in (1, 2)}
+    both = optimize(cfg, cl, 32, 4096, software=MEGATRON_CORE, cp=(1, 2))[1]
+    assert both.step_time_s == pytest.approx(min(best.values()))
