@@ -76,9 +76,12 @@ def brute_force(model, n, gb, **choices):
     return best
 
 
-def check(seed, n, layers, heads, gb, limit_mb, unfused, pp):
-    """search() == brute force, with pp free (None) or fixed (so that the stage split matters)."""
+def check(seed, n, layers, heads, gb, limit_mb, unfused, pp, cp=None):
+    """search() == brute force, with pp free (None) or fixed (so that the stage split matters),
+    and context parallelism among the choices when `cp` is given."""
     choices = {} if pp is None else {"pp": pp}
+    if cp is not None:
+        choices["cp"] = cp
     cfg = ModelConfig(name=f"tiny{seed}", n_layers=layers, hidden=32 * heads, n_heads=heads, ffn_hidden=128 * heads,
                       vocab_size=512, max_seq_len=128)
     cl = cluster("dgx-a100", n)
@@ -119,3 +122,10 @@ def _seeded_cases(count=16):
 @pytest.mark.parametrize("case", _seeded_cases(), ids=lambda c: f"seed{c[0]}-n{c[1]}-l{c[2]}-pp{c[7]}")
 def test_optimize_equals_brute_force_seeded(case):
     check(*case)
+
+
+@pytest.mark.parametrize("case", _seeded_cases(8), ids=lambda c: f"cp-seed{c[0]}-n{c[1]}-l{c[2]}-pp{c[7]}")
+def test_optimize_with_context_parallelism_equals_brute_force(case):
+    """The same, with cp in {1, 2} enumerated (fused attention, which context parallelism needs)."""
+    seed, n, layers, heads, gb, limit_mb, _, pp = case
+    check(seed, n, layers, heads, gb, limit_mb, False, pp, cp=(1, 2))
