@@ -177,6 +177,12 @@ def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) 
     t0 = time.perf_counter()
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
     plans = candidate_plans(model.cfg, n_devices, global_batch, max_tp, model.software.attention, **choices)
+    split = [p for p in plans if model.seq_len % (2 * p.cp) == 0 or p.cp == 1]
+    if plans and not split:
+        cps = sorted({p.cp for p in plans})
+        raise ConfigError(f"context parallelism splits each sequence into 2*cp chunks: seq_len={model.seq_len} is "
+                          f"not a multiple of 2*cp for cp in {cps}; change seq_len or cp")
+    plans = split
     if not plans:
         raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
                                f"{global_batch} and choices {choices or 'default'}: check that tp divides "

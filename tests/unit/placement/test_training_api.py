@@ -119,3 +119,5 @@ def test_context_parallelism_splits_sequences_and_reduces_gradients_over_cp_and_
     best = {cp: optimize(cfg, cl, 32, 4096, software=MEGATRON_CORE, cp=cp)[1].step_time_s for cp in (1, 2)}
     both = optimize(cfg, cl, 32, 4096, software=MEGATRON_CORE, cp=(1, 2))[1]
     assert both.step_time_s == pytest.approx(min(best.values()))
+    with pytest.raises(ConfigError, match="multiple of 2\\*cp"):
+        optimize(cfg, cl, 32, 4098, software=MEGATRON_CORE, cp=2)
