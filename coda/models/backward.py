@@ -3,7 +3,8 @@
 Rules, per forward op `Y = op(X, W)` with output gradient dY:
 - matmul `C[m,n] = A[m,k] B[k,n]`: `dA = dC B^T` -> matmul(m, n, k) (".dgrad") and
   `dB = A^T dC` -> matmul(k, m, n) (".wgrad" when B is a weight, ".dgrad_b" otherwise).
-  Exactly twice the forward FLOPs.
+  Exactly twice the forward FLOPs. An FP8 matmul first casts dC (bf16) to FP8 (".cast_grad").
+- cast (to FP8 before a GEMM): an identity.
 - attention: one fused FlashAttention-2 backward op (`ops.attention_backward`).
 - elementwise: reads dY and the saved inputs, writes one gradient per input; an `add` only
   accumulates gradients (reads dY and the residual gradient, writes one); a dropout reads dY
@@ -21,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from coda.models.graph import OpGraph
-from coda.models.ops import Op, attention_backward, collective, matmul
+from coda.models.ops import Op, attention_backward, cast, collective, matmul
 from coda.units import dtype_bytes
 
 _CONJUGATE = {"all_gather": "reduce_scatter", "reduce_scatter": "all_gather", "all_to_all": "all_to_all",
@@ -42,10 +43,14 @@ def backward_ops(op: Op) -> tuple[list[Op], Op | None]:
         b, m, k, n = d["batch"], d["m"], d["k"], d["n"]
         dgrad = matmul(m, n, k, batch=b, dtype=op.dtype, name=f"{op.name}.dgrad")
         other = matmul(k, m, n, batch=b, dtype=op.dtype, name=f"{op.name}.{'wgrad' if op.param_bytes else 'dgrad_b'}")
+        if op.dtype == "fp8":
+            return [cast(b * m * n, "bf16", "fp8", name=f"{op.name}.cast_grad"), dgrad, other], dgrad
         return [dgrad, other], dgrad
     if op.kind == "attention":
         bwd = attention_backward(op)
         return [bwd], bwd
+    if op.kind == "elementwise" and d.get("fn") == "cast":
+        return [], None  # straight-through: the gradient of a quantisation is the identity
     if op.kind == "elementwise":
         n, n_in = d["n_elements"], d["n_inputs"]
         if d.get("fn") == "add":

@@ -46,7 +46,7 @@ class _Dims:
     """Resolved per-device sizes of one build, validated once."""
 
     def __init__(self, cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, sp: bool,
-                 context_len: int | None, cp: int = 1) -> None:
+                 context_len: int | None, cp: int = 1, dtype: str = "bf16", attention_kernel: str = "fa2") -> None:
         if phase not in PHASES:
             raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
         for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp)):
@@ -62,6 +62,12 @@ class _Dims:
             raise ConfigError(f"context parallelism splits each sequence into 2*cp = {2 * cp} chunks; seq_len="
                               f"{seq_len} is not a multiple of {2 * cp}")
         self.b = batch
+        # FP8 (Transformer Engine / TensorRT-LLM recipe): the block GEMMs run in FP8 on inputs cast
+        # just before them; activations, norms, the embedding and the LM head stay in bf16, and so
+        # does attention in training (its KV cache is FP8 when serving).
+        self.gemm_dt = dtype
+        self.attention_kernel = attention_kernel
+        self.attn_dt = activation_dtype(dtype) if phase in ("forward", "backward", "optimizer") else dtype
         if phase == "decode":
             self.s = 1
             self.c = (seq_len - 1 if context_len is None else context_len) + 1
@@ -91,6 +97,22 @@ class _Dims:
         self.T_sp = self.T // tp if self.sp else self.T  # rows of norms and residual adds
 
 
+def activation_dtype(dtype: str) -> str:
+    """Element type of activations, norms and stored weights for a build `dtype`: bf16 for FP8
+    (only the block GEMMs run in FP8), else `dtype` itself."""
+    return "bf16" if dtype == "fp8" else dtype
+
+
+def _gemm(g: OpGraph, x: _Dims, m: int, k: int, n: int, name: str, after: list[Op], batch: int = 1,
+          weight: bool = True, bias: bool = False, after_norm: bool = False) -> Op:
+    """A block GEMM; in FP8, preceded by the cast of its activation input (`batch*m*k` elements),
+    except after a norm, whose kernel writes the FP8 cast itself (Transformer Engine's
+    LayerNormLinear / LayerNormMLP, which Megatron-Core uses for QKV and the MLP input)."""
+    if x.gemm_dt == "fp8" and not after_norm:
+        after = [g.add(O.cast(batch * m * k, "bf16", "fp8", name=f"{name}.cast"), after=after)]
+    return g.add(O.matmul(m, k, n, batch=batch, dtype=x.gemm_dt, name=name, weight=weight, bias=bias), after=after)
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in (1, 2, 4, 8, 16, 32, 64, 128) if n % d == 0]
 
@@ -114,7 +136,8 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     d = cfg.head_dim
     assert d is not None
     if impl == "fused":
-        return g.add(O.attention(x.b, x.a_t, x.g_t, x.s, x.c, d, cfg.causal, dt, name="attention"), after=[prev])
+        return g.add(O.attention(x.b, x.a_t, x.g_t, x.s, x.c, d, cfg.causal, x.attn_dt, name="attention",
+                                 kernel=x.attention_kernel), after=[prev])
     bh = x.b * x.a_t
     scores = g.add(O.matmul(x.s, d, x.c, batch=bh, dtype=dt, name="attn_scores"), after=[prev])
     mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),
@@ -129,21 +152,19 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
     h, width = cfg.hidden, (2 if cfg.gated else 1) * x.f_t
     act_inputs = 2 if cfg.gated else 1
     if not cfg.is_moe:
-        up = g.add(O.matmul(x.T, h, width, dtype=dt, name="mlp_up", weight=True, bias=cfg.bias), after=[prev])
+        up = _gemm(g, x, x.T, h, width, "mlp_up", [prev], bias=cfg.bias, after_norm=not x.sp)
         act = g.add(O.elementwise(x.T * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="mlp_act", fn=cfg.mlp),
                     after=[up])
-        return g.add(O.matmul(x.T, x.f_t, h, dtype=dt, name="mlp_down", weight=True, bias=cfg.bias), after=[act])
+        return _gemm(g, x, x.T, x.f_t, h, "mlp_down", [act], bias=cfg.bias)
     E, k = cfg.n_experts, cfg.experts_per_token
     per_expert = math.ceil(x.T * k / E)
     router = g.add(O.matmul(x.T, h, E, dtype=dt, name="router", weight=True), after=[prev])
     gates = g.add(O.softmax(x.T, E, dt, name="router_softmax"), after=[router])
     dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
-    up = g.add(O.matmul(per_expert, h, width, batch=E, dtype=dt, name="expert_up", weight=True, bias=cfg.bias),
-               after=[dispatch])
+    up = _gemm(g, x, per_expert, h, width, "expert_up", [dispatch], batch=E, bias=cfg.bias)
     act = g.add(O.elementwise(E * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="expert_act",
                               fn=cfg.mlp), after=[up])
-    down = g.add(O.matmul(per_expert, x.f_t, h, batch=E, dtype=dt, name="expert_down", weight=True, bias=cfg.bias),
-                 after=[act])
+    down = _gemm(g, x, per_expert, x.f_t, h, "expert_down", [act], batch=E, bias=cfg.bias)
     return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
 
 
@@ -161,14 +182,13 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool) -> tup
     act_bytes = x.T * h * e
     ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
     pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
-    qkv = g.add(O.matmul(x.T, h, (x.a_t + 2 * x.g_t) * d, dtype=dt, name="qkv", weight=True, bias=cfg.bias),
-                after=[pre])
+    qkv = _gemm(g, x, x.T, h, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)
     q = qkv
     if cfg.position == "rope":
         q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
                   after=[qkv])
     attn = _attention(g, cfg, x, impl, dt, q, dropout)
-    proj = g.add(O.matmul(x.T, x.a_t * d, h, dtype=dt, name="out_proj", weight=True, bias=cfg.bias), after=[attn])
+    proj = _gemm(g, x, x.T, x.a_t * d, h, "out_proj", [attn], bias=cfg.bias)
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
     add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
     ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
@@ -218,7 +238,7 @@ def _head(cfg: ModelConfig, x: _Dims, phase: str, dt: str) -> OpGraph:
 def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
     """Adam over the parameters the forward graph owns on this device (ZeRO sharding is placement's)."""
     g = OpGraph(name=name)
-    n = int(round(fwd.param_bytes() / dtype_bytes(dt)))
+    n = int(round(fwd.param_count()))
     low = dtype_bytes(dt) if dt != "fp32" else 0
     g.add(Op(f"{name}.adam", "elementwise", (("n_elements", n), ("n_inputs", 4), ("n_outputs", 3), ("fn", "adam")),
              flops=float(ADAM_FLOPS_PER_PARAM * n), bytes_read=16.0 * n, bytes_written=float((12 + low) * n),
@@ -228,7 +248,7 @@ def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
 
 def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
           context_len: int | None = None, dtype: str = "bf16", attention: str = "fused",
-          dropout: bool = False, cp: int = 1) -> ModelGraph:
+          dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2") -> ModelGraph:
     """Operator graphs of one device's share of `cfg` in one phase.
 
     Args:
@@ -249,6 +269,7 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
             each sequence (Megatron-Core's load-balanced split into 2*cp chunks, so seq_len must be
             a multiple of 2*cp) whose queries attend to all `seq_len` keys; the ring exchange of
             keys and values is timed by `coda.placement`, not a graph op.
+        attention_kernel: ``fa2`` or ``fa3`` (`coda.models.ops.attention`), fused attention only.
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
@@ -260,17 +281,18 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
     if attention not in ATTENTION_IMPLS:
         raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
     dtype_bytes(dtype)
-    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp)
+    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp, dtype, attention_kernel)
+    act = activation_dtype(dtype)
     if dropout and phase in ("prefill", "decode"):
         raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")
     graph_phase = "forward" if phase in ("backward", "optimizer") else phase
-    emb = _embedding(cfg, x, dtype)
-    block, bwd_reduce = _block(cfg, x, attention, dtype, dropout)
-    head = _head(cfg, x, graph_phase, dtype)
+    emb = _embedding(cfg, x, act)
+    block, bwd_reduce = _block(cfg, x, attention, act, dropout)
+    head = _head(cfg, x, graph_phase, act)
     if phase == "backward":
         emb, block, head = backward_graph(emb), backward_graph(block, bwd_reduce), backward_graph(head)
     elif phase == "optimizer":
-        emb, block, head = (_optimizer(emb, "embedding", dtype), _optimizer(block, "block", dtype),
-                            _optimizer(head, "head", dtype))
+        emb, block, head = (_optimizer(emb, "embedding", act), _optimizer(block, "block", act),
+                            _optimizer(head, "head", act))
     layers = ((emb, 1), (block, cfg.n_layers), (head, 1))
     return ModelGraph(cfg, phase, batch, seq_len, x.c - x.s, tp, x.sp, dtype, attention, layers)

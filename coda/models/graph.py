@@ -12,6 +12,7 @@ import pandas as pd
 
 from coda.models.config import ModelConfig
 from coda.models.ops import Op
+from coda.units import dtype_bytes
 
 
 class OpGraph(nx.DiGraph):
@@ -51,6 +52,10 @@ class OpGraph(nx.DiGraph):
 
     def param_bytes(self) -> float:
         return sum(op.param_bytes for op in self.nodes)
+
+    def param_count(self) -> float:
+        """Parameters the ops read (their bytes over each op's element size: FP8 GEMMs read 1-byte copies)."""
+        return sum(op.param_bytes / dtype_bytes(op.dtype) for op in self.nodes)
 
     def signature(self) -> str:
         """A content hash (ops and edges), stable across runs: the key for caching schedules."""
@@ -94,6 +99,9 @@ class ModelGraph:
 
     def param_bytes(self) -> float:
         return self._total(OpGraph.param_bytes)
+
+    def param_count(self) -> float:
+        return self._total(OpGraph.param_count)
 
     def ops(self) -> Iterator[tuple[Op, int]]:
         """Every op with its repeat count, in layer order."""

@@ -132,6 +132,17 @@ def elementwise(n_elements: int, flops_per_element: float = 1.0, n_inputs: int =
     )
 
 
+def cast(n_elements: int, src: str = "bf16", dst: str = "fp8", name: str = "cast") -> Op:
+    """Quantise `n_elements` from `src` to `dst` (Transformer Engine's cast before an FP8 GEMM;
+    the amax reduction is fused into it): reads `src` bytes, writes `dst` bytes, 2 FLOPs per
+    element (scale, convert). Its backward is an identity (the gradient passes straight through).
+    """
+    _positive(n_elements=n_elements)
+    return Op(name, "elementwise", (("n_elements", n_elements), ("n_inputs", 1), ("n_outputs", 1), ("fn", "cast")),
+              flops=2.0 * n_elements, bytes_read=float(n_elements * dtype_bytes(src)),
+              bytes_written=float(n_elements * dtype_bytes(dst)), param_bytes=0.0, dtype=dst)
+
+
 def dropout(n_elements: int, dtype: str = "bf16", name: str = "dropout", residual: bool = False) -> Op:
     """Training dropout over `n_elements`: reads x (and, fused with the residual add as Megatron's
     `bias_dropout_add` does, the residual), writes y and a 1-byte keep mask; 2 FLOPs per element
@@ -192,15 +203,22 @@ def softmax(rows: int, cols: int, dtype: str = "bf16", name: str = "softmax") ->
     )
 
 
+ATTENTION_KERNELS = ("fa2", "fa3")
+
+
 def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int,
-              causal: bool = True, dtype: str = "bf16", name: str = "attention") -> Op:
+              causal: bool = True, dtype: str = "bf16", name: str = "attention", kernel: str = "fa2") -> Op:
     """Fused (FlashAttention-style) attention `O = softmax(Q K^T / sqrt(d)) V`.
 
     Shapes: Q, O `[batch, heads, q_len, head_dim]`; K, V `[batch, kv_heads, kv_len, head_dim]`.
     FLOPs `4*batch*heads*q_len*kv_len*head_dim` (QK^T and PV, full matrix; see module doc).
     Bytes: Q, K, V read once, O written once; the score matrix never leaves the chip.
+    `kernel`: ``fa2`` (FlashAttention-2) or ``fa3`` (FlashAttention-3 / cuDNN-class kernels that
+    use Hopper's asynchronous tensor cores); predictors may time them differently.
     """
     _positive(batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len, head_dim=head_dim)
+    if kernel not in ATTENTION_KERNELS:
+        raise ConfigError(f"attention kernel {kernel!r} must be one of {', '.join(ATTENTION_KERNELS)}")
     if heads % kv_heads:
         raise ConfigError(f"kv_heads={kv_heads} must divide heads={heads}")
     e = dtype_bytes(dtype)
@@ -209,7 +227,7 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
     return Op(
         name, "attention",
         (("batch", batch), ("heads", heads), ("kv_heads", kv_heads), ("q_len", q_len), ("kv_len", kv_len),
-         ("head_dim", head_dim), ("causal", bool(causal))),
+         ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ()),
         flops=4.0 * batch * heads * q_len * kv_len * head_dim,
         bytes_read=float((q + kv) * e),
         bytes_written=float(q * e),

@@ -22,7 +22,9 @@ import numpy as np
 
 from coda.arch.clusters import Cluster, CollectiveCost
 from coda.errors import ConfigError
+from coda.models.builder import activation_dtype
 from coda.models.config import ModelConfig
+from coda.models.ops import ATTENTION_KERNELS
 from coda.placement import costs as C
 from coda.placement.plan import Plan
 from coda.units import dtype_bytes
@@ -43,6 +45,8 @@ class Software:
         pp_overlap: pipeline send/recv overlaps with compute (False: blocking, as in Megatron-LM 2021).
         scatter_gather: Megatron's scatter/gather optimisation: each of the t ranks sends 1/t of
             a pipeline message, then an NVLink all-gather rebuilds it (Narayanan et al. SC'21 section 4.1).
+        attention_kernel: fused attention kernel generation: ``fa2`` (FlashAttention-2) or ``fa3``
+            (FlashAttention-3 / cuDNN fused attention on Hopper); see `coda.models.ops.attention`.
         dropout: training dropout kernels (attention probabilities when unfused; residual branches
             fused with their adds), as Megatron-LM's defaults (0.1) apply them; see `coda.models.build`.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
@@ -54,12 +58,16 @@ class Software:
     pp_overlap: bool = field(default=False, metadata={"help": "overlap pipeline send/recv with compute"})
     scatter_gather: bool = field(default=True, metadata={"help": "Megatron scatter/gather for pipeline messages"})
     dropout: bool = field(default=False, metadata={"help": "model training dropout kernels"})
+    attention_kernel: str = field(default="fa2", metadata={"help": "fused attention generation: fa2 | fa3"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_IMPLS:
             raise ConfigError(f"Software.attention={self.attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
+        if self.attention_kernel not in ATTENTION_KERNELS:
+            raise ConfigError(f"Software.attention_kernel={self.attention_kernel!r} must be one of "
+                              f"{', '.join(ATTENTION_KERNELS)}")
         if not self.reserved_bytes >= 0:
             raise ConfigError(f"Software.reserved_bytes={self.reserved_bytes!r} must be >= 0")
 
@@ -68,10 +76,10 @@ class Software:
 # 2022; gradient all-reduce after the backward pass; blocking pipeline p2p; scatter/gather on).
 MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True, dropout=True,
                          name="megatron-lm-2021")
-# Megatron-Core as in NVIDIA's 2025 performance runs: fused (cuDNN / Transformer Engine) attention,
+# Megatron-Core as in NVIDIA's 2025 performance runs: cuDNN fused attention (FA3-class on Hopper),
 # --overlap-grad-reduce, overlapped pipeline p2p, scatter/gather; no dropout (Llama).
 MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
-                         name="megatron-core")
+                         attention_kernel="fa3", name="megatron-core")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
 
@@ -196,13 +204,20 @@ class CostModel:
         return self.cluster.device
 
     @property
+    def storage_dtype(self) -> str:
+        """Element type of stored weights, gradients, activations and messages: bf16 when training
+        in FP8 (only the block GEMMs run in FP8, `coda.models.builder.activation_dtype`)."""
+        return activation_dtype(self.dtype)
+
+    @property
     def memory_limit(self) -> float:
         return C.device_memory_bytes(self.device) - self.software.reserved_bytes
 
     def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1) -> C.LayerProfile:
         """The cached layer profile for (tp, micro-batch, SP, cp)."""
         return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.attention, self.layer_time, self.software.dropout, cp)
+                               self.software.attention, self.layer_time, self.software.dropout, cp,
+                               self.software.attention_kernel)
 
     def prefetch(self, keys: list[tuple[int, int, bool, int]]) -> None:
         """Profile several (tp, micro-batch, SP, cp) keys in one batch (one predictor call on GPUs);
@@ -215,7 +230,7 @@ class CostModel:
                 continue
             ok.append((tp, mb, sp, cp))
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time,
-                         self.software.dropout)
+                         self.software.dropout, self.software.attention_kernel)
 
     def terms(self, plan: Plan) -> PlanTerms:
         """Chain arrays and communication constants of a (validated) plan."""
@@ -263,7 +278,8 @@ def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> 
     """
     cfg, cp, tp = model.cfg, plan.cp, plan.tp
     g_t = max((cfg.n_kv_heads or cfg.n_heads) // tp, 1)
-    kv_bytes = plan.micro_batch * (model.seq_len // cp) * 2 * g_t * (cfg.head_dim or 0) * dtype_bytes(model.dtype)
+    e = dtype_bytes(model.storage_dtype)
+    kv_bytes = plan.micro_batch * (model.seq_len // cp) * 2 * g_t * (cfg.head_dim or 0) * e
     step = max(collective_cost(model.cluster, "send_recv", (k * tp, ((k + 1) % cp) * tp)).time(kv_bytes)
                for k in range(cp))
     ring = (cp - 1) * step
@@ -275,7 +291,7 @@ def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> 
 @lru_cache(maxsize=2048)
 def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str, sp: bool, zero: int,
            v: int, cp: int = 1) -> PlanTerms:
-    cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.dtype)
+    cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.storage_dtype)
     prof = model.profile(tp, mb, sp, cp)
     plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb, recompute=recompute,
                 sequence_parallel=sp, zero=zero, cp=cp)
@@ -313,9 +329,11 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     weight_b, grad_b = e * P / shard3, e * P / shard3
     optim_b = optimizer_bytes_per_param(model.dtype) * P / (shard if zero >= 1 else 1)
 
-    blk_stored, blk_full = C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, model.dtype)
-    emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, model.dtype)
-    head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, model.dtype)
+    act_dt = model.storage_dtype
+    blk_stored, blk_full = C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, act_dt,
+                                                    model.dtype)
+    emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
+    head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
     act = expand((emb_act, blk_stored, head_act))
     work = expand((0.0, blk_full - blk_stored, head_work))
 

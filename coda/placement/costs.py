@@ -191,8 +191,9 @@ class _Graphs:
 
 
 def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str,
-            dropout: bool, cp: int) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout, cp=cp)
+            dropout: bool, cp: int, kernel: str) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout, cp=cp,
+                              attention_kernel=kernel)
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
     opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention, cp=cp).layers[1][0]
@@ -200,9 +201,8 @@ def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bo
 
 
 def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: list[float]) -> LayerProfile:
-    e = dtype_bytes(dtype)
     f_t, b_t, c_t, opt_t = times[0:3], times[3:6], times[6:9], times[9]
-    block_params = gr.fwd[1].param_bytes() / e
+    block_params = gr.fwd[1].param_count()
 
     def triple(fn: Callable[[int], Any]) -> tuple[Any, Any, Any]:
         return fn(0), fn(1), fn(2)
@@ -211,7 +211,7 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
         fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
         fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i])),
         bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i])),
-        params=triple(lambda i: gr.fwd[i].param_bytes() / e),
+        params=triple(lambda i: gr.fwd[i].param_count()),
         fwd_flops=triple(lambda i: gr.fwd[i].flops()), bwd_flops=triple(lambda i: gr.bwd[i].flops()),
         selective_flops=triple(lambda i: gr.cores[i].flops()),
         table_params=float(math.ceil(cfg.vocab_size / tp) * (cfg.embed_dim or cfg.hidden)),
@@ -240,13 +240,16 @@ _profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
 
 
 def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int]], seq_len: int, dtype: str,
-                   attention: str, layer_time: LayerTimer, dropout: bool = False) -> list[LayerProfile]:
+                   attention: str, layer_time: LayerTimer, dropout: bool = False,
+                   attention_kernel: str = "fa2") -> list[LayerProfile]:
     """Profiles for several (tp, micro_batch, sequence_parallel, cp) keys; the missing ones are
     timed in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, cp, layer_time) for tp, mb, sp, cp in keys]
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, cp, attention_kernel, layer_time)
+            for tp, mb, sp, cp in keys]
     missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout, k[9]) for k in missing]
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout, k[9], attention_kernel)
+                  for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
@@ -255,7 +258,7 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
                   sequence_parallel: bool, attention: str, layer_time: LayerTimer,
-                  dropout: bool = False, cp: int = 1) -> LayerProfile:
+                  dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2") -> LayerProfile:
     """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
 
     Args:
@@ -270,16 +273,18 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
         dropout: time the training dropout kernels (`coda.models.build`).
         cp: context-parallel width: the graphs of one device's `seq_len/cp` tokens (`coda.models.build`).
+        attention_kernel: fused attention kernel generation, ``fa2`` or ``fa3`` (`coda.models.build`).
 
     Raises:
         ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
     """
     return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp)], seq_len, dtype, attention,
-                          layer_time, dropout)[0]
+                          layer_time, dropout, attention_kernel)[0]
 
 
 def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
-                           recompute: str, attention: str, dtype: str) -> tuple[float, float]:
+                           recompute: str, attention: str, dtype: str,
+                           gemm_dtype: str | None = None) -> tuple[float, float]:
     """Activation bytes one block keeps per in-flight micro-batch, and its full working set.
 
     Korthikanti et al. 2022, section 4.1 (see the module docstring), per tensor:
@@ -287,16 +292,21 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     with q = a*d, kv = g*d, f the FFN width and k experts per token; attention scores `5*a*s^2*b / t`
     for unfused attention only. For GPT (q = kv = h, f = 4h) this is `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
 
+    With FP8 GEMMs (`gemm_dtype="fp8"`) the inputs of the four block GEMMs (QKV, output
+    projection, MLP up and down) are stashed as their FP8 casts, as Transformer Engine does: a
+    factor `r = bytes(gemm_dtype) / bytes(dtype)` on those tensors.
+
     Returns:
         (stored, full): bytes stashed for the backward pass under `recompute`, and bytes with
         no recomputation (what a recomputed block materialises again during its backward).
     """
     s, b, t, h = seq_len, micro_batch, tp, cfg.hidden
     scale = dtype_bytes(dtype) / 2
+    r = dtype_bytes(gemm_dtype or dtype) / dtype_bytes(dtype)
     k = cfg.experts_per_token
-    replicated = 10.0 * s * b * h / (t if sequence_parallel else 1)
-    split = s * b * (4 * cfg.q_dim + 4 * cfg.kv_dim + k * (2 * cfg.ffn_hidden * (2 if cfg.gated else 1)
-                                                            + 2 * cfg.ffn_hidden)) / t
+    replicated = (6.0 + 4.0 * r) * s * b * h / (t if sequence_parallel else 1)
+    split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * (2 * cfg.ffn_hidden * (2 if cfg.gated else 1)
+                                                                      + 2 * r * cfg.ffn_hidden)) / t
     scores = 5.0 * cfg.n_heads * s * s * b / t if attention == "unfused" else 0.0
     full = (replicated + split + scores) * scale
     if recompute == "none":

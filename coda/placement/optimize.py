@@ -118,7 +118,7 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
 def _bound_data(model: CostModel) -> Any:
     """Per-(tp, mb, sp, recompute) sums for the lower bound, computed once per search."""
     cache: dict[tuple[Any, ...], tuple[float, float]] = {}
-    cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.dtype)
+    cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
 
     def sums(plan: Plan) -> tuple[float, float]:
         key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp)
@@ -218,7 +218,8 @@ def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) 
         results.append(r)
         best = min(best, r.step_time_s)
     if not results:
-        total = model.cfg.param_count() * (2 * dtype_bytes(model.dtype) + optimizer_bytes_per_param(model.dtype))
+        per_param = 2 * dtype_bytes(model.storage_dtype) + optimizer_bytes_per_param(model.dtype)
+        total = model.cfg.param_count() * per_param
         raise InfeasibleDesign(
             f"{model.cfg.name} fits under no plan on {n_devices} x {model.cluster.device_name} "
             f"({fmt_bytes(limit)} each) with global batch {global_batch}, seq {model.seq_len}: the least static memory "

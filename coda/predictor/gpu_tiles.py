@@ -103,15 +103,18 @@ DEFAULT_STREAM_FRACTION = sum(MEASURED_STREAM_FRACTION.values()) / len(MEASURED_
 
 # FlashAttention-2's best forward utilisation per architecture: up to 73% of peak on A100
 # (Dao 2023, "FlashAttention-2", section 4.1) but 35% on H100 (Shah et al. 2024,
-# "FlashAttention-3", section 1), which its Ampere-style mma.sync kernels cannot feed. The
-# attention fit is on A100, so other architectures scale its tensor ceiling by the ratio.
-FLASH_ATTENTION_FRACTION = {"ampere": 0.73, "hopper": 0.35}
+# "FlashAttention-3", section 1), which its Ampere-style mma.sync kernels cannot feed.
+# FlashAttention-3-class kernels (FA3, cuDNN fused attention) reach 75% on H100 in BF16 (740
+# TFLOP/s, Shah et al. 2024, section 1); on Ampere they are FlashAttention-2. The attention fit
+# is on A100 (FA2), so other architectures and kernels scale its tensor ceiling by the ratio.
+FLASH_ATTENTION_FRACTION = {"fa2": {"ampere": 0.73, "hopper": 0.35}, "fa3": {"hopper": 0.75}}
 
 
-def attention_peak_scale(g: GPU) -> float:
-    """Factor on the tensor peak for fused attention on `g`, relative to the Ampere fit."""
-    ampere = FLASH_ATTENTION_FRACTION["ampere"]
-    return FLASH_ATTENTION_FRACTION.get(g.architecture, ampere) / ampere
+def attention_peak_scale(g: GPU, kernel: str = "fa2") -> float:
+    """Factor on the tensor peak for fused attention with `kernel` on `g`, relative to the Ampere fit."""
+    fa2 = FLASH_ATTENTION_FRACTION["fa2"]
+    frac = FLASH_ATTENTION_FRACTION.get(kernel, fa2).get(g.architecture, fa2.get(g.architecture, fa2["ampere"]))
+    return frac / fa2["ampere"]
 
 
 def stream_bw(g: GPU) -> float:
@@ -329,16 +332,16 @@ def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
     """Column arrays, one entry per (op, gpu) pair, with the numbers the vectorised models need."""
     labels: list[tuple[str, str, str, str]] = []
     numbers: list[tuple[float, ...]] = []
-    device: dict[tuple[int, str, bool], tuple[float, ...]] = {}
+    device: dict[tuple[int, str, bool, str], tuple[float, ...]] = {}
     for op, g in zip(ops, gpus):
         reject_collective(op)
         d = op.dims
         attn = op.kind in ("attention", "attention_bwd")
         tensor = attn or op.kind == "matmul"
-        key = (id(g), op.dtype, tensor)
+        key = (id(g), op.dtype, tensor, d.get("kernel", "fa2"))
         if key not in device:
             peak, simt_peak, sms, bw, peak_bw = _device_features(g, op.dtype, tensor)
-            device[key] = (peak, peak * attention_peak_scale(g), simt_peak, sms, bw, peak_bw)
+            device[key] = (peak, peak * attention_peak_scale(g, key[3]), simt_peak, sms, bw, peak_bw)
         peak, attn_peak, simt_peak, sms, bw, peak_bw = device[key]
         labels.append((op.kind, stream_key(op), _core_class(op), g.architecture))
         numbers.append((op.flops, op.bytes, dtype_bytes(op.dtype), attn_peak if attn else peak, simt_peak, sms, bw,
