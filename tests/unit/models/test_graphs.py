@@ -218,3 +218,23 @@ def test_context_parallel_share_of_a_device(cp):
         build(c, "forward", 1, 4096 + 2, cp=cp)
     with pytest.raises(ConfigError, match="training phases"):
         build(c, "decode", 1, 4096, cp=cp)
+
+
+def test_fp8_runs_block_gemms_in_fp8_and_the_rest_in_bf16():
+    """FP8 as Transformer Engine runs it: the four block GEMMs in FP8 on inputs cast just before
+    them (the cast fused into the norm for QKV and MLP-up), every other op in bf16; the backward
+    casts each GEMM's output gradient; FLOPs and parameters equal the bf16 build's."""
+    c = models.get("llama2-7b")
+    f8, b16 = build(c, "forward", 2, 512, dtype="fp8"), build(c, "forward", 2, 512, dtype="bf16")
+    block = f8.layers[1][0]
+    gemms = {op.name: op.dtype for op in block.nodes if op.kind == "matmul"}
+    assert gemms == {"qkv": "fp8", "out_proj": "fp8", "mlp_up": "fp8", "mlp_down": "fp8"}
+    assert {op.dtype for op in block.nodes if op.kind != "matmul" and op.dims.get("fn") != "cast"} == {"bf16"}
+    casts = {op.name: op for op in block.nodes if op.dims.get("fn") == "cast"}
+    assert set(casts) == {"out_proj.cast", "mlp_down.cast"}
+    assert casts["mlp_down.cast"].bytes == 2 * 512 * c.ffn_hidden * (2 + 1)
+    assert f8.flops(("matmul",)) == b16.flops(("matmul",)) and f8.param_count() == pytest.approx(b16.param_count())
+    bwd = build(c, "backward", 2, 512, dtype="fp8").layers[1][0]
+    assert {op.name for op in bwd.nodes if op.name.endswith("cast_grad")} == {f"{g}.cast_grad" for g in gemms}
+    head = f8.layers[2][0]
+    assert {op.dtype for op in head.nodes} == {"bf16"}  # the LM head stays in bf16
