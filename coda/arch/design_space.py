@@ -13,12 +13,15 @@ area <= the TPUv4-like chip's 22 nm area and (area >= 30% of it, or `n_tc == 1`,
 
 from __future__ import annotations
 
+import gzip
 import itertools
+import json
 import math
 import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,16 @@ from coda.arch import power as power_model
 from coda.arch.accelerators import Accelerator, tpuv4_like
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.units import GiB, MiB
+
+# PHAZE's cores.json columns, and the same fields of a `DesignSpace` frame
+PHAZE_KEY = ("num_tc", "num_vc", "width", "depth", "width_vc", "GLB_Buffer")
+SPACE_KEY = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes")
+
+
+def phaze_cores() -> pd.DataFrame:
+    """PHAZE's 29,360 accelerator configurations with their area (shipped: coda/data/phaze)."""
+    with resources.files("coda").joinpath("data/phaze/cores.json.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:
+        return pd.DataFrame(json.load(fh))
 
 
 def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:

@@ -8,11 +8,8 @@ tables, with the fitted / held-out split of each, are in those reports.
 
 from __future__ import annotations
 
-import gzip
-import json
 import statistics
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -21,24 +18,13 @@ import pandas as pd
 from coda.arch import area
 from coda.arch.accelerators import tdp_comparison, tpuv4_like
 from coda.arch.collectives_fit import REPORT_MIN_BYTES, collectives_report
-from coda.arch.design_space import DesignSpace
+from coda.arch.design_space import PHAZE_KEY, SPACE_KEY, DesignSpace, phaze_cores
 from coda.evaluate.e2e_validation import e2e_errors
 from coda.evaluate.training_validation import megatron_table, mpt_table
 from coda.predictor.calibrate import HELD_OUT_GPU
 from coda.predictor.validation import kernel_errors
 
 COLUMNS = ("area", "check", "target", "value", "met")
-# PHAZE's cores.json columns, and the same fields of a DesignSpace frame
-PHAZE_KEY = ("num_tc", "num_vc", "width", "depth", "width_vc", "GLB_Buffer")
-SPACE_KEY = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes")
-
-
-def phaze_cores() -> pd.DataFrame:
-    """PHAZE's 29,360 accelerator configurations with their area (shipped, coda/data/phaze)."""
-    with resources.files("coda").joinpath("data/phaze/cores.json.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:
-        return pd.DataFrame(json.load(fh))
-
-
 def _rows() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 

@@ -71,6 +71,11 @@ class Software:
         if not self.reserved_bytes >= 0:
             raise ConfigError(f"Software.reserved_bytes={self.reserved_bytes!r} must be >= 0")
 
+    @property
+    def graph_options(self) -> C.GraphOptions:
+        """The graph-building choices of this software (`costs.GraphOptions`)."""
+        return C.GraphOptions(self.attention, self.dropout, self.attention_kernel)
+
 
 # Megatron-LM as benchmarked in Narayanan et al. SC'21 (no FlashAttention, which appeared in
 # 2022; gradient all-reduce after the backward pass; blocking pipeline p2p; scatter/gather on).
@@ -216,8 +221,7 @@ class CostModel:
     def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1) -> C.LayerProfile:
         """The cached layer profile for (tp, micro-batch, SP, cp)."""
         return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.attention, self.layer_time, self.software.dropout, cp,
-                               self.software.attention_kernel)
+                               self.software.graph_options, self.layer_time, cp)
 
     def prefetch(self, keys: list[tuple[int, int, bool, int]]) -> None:
         """Profile several (tp, micro-batch, SP, cp) keys in one batch (one predictor call on GPUs);
@@ -229,8 +233,8 @@ class CostModel:
             except ConfigError:
                 continue
             ok.append((tp, mb, sp, cp))
-        C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.attention, self.layer_time,
-                         self.software.dropout, self.software.attention_kernel)
+        C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.graph_options,
+                         self.layer_time)
 
     def terms(self, plan: Plan) -> PlanTerms:
         """Chain arrays and communication constants of a (validated) plan."""

@@ -32,7 +32,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from coda.errors import ConfigError
@@ -177,6 +177,16 @@ def graph_collectives(graph: OpGraph) -> tuple[tuple[str, float], ...]:
                         if op.kind == "collective"))
 
 
+@dataclass(frozen=True)
+class GraphOptions:
+    """How the framework builds a layer's graphs: the `coda.models.build` keywords that are not
+    sizes (`Software.graph_options`)."""
+
+    attention: str = "fused"
+    dropout: bool = False
+    attention_kernel: str = "fa2"
+
+
 @dataclass(frozen=True, eq=False)
 class _Graphs:
     """The graphs one profile times: forward, backward (3 each), attention cores (3), block optimizer."""
@@ -190,13 +200,12 @@ class _Graphs:
         return [*self.fwd, *self.bwd, *self.cores, self.block_opt]
 
 
-def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, attention: str,
-            dropout: bool, cp: int, kernel: str) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, attention=attention, dropout=dropout, cp=cp,
-                              attention_kernel=kernel)
+def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, cp: int,
+            options: GraphOptions) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, cp=cp, **asdict(options))
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
-    opt = build(cfg, "optimizer", mb, seq_len, tp=tp, dtype=dtype, attention=attention, cp=cp).layers[1][0]
+    opt = build(cfg, "optimizer", mb, seq_len, **kw).layers[1][0]
     return _Graphs(fwd, bwd, tuple(_core(g) for g in fwd), opt)
 
 
@@ -240,16 +249,13 @@ _profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
 
 
 def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int]], seq_len: int, dtype: str,
-                   attention: str, layer_time: LayerTimer, dropout: bool = False,
-                   attention_kernel: str = "fa2") -> list[LayerProfile]:
+                   options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
     """Profiles for several (tp, micro_batch, sequence_parallel, cp) keys; the missing ones are
     timed in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, attention, dropout, cp, attention_kernel, layer_time)
-            for tp, mb, sp, cp in keys]
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, cp, options, layer_time) for tp, mb, sp, cp in keys]
     missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], attention, dropout, k[9], attention_kernel)
-                  for k in missing]
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
@@ -257,8 +263,7 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
 
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
-                  sequence_parallel: bool, attention: str, layer_time: LayerTimer,
-                  dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2") -> LayerProfile:
+                  sequence_parallel: bool, options: GraphOptions, layer_time: LayerTimer, cp: int = 1) -> LayerProfile:
     """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
 
     Args:
@@ -269,17 +274,15 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         seq_len: tokens per sequence s.
         dtype: element type of weights and activations.
         sequence_parallel: Megatron sequence parallelism.
-        attention: ``fused`` (FlashAttention) or ``unfused`` (bmm, mask, softmax, bmm).
+        options: attention implementation and kernel, dropout (`GraphOptions`).
         layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
-        dropout: time the training dropout kernels (`coda.models.build`).
         cp: context-parallel width: the graphs of one device's `seq_len/cp` tokens (`coda.models.build`).
-        attention_kernel: fused attention kernel generation, ``fa2`` or ``fa3`` (`coda.models.build`).
 
     Raises:
         ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
     """
-    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp)], seq_len, dtype, attention,
-                          layer_time, dropout, attention_kernel)[0]
+    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp)], seq_len, dtype, options,
+                          layer_time)[0]
 
 
 def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,19 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import coda
 from coda.arch import area, power
 from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.arch.design_space import phaze_cores
 from coda.errors import ConfigError
 from coda.units import KiB, MiB
-
-CORES = Path(coda.__file__).parent / "data" / "phaze" / "cores.json.gz"
 
 
 @pytest.fixture(scope="module")
 def cores() -> pd.DataFrame:
-    with gzip.open(CORES, "rt") as fh:
-        return pd.DataFrame(json.load(fh))
+    return phaze_cores()
 
 
 def test_area_model_reproduces_every_phaze_row(cores):

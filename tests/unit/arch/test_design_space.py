@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-import coda
 from coda.arch import design_space as ds_module
 from coda.arch.accelerators import Accelerator, tpuv4_like
-from coda.arch.design_space import DesignSpace, powers_of_two
+from coda.arch.design_space import PHAZE_KEY, SPACE_KEY, DesignSpace, phaze_cores, powers_of_two
 from coda.errors import CodaError, ConfigError, InfeasibleDesign
 from coda.units import GiB, MiB
 
-CORES = Path(coda.__file__).parent / "data" / "phaze" / "cores.json.gz"
-KEY = ["num_tc", "num_vc", "width", "depth", "width_vc", "GLB_Buffer"]
-OURS = ["n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes"]
+KEY, OURS = list(PHAZE_KEY), list(SPACE_KEY)
 
 
 @pytest.fixture(scope="module")
 def cores() -> pd.DataFrame:
-    with gzip.open(CORES, "rt") as fh:
-        return pd.DataFrame(json.load(fh))
+    return phaze_cores()
 
 
 @pytest.fixture(scope="module")
