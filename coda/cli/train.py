@@ -62,12 +62,12 @@ def _run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     ranked = None
     if len(given) == len(PLAN_FLAGS):
-        plan = Plan(global_batch=args.global_batch, cp=args.cp or 1, **given)
+        plan = Plan(global_batch=args.global_batch, cp=args.cp or 1, ep=args.ep or 1, **given)
         result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
     else:
-        cp = {"cp": args.cp} if args.cp else {}
+        extra = {k: getattr(args, k) for k in ("cp", "ep") if getattr(args, k)}
         _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given,
-                                     **cp)
+                                     **extra)
     if args.json:
         out = result.to_dict()
         if ranked is not None:
@@ -108,6 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
     p.add_argument("--tp", type=int, help="tensor-parallel width")
     p.add_argument("--cp", type=int, help="context-parallel width (default 1; needs fused attention)")
+    p.add_argument("--ep", type=int, help="expert-parallel width (MoE; default 1; divides the experts and dp*cp)")
     p.add_argument("--pp", type=int, help="pipeline stages")
     p.add_argument("--dp", type=int, help="data-parallel replicas")
     p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")

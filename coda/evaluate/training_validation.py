@@ -23,7 +23,12 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
    chunks per device over 126 layers count the embedding and the loss as pipeline layers
    (Megatron-Bridge's layout), which coda's interleaved schedule does not split, so it runs as
    1F1B with the DP stage split (a larger bubble, stated in the row).
-4. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
+4. The same performance summaries' DGX-H100 MoE rows for Qwen3-30B-A3B (FP8, seq 4096, expert
+   parallelism 8 inside a node, releases 25.09, 25.11 and 26.02), with the published layout. The
+   same layout's throughput halved between 25.09 (token dropping) and 25.11 (dropless with
+   force-balanced routing), which says how much of an MoE step is routing software that coda's
+   balanced-routing blocks do not see; the rows are reported, not a target.
+5. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
    optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
    and pp4 uses the eager single-GPU iteration (`coda.evaluate.iteration`, framework="eager");
    tp4 uses the fused tensor-parallel graphs (the eager kernel model covers tp = 1 only).
@@ -78,6 +83,16 @@ BRIDGE_ROWS = (
     ("llama3-8b", 8, 128, 1, 1, 1, 1, 14451.0),
     ("llama3-70b", 64, 128, 4, 8, 1, 5, 1602.0),
     ("llama3.1-405b", 1024, 512, 8, 8, 2, 8, 292.0),
+)
+# Megatron-Bridge DGX-H100 MoE rows, FP8, seq 4096, Qwen3-30B-A3B (performance-summary.md and
+# performance-summary-archive.md): (release, routing, GPUs, global batch, micro-batch, TP, PP, VP, EP,
+# tokens/s/GPU). The same layout ran at 10494 tokens/s in 25.09 (token dropping) and 5275 in 25.11
+# (dropless, routing force-balanced); coda's MoE blocks route evenly and drop nothing.
+BRIDGE_MOE_SEQ = 4096
+BRIDGE_MOE_ROWS = (
+    ("25.09", "token drop", 16, 512, 2, 1, 2, 24, 8, 10494.0),
+    ("25.11", "dropless, balanced", 16, 512, 2, 1, 2, 24, 8, 5275.0),
+    ("26.02", "dropless, balanced", 16, 1024, 1, 1, 2, 12, 8, 5113.0),
 )
 # (layers, d_model, heads). MPT-7B and MPT-30B: Hugging Face mosaicml/mpt-7b and mpt-30b
 # config.json; MPT-1B, 13B, 70B: llm-foundry scripts/train/yamls/pretrain/mpt-{1b,13b,70b}.yaml.
@@ -165,6 +180,24 @@ def bridge_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bridge_moe_table() -> pd.DataFrame:
+    """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 Qwen3-30B-A3B rows
+    (expert parallelism; the plan as published, recomputation left to `optimize`)."""
+    cfg, rows = get("qwen3-30b-a3b"), []
+    for release, routing, n, gb, mb, tp, pp, vp, ep, published in BRIDGE_MOE_ROWS:
+        _, r, _ = optimize(cfg, cluster("dgx-h100", n), gb, BRIDGE_MOE_SEQ, dtype="fp8", software=MEGATRON_CORE,
+                           tp=tp, pp=pp, dp=n // (tp * pp), ep=ep, micro_batch=mb, zero=1, sequence_parallel=tp > 1,
+                           schedule="interleaved", virtual_stages=vp)
+        pred = r.tokens_per_s_per_device
+        rows.append(dict(release=release, routing=routing, model=cfg.name, GPUs=n, global_batch=gb,
+                         plan=r.plan.describe(), published_tokens_per_s_per_gpu=published,
+                         predicted_tokens_per_s_per_gpu=pred,
+                         error_pct=100 * (pred / published - 1), predicted_mfu_pct=100 * r.mfu,
+                         ep_comm_pct=100 * r.breakdown()["ep_comm"] / r.step_time_s,
+                         peak_memory_GiB=r.peak_memory_bytes / GiB))
+    return pd.DataFrame(rows)
+
+
 def neusight_runs() -> list[tuple[str, str, int, str, float]]:
     """Shipped NeuSight 4-GPU GPT2-large training runs: (gpu dir, variant, batch, run, measured s)."""
     out = []
@@ -229,10 +262,12 @@ def _summary(df: pd.DataFrame, what: str) -> pd.DataFrame:
 def training_report() -> list[tuple[str, pd.DataFrame]]:
     """Sections for `coda validate training`."""
     meg, mpt, bridge, neu = megatron_table(), mpt_table(), bridge_table(), neusight_table()
+    moe = bridge_moe_table()
     summary = pd.concat([_summary(meg, "Megatron-LM TFLOP/s (target: each <= 10%, median <= 5%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-a100"], "MPT FSDP tokens/s, A100 (target: each <= 15%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
                          _summary(bridge, "Megatron-Bridge H100 FP8 tokens/s (reported)"),
+                         _summary(moe, "Megatron-Bridge H100 FP8 MoE tokens/s (reported)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
         ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
@@ -240,6 +275,8 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
         ("NVIDIA Megatron-Bridge 25.11, dgx-h100, fp8, seq 8192, micro-batch 1, published TP/CP/PP/VP: "
          "tokens/s per GPU", bridge),
+        ("NVIDIA Megatron-Bridge, dgx-h100, fp8, seq 4096, Qwen3-30B-A3B with expert parallelism, published "
+         "TP/PP/VP/EP: tokens/s per GPU", moe),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),
     ]

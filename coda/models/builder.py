@@ -13,7 +13,12 @@ for sequence parallelism):
   -> [all_reduce | reduce_scatter] -> add -> ln2 -> [all_gather] -> mlp_up -> act -> mlp_down
   -> [all_reduce | reduce_scatter] -> add
 MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
-(ceil(T*k/E) tokens per expert). Dropout (`dropout=True`, training phases; off by default: 0 in
+(ceil(T*k/E) tokens per expert). With expert parallelism (`ep`, Megatron-Core's alltoall token
+dispatcher) a device holds E/ep experts: an all-to-all over the ep group sends each of its T*k
+routed token copies (h wide) to the device of its expert, the device regroups them by local
+expert (a permutation, when it holds more than one), runs its E/ep experts on ceil(T*ep*k/E)
+tokens each, restores the order and a second all-to-all returns the outputs (FLOPs per device are
+those of ep = 1; the GEMMs are ep times taller). Dropout (`dropout=True`, training phases; off by default: 0 in
 current LLM pre-training) as Megatron-LM applies it: on the attention probabilities (a kernel of
 its own when attention is unfused; inside the fused kernel, not modelled, otherwise) and on both
 residual branches, fused with the residual add (`bias_dropout_add`); each writes a 1-byte mask.
@@ -46,10 +51,11 @@ class _Dims:
     """Resolved per-device sizes of one build, validated once."""
 
     def __init__(self, cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, sp: bool,
-                 context_len: int | None, cp: int = 1, dtype: str = "bf16", attention_kernel: str = "fa2") -> None:
+                 context_len: int | None, cp: int = 1, dtype: str = "bf16", attention_kernel: str = "fa2",
+                 ep: int = 1) -> None:
         if phase not in PHASES:
             raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
-        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp)):
+        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp), ("ep", ep)):
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name}={v!r} must be a positive integer")
         if context_len is not None and (not isinstance(context_len, int) or context_len < 0):
@@ -61,6 +67,10 @@ class _Dims:
         if seq_len % (2 * cp) and cp > 1:
             raise ConfigError(f"context parallelism splits each sequence into 2*cp = {2 * cp} chunks; seq_len="
                               f"{seq_len} is not a multiple of {2 * cp}")
+        if ep > 1 and cfg.n_experts % ep:
+            raise ConfigError(f"{cfg.name}: ep={ep} must divide its {cfg.n_experts} experts"
+                              + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
+        self.ep = ep
         self.b = batch
         # FP8 (Transformer Engine / TensorRT-LLM recipe): the block GEMMs run in FP8 on inputs cast
         # just before them; activations, norms, the embedding and the LM head stay in bf16, and so
@@ -156,15 +166,26 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
         act = g.add(O.elementwise(x.T * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="mlp_act", fn=cfg.mlp),
                     after=[up])
         return _gemm(g, x, x.T, x.f_t, h, "mlp_down", [act], bias=cfg.bias)
-    E, k = cfg.n_experts, cfg.experts_per_token
-    per_expert = math.ceil(x.T * k / E)
+    E, k, ep = cfg.n_experts, cfg.experts_per_token, x.ep
+    local = E // ep  # experts on this device
+    per_expert = math.ceil(x.T * ep * k / E)
     router = g.add(O.matmul(x.T, h, E, dtype=dt, name="router", weight=True), after=[prev])
     gates = g.add(O.softmax(x.T, E, dt, name="router_softmax"), after=[router])
     dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
-    up = _gemm(g, x, per_expert, h, width, "expert_up", [dispatch], batch=E, bias=cfg.bias)
-    act = g.add(O.elementwise(E * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="expert_act",
-                              fn=cfg.mlp), after=[up])
-    down = _gemm(g, x, per_expert, x.f_t, h, "expert_down", [act], batch=E, bias=cfg.bias)
+    if ep > 1:
+        dispatch = g.add(O.collective("all_to_all", x.T * k * h * dtype_bytes(dt), ep, dt, name="ep_dispatch"),
+                         after=[dispatch])
+        if local > 1:  # received tokens arrive grouped by source device; regroup them by local expert
+            dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_sort", fn="permute"), after=[dispatch])
+    up = _gemm(g, x, per_expert, h, width, "expert_up", [dispatch], batch=local, bias=cfg.bias)
+    act = g.add(O.elementwise(local * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt,
+                              name="expert_act", fn=cfg.mlp), after=[up])
+    down = _gemm(g, x, per_expert, x.f_t, h, "expert_down", [act], batch=local, bias=cfg.bias)
+    if ep > 1:
+        if local > 1:
+            down = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_unsort", fn="permute"), after=[down])
+        down = g.add(O.collective("all_to_all", x.T * k * h * dtype_bytes(dt), ep, dt, name="ep_combine"),
+                     after=[down])
     return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
 
 
@@ -248,7 +269,7 @@ def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
 
 def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
           context_len: int | None = None, dtype: str = "bf16", attention: str = "fused",
-          dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2") -> ModelGraph:
+          dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2", ep: int = 1) -> ModelGraph:
     """Operator graphs of one device's share of `cfg` in one phase.
 
     Args:
@@ -270,18 +291,20 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
             a multiple of 2*cp) whose queries attend to all `seq_len` keys; the ring exchange of
             keys and values is timed by `coda.placement`, not a graph op.
         attention_kernel: ``fa2`` or ``fa3`` (`coda.models.ops.attention`), fused attention only.
+        ep: expert-parallel width (MoE models; must divide the experts): the device holds E/ep
+            experts and exchanges routed tokens with two all-to-alls over ep devices (module doc).
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
 
     Raises:
         ConfigError: unknown phase or attention, non-positive sizes, t not dividing the heads
-            or the FFN width, sequences beyond a learned position table.
+            or the FFN width, sequences beyond a learned position table, ep not dividing the experts.
     """
     if attention not in ATTENTION_IMPLS:
         raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
     dtype_bytes(dtype)
-    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp, dtype, attention_kernel)
+    x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp, dtype, attention_kernel, ep)
     act = activation_dtype(dtype)
     if dropout and phase in ("prefill", "decode"):
         raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")

@@ -70,6 +70,14 @@ def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return {**_llama_like(c, r), "n_experts": r("num_local_experts"), "experts_per_token": r("num_experts_per_tok")}
 
 
+def _qwen3_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    if c.get("decoder_sparse_step", 1) != 1 or c.get("mlp_only_layers"):
+        raise ConfigError("qwen3_moe with dense layers between MoE ones (decoder_sparse_step != 1 or mlp_only_layers) "
+                          "is not modelled: coda's blocks are all alike")
+    return {**_llama_like(c, r), "ffn_hidden": r("moe_intermediate_size"), "n_experts": r("num_experts"),
+            "experts_per_token": r("num_experts_per_tok")}
+
+
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
@@ -89,7 +97,8 @@ def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 
 _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
     "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like,
-    "qwen2": _llama_like, "mixtral": _mixtral, "gpt_neox": _gpt_neox, "phi": _phi,
+    "qwen2": _llama_like, "qwen3": _llama_like, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
+    "phi": _phi,
 }
 
 

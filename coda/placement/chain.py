@@ -94,11 +94,14 @@ class ChainCosts:
     """Per-unit costs (arrays of length n = layers + 2) per micro-batch on one device.
 
     Times in seconds, memory in bytes: fwd_s, bwd_s (compute), rec_s (recomputation), tp_s (TP
-    collectives of forward, backward and recomputed forward), z3_s / z3_hidden_s (ZeRO-3
+    collectives of forward, backward and recomputed forward), ep_s (the expert-parallel all-to-alls,
+    likewise; zeros by default), z3_s / z3_hidden_s (ZeRO-3
     gathers and reduce-scatters exposed / hidden behind compute), weight_bytes, grad_bytes,
     optim_bytes (static), act_bytes (stashed per in-flight micro-batch), work_bytes (transient
-    while the unit runs), sync_bytes (gradients to reduce over dp at the end of the step),
-    opt_s (optimizer step), model_flops (3x forward) and hw_flops (executed, with recomputation).
+    while the unit runs), sync_bytes (gradients to reduce over dp at the end of the step; expert
+    gradients, reduced over the smaller expert-data-parallel group, count at that group's cost per
+    byte relative to dp's), opt_s (optimizer step), model_flops (3x forward) and hw_flops
+    (executed, with recomputation).
     """
 
     fwd_s: np.ndarray
@@ -116,6 +119,11 @@ class ChainCosts:
     opt_s: np.ndarray
     model_flops: np.ndarray
     hw_flops: np.ndarray
+    ep_s: np.ndarray = None  # type: ignore[assignment]  # zeros when not given
+
+    def __post_init__(self) -> None:
+        if self.ep_s is None:
+            object.__setattr__(self, "ep_s", np.zeros(len(self.fwd_s)))
 
     @property
     def n(self) -> int:
@@ -123,8 +131,9 @@ class ChainCosts:
 
     @property
     def time_s(self) -> np.ndarray:
-        """Pipeline time of each unit per micro-batch: compute, recompute, TP and exposed ZeRO-3 comm."""
-        return self.fwd_s + self.bwd_s + self.rec_s + self.tp_s + self.z3_s
+        """Pipeline time of each unit per micro-batch: compute, recompute, TP and EP collectives, exposed
+        ZeRO-3 comm."""
+        return self.fwd_s + self.bwd_s + self.rec_s + self.tp_s + self.ep_s + self.z3_s
 
     @property
     def static_bytes(self) -> np.ndarray:
@@ -167,6 +176,14 @@ def dp_group(plan: Plan, stage: int, tp_rank: int = 0) -> list[int]:
     data-parallel group, times the context-parallel one (Megatron layout: stride tp inside the stage)."""
     base = stage * plan.tp * plan.cp * plan.dp + tp_rank
     return [base + k * plan.tp for k in range(plan.cp * plan.dp)]
+
+
+def ep_groups(plan: Plan, stage: int) -> tuple[list[int], list[int]]:
+    """The expert-parallel group of `stage`'s first rank (ep consecutive members of its data-parallel
+    group, Megatron-Core's layout) and its expert-data-parallel group (members ep apart), which
+    reduces the expert gradients."""
+    group = dp_group(plan, stage)
+    return group[:plan.ep], group[::plan.ep]
 
 
 def optimizer_bytes_per_param(dtype: str) -> int:
@@ -218,21 +235,21 @@ class CostModel:
     def memory_limit(self) -> float:
         return C.device_memory_bytes(self.device) - self.software.reserved_bytes
 
-    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1) -> C.LayerProfile:
-        """The cached layer profile for (tp, micro-batch, SP, cp)."""
+    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1, ep: int = 1) -> C.LayerProfile:
+        """The cached layer profile for (tp, micro-batch, SP, cp, ep)."""
         return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.graph_options, self.layer_time, cp)
+                               self.software.graph_options, self.layer_time, cp, ep)
 
-    def prefetch(self, keys: list[tuple[int, int, bool, int]]) -> None:
-        """Profile several (tp, micro-batch, SP, cp) keys in one batch (one predictor call on GPUs);
+    def prefetch(self, keys: list[tuple[int, int, bool, int, int]]) -> None:
+        """Profile several (tp, micro-batch, SP, cp, ep) keys in one batch (one predictor call on GPUs);
         keys the builder rejects are skipped."""
         ok = []
-        for tp, mb, sp, cp in keys:
+        for tp, mb, sp, cp, ep in keys:
             try:
-                build_check(self.cfg, tp, mb, self.seq_len, sp, cp)
+                build_check(self.cfg, tp, mb, self.seq_len, sp, cp, ep)
             except ConfigError:
                 continue
-            ok.append((tp, mb, sp, cp))
+            ok.append((tp, mb, sp, cp, ep))
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.graph_options,
                          self.layer_time)
 
@@ -243,7 +260,7 @@ class CostModel:
                               f"Transformer Engine's kernels); software {self.software.name!r} has "
                               f"{self.software.attention!r} attention")
         return _terms(self, plan.tp, plan.pp, plan.dp, plan.micro_batch, plan.recompute, plan.sequence_parallel,
-                      plan.zero, plan.virtual_stages, plan.cp)
+                      plan.zero, plan.virtual_stages, plan.cp, plan.ep)
 
 
 @lru_cache(maxsize=65536)
@@ -252,8 +269,10 @@ def collective_cost(cluster: Cluster, kind: str, group: int | tuple[int, ...]) -
     return cluster.collective_cost(kind, group)
 
 
-def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool, cp: int = 1) -> None:
-    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP, cp) for `cfg`."""
+def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool, cp: int = 1, ep: int = 1) -> None:
+    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP, cp, ep) for `cfg`."""
+    if ep > 1 and cfg.n_experts % ep:
+        raise ConfigError(f"{cfg.name}: ep={ep} does not divide its {cfg.n_experts} experts")
     if cfg.n_heads % tp or cfg.ffn_hidden % tp or ((cfg.n_kv_heads or 1) % tp and tp % (cfg.n_kv_heads or 1)):
         raise ConfigError(f"{cfg.name}: tp={tp} does not divide its heads / FFN width")
     if cp > 1 and seq_len % (2 * cp):
@@ -262,8 +281,9 @@ def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: b
         raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * (seq_len // cp)} tokens")
 
 
-def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int) -> float:
-    """Seconds of the (kind, n_bytes) collectives, one after another, on a group of `group` devices."""
+def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int | tuple[int, ...]) -> float:
+    """Seconds of the (kind, n_bytes) collectives, one after another, on a group of `group` devices
+    (or on those ranks)."""
     return sum(collective_cost(cluster, kind, group).time(n_bytes) for kind, n_bytes in colls)
 
 
@@ -292,16 +312,29 @@ def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> 
     return fwd + bwd + (fwd if plan.recompute == "full" else 0.0)
 
 
+def _expert_sync_ratio(cluster: Cluster, plan: Plan, kind: str) -> float:
+    """Cost per byte of reducing gradients over the expert-data-parallel group relative to the
+    data-parallel group (worst stage of each; 0 when each expert lives on one device). Expert
+    gradient bytes times this ratio, added to the dense ones, give the bandwidth term of the two
+    reductions on the data-parallel group's `CollectiveCost` (the second latency is left out)."""
+    if plan.ep == 1 or plan.dp * plan.cp == plan.ep:
+        return 0.0
+    dense = max(collective_cost(cluster, kind, tuple(dp_group(plan, s))).s_per_byte for s in range(plan.pp))
+    expert = max(collective_cost(cluster, kind, tuple(ep_groups(plan, s)[1])).s_per_byte for s in range(plan.pp))
+    return expert / dense if dense > 0 else 0.0
+
+
 @lru_cache(maxsize=2048)
 def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str, sp: bool, zero: int,
-           v: int, cp: int = 1) -> PlanTerms:
+           v: int, cp: int = 1, ep: int = 1) -> PlanTerms:
     cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.storage_dtype)
-    prof = model.profile(tp, mb, sp, cp)
+    prof = model.profile(tp, mb, sp, cp, ep)
     plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb, recompute=recompute,
-                sequence_parallel=sp, zero=zero, cp=cp)
+                sequence_parallel=sp, zero=zero, cp=cp, ep=ep)
     L = cfg.n_layers
     s_local = model.seq_len // cp  # tokens of each sequence on one device
     shard = dp * cp  # devices holding the same weights (ZeRO shards over all of them)
+    e_shard = shard // ep  # devices holding the same experts (the expert-data-parallel group)
 
     def expand(triple: tuple[float, float, float]) -> np.ndarray:
         return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
@@ -324,14 +357,24 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     tp_s = expand((tp_f[0] + tp_b[0], tp_f[1] + tp_b[1], tp_f[2] + tp_b[2])) + tp_rec
     if cp > 1:
         tp_s = tp_s + expand((0.0, _cp_ring_exposed_s(model, plan, prof.selective_s[1]), 0.0))
+    ep_s = np.zeros(L + 2)
+    if ep > 1:  # dispatch and combine all-to-alls, forward, backward and a fully recomputed forward
+        a2a_group = tuple(ep_groups(plan, 0)[0])
+        a2a_f = collectives_time(cl, prof.ep_fwd_coll[1], a2a_group)
+        a2a_b = collectives_time(cl, prof.ep_bwd_coll[1], a2a_group)
+        ep_s = expand((0.0, a2a_f + a2a_b + (a2a_f if recompute == "full" else 0.0), 0.0))
 
     params = list(prof.params)
     if pp > 1 and cfg.tied_embeddings:
         params[2] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
     P = expand(tuple(params))  # type: ignore[arg-type]
+    # with ep > 1 the expert weights are sharded and reduced over the expert-data-parallel group
+    P_e = expand(prof.expert_params) if ep > 1 else np.zeros(L + 2)
+    P_d = P - P_e
     shard3 = shard if zero == 3 else 1
     weight_b, grad_b = e * P / shard3, e * P / shard3
-    optim_b = optimizer_bytes_per_param(model.dtype) * P / (shard if zero >= 1 else 1)
+    P_opt = P_d / (shard if zero >= 1 else 1) + P_e / (e_shard if zero >= 1 else 1)  # optimizer-state params
+    optim_b = optimizer_bytes_per_param(model.dtype) * P_opt
 
     act_dt = model.storage_dtype
     blk_stored, blk_full = C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, act_dt,
@@ -357,12 +400,12 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
         work = work + 2 * e * P  # gathered weights of this unit and the prefetched next one
         sync = np.zeros(L + 2)
     else:
-        sync = e * P
-    opt_s = prof.adam_s_per_param * P / (shard if zero >= 1 else 1)
+        sync = e * (P_d + P_e * _expert_sync_ratio(cl, plan, "reduce_scatter" if zero == 1 else "all_reduce"))
+    opt_s = prof.adam_s_per_param * P_opt
     fwd_flops = expand(prof.fwd_flops)
     hw_flops = fwd_flops + expand(prof.bwd_flops) + rec_flops
     chain = ChainCosts(fwd, bwd, rec, tp_s, z3, z3_hidden, weight_b, grad_b, optim_b, act, work, sync, opt_s,
-                       3.0 * fwd_flops, hw_flops)
+                       3.0 * fwd_flops, hw_flops, ep_s)
 
     # pipeline messages: b*s*h activations (or their gradients), 2 per micro-batch per chunk
     p2p_total = 0.0

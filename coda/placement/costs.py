@@ -145,8 +145,10 @@ class LayerProfile:
     Attributes:
         fwd_s, bwd_s: compute time of the forward / backward graph (collectives excluded).
         selective_s: forward time of the attention core (re-run by selective recomputation).
-        fwd_coll, bwd_coll: the graph's collectives as (kind, n_bytes) pairs (nccl-tests sizes).
-        params: parameters held on one device (after the tensor-parallel split).
+        fwd_coll, bwd_coll: the graph's tensor-parallel collectives as (kind, n_bytes) pairs (nccl-tests sizes).
+        ep_fwd_coll, ep_bwd_coll: its expert-parallel all-to-alls, likewise (MoE blocks with ep > 1).
+        params: parameters held on one device (after the tensor- and expert-parallel split).
+        expert_params: the part of `params` in expert weights (ZeRO shards them over dp*cp/ep devices).
         fwd_flops, bwd_flops, selective_flops: FLOPs per device.
         table_params: one device's share of the token-embedding table (the copy a last pipeline
             stage keeps when embeddings are tied).
@@ -164,6 +166,9 @@ class LayerProfile:
     selective_flops: tuple[float, float, float]
     table_params: float
     adam_s_per_param: float
+    ep_fwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
+    ep_bwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
+    expert_params: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 def _core(graph: OpGraph) -> OpGraph:
@@ -171,10 +176,19 @@ def _core(graph: OpGraph) -> OpGraph:
     return graph.subgraph([op for op in graph.nodes if op.name in ATTENTION_CORE]).copy()
 
 
-def graph_collectives(graph: OpGraph) -> tuple[tuple[str, float], ...]:
-    """The (kind, n_bytes) of every collective op in `graph`, sorted."""
+EP_COLLECTIVES = ("all_to_all",)  # expert-parallel token exchange; every other collective is tensor-parallel
+
+
+def graph_collectives(graph: OpGraph, expert: bool | None = None) -> tuple[tuple[str, float], ...]:
+    """The (kind, n_bytes) of the collective ops in `graph`, sorted: all of them, or only the
+    expert-parallel (`expert=True`) or the tensor-parallel ones (`expert=False`)."""
     return tuple(sorted((str(op.dims["collective"]), float(op.dims["n_bytes"])) for op in graph.nodes
-                        if op.kind == "collective"))
+                        if op.kind == "collective"
+                        and (expert is None or (op.dims["collective"] in EP_COLLECTIVES) == expert)))
+
+
+def _expert_params(graph: OpGraph) -> float:
+    return sum(op.param_bytes / dtype_bytes(op.dtype) for op in graph.nodes if op.name.startswith("expert_"))
 
 
 @dataclass(frozen=True)
@@ -201,8 +215,8 @@ class _Graphs:
 
 
 def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, cp: int,
-            options: GraphOptions) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, cp=cp, **asdict(options))
+            options: GraphOptions, ep: int = 1) -> _Graphs:
+    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, cp=cp, ep=ep, **asdict(options))
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
     opt = build(cfg, "optimizer", mb, seq_len, **kw).layers[1][0]
@@ -218,8 +232,11 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
 
     return LayerProfile(
         fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
-        fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i])),
-        bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i])),
+        fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i], expert=False)),
+        bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i], expert=False)),
+        ep_fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i], expert=True)),
+        ep_bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i], expert=True)),
+        expert_params=triple(lambda i: _expert_params(gr.fwd[i])),
         params=triple(lambda i: gr.fwd[i].param_count()),
         fwd_flops=triple(lambda i: gr.fwd[i].flops()), bwd_flops=triple(lambda i: gr.bwd[i].flops()),
         selective_flops=triple(lambda i: gr.cores[i].flops()),
@@ -248,14 +265,14 @@ def _bounded_cache(maxsize: int) -> tuple[Callable[[Any], Any], Callable[[Any, A
 _profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
 
 
-def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int]], seq_len: int, dtype: str,
-                   options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
-    """Profiles for several (tp, micro_batch, sequence_parallel, cp) keys; the missing ones are
+def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int, int]], seq_len: int,
+                   dtype: str, options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
+    """Profiles for several (tp, micro_batch, sequence_parallel, cp, ep) keys; the missing ones are
     timed in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, cp, options, layer_time) for tp, mb, sp, cp in keys]
+    full = [(cfg, device, tp, mb, seq_len, dtype, sp, cp, ep, options, layer_time) for tp, mb, sp, cp, ep in keys]
     missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options) for k in missing]
+        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options, k[8]) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
@@ -263,7 +280,8 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
 
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
-                  sequence_parallel: bool, options: GraphOptions, layer_time: LayerTimer, cp: int = 1) -> LayerProfile:
+                  sequence_parallel: bool, options: GraphOptions, layer_time: LayerTimer, cp: int = 1,
+                  ep: int = 1) -> LayerProfile:
     """Time and size the embedding, block and head of `cfg` once (cached on all arguments).
 
     Args:
@@ -277,11 +295,12 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         options: attention implementation and kernel, dropout (`GraphOptions`).
         layer_time: the layer timer (`predictor_layer_time`, `IlpLayerTime`, ...).
         cp: context-parallel width: the graphs of one device's `seq_len/cp` tokens (`coda.models.build`).
+        ep: expert-parallel width: the device's E/ep experts and their all-to-alls (`coda.models.build`).
 
     Raises:
         ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
     """
-    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp)], seq_len, dtype, options,
+    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp, ep)], seq_len, dtype, options,
                           layer_time)[0]
 
 

@@ -26,7 +26,7 @@ def memory_frame(result: TrainingResult) -> pd.DataFrame:
     return df
 
 
-def _variants(plan: Plan, n_layers: int, max_tp: int) -> list[tuple[str, Plan]]:
+def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> list[tuple[str, Plan]]:
     """Single changes that reduce memory, on the same devices."""
     out: list[tuple[str, Plan]] = []
 
@@ -52,6 +52,9 @@ def _variants(plan: Plan, n_layers: int, max_tp: int) -> list[tuple[str, Plan]]:
         if group % pp == 0:
             add(f"pp={pp} (dp={group // pp})", pp=pp, dp=group // pp)
             add(f"pp={pp} (dp={group // pp}), recompute='full'", pp=pp, dp=group // pp, recompute="full")
+    for ep in range(plan.ep + 1, n_experts + 1):  # MoE: spread the experts over more devices
+        if n_experts % ep == 0 and (plan.dp * plan.cp) % ep == 0:
+            add(f"ep={ep}", ep=ep)
     tp = plan.tp * 2
     while tp <= max_tp and (plan.dp * plan.tp) % tp == 0:
         add(f"tp={tp} (dp={plan.dp * plan.tp // tp})", tp=tp, dp=plan.dp * plan.tp // tp)
@@ -72,7 +75,8 @@ def memory_error(model: CostModel, result: TrainingResult, n_devices: int) -> In
            f"{fmt_bytes(pr.memory_limit)}")
     fits: list[tuple[float, str, float]] = []
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    for label, variant in _variants(plan.replace(stage_layers=None), model.cfg.n_layers, max_tp):
+    for label, variant in _variants(plan.replace(stage_layers=None), model.cfg.n_layers, max_tp,
+                                    model.cfg.n_experts):
         try:
             r = evaluate_plan(model, variant, n_devices, check_memory=False)
         except CodaError:

@@ -4,8 +4,9 @@ Search space (declared as data, `itertools.product` plus filters): tp (powers of
 the heads, within the innermost network domain), pp (dividing the devices left, at most the
 layers), dp (the rest), micro-batch (dividing the batch per replica, <= 16), recomputation,
 sequence parallelism (tp > 1), ZeRO stage (dp > 1), schedule (1F1B, or interleaved with v
-chunks dividing the layers per stage), and context parallelism only when asked for (`cp=2` or
-`cp=(1, 2, 4)`; it needs fused attention). Any of them can be fixed or restricted by a keyword.
+chunks dividing the layers per stage), and context and expert parallelism only when asked for
+(`cp=2` or `cp=(1, 2, 4)`, which needs fused attention; `ep=(1, 8)` for MoE models, ep dividing
+the experts and dp*cp). Any of them can be fixed or restricted by a keyword.
 Selective recomputation is enumerated only with unfused attention: with FlashAttention the
 scores are never stored and its backward already recomputes them, so selective equals none.
 
@@ -40,7 +41,7 @@ from coda.units import GiB, dtype_bytes, fmt_bytes
 
 OBJECTIVES = ("throughput",)
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
-           "stage_layers", "cp")
+           "stage_layers", "cp", "ep")
 MAX_MICRO_BATCH = 16
 MAX_VIRTUAL_STAGES = 8
 
@@ -77,8 +78,10 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
     recomputes = ["none", "full"] + ([] if attention == "fused" else ["selective"])
     if rec_set:
         recomputes = sorted(str(r) for r in rec_set)
-    cp_set = want.get("cp")
+    cp_set, ep_set, v_set = want.get("cp"), want.get("ep"), want.get("virtual_stages")
+    v_max = max(v_set) if v_set else MAX_VIRTUAL_STAGES  # an explicit choice may exceed the default range
     cps = sorted(cp_set) if cp_set else [1]
+    eps = sorted(ep_set) if ep_set else [1]
     if attention != "fused" and any(c > 1 for c in cps):
         raise ConfigError(f"context parallelism (cp={max(cps)}) needs fused attention; this software runs "
                           f"{attention!r} attention (use e.g. software=MEGATRON_CORE)")
@@ -93,21 +96,21 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
             mbs = [b for b in _divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
             if mb_set:
                 mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
-            for mb, rec, sp, zero in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
-                                                       keep("zero", (0, 1, 3))):
-                if (sp and tp == 1) or (zero and dp * cp == 1):
+            for mb, rec, sp, zero, ep in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
+                                                           keep("zero", (0, 1, 3)), eps):
+                if (sp and tp == 1) or (zero and dp * cp == 1) or (dp * cp) % ep or (ep > 1 and zero == 3):
                     continue
                 m = global_batch // (dp * mb)
                 schedules: list[tuple[str, int]] = [("1f1b", 1)]
                 if pp > 1 and m % pp == 0:
                     per = cfg.n_layers // pp if cfg.n_layers % pp == 0 else 0
-                    schedules += [("interleaved", v) for v in range(2, MAX_VIRTUAL_STAGES + 1) if per and per % v == 0]
+                    schedules += [("interleaved", v) for v in range(2, v_max + 1) if per and per % v == 0]
                 for sched, v in schedules:
                     if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
                         continue
                     try:
                         plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, choices.get("stage_layers"),
-                                    cp)
+                                    cp, ep)
                         validate_plan(plan, cfg, n_devices)
                     except CodaError:
                         continue
@@ -121,9 +124,9 @@ def _bound_data(model: CostModel) -> Any:
     cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
 
     def sums(plan: Plan) -> tuple[float, float]:
-        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp)
+        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp, plan.ep)
         if key not in cache:
-            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp)
+            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep)
             L = cfg.n_layers
             coll = sum(mult * collective_cost(cl, k, plan.tp).time(b) for i, mult in enumerate((1, L, 1))
                        for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
@@ -139,7 +142,7 @@ def _bound_data(model: CostModel) -> Any:
         t, params = sums(plan)
         p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         if p == 1 and cfg.tied_embeddings:
-            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp).table_params
+            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep).table_params
         shard = plan.dp * plan.cp
         static = params * (2 * e / (shard if plan.zero == 3 else 1)
                            + optimizer_bytes_per_param(model.dtype) / (shard if plan.zero else 1))
@@ -166,7 +169,7 @@ def best_for_plan(model: CostModel, plan: Plan) -> TrainingResult | None:
 
 def _row(r: TrainingResult) -> dict[str, Any]:
     p = r.plan
-    return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, micro_batch=p.micro_batch, recompute=p.recompute,
+    return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, ep=p.ep, micro_batch=p.micro_batch, recompute=p.recompute,
                 sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
                 zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
@@ -187,7 +190,7 @@ def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) 
         raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
                                f"{global_batch} and choices {choices or 'default'}: check that tp divides "
                                f"{model.cfg.n_heads} heads, pp <= {model.cfg.n_layers} layers and dp divides the batch")
-    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel, p.cp) for p in plans}))
+    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel, p.cp, p.ep) for p in plans}))
     bound = _bound_data(model)
     limit = model.memory_limit
     scored, mem_pruned, least_static = [], 0, math.inf
@@ -249,7 +252,7 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
         software: framework behaviour (`Software`), default FlashAttention + overlapped DP.
         layer_time: layer timer override (see `costs`).
         **choices: restrict the space: tp, pp, dp, micro_batch, recompute, sequence_parallel,
-            zero, schedule, virtual_stages (a value or an iterable of values), stage_layers.
+            zero, schedule, virtual_stages, cp, ep (a value or an iterable of values), stage_layers.
 
     Returns:
         (plan, its TrainingResult, ranked DataFrame of the evaluated alternatives; `df.attrs`

@@ -91,6 +91,7 @@ class StageCosts:
     work_bytes: float
     model_flops: float
     hw_flops: float
+    ep_s: float = 0.0
 
     @property
     def activation_bytes(self) -> float:
@@ -136,7 +137,7 @@ def pipeline_time(times: np.ndarray, m: int, v: int) -> float:
     return s + (m - 1) * t if v == 1 else m * t + (s - t) / v
 
 
-_SUMMED = ("fwd_s", "bwd_s", "rec_s", "tp_s", "z3_s", "z3_hidden_s", "sync_bytes", "window_s", "opt_s",
+_SUMMED = ("fwd_s", "bwd_s", "rec_s", "tp_s", "ep_s", "z3_s", "z3_hidden_s", "sync_bytes", "window_s", "opt_s",
            "weight_bytes", "grad_bytes", "optim_bytes", "act_bytes", "model_flops", "hw_flops")
 
 
@@ -153,7 +154,7 @@ def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) 
     per = dict(zip(_SUMMED, sums.sum(axis=1)))
     work = np.maximum.reduceat(ch.work_bytes, starts).reshape(v, p).max(axis=0)
     blocks = np.array(stage_layers).reshape(v, p).sum(axis=0)
-    time = per["fwd_s"] + per["bwd_s"] + per["rec_s"] + per["tp_s"] + per["z3_s"] + terms.p2p_s
+    time = per["fwd_s"] + per["bwd_s"] + per["rec_s"] + per["tp_s"] + per["ep_s"] + per["z3_s"] + terms.p2p_s
     stages = []
     for i in range(p):
         nbytes = float(per["sync_bytes"][i])
@@ -168,7 +169,7 @@ def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) 
             weight_bytes=float(per["weight_bytes"][i]), grad_bytes=float(per["grad_bytes"][i]),
             optim_bytes=float(per["optim_bytes"][i]), act_bytes=float(per["act_bytes"][i]),
             inflight=inflight(plan, i), work_bytes=float(work[i]), model_flops=float(per["model_flops"][i]),
-            hw_flops=float(per["hw_flops"][i])))
+            hw_flops=float(per["hw_flops"][i]), ep_s=float(per["ep_s"][i])))
     pipe = pipeline_time(time, m, v)
     b = int(np.argmax(time))
     ends = [s.end_s for s in stages]

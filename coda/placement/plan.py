@@ -82,9 +82,10 @@ class Plan:
     stage_layers: tuple[int, ...] | None = field(default=None,
                                                  metadata=_h("blocks per stage (or chunk); None = balanced"))
     cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
+    ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts split over ep of the dp*cp devices)"))
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages", "cp"):
+        for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages", "cp", "ep"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"Plan.{name}={v!r} must be a positive integer")
@@ -126,9 +127,11 @@ class Plan:
         return replace(self, **changes)
 
     def describe(self) -> str:
-        """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0` (`cp2` after tp when cp > 1)."""
+        """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0` (`cp2` after tp when cp > 1,
+        `ep8` after dp when ep > 1)."""
         cp = f" cp{self.cp}" if self.cp > 1 else ""
-        s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp} mb{self.micro_batch} gb{self.global_batch} {self.recompute}"
+        ep = f" ep{self.ep}" if self.ep > 1 else ""
+        s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp}{ep} mb{self.micro_batch} gb{self.global_batch} {self.recompute}"
         s += " sp" if self.sequence_parallel else ""
         s += f" interleaved(v={self.virtual_stages})" if self.schedule == "interleaved" else " 1f1b"
         return s + f" zero{self.zero}"
@@ -202,6 +205,17 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
         raise InfeasibleDesign(f"micro-batches per pipeline = global_batch/(dp*micro_batch) = {plan.global_batch}/"
                                f"({plan.dp}*{plan.micro_batch}) = {per_dp / plan.micro_batch:g} is not a positive "
                                f"integer; {hint}")
+    if plan.ep > 1:
+        if not cfg.is_moe or cfg.n_experts % plan.ep:
+            raise InfeasibleDesign(f"{cfg.name}: ep={plan.ep} must divide its {cfg.n_experts} experts"
+                                   + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
+        if (plan.dp * plan.cp) % plan.ep:
+            raise InfeasibleDesign(f"ep={plan.ep} must divide dp*cp = {plan.dp * plan.cp} (the expert-parallel group "
+                                   f"is carved out of the data-parallel one); valid ep: "
+                                   f"{[e for e in _divisors(plan.dp * plan.cp) if cfg.n_experts % e == 0]}")
+        if plan.zero == 3:
+            raise InfeasibleDesign("ZeRO-3 with expert parallelism is not modelled; use zero=0 or 1 (Megatron-Core's "
+                                   "distributed optimizer)")
     if plan.pp > cfg.n_layers:
         raise InfeasibleDesign(f"pp={plan.pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; "
                                f"use pp <= {cfg.n_layers}, e.g. {_nearest(_divisors(cfg.n_layers), plan.pp)}")

@@ -29,6 +29,7 @@ BREAKDOWN = (
     ("backward", "backward compute of the slowest stage, x m"),
     ("recompute", "activation recomputation of the slowest stage, x m"),
     ("tp_comm", "tensor-parallel collectives of the slowest stage, x m (not overlapped)"),
+    ("ep_comm", "expert-parallel all-to-alls of the slowest stage, x m (not overlapped)"),
     ("zero3_comm", "ZeRO-3 weight gathers / gradient reduce-scatters not hidden behind compute, x m"),
     ("pp_comm", "pipeline send/recv of the slowest stage, x m (blocking)"),
     ("bubble", "pipeline fill and drain: pipeline time - m x slowest stage"),
@@ -92,6 +93,7 @@ class TrainingResult:
         b, k = pr.stages[pr.bottleneck], pr.stages[pr.end_stage]
         return {
             "forward": m * b.fwd_s, "backward": m * b.bwd_s, "recompute": m * b.rec_s, "tp_comm": m * b.tp_s,
+            "ep_comm": m * b.ep_s,
             "zero3_comm": m * b.z3_s, "pp_comm": m * b.p2p_s, "bubble": pr.bubble_s,
             "dp_comm": k.dp_exposed_s + k.dp_gather_s, "optimizer": k.opt_s, "embedding_sync": pr.emb_sync_s,
         }
@@ -121,7 +123,7 @@ class TrainingResult:
             layers = ("emb+" if s.has_embedding else "") + str(s.blocks) + ("+head" if s.has_head else "")
             rows.append(dict(
                 stage=s.stage, layers=layers, fwd_ms=s.fwd_s * 1e3, bwd_ms=s.bwd_s * 1e3, recompute_ms=s.rec_s * 1e3,
-                tp_ms=s.tp_s * 1e3, pp_ms=s.p2p_s * 1e3, per_microbatch_ms=s.time_s * 1e3,
+                tp_ms=s.tp_s * 1e3, ep_ms=s.ep_s * 1e3, pp_ms=s.p2p_s * 1e3, per_microbatch_ms=s.time_s * 1e3,
                 dp_sync_ms=s.dp_sync_s * 1e3, optimizer_ms=s.opt_s * 1e3,
                 weights_GiB=s.weight_bytes / GiB, grads_GiB=s.grad_bytes / GiB, optimizer_GiB=s.optim_bytes / GiB,
                 activations_GiB=s.activation_bytes / GiB, inflight=s.inflight, workspace_GiB=s.work_bytes / GiB,

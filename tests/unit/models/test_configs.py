@@ -46,6 +46,7 @@ HF_EXPECTED = {  # fixture -> (layers, hidden, heads, kv heads, ffn, vocab, mlp,
     "qwen2_7b.json": (28, 3584, 28, 4, 18944, 152064, "swiglu", True, 7.6156e9),
     "pythia_1b.json": (16, 2048, 8, 8, 8192, 50304, "gelu", True, 1.0117e9),
     "phi2.json": (32, 2560, 32, 32, 10240, 51200, "gelu", True, 2.7795e9),
+    "qwen3_30b_a3b.json": (48, 2048, 32, 4, 768, 151936, "swiglu", True, 30.53e9),  # model card: 30.5B, 3.3B active
 }
 
 
@@ -57,6 +58,17 @@ def test_hf_configs(fixtures_dir, fixture, expected):
         layers, h, a, g, f, V, mlp, causal)
     # Published totals (model cards): qwen2-7b 7.62B incl. QKV biases we omit, phi-2 2.78B, pythia-1b 1.01B.
     assert c.param_count() == pytest.approx(params, rel=0.002)
+
+
+def test_hf_qwen3_moe(fixtures_dir):
+    """Qwen3-30B-A3B: head_dim 128 != hidden/heads, 128 experts top-8; 3.3B active (model card).
+    Dense layers between MoE ones are refused by name."""
+    c = from_hf_config(fixtures_dir / "hf_configs" / "qwen3_30b_a3b.json")
+    assert (c.head_dim, c.q_dim, c.n_experts, c.experts_per_token) == (128, 4096, 128, 8)
+    assert c.active_param_count() == pytest.approx(3.3e9, rel=0.02)
+    cfg = json.loads((fixtures_dir / "hf_configs" / "qwen3_30b_a3b.json").read_text())
+    with pytest.raises(ConfigError, match="decoder_sparse_step"):
+        from_hf_config({**cfg, "mlp_only_layers": [0]})
 
 
 def test_hf_matches_preset(fixtures_dir):

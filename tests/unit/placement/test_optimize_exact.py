@@ -76,14 +76,19 @@ def brute_force(model, n, gb, **choices):
     return best
 
 
-def check(seed, n, layers, heads, gb, limit_mb, unfused, pp, cp=None):
+def check(seed, n, layers, heads, gb, limit_mb, unfused, pp, cp=None, ep=None):
     """search() == brute force, with pp free (None) or fixed (so that the stage split matters),
-    and context parallelism among the choices when `cp` is given."""
+    and context / expert parallelism among the choices when `cp` / `ep` is given (an MoE model
+    with 4 experts, top-2, for `ep`)."""
     choices = {} if pp is None else {"pp": pp}
     if cp is not None:
         choices["cp"] = cp
+    moe = {}
+    if ep is not None:
+        choices["ep"] = ep
+        moe = dict(n_experts=4, experts_per_token=2)
     cfg = ModelConfig(name=f"tiny{seed}", n_layers=layers, hidden=32 * heads, n_heads=heads, ffn_hidden=128 * heads,
-                      vocab_size=512, max_seq_len=128)
+                      vocab_size=512, max_seq_len=128, **moe)
     cl = cluster("dgx-a100", n)
     sw = Software(attention="unfused" if unfused else "fused", dp_overlap=bool(seed % 2),
                   reserved_bytes=cl.device.hbm_bytes - limit_mb * 2**20)
@@ -129,3 +134,10 @@ def test_optimize_with_context_parallelism_equals_brute_force(case):
     """The same, with cp in {1, 2} enumerated (fused attention, which context parallelism needs)."""
     seed, n, layers, heads, gb, limit_mb, _, pp = case
     check(seed, n, layers, heads, gb, limit_mb, False, pp, cp=(1, 2))
+
+
+@pytest.mark.parametrize("case", _seeded_cases(8), ids=lambda c: f"ep-seed{c[0]}-n{c[1]}-l{c[2]}-pp{c[7]}")
+def test_optimize_with_expert_parallelism_equals_brute_force(case):
+    """The same for an MoE model, with ep in {1, 2, 4} enumerated."""
+    seed, n, layers, heads, gb, limit_mb, unfused, pp = case
+    check(seed, n, layers, heads, gb, limit_mb, unfused, pp, ep=(1, 2, 4))

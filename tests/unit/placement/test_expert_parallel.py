@@ -1,0 +1,110 @@
+"""Expert parallelism (MoE): one device's graphs, memory, all-to-all time and plan checks, in closed form."""
+
+import pytest
+
+from coda.arch.clusters import cluster
+from coda.errors import ConfigError, InfeasibleDesign
+from coda.evaluate.training import training
+from coda.models import build, get
+from coda.placement import Plan, optimize
+from coda.placement.chain import CostModel, Software, ep_groups
+
+SEQ, MB = 1024, 1
+
+
+@pytest.fixture(scope="module")
+def mixtral():
+    return get("mixtral-8x7b")
+
+
+@pytest.mark.parametrize("phase", ["forward", "backward"])
+def test_graph_flops_are_those_of_ep1_and_two_all_to_alls_per_pass(mixtral, phase):
+    cfg, T = mixtral, MB * SEQ
+    one = build(cfg, phase, MB, SEQ)
+    for ep in (2, 4, 8):
+        g = build(cfg, phase, MB, SEQ, ep=ep)
+        assert g.flops() == pytest.approx(one.flops(), rel=1e-12)  # balanced routing: same work per device
+        block = g.layers[1][0]
+        a2a = [op for op in block.nodes if op.kind == "collective"]
+        assert [op.dims["collective"] for op in a2a] == ["all_to_all"] * 2
+        assert all(op.dims["group"] == ep and op.dims["n_bytes"] == T * cfg.experts_per_token * cfg.hidden * 2
+                   for op in a2a)
+        if phase == "forward":  # E/ep experts on the device, each ep times taller
+            up = next(op for op in block.nodes if op.name == "expert_up")
+            assert up.dims["batch"] == cfg.n_experts // ep
+            assert up.dims["m"] == T * ep * cfg.experts_per_token // cfg.n_experts
+
+
+def test_graph_parameters_hold_one_ep_th_of_the_experts(mixtral):
+    cfg = mixtral
+    dense_block = cfg.block_params() - cfg.n_experts * cfg.mlp_params()
+    for ep in (1, 2, 8):
+        block = build(cfg, "forward", MB, SEQ, ep=ep).layers[1][0]
+        assert block.param_count() == pytest.approx(dense_block + cfg.n_experts // ep * cfg.mlp_params(), rel=1e-12)
+
+
+def test_bad_ep_is_refused(mixtral):
+    with pytest.raises(ConfigError, match="must divide its 8 experts"):
+        build(mixtral, "forward", MB, SEQ, ep=3)
+    with pytest.raises(ConfigError, match="needs an MoE model"):
+        build(get("llama2-7b"), "forward", MB, SEQ, ep=2)
+    cl = cluster("dgx-h100", 16)
+    with pytest.raises(InfeasibleDesign, match="must divide its 8 experts"):
+        training(mixtral, cl, Plan(tp=1, dp=16, ep=16, global_batch=16), SEQ)
+    with pytest.raises(InfeasibleDesign, match=r"ep=4 must divide dp\*cp = 2"):
+        training(mixtral, cl, Plan(tp=8, dp=2, ep=4, global_batch=8), SEQ)
+    with pytest.raises(InfeasibleDesign, match="ZeRO-3 with expert parallelism"):
+        training(mixtral, cl, Plan(tp=1, dp=16, ep=8, zero=3, global_batch=16), SEQ)
+    with pytest.raises(InfeasibleDesign, match="needs an MoE model"):
+        training(get("llama2-7b"), cl, Plan(tp=1, dp=16, ep=2, global_batch=16), SEQ)
+
+
+def _run(cfg, ep, zero=1, dp=16):
+    cl = cluster("dgx-h100", dp)
+    plan = Plan(tp=1, pp=1, dp=dp, ep=ep, zero=zero, micro_batch=MB, global_batch=dp)
+    return training(cfg, cl, plan, SEQ, check_memory=False)  # ep=1 does not fit: compared, not run
+
+
+def test_memory_per_device_in_closed_form(mixtral):
+    """Weights and gradients: 2 bytes x (dense + experts/ep); Adam states (12 bytes) sharded by
+    ZeRO-1 over dp for the dense part and over dp/ep for the experts."""
+    cfg, dp = mixtral, 16
+    experts = cfg.n_layers * cfg.n_experts * cfg.mlp_params()
+    dense = cfg.param_count() - experts
+    for ep in (1, 2, 8):
+        s = _run(cfg, ep, zero=1).pipeline.stages[0]
+        assert s.weight_bytes == pytest.approx(2 * (dense + experts / ep), rel=1e-9)
+        assert s.grad_bytes == s.weight_bytes
+        shard_e = dp if ep == 1 else dp // ep
+        assert s.optim_bytes == pytest.approx(12 * (dense / dp + experts / ep / shard_e), rel=1e-9)
+
+
+def test_ep_comm_is_four_all_to_alls_per_block_and_micro_batch(mixtral):
+    cfg = mixtral
+    r = _run(cfg, 8)
+    cl = cluster("dgx-h100", 16)
+    group = tuple(ep_groups(r.plan, 0)[0])
+    assert group == tuple(range(8))  # tp=1: eight consecutive ranks, one NVLink domain
+    one = cl.collective_cost("all_to_all", group).time(MB * SEQ * cfg.experts_per_token * cfg.hidden * 2)
+    m = r.plan.micro_batches
+    assert r.breakdown()["ep_comm"] == pytest.approx(m * cfg.n_layers * 4 * one, rel=1e-9)
+    assert _run(cfg, 1).breakdown()["ep_comm"] == 0.0
+
+
+def test_expert_gradients_need_no_reduction_when_ep_spans_the_data_parallel_group(mixtral):
+    """With ep = dp every expert lives on one device: only the dense gradients are reduced."""
+    cfg = mixtral
+    model = CostModel(cfg, cluster("dgx-h100", 8), SEQ, software=Software())
+    for ep, expert_share in ((8, 0.0), (1, 1.0)):
+        sync = model.terms(Plan(tp=1, dp=8, ep=ep, global_batch=8)).chain.sync_bytes.sum()
+        experts_local = cfg.n_layers * cfg.n_experts // ep * cfg.mlp_params()
+        dense = cfg.param_count() - cfg.n_layers * cfg.n_experts * cfg.mlp_params()
+        assert sync == pytest.approx(2 * (dense + expert_share * experts_local), rel=1e-9)
+
+
+def test_optimize_over_ep_is_the_better_of_each(mixtral):
+    cl = cluster("dgx-h100", 16)
+    kw = dict(zero=1, tp=1, micro_batch=1)
+    both = optimize(mixtral, cl, 32, SEQ, ep=(1, 8), **kw)[1].step_time_s
+    each = [optimize(mixtral, cl, 32, SEQ, ep=ep, **kw)[1].step_time_s for ep in (1, 8)]
+    assert both == pytest.approx(min(each), rel=1e-12)
