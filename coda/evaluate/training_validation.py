@@ -23,10 +23,11 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
    chunks per device over 126 layers count the embedding and the loss as pipeline layers
    (Megatron-Bridge's layout), which coda's interleaved schedule does not split, so it runs as
    1F1B with the DP stage split (a larger bubble, stated in the row).
-4. The same performance summaries' DGX-H100 MoE rows for Qwen3-30B-A3B (FP8, seq 4096, expert
-   parallelism 8 inside a node, releases 25.09, 25.11 and 26.02), with the published layout. The
-   same layout's throughput halved between 25.09 (token dropping) and 25.11 (dropless with
-   force-balanced routing), which says how much of an MoE step is routing software that coda's
+4. The same performance summaries' DGX-H100 MoE rows for Qwen3-30B-A3B (16 GPUs, expert
+   parallelism 8 inside a node) and Qwen3-235B-A22B (256 GPUs, tp 2 folded into ep 32), FP8,
+   seq 4096, releases 25.09, 25.11 and 26.02, with the published layout. The same layout's
+   throughput changed by up to 2x between releases (token dropping in 25.09, dropless routing
+   force-balanced later), which says how much of an MoE step is routing software that coda's
    balanced-routing blocks do not see; the rows are reported, not a target.
 5. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
    optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
@@ -84,15 +85,19 @@ BRIDGE_ROWS = (
     ("llama3-70b", 64, 128, 4, 8, 1, 5, 1602.0),
     ("llama3.1-405b", 1024, 512, 8, 8, 2, 8, 292.0),
 )
-# Megatron-Bridge DGX-H100 MoE rows, FP8, seq 4096, Qwen3-30B-A3B (performance-summary.md and
-# performance-summary-archive.md): (release, routing, GPUs, global batch, micro-batch, TP, PP, VP, EP,
-# tokens/s/GPU). The same layout ran at 10494 tokens/s in 25.09 (token dropping) and 5275 in 25.11
-# (dropless, routing force-balanced); coda's MoE blocks route evenly and drop nothing.
+# Megatron-Bridge DGX-H100 MoE rows, FP8, seq 4096 (performance-summary.md and
+# performance-summary-archive.md): (preset, release, routing, GPUs, global batch, micro-batch, TP, PP, VP,
+# EP, tokens/s/GPU). The same layouts changed by up to 2x between releases (Qwen3-30B-A3B: 10494
+# tokens/s in 25.09 with token dropping, 5275 in 25.11 dropless with routing force-balanced);
+# coda's MoE blocks route evenly and drop nothing.
 BRIDGE_MOE_SEQ = 4096
 BRIDGE_MOE_ROWS = (
-    ("25.09", "token drop", 16, 512, 2, 1, 2, 24, 8, 10494.0),
-    ("25.11", "dropless, balanced", 16, 512, 2, 1, 2, 24, 8, 5275.0),
-    ("26.02", "dropless, balanced", 16, 1024, 1, 1, 2, 12, 8, 5113.0),
+    ("qwen3-30b-a3b", "25.09", "token drop", 16, 512, 2, 1, 2, 24, 8, 10494.0),
+    ("qwen3-30b-a3b", "25.11", "dropless, balanced", 16, 512, 2, 1, 2, 24, 8, 5275.0),
+    ("qwen3-30b-a3b", "26.02", "dropless, balanced", 16, 1024, 1, 1, 2, 12, 8, 5113.0),
+    ("qwen3-235b-a22b", "25.09", "token drop", 256, 2048, 1, 2, 8, 4, 32, 1204.0),
+    ("qwen3-235b-a22b", "25.11", "dropless, balanced", 256, 2048, 1, 2, 8, 4, 32, 1575.0),
+    ("qwen3-235b-a22b", "26.02", "dropless, balanced", 256, 8192, 1, 2, 8, 4, 32, 1633.0),
 )
 # (layers, d_model, heads). MPT-7B and MPT-30B: Hugging Face mosaicml/mpt-7b and mpt-30b
 # config.json; MPT-1B, 13B, 70B: llm-foundry scripts/train/yamls/pretrain/mpt-{1b,13b,70b}.yaml.
@@ -181,20 +186,25 @@ def bridge_table() -> pd.DataFrame:
 
 
 def bridge_moe_table() -> pd.DataFrame:
-    """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 Qwen3-30B-A3B rows
-    (expert parallelism; the plan as published, recomputation left to `optimize`)."""
-    cfg, rows = get("qwen3-30b-a3b"), []
-    for release, routing, n, gb, mb, tp, pp, vp, ep, published in BRIDGE_MOE_ROWS:
+    """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 Qwen3 MoE rows
+    (expert parallelism; the plan as published, recomputation left to `optimize`; 1F1B where the
+    published chunks do not divide the layers, as for the dense rows)."""
+    rows = []
+    for name, release, routing, n, gb, mb, tp, pp, vp, ep, published in BRIDGE_MOE_ROWS:
+        cfg = get(name)
+        interleave = cfg.n_layers % (pp * vp) == 0
         _, r, _ = optimize(cfg, cluster("dgx-h100", n), gb, BRIDGE_MOE_SEQ, dtype="fp8", software=MEGATRON_CORE,
                            tp=tp, pp=pp, dp=n // (tp * pp), ep=ep, micro_batch=mb, zero=1, sequence_parallel=tp > 1,
-                           schedule="interleaved", virtual_stages=vp)
+                           schedule="interleaved" if interleave else "1f1b", virtual_stages=vp if interleave else 1)
         pred = r.tokens_per_s_per_device
         rows.append(dict(release=release, routing=routing, model=cfg.name, GPUs=n, global_batch=gb,
                          plan=r.plan.describe(), published_tokens_per_s_per_gpu=published,
                          predicted_tokens_per_s_per_gpu=pred,
                          error_pct=100 * (pred / published - 1), predicted_mfu_pct=100 * r.mfu,
                          ep_comm_pct=100 * r.breakdown()["ep_comm"] / r.step_time_s,
-                         peak_memory_GiB=r.peak_memory_bytes / GiB))
+                         peak_memory_GiB=r.peak_memory_bytes / GiB,
+                         note="" if interleave else
+                         f"1F1B: {vp} chunks x {pp} stages do not divide {cfg.n_layers} layers"))
     return pd.DataFrame(rows)
 
 
@@ -275,7 +285,7 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
         ("NVIDIA Megatron-Bridge 25.11, dgx-h100, fp8, seq 8192, micro-batch 1, published TP/CP/PP/VP: "
          "tokens/s per GPU", bridge),
-        ("NVIDIA Megatron-Bridge, dgx-h100, fp8, seq 4096, Qwen3-30B-A3B with expert parallelism, published "
+        ("NVIDIA Megatron-Bridge, dgx-h100, fp8, seq 4096, Qwen3 MoE with expert parallelism, published "
          "TP/PP/VP/EP: tokens/s per GPU", moe),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),

@@ -14,7 +14,10 @@ for sequence parallelism):
   -> [all_reduce | reduce_scatter] -> add
 MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
 (ceil(T*k/E) tokens per expert). With expert parallelism (`ep`, Megatron-Core's alltoall token
-dispatcher) a device holds E/ep experts: an all-to-all over the ep group sends each of its T*k
+dispatcher with "MoE parallel folding": expert layers are laid out over the tp*cp*dp devices
+independently of attention, experts whole, not tensor-split; with tp > 1 the MoE layer works on
+the sequence-parallel shard of T/t tokens, so it needs sequence parallelism and has no TP
+collectives of its own) a device holds E/ep experts: an all-to-all over the ep group sends each of its T*k
 routed token copies (h wide) to the device of its expert, the device regroups them by local
 expert (a permutation, when it holds more than one), runs its E/ep experts on ceil(T*ep*k/E)
 tokens each, restores the order and a second all-to-all returns the outputs (FLOPs per device are
@@ -105,6 +108,10 @@ class _Dims:
         if self.sp and self.T % tp:
             raise ConfigError(f"sequence parallelism needs tp={tp} to divide the {self.T} tokens of the batch")
         self.T_sp = self.T // tp if self.sp else self.T  # rows of norms and residual adds
+        if ep > 1 and tp > 1 and not self.sp:
+            raise ConfigError(f"expert parallelism with tp={tp} needs sequence parallelism (Megatron-Core): the MoE "
+                              "layer routes each device's sequence-parallel shard of the tokens")
+        self.moe_folded = ep > 1 and cfg.is_moe  # expert layers: whole experts on the sequence-parallel shard
 
 
 def activation_dtype(dtype: str) -> str:
@@ -167,26 +174,28 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
                     after=[up])
         return _gemm(g, x, x.T, x.f_t, h, "mlp_down", [act], bias=cfg.bias)
     E, k, ep = cfg.n_experts, cfg.experts_per_token, x.ep
+    T, f = (x.T_sp, cfg.ffn_hidden) if x.moe_folded else (x.T, x.f_t)  # tokens routed here, expert width
+    width = (2 if cfg.gated else 1) * f
     local = E // ep  # experts on this device
-    per_expert = math.ceil(x.T * ep * k / E)
-    router = g.add(O.matmul(x.T, h, E, dtype=dt, name="router", weight=True), after=[prev])
-    gates = g.add(O.softmax(x.T, E, dt, name="router_softmax"), after=[router])
-    dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
+    per_expert = math.ceil(T * ep * k / E)
+    router = g.add(O.matmul(T, h, E, dtype=dt, name="router", weight=True), after=[prev])
+    gates = g.add(O.softmax(T, E, dt, name="router_softmax"), after=[router])
+    dispatch = g.add(O.elementwise(T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])
     if ep > 1:
-        dispatch = g.add(O.collective("all_to_all", x.T * k * h * dtype_bytes(dt), ep, dt, name="ep_dispatch"),
+        dispatch = g.add(O.collective("all_to_all", T * k * h * dtype_bytes(dt), ep, dt, name="ep_dispatch"),
                          after=[dispatch])
         if local > 1:  # received tokens arrive grouped by source device; regroup them by local expert
-            dispatch = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_sort", fn="permute"), after=[dispatch])
+            dispatch = g.add(O.elementwise(T * k * h, 0, 1, dt, name="moe_sort", fn="permute"), after=[dispatch])
     up = _gemm(g, x, per_expert, h, width, "expert_up", [dispatch], batch=local, bias=cfg.bias)
-    act = g.add(O.elementwise(local * per_expert * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt,
+    act = g.add(O.elementwise(local * per_expert * f, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt,
                               name="expert_act", fn=cfg.mlp), after=[up])
-    down = _gemm(g, x, per_expert, x.f_t, h, "expert_down", [act], batch=local, bias=cfg.bias)
+    down = _gemm(g, x, per_expert, f, h, "expert_down", [act], batch=local, bias=cfg.bias)
     if ep > 1:
         if local > 1:
-            down = g.add(O.elementwise(x.T * k * h, 0, 1, dt, name="moe_unsort", fn="permute"), after=[down])
-        down = g.add(O.collective("all_to_all", x.T * k * h * dtype_bytes(dt), ep, dt, name="ep_combine"),
+            down = g.add(O.elementwise(T * k * h, 0, 1, dt, name="moe_unsort", fn="permute"), after=[down])
+        down = g.add(O.collective("all_to_all", T * k * h * dtype_bytes(dt), ep, dt, name="ep_combine"),
                      after=[down])
-    return g.add(O.elementwise(x.T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
+    return g.add(O.elementwise(T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
 
 
 def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:
@@ -213,9 +222,10 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool) -> tup
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
     add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
     ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
-    pre = _tp_entry(g, x, "mlp", act_bytes, dt, ln2)
-    out = _mlp(g, cfg, x, dt, pre)
-    out = _tp_exit(g, x, "mlp", act_bytes, dt, out)
+    if x.moe_folded:  # expert layers on the sequence-parallel shard: no TP region around them
+        out = _mlp(g, cfg, x, dt, ln2)
+    else:
+        out = _tp_exit(g, x, "mlp", act_bytes, dt, _mlp(g, cfg, x, dt, _tp_entry(g, x, "mlp", act_bytes, dt, ln2)))
     g.add(_residual(x, h, dt, "mlp_residual", dropout), after=[out, add1])
     bwd_reduce: dict[str, list[Op]] = {}
     if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward

@@ -179,11 +179,12 @@ def dp_group(plan: Plan, stage: int, tp_rank: int = 0) -> list[int]:
 
 
 def ep_groups(plan: Plan, stage: int) -> tuple[list[int], list[int]]:
-    """The expert-parallel group of `stage`'s first rank (ep consecutive members of its data-parallel
-    group, Megatron-Core's layout) and its expert-data-parallel group (members ep apart), which
-    reduces the expert gradients."""
-    group = dp_group(plan, stage)
-    return group[:plan.ep], group[::plan.ep]
+    """The expert-parallel group of `stage`'s first rank and its expert-data-parallel group, which
+    reduces the expert gradients. Expert layers are laid out over the stage's tp*cp*dp ranks on
+    their own (Megatron-Core's MoE parallel folding, experts not tensor-split): ep consecutive
+    ranks hold different experts, ranks ep apart the same ones."""
+    base, size = stage * plan.tp * plan.cp * plan.dp, plan.tp * plan.cp * plan.dp
+    return list(range(base, base + plan.ep)), list(range(base, base + size, plan.ep))
 
 
 def optimizer_bytes_per_param(dtype: str) -> int:
@@ -317,7 +318,7 @@ def _expert_sync_ratio(cluster: Cluster, plan: Plan, kind: str) -> float:
     data-parallel group (worst stage of each; 0 when each expert lives on one device). Expert
     gradient bytes times this ratio, added to the dense ones, give the bandwidth term of the two
     reductions on the data-parallel group's `CollectiveCost` (the second latency is left out)."""
-    if plan.ep == 1 or plan.dp * plan.cp == plan.ep:
+    if plan.ep == 1 or plan.tp * plan.cp * plan.dp == plan.ep:
         return 0.0
     dense = max(collective_cost(cluster, kind, tuple(dp_group(plan, s))).s_per_byte for s in range(plan.pp))
     expert = max(collective_cost(cluster, kind, tuple(ep_groups(plan, s)[1])).s_per_byte for s in range(plan.pp))
@@ -334,7 +335,7 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     L = cfg.n_layers
     s_local = model.seq_len // cp  # tokens of each sequence on one device
     shard = dp * cp  # devices holding the same weights (ZeRO shards over all of them)
-    e_shard = shard // ep  # devices holding the same experts (the expert-data-parallel group)
+    e_shard = tp * shard // ep  # devices holding the same experts (the expert-data-parallel group)
 
     def expand(triple: tuple[float, float, float]) -> np.ndarray:
         return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
@@ -368,7 +369,7 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     if pp > 1 and cfg.tied_embeddings:
         params[2] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
     P = expand(tuple(params))  # type: ignore[arg-type]
-    # with ep > 1 the expert weights are sharded and reduced over the expert-data-parallel group
+    # with ep > 1 the (whole) experts are sharded and reduced over the expert-data-parallel group
     P_e = expand(prof.expert_params) if ep > 1 else np.zeros(L + 2)
     P_d = P - P_e
     shard3 = shard if zero == 3 else 1

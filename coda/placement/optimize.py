@@ -6,7 +6,7 @@ layers), dp (the rest), micro-batch (dividing the batch per replica, <= 16), rec
 sequence parallelism (tp > 1), ZeRO stage (dp > 1), schedule (1F1B, or interleaved with v
 chunks dividing the layers per stage), and context and expert parallelism only when asked for
 (`cp=2` or `cp=(1, 2, 4)`, which needs fused attention; `ep=(1, 8)` for MoE models, ep dividing
-the experts and dp*cp). Any of them can be fixed or restricted by a keyword.
+the experts and tp*cp*dp, with sequence parallelism when tp > 1). Any of them can be fixed or restricted by a keyword.
 Selective recomputation is enumerated only with unfused attention: with FlashAttention the
 scores are never stored and its backward already recomputes them, so selective equals none.
 
@@ -98,7 +98,8 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                 mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
             for mb, rec, sp, zero, ep in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
                                                            keep("zero", (0, 1, 3)), eps):
-                if (sp and tp == 1) or (zero and dp * cp == 1) or (dp * cp) % ep or (ep > 1 and zero == 3):
+                if (sp and tp == 1) or (zero and dp * cp == 1) or (ep > 1 and ((tp * cp * dp) % ep or zero == 3
+                                                                                or (tp > 1 and not sp))):
                     continue
                 m = global_batch // (dp * mb)
                 schedules: list[tuple[str, int]] = [("1f1b", 1)]

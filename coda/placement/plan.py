@@ -82,7 +82,8 @@ class Plan:
     stage_layers: tuple[int, ...] | None = field(default=None,
                                                  metadata=_h("blocks per stage (or chunk); None = balanced"))
     cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
-    ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts split over ep of the dp*cp devices)"))
+    ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts spread over ep of the tp*cp*dp "
+                                           "devices)"))
 
     def __post_init__(self) -> None:
         for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages", "cp", "ep"):
@@ -209,10 +210,14 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
         if not cfg.is_moe or cfg.n_experts % plan.ep:
             raise InfeasibleDesign(f"{cfg.name}: ep={plan.ep} must divide its {cfg.n_experts} experts"
                                    + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
-        if (plan.dp * plan.cp) % plan.ep:
-            raise InfeasibleDesign(f"ep={plan.ep} must divide dp*cp = {plan.dp * plan.cp} (the expert-parallel group "
-                                   f"is carved out of the data-parallel one); valid ep: "
-                                   f"{[e for e in _divisors(plan.dp * plan.cp) if cfg.n_experts % e == 0]}")
+        inner = plan.tp * plan.cp * plan.dp
+        if inner % plan.ep:
+            raise InfeasibleDesign(f"ep={plan.ep} must divide tp*cp*dp = {inner} (the devices of a pipeline stage, "
+                                   f"over which the expert layers are laid out); valid ep: "
+                                   f"{[e for e in _divisors(inner) if cfg.n_experts % e == 0]}")
+        if plan.tp > 1 and not plan.sequence_parallel:
+            raise InfeasibleDesign(f"expert parallelism with tp={plan.tp} needs sequence_parallel=True "
+                                   "(Megatron-Core: the MoE layer routes each device's sequence-parallel shard)")
         if plan.zero == 3:
             raise InfeasibleDesign("ZeRO-3 with expert parallelism is not modelled; use zero=0 or 1 (Megatron-Core's "
                                    "distributed optimizer)")

@@ -51,8 +51,12 @@ def test_bad_ep_is_refused(mixtral):
     cl = cluster("dgx-h100", 16)
     with pytest.raises(InfeasibleDesign, match="must divide its 8 experts"):
         training(mixtral, cl, Plan(tp=1, dp=16, ep=16, global_batch=16), SEQ)
-    with pytest.raises(InfeasibleDesign, match=r"ep=4 must divide dp\*cp = 2"):
-        training(mixtral, cl, Plan(tp=8, dp=2, ep=4, global_batch=8), SEQ)
+    with pytest.raises(InfeasibleDesign, match=r"ep=4 must divide tp\*cp\*dp = 6"):
+        training(mixtral, cluster("dgx-h100", 6), Plan(tp=2, dp=3, ep=4, sequence_parallel=True, global_batch=6), SEQ)
+    with pytest.raises(InfeasibleDesign, match="needs sequence_parallel"):
+        training(mixtral, cl, Plan(tp=2, dp=8, ep=8, global_batch=8), SEQ)
+    with pytest.raises(ConfigError, match="needs sequence parallelism"):
+        build(mixtral, "forward", MB, SEQ, tp=2, ep=2)
     with pytest.raises(InfeasibleDesign, match="ZeRO-3 with expert parallelism"):
         training(mixtral, cl, Plan(tp=1, dp=16, ep=8, zero=3, global_batch=16), SEQ)
     with pytest.raises(InfeasibleDesign, match="needs an MoE model"):
@@ -108,3 +112,24 @@ def test_optimize_over_ep_is_the_better_of_each(mixtral):
     both = optimize(mixtral, cl, 32, SEQ, ep=(1, 8), **kw)[1].step_time_s
     each = [optimize(mixtral, cl, 32, SEQ, ep=ep, **kw)[1].step_time_s for ep in (1, 8)]
     assert both == pytest.approx(min(each), rel=1e-12)
+
+
+def test_folded_experts_with_tensor_parallelism(mixtral):
+    """tp 2 with SP and ep 8 on 16 devices (MoE parallel folding): attention is tensor-split, the
+    expert layer routes the T/2 tokens of the SP shard to whole experts, one per device, with no
+    TP collective of its own; expert-parallel groups are 8 consecutive ranks, expert-data-parallel
+    groups ranks 8 apart."""
+    cfg, T = mixtral, MB * SEQ
+    block = build(cfg, "forward", MB, SEQ, tp=2, sequence_parallel=True, ep=8).layers[1][0]
+    colls = sorted((op.dims["collective"], op.dims["group"]) for op in block.nodes if op.kind == "collective")
+    assert colls == [("all_gather", 2), ("all_to_all", 8), ("all_to_all", 8), ("reduce_scatter", 2)]
+    up = next(op for op in block.nodes if op.name == "expert_up")
+    assert (up.dims["batch"], up.dims["m"], up.dims["n"]) == (1, T // 2 * 8 * 2 // 8, 2 * cfg.ffn_hidden)
+    dense = build(cfg, "forward", MB, SEQ, tp=2, sequence_parallel=True).layers[1][0]
+    assert block.flops() == pytest.approx(dense.flops(), rel=1e-3)  # same work per device, split differently
+    plan = Plan(tp=2, dp=8, ep=8, sequence_parallel=True, zero=1, global_batch=8)
+    assert ep_groups(plan, 0) == (list(range(8)), [0, 8])
+    s = training(cfg, cluster("dgx-h100", 16), plan, SEQ, check_memory=False).pipeline.stages[0]
+    experts = cfg.n_layers * cfg.n_experts * cfg.mlp_params()
+    dense_params = cfg.param_count() - experts
+    assert s.weight_bytes == pytest.approx(2 * (dense_params / 2 + experts / 8), rel=2e-3)  # norms are not split
