@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
     p.add_argument("--tp", type=int, help="tensor-parallel width")
     p.add_argument("--cp", type=int, help="context-parallel width (default 1; needs fused attention)")
-    p.add_argument("--ep", type=int, help="expert-parallel width (MoE; default 1; divides the experts and dp*cp)")
+    p.add_argument("--ep", type=int, help="expert-parallel width (MoE; default 1; divides the experts and tp*cp*dp)")
     p.add_argument("--pp", type=int, help="pipeline stages")
     p.add_argument("--dp", type=int, help="data-parallel replicas")
     p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")

@@ -17,14 +17,15 @@ MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced 
 dispatcher with "MoE parallel folding": expert layers are laid out over the tp*cp*dp devices
 independently of attention, experts whole, not tensor-split; with tp > 1 the MoE layer works on
 the sequence-parallel shard of T/t tokens, so it needs sequence parallelism and has no TP
-collectives of its own) a device holds E/ep experts: an all-to-all over the ep group sends each of its T*k
-routed token copies (h wide) to the device of its expert, the device regroups them by local
-expert (a permutation, when it holds more than one), runs its E/ep experts on ceil(T*ep*k/E)
-tokens each, restores the order and a second all-to-all returns the outputs (FLOPs per device are
-those of ep = 1; the GEMMs are ep times taller). Dropout (`dropout=True`, training phases; off by default: 0 in
-current LLM pre-training) as Megatron-LM applies it: on the attention probabilities (a kernel of
-its own when attention is unfused; inside the fused kernel, not modelled, otherwise) and on both
-residual branches, fused with the residual add (`bias_dropout_add`); each writes a 1-byte mask.
+collectives of its own) a device holds E/ep experts: an all-to-all over the ep group sends each
+of its T*k routed token copies (h wide) to the device of its expert, the device regroups them by
+local expert (a permutation, when it holds more than one), runs its E/ep experts on
+ceil(T*ep*k/E) tokens each, restores the order and a second all-to-all returns the outputs
+(FLOPs per device are those of ep = 1; the GEMMs are ep times taller).
+Dropout (`dropout=True`, training phases; off by default: 0 in current LLM pre-training) as
+Megatron-LM applies it: on the attention probabilities (a kernel of its own when attention is
+unfused; inside the fused kernel, not modelled, otherwise) and on both residual branches, fused
+with the residual add (`bias_dropout_add`); each writes a 1-byte mask.
 """
 
 from __future__ import annotations
@@ -301,8 +302,9 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
             a multiple of 2*cp) whose queries attend to all `seq_len` keys; the ring exchange of
             keys and values is timed by `coda.placement`, not a graph op.
         attention_kernel: ``fa2`` or ``fa3`` (`coda.models.ops.attention`), fused attention only.
-        ep: expert-parallel width (MoE models; must divide the experts): the device holds E/ep
-            experts and exchanges routed tokens with two all-to-alls over ep devices (module doc).
+        ep: expert-parallel width (MoE models; must divide the experts; with tp > 1 it needs
+            sequence parallelism): the device holds E/ep whole experts and exchanges routed
+            tokens with two all-to-alls over ep devices (module doc).
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
