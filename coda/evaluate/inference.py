@@ -26,8 +26,9 @@ Model (b = batch, p = prompt_len, O = output_len, t = tp, l = layers, g = kv hea
   the largest op of the prefill graph (its non-weight inputs + outputs), linear in b. They must fit
   in HBM minus `reserve_bytes` (CUDA context, cuBLAS/NCCL workspaces; default 2 GiB, an estimate).
   `max_batch = floor((limit - weights) / (kv_per_sequence + workspace_per_sequence))`.
-- MBU (model-bandwidth utilisation, Databricks 2023): (weights + mean KV bytes) per device /
-  TPOT / HBM bandwidth.
+- MBU (model-bandwidth utilisation, Databricks 2023): (weight bytes a decode step reads + mean KV
+  bytes) per device / TPOT / HBM bandwidth; a step reads all the weights of a dense model, and of
+  an MoE model only the experts its tokens are routed to (`coda.models.build`).
 
 Not modelled: in-flight (continuous) batching, paged-KV fragmentation, CUDA graphs and
 TensorRT-LLM's fused kernels (the predictor times eager kernels), speculative decoding.
@@ -69,7 +70,7 @@ class InferenceResult:
         weights_bytes, kv_cache_bytes, workspace_bytes: memory per device.
         memory_limit_bytes: HBM minus the reserve; `free_bytes` = limit - the three above.
         max_batch: largest batch whose memory fits (0 if the weights alone do not).
-        mbu: model-bandwidth utilisation of decode, (weights + mean KV) / TPOT / HBM bandwidth.
+        mbu: model-bandwidth utilisation of decode, (weights read + mean KV) / TPOT / HBM bandwidth.
     """
 
     model: str
@@ -242,7 +243,8 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     replicas = cluster.n_devices // tp
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
     mean_kv = kv_cache_bytes(cfg, batch, 1, tp, dtype) * (prompt_len + (output_len - 1) / 2)
-    mbu = (parts[0] + mean_kv) / tpot / bw if bw else math.nan
+    read = decodes[0].param_bytes()  # weights one step reads: all of them, or the routed experts' (MoE)
+    mbu = (read + mean_kv) / tpot / bw if bw else math.nan
     return InferenceResult(
         model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,
         replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype,

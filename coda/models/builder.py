@@ -13,15 +13,16 @@ for sequence parallelism):
   -> [all_reduce | reduce_scatter] -> add -> ln2 -> [all_gather] -> mlp_up -> act -> mlp_down
   -> [all_reduce | reduce_scatter] -> add
 MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
-(ceil(T*k/E) tokens per expert). With expert parallelism (`ep`, Megatron-Core's alltoall token
-dispatcher with "MoE parallel folding": expert layers are laid out over the tp*cp*dp devices
-independently of attention, experts whole, not tensor-split; with tp > 1 the MoE layer works on
-the sequence-parallel shard of T/t tokens, so it needs sequence parallelism and has no TP
-collectives of its own) a device holds E/ep experts: an all-to-all over the ep group sends each
-of its T*k routed token copies (h wide) to the device of its expert, the device regroups them by
-local expert (a permutation, when it holds more than one), runs its E/ep experts on
-ceil(T*ep*k/E) tokens each, restores the order and a second all-to-all returns the outputs
-(FLOPs per device are those of ep = 1; the GEMMs are ep times taller).
+(ceil(T*k/E) tokens per expert; when serving fewer than E token copies, as in decode, only the
+T*k experts that receive one run and have their weights read). With expert parallelism (`ep`,
+Megatron-Core's alltoall token dispatcher with "MoE parallel folding": expert layers are laid
+out over the tp*cp*dp devices independently of attention, experts whole, not tensor-split; with
+tp > 1 the MoE layer works on the sequence-parallel shard of T/t tokens, so it needs sequence
+parallelism and has no TP collectives of its own) a device holds E/ep experts: an all-to-all
+over the ep group sends each of its T*k routed token copies (h wide) to the device of its
+expert, the device regroups them by local expert (a permutation, when it holds more than one),
+runs its E/ep experts on ceil(T*ep*k/E) tokens each, restores the order and a second all-to-all
+returns the outputs (FLOPs per device are those of ep = 1; the GEMMs are ep times taller).
 Dropout (`dropout=True`, training phases; off by default: 0 in current LLM pre-training) as
 Megatron-LM applies it: on the attention probabilities (a kernel of its own when attention is
 unfused; inside the fused kernel, not modelled, otherwise) and on both residual branches, fused
@@ -113,6 +114,7 @@ class _Dims:
             raise ConfigError(f"expert parallelism with tp={tp} needs sequence parallelism (Megatron-Core): the MoE "
                               "layer routes each device's sequence-parallel shard of the tokens")
         self.moe_folded = ep > 1 and cfg.is_moe  # expert layers: whole experts on the sequence-parallel shard
+        self.serving = phase in ("prefill", "decode")
 
 
 def activation_dtype(dtype: str) -> str:
@@ -178,7 +180,9 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
     T, f = (x.T_sp, cfg.ffn_hidden) if x.moe_folded else (x.T, x.f_t)  # tokens routed here, expert width
     width = (2 if cfg.gated else 1) * f
     local = E // ep  # experts on this device
-    per_expert = math.ceil(T * ep * k / E)
+    if x.serving:  # few tokens: only the experts that receive one are read (balanced: min(E/ep, T*k))
+        local = min(local, T * k)
+    per_expert = math.ceil(T * k / local)  # T*k routed slots arrive per device, spread evenly
     router = g.add(O.matmul(T, h, E, dtype=dt, name="router", weight=True), after=[prev])
     gates = g.add(O.softmax(T, E, dt, name="router_softmax"), after=[router])
     dispatch = g.add(O.elementwise(T * k * h, 0, 1, dt, name="moe_dispatch", fn="permute"), after=[prev, gates])

@@ -12,6 +12,8 @@ PUBLISHED = [  # (preset, published total, relative tolerance)
     ("bert-large", 335e6, 0.01),     # Devlin et al. 2019 (with pooler; we omit it)
     ("opt-1.3b", 1.316e9, 0.005),
     ("mixtral-8x7b", 46.7e9, 0.005),  # Jiang et al. 2024
+    ("qwen3-30b-a3b", 30.5e9, 0.005),  # Qwen3 technical report, table 2
+    ("qwen3-235b-a22b", 235e9, 0.005),
 ]
 
 MEGATRON = {  # Narayanan et al. SC'21 table 1: params in billions, as printed
@@ -54,10 +56,22 @@ def test_gqa_shrinks_attention_params():
     assert mha.attention_params() - c.attention_params() == 2 * c.hidden * (c.n_heads - c.n_kv_heads) * d
 
 
-def test_moe_active_params():
-    c = models.get("mixtral-8x7b")
-    # Published: 12.9B active parameters per token (Jiang et al. 2024).
-    assert c.active_param_count() == pytest.approx(12.9e9, rel=0.01)
+@pytest.mark.parametrize("name,active", [("mixtral-8x7b", 12.9e9), ("qwen3-30b-a3b", 3.3e9),
+                                         ("qwen3-235b-a22b", 22e9)])
+def test_moe_active_params_published(name, active):
+    """Published active parameters per token: Jiang et al. 2024; Qwen3 technical report, table 2."""
+    assert models.get(name).active_param_count() == pytest.approx(active, rel=0.02)
+
+
+def test_decode_reads_only_the_experts_that_get_tokens():
+    """Balanced routing in a serving step with T tokens: min(E, T*k) experts run and have their
+    weights read; the weights held stay all E (inference memory counts `param_count`)."""
+    c = models.get("mixtral-8x7b")  # 8 experts, top-2
+    for batch, experts in ((1, 2), (3, 6), (4, 8), (64, 8)):
+        block = models.build(c, "decode", batch, 1024).layers[1][0]
+        up = next(op for op in block.nodes if op.name == "expert_up")
+        assert up.dims["batch"] == experts and up.dims["m"] == -(-batch * 2 // experts)
+        assert block.param_count() == pytest.approx(c.block_params() - (8 - experts) * c.mlp_params())
 
 
 def test_params_match_graph_param_bytes():
