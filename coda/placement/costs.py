@@ -312,7 +312,9 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     Korthikanti et al. 2022, section 4.1 (see the module docstring), per tensor:
     replicated `10*s*b*h` (/t with SP); split by t: `s*b*(4*q + 4*kv + k*(2*f*(2 if gated else 1) + 2*f))`
     with q = a*d, kv = g*d, f the FFN width and k experts per token; attention scores `5*a*s^2*b / t`
-    for unfused attention only. For GPT (q = kv = h, f = 4h) this is `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
+    for unfused attention only; MoE blocks add the `2*k*s*b*h` routed token copies the expert
+    GEMMs read (replicated, /t with SP). For GPT (q = kv = h, f = 4h) this is
+    `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
 
     With FP8 GEMMs (`gemm_dtype="fp8"`) the inputs of the four block GEMMs (QKV, output
     projection, MLP up and down) are stashed as their FP8 casts, as Transformer Engine does: a
@@ -326,7 +328,10 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     scale = dtype_bytes(dtype) / 2
     r = dtype_bytes(gemm_dtype or dtype) / dtype_bytes(dtype)
     k = cfg.experts_per_token
-    replicated = (6.0 + 4.0 * r) * s * b * h / (t if sequence_parallel else 1)
+    # MoE: the k routed copies of each token that the expert GEMMs read are stashed too (the
+    # permuted input of the grouped GEMM, in its FP8 cast under FP8), like the MLP input
+    routed = 2.0 * r * cfg.experts_per_token if cfg.is_moe else 0.0
+    replicated = (6.0 + 4.0 * r + routed) * s * b * h / (t if sequence_parallel else 1)
     split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * (2 * cfg.ffn_hidden * (2 if cfg.gated else 1)
                                                                       + 2 * r * cfg.ffn_hidden)) / t
     scores = 5.0 * cfg.n_heads * s * s * b / t if attention == "unfused" else 0.0

@@ -31,6 +31,17 @@ def test_korthikanti_activation_bytes(t, sp, rec, attn, want):
     assert full >= stored
 
 
+@pytest.mark.parametrize("t, sp", [(1, False), (2, True)])
+def test_moe_activation_bytes_add_the_routed_token_copies(t, sp):
+    """Mixtral (k = 2, SwiGLU, GQA): the per-tensor terms plus the 2*k*s*b*h routed copies."""
+    cfg = get("mixtral-8x7b")
+    h, q, kv, f, k = cfg.hidden, cfg.q_dim, cfg.kv_dim, cfg.ffn_hidden, cfg.experts_per_token
+    replicated = (10 + 2 * k) * S * B * h / (t if sp else 1)
+    split = S * B * (4 * q + 4 * kv + k * (2 * f * 2 + 2 * f)) / t
+    stored, _ = block_activation_bytes(cfg, S, B, t, sp, "none", "fused", "bf16")
+    assert stored == pytest.approx(replicated + split, rel=1e-12)
+
+
 def test_activation_bytes_scale_with_dtype():
     a, _ = block_activation_bytes(CFG, S, B, 1, False, "none", "fused", "fp16")
     b, _ = block_activation_bytes(CFG, S, B, 1, False, "none", "fused", "fp32")
