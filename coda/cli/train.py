@@ -6,7 +6,8 @@
     coda train --model gpt3-175b --cluster dgx-a100 --devices 1024 --global-batch 1536 --seq-len 2048
                                                                   # nothing given: optimise all of it
 
-Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed.
+Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed. `--cp` and
+`--ep` default to 1; when optimising they also take a list to search over (`--ep 1,8`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,23 @@ from typing import Any
 import pandas as pd
 
 from coda.cli._output import print_json, print_table
+from coda.errors import ConfigError
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
 
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    """`8` or `1,2,8` -> (8,) or (1, 2, 8)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or a comma-separated list of them") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive integers")
+    return values
 
 
 def _cluster(args: argparse.Namespace) -> Any:
@@ -62,7 +75,14 @@ def _run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     ranked = None
     if len(given) == len(PLAN_FLAGS):
-        plan = Plan(global_batch=args.global_batch, cp=args.cp or 1, ep=args.ep or 1, **given)
+        widths: dict[str, Any] = {}
+        for k in ("cp", "ep"):
+            values = getattr(args, k) or (1,)
+            if len(values) > 1:
+                raise ConfigError(f"--{k} {','.join(map(str, values))}: a fully given plan takes one {k} width; "
+                                  "leave a plan flag out to optimise over several")
+            widths[k] = values[0]
+        plan = Plan(global_batch=args.global_batch, **widths, **given)
         result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
     else:
         extra = {k: getattr(args, k) for k in ("cp", "ep") if getattr(args, k)}
@@ -107,8 +127,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
     p.add_argument("--tp", type=int, help="tensor-parallel width")
-    p.add_argument("--cp", type=int, help="context-parallel width (default 1; needs fused attention)")
-    p.add_argument("--ep", type=int, help="expert-parallel width (MoE; default 1; divides the experts and tp*cp*dp)")
+    p.add_argument("--cp", type=_widths, help="context-parallel width (default 1; needs fused attention); a list "
+                   "such as 1,2 is searched when optimising")
+    p.add_argument("--ep", type=_widths, help="expert-parallel width (MoE; default 1; divides the experts and "
+                   "tp*cp*dp); a list such as 1,8 is searched when optimising")
     p.add_argument("--pp", type=int, help="pipeline stages")
     p.add_argument("--dp", type=int, help="data-parallel replicas")
     p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")

@@ -36,3 +36,19 @@ def test_train_on_tpu_pod_uses_the_accelerator_model(capsys):
     assert main(["train", "--model", "bert-large", "--cluster", "tpuv4-pod", "--devices", "16", "--global-batch", "64",
                  "--seq-len", "512", "--tp", "1", "--micro-batch", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["fits"] is True
+
+
+MOE = ["train", "--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--devices", "16", "--global-batch", "32",
+       "--seq-len", "1024"]
+
+
+def test_train_searches_a_list_of_expert_parallel_widths(capsys):
+    assert main(MOE + ["--zero", "1", "--tp", "1", "--ep", "1,8", "--json", "--top", "50"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["plan_fields"]["ep"] in (1, 8) and {a["ep"] for a in out["alternatives"]} <= {1, 8}
+    full = ["--tp", "1", "--pp", "1", "--dp", "16", "--micro-batch", "1", "--recompute", "full",
+            "--no-sequence-parallel", "--schedule", "1f1b", "--virtual-stages", "1", "--zero", "1"]
+    assert main(MOE + full + ["--ep", "2,8"]) == 2
+    assert "a fully given plan takes one ep width" in capsys.readouterr().err
+    assert main(MOE + full + ["--ep", "8"]) == 0
+    assert "ep8" in capsys.readouterr().out
