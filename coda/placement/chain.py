@@ -49,6 +49,9 @@ class Software:
             (FlashAttention-3 / cuDNN fused attention on Hopper); see `coda.models.ops.attention`.
         dropout: training dropout kernels (attention probabilities when unfused; residual branches
             fused with their adds), as Megatron-LM's defaults (0.1) apply them; see `coda.models.build`.
+        ep_overlap: the expert-parallel all-to-alls of one micro-batch run while another computes
+            (Megatron-Core's combined 1F1B schedule, `overlap_moe_expert_parallel_comm`): per block
+            only the excess over the block's forward and backward compute is exposed.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -58,6 +61,7 @@ class Software:
     pp_overlap: bool = field(default=False, metadata={"help": "overlap pipeline send/recv with compute"})
     scatter_gather: bool = field(default=True, metadata={"help": "Megatron scatter/gather for pipeline messages"})
     dropout: bool = field(default=False, metadata={"help": "model training dropout kernels"})
+    ep_overlap: bool = field(default=False, metadata={"help": "hide MoE all-to-alls behind other micro-batches"})
     attention_kernel: str = field(default="fa2", metadata={"help": "fused attention generation: fa2 | fa3"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
@@ -120,10 +124,12 @@ class ChainCosts:
     model_flops: np.ndarray
     hw_flops: np.ndarray
     ep_s: np.ndarray = None  # type: ignore[assignment]  # zeros when not given
+    ep_hidden_s: np.ndarray = None  # type: ignore[assignment]  # all-to-all time hidden by Software.ep_overlap
 
     def __post_init__(self) -> None:
-        if self.ep_s is None:
-            object.__setattr__(self, "ep_s", np.zeros(len(self.fwd_s)))
+        for name in ("ep_s", "ep_hidden_s"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.fwd_s)))
 
     @property
     def n(self) -> int:
@@ -358,12 +364,14 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     tp_s = expand((tp_f[0] + tp_b[0], tp_f[1] + tp_b[1], tp_f[2] + tp_b[2])) + tp_rec
     if cp > 1:
         tp_s = tp_s + expand((0.0, _cp_ring_exposed_s(model, plan, prof.selective_s[1]), 0.0))
-    ep_s = np.zeros(L + 2)
+    ep_s, ep_hidden = np.zeros(L + 2), np.zeros(L + 2)
     if ep > 1:  # dispatch and combine all-to-alls, forward, backward and a fully recomputed forward
         a2a_group = tuple(ep_groups(plan, 0)[0])
         a2a_f = collectives_time(cl, prof.ep_fwd_coll[1], a2a_group)
         a2a_b = collectives_time(cl, prof.ep_bwd_coll[1], a2a_group)
-        ep_s = expand((0.0, a2a_f + a2a_b + (a2a_f if recompute == "full" else 0.0), 0.0))
+        a2a = a2a_f + a2a_b + (a2a_f if recompute == "full" else 0.0)
+        exposed = max(0.0, a2a - prof.fwd_s[1] - prof.bwd_s[1]) if sw.ep_overlap else a2a
+        ep_s, ep_hidden = expand((0.0, exposed, 0.0)), expand((0.0, a2a - exposed, 0.0))
 
     params = list(prof.params)
     if pp > 1 and cfg.tied_embeddings:
@@ -406,7 +414,7 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     fwd_flops = expand(prof.fwd_flops)
     hw_flops = fwd_flops + expand(prof.bwd_flops) + rec_flops
     chain = ChainCosts(fwd, bwd, rec, tp_s, z3, z3_hidden, weight_b, grad_b, optim_b, act, work, sync, opt_s,
-                       3.0 * fwd_flops, hw_flops, ep_s)
+                       3.0 * fwd_flops, hw_flops, ep_s, ep_hidden)
 
     # pipeline messages: b*s*h activations (or their gradients), 2 per micro-batch per chunk
     p2p_total = 0.0

@@ -92,6 +92,7 @@ class StageCosts:
     model_flops: float
     hw_flops: float
     ep_s: float = 0.0
+    ep_hidden_s: float = 0.0
 
     @property
     def activation_bytes(self) -> float:
@@ -137,8 +138,8 @@ def pipeline_time(times: np.ndarray, m: int, v: int) -> float:
     return s + (m - 1) * t if v == 1 else m * t + (s - t) / v
 
 
-_SUMMED = ("fwd_s", "bwd_s", "rec_s", "tp_s", "ep_s", "z3_s", "z3_hidden_s", "sync_bytes", "window_s", "opt_s",
-           "weight_bytes", "grad_bytes", "optim_bytes", "act_bytes", "model_flops", "hw_flops")
+_SUMMED = ("fwd_s", "bwd_s", "rec_s", "tp_s", "ep_s", "ep_hidden_s", "z3_s", "z3_hidden_s", "sync_bytes", "window_s",
+           "opt_s", "weight_bytes", "grad_bytes", "optim_bytes", "act_bytes", "model_flops", "hw_flops")
 
 
 def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) -> PipelineResult:
@@ -169,7 +170,8 @@ def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) 
             weight_bytes=float(per["weight_bytes"][i]), grad_bytes=float(per["grad_bytes"][i]),
             optim_bytes=float(per["optim_bytes"][i]), act_bytes=float(per["act_bytes"][i]),
             inflight=inflight(plan, i), work_bytes=float(work[i]), model_flops=float(per["model_flops"][i]),
-            hw_flops=float(per["hw_flops"][i]), ep_s=float(per["ep_s"][i])))
+            hw_flops=float(per["hw_flops"][i]), ep_s=float(per["ep_s"][i]),
+            ep_hidden_s=float(per["ep_hidden_s"][i])))
     pipe = pipeline_time(time, m, v)
     b = int(np.argmax(time))
     ends = [s.end_s for s in stages]

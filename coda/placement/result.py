@@ -103,7 +103,7 @@ class TrainingResult:
         pr, m = self.pipeline, self.plan.micro_batches
         b, k = pr.stages[pr.bottleneck], pr.stages[pr.end_stage]
         return {"dp_comm": k.dp_sync_s - k.dp_exposed_s, "zero3_comm": m * b.z3_hidden_s,
-                "pp_comm": m * b.p2p_hidden_s}
+                "pp_comm": m * b.p2p_hidden_s, "ep_comm": m * b.ep_hidden_s}
 
     def breakdown_frame(self) -> pd.DataFrame:
         """Components with seconds, share of the step and what each is."""

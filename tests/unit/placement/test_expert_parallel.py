@@ -133,3 +133,24 @@ def test_folded_experts_with_tensor_parallelism(mixtral):
     experts = cfg.n_layers * cfg.n_experts * cfg.mlp_params()
     dense_params = cfg.param_count() - experts
     assert s.weight_bytes == pytest.approx(2 * (dense_params / 2 + experts / 8), rel=2e-3)  # norms are not split
+
+
+def test_ep_overlap_hides_all_to_alls_up_to_the_block_compute(mixtral):
+    """Software.ep_overlap: per block the exposed all-to-all time is max(0, a2a - fwd - bwd); the
+    hidden part is reported as overlapped; the step is never longer than without the overlap."""
+    cl = cluster("dgx-h100", 16)
+    plan = Plan(tp=1, dp=16, ep=8, zero=1, global_batch=16)
+    base = training(mixtral, cl, plan, SEQ, check_memory=False)
+    over = training(mixtral, cl, plan, SEQ, check_memory=False, software=Software(ep_overlap=True))
+    a2a = base.breakdown()["ep_comm"]
+    compute = base.breakdown()["forward"] + base.breakdown()["backward"]
+    assert over.breakdown()["ep_comm"] == pytest.approx(max(0.0, a2a - compute), abs=1e-12)
+    assert over.breakdown()["ep_comm"] + over.overlapped()["ep_comm"] == pytest.approx(a2a, rel=1e-9)
+    assert over.step_time_s <= base.step_time_s
+    # Qwen3-30B-A3B with ep 32 over 4 nodes: the all-to-alls outlast the block's compute
+    cfg, plan = get("qwen3-30b-a3b"), Plan(tp=1, dp=32, ep=32, zero=1, global_batch=32)
+    chains = [CostModel(cfg, cluster("dgx-h100", 32), 4096, software=sw).terms(plan).chain
+              for sw in (Software(), Software(ep_overlap=True))]
+    a2a, compute = chains[0].ep_s[1], chains[0].fwd_s[1] + chains[0].bwd_s[1]
+    assert a2a > compute and chains[1].ep_s[1] == pytest.approx(a2a - compute, rel=1e-12)
+    assert chains[1].ep_hidden_s[1] == pytest.approx(compute, rel=1e-12)
