@@ -1,4 +1,5 @@
-"""Time per evaluated plan and per `optimize` call, 3 models x 3 cluster sizes on dgx-a100.
+"""Time per evaluated plan and per `optimize` call, 3 models x 3 cluster sizes on dgx-a100, and
+`optimize` over expert-parallel widths for two MoE models on dgx-h100.
 
 Targets: one `coda.evaluate.training` under 5 ms once the model's layers are profiled (the layer
 profile, i.e. building and predicting the graphs, is cached per (model, device, tp,
@@ -24,6 +25,7 @@ from coda.placement.costs import clear_profiles
 
 CASES = (("llama2-7b", 4096, 512), ("llama3-70b", 4096, 1024), ("gpt3-175b", 2048, 1536))
 SIZES = (64, 256, 1024)
+MOE_CASES = (("mixtral-8x7b", 64, 4096, 256, (1, 2, 4, 8)), ("qwen3-30b-a3b", 64, 4096, 512, (1, 8, 32, 64)))
 
 
 def _plan(n: int, gb: int) -> Plan:
@@ -64,10 +66,25 @@ def bench(name: str, seq: int, gb: int, n: int) -> dict[str, object]:
             "best plan": best_plan.describe(), "MFU": round(best.mfu, 3)}
 
 
+def bench_moe(name: str, n: int, seq: int, gb: int, eps: tuple[int, ...]) -> dict[str, object]:
+    clear_profiles()
+    _terms.cache_clear()
+    t0 = time.perf_counter()
+    best_plan, best, ranked = optimize(get(name), cluster("dgx-h100", n), gb, seq, ep=eps)
+    opt_s = time.perf_counter() - t0
+    a = ranked.attrs
+    return {"model": name, "GPUs": n, "global batch": gb, "ep searched": ",".join(map(str, eps)),
+            "optimize, cold (s)": round(opt_s, 2), "candidates": a["candidates"], "evaluated": a["evaluated"],
+            "best plan": best_plan.describe(), "MFU": round(best.mfu, 3)}
+
+
 def main() -> None:
     rows = [bench(name, seq, gb, n) for name, seq, gb in CASES for n in SIZES]
+    moe = [bench_moe(*case) for case in MOE_CASES]
     with pd.option_context("display.width", 250, "display.max_columns", None):
         print(pd.DataFrame(rows).to_string(index=False))
+        print()
+        print(pd.DataFrame(moe).to_string(index=False))
 
 
 if __name__ == "__main__":
