@@ -98,9 +98,10 @@ class ChainCosts:
     """Per-unit costs (arrays of length n = layers + 2) per micro-batch on one device.
 
     Times in seconds, memory in bytes: fwd_s, bwd_s (compute), rec_s (recomputation), tp_s (TP
-    collectives of forward, backward and recomputed forward), ep_s (the expert-parallel all-to-alls,
-    likewise; zeros by default), z3_s / z3_hidden_s (ZeRO-3
-    gathers and reduce-scatters exposed / hidden behind compute), weight_bytes, grad_bytes,
+    collectives of forward, backward and recomputed forward), ep_s / ep_hidden_s (the
+    expert-parallel all-to-alls, likewise, exposed / hidden by `Software.ep_overlap`; zeros by
+    default), z3_s / z3_hidden_s (ZeRO-3 gathers and reduce-scatters exposed / hidden behind
+    compute), weight_bytes, grad_bytes,
     optim_bytes (static), act_bytes (stashed per in-flight micro-batch), work_bytes (transient
     while the unit runs), sync_bytes (gradients to reduce over dp at the end of the step; expert
     gradients, reduced over the smaller expert-data-parallel group, count at that group's cost per
@@ -124,7 +125,7 @@ class ChainCosts:
     model_flops: np.ndarray
     hw_flops: np.ndarray
     ep_s: np.ndarray = None  # type: ignore[assignment]  # zeros when not given
-    ep_hidden_s: np.ndarray = None  # type: ignore[assignment]  # all-to-all time hidden by Software.ep_overlap
+    ep_hidden_s: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         for name in ("ep_s", "ep_hidden_s"):

@@ -148,7 +148,7 @@ class LayerProfile:
         fwd_coll, bwd_coll: the graph's tensor-parallel collectives as (kind, n_bytes) pairs (nccl-tests sizes).
         ep_fwd_coll, ep_bwd_coll: its expert-parallel all-to-alls, likewise (MoE blocks with ep > 1).
         params: parameters held on one device (after the tensor- and expert-parallel split).
-        expert_params: the part of `params` in expert weights (ZeRO shards them over dp*cp/ep devices).
+        expert_params: the part of `params` in expert weights (ZeRO shards them over tp*cp*dp/ep devices).
         fwd_flops, bwd_flops, selective_flops: FLOPs per device.
         table_params: one device's share of the token-embedding table (the copy a last pipeline
             stage keeps when embeddings are tied).
