@@ -21,8 +21,7 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
    distributed optimizer = zero 1, sequence parallelism with TP, context parallelism as
    published); recomputation is left to `optimize` (not published). The 405B row's 8 model
    chunks per device over 126 layers count the embedding and the loss as pipeline layers
-   (Megatron-Bridge's layout), which coda's interleaved schedule does not split, so it runs as
-   1F1B with the DP stage split (a larger bubble, stated in the row).
+   (Megatron-Bridge's layout): chunks of 1, 2 x 62 and 1 blocks (`bridge_layout`).
 4. The same performance summaries' DGX-H100 MoE rows for Qwen3-30B-A3B (16 GPUs, expert
    parallelism 8 inside a node) and Qwen3-235B-A22B (256 GPUs, tp 2 folded into ep 32), FP8,
    seq 4096, releases 25.09, 25.11 and 26.02, with the published layout. The same layout's
@@ -162,6 +161,25 @@ def mpt_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bridge_layout(n_layers: int, pp: int, vp: int) -> tuple[dict[str, Any], str]:
+    """The schedule choices for a published PP x VP layout, and a note: interleaved with equal
+    chunks when pp*vp divides the layers; else, when it divides layers + 2, interleaved with the
+    embedding and the loss counted as one layer each (Megatron-Bridge's
+    `account_for_embedding_in_pipeline_split` / `account_for_loss_in_pipeline_split`), i.e. one
+    block fewer in the first and the last chunk; else 1F1B."""
+    chunks = pp * vp
+    if vp == 1:
+        return dict(schedule="1f1b", virtual_stages=1), ""
+    if n_layers % chunks == 0:
+        return dict(schedule="interleaved", virtual_stages=vp), ""
+    if (n_layers + 2) % chunks == 0:
+        per = (n_layers + 2) // chunks
+        layers = (per - 1, *[per] * (chunks - 2), per - 1)
+        return (dict(schedule="interleaved", virtual_stages=vp, stage_layers=layers),
+                f"embedding and loss count as layers: chunks of {per - 1}, {per} x {chunks - 2}, {per - 1} blocks")
+    return dict(schedule="1f1b", virtual_stages=1), f"1F1B: {vp} chunks x {pp} stages do not divide {n_layers} layers"
+
+
 def bridge_table() -> pd.DataFrame:
     """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 rows."""
     rows = []
@@ -169,36 +187,31 @@ def bridge_table() -> pd.DataFrame:
         row: dict[str, Any] = dict(model=name, GPUs=n, global_batch=gb, tp=tp, pp=pp, cp=cp, vp=vp,
                                    published_tokens_per_s_per_gpu=published)
         cfg = get(name)
-        interleave = vp > 1 and cfg.n_layers % (pp * vp) == 0
+        layout, note = bridge_layout(cfg.n_layers, pp, vp)
         _, r, _ = optimize(cfg, cluster("dgx-h100", n), gb, BRIDGE_SEQ, dtype="fp8", software=MEGATRON_CORE,
                            tp=tp, cp=cp, pp=pp, dp=n // (tp * cp * pp), micro_batch=1, zero=1,
-                           sequence_parallel=tp > 1, schedule="interleaved" if interleave else "1f1b",
-                           virtual_stages=vp if interleave else 1)
+                           sequence_parallel=tp > 1, **layout)
         pred = r.tokens_per_s_per_device
         row.update(plan=r.plan.describe(), predicted_tokens_per_s_per_gpu=pred,
                    error_pct=100 * (pred / published - 1), predicted_mfu_pct=100 * r.mfu,
-                   peak_memory_GiB=r.peak_memory_bytes / GiB,
-                   note="" if interleave or vp == 1 else
-                   f"1F1B: {vp} chunks x {pp} stages do not divide {cfg.n_layers} layers (bubble "
-                   f"{100 * r.breakdown()['bubble'] / r.step_time_s:.0f}% of the step)")
+                   peak_memory_GiB=r.peak_memory_bytes / GiB, note=note)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def bridge_moe_table() -> pd.DataFrame:
     """Predicted vs published tokens/s per GPU for the Megatron-Bridge H100 FP8 Qwen3 MoE rows
-    (expert parallelism; the plan as published, recomputation left to `optimize`; 1F1B where the
-    published chunks do not divide the layers, as for the dense rows), and what the plan would
+    (expert parallelism; the plan as published, recomputation left to `optimize`; the pipeline
+    layout of `bridge_layout`, as for the dense rows), and what the plan would
     reach with the all-to-alls overlapped (`Software.ep_overlap`; which the runs used is not
     published)."""
     rows = []
     for name, release, routing, n, gb, mb, tp, pp, vp, ep, published in BRIDGE_MOE_ROWS:
         cfg = get(name)
-        interleave = cfg.n_layers % (pp * vp) == 0
+        layout, note = bridge_layout(cfg.n_layers, pp, vp)
         r, hidden = (optimize(cfg, cluster("dgx-h100", n), gb, BRIDGE_MOE_SEQ, dtype="fp8", software=sw, tp=tp, pp=pp,
                               dp=n // (tp * pp), ep=ep, micro_batch=mb, zero=1, sequence_parallel=tp > 1,
-                              schedule="interleaved" if interleave else "1f1b",
-                              virtual_stages=vp if interleave else 1)[1]
+                              **layout)[1]
                      for sw in (MEGATRON_CORE, replace(MEGATRON_CORE, ep_overlap=True)))
         pred = r.tokens_per_s_per_device
         rows.append(dict(release=release, routing=routing, model=cfg.name, GPUs=n, global_batch=gb,
@@ -207,9 +220,7 @@ def bridge_moe_table() -> pd.DataFrame:
                          error_pct=100 * (pred / published - 1), predicted_mfu_pct=100 * r.mfu,
                          ep_comm_pct=100 * r.breakdown()["ep_comm"] / r.step_time_s,
                          with_ep_overlap_tokens_per_s_per_gpu=hidden.tokens_per_s_per_device,
-                         peak_memory_GiB=r.peak_memory_bytes / GiB,
-                         note="" if interleave else
-                         f"1F1B: {vp} chunks x {pp} stages do not divide {cfg.n_layers} layers"))
+                         peak_memory_GiB=r.peak_memory_bytes / GiB, note=note))
     return pd.DataFrame(rows)
 
 

@@ -106,6 +106,9 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                 if pp > 1 and m % pp == 0:
                     per = cfg.n_layers // pp if cfg.n_layers % pp == 0 else 0
                     schedules += [("interleaved", v) for v in range(2, v_max + 1) if per and per % v == 0]
+                    given = choices.get("stage_layers")
+                    if given is not None and len(given) % pp == 0 and len(given) > pp:  # chunks as given
+                        schedules = sorted(set(schedules) | {("interleaved", len(given) // pp)})
                 for sched, v in schedules:
                     if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
                         continue

@@ -225,11 +225,12 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
         raise InfeasibleDesign(f"pp={plan.pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; "
                                f"use pp <= {cfg.n_layers}, e.g. {_nearest(_divisors(cfg.n_layers), plan.pp)}")
     if plan.schedule == "interleaved":
-        if cfg.n_layers % plan.chunks:
+        if plan.stage_layers is None and cfg.n_layers % plan.chunks:
             ok = [v for v in range(2, cfg.n_layers // plan.pp + 1) if cfg.n_layers % (plan.pp * v) == 0]
             raise InfeasibleDesign(f"interleaving {plan.pp} stages x {plan.virtual_stages} chunks = {plan.chunks} must "
                                    f"divide the {cfg.n_layers} layers of {cfg.name}; valid virtual_stages: "
-                                   f"{ok or 'none (use schedule=1f1b)'}")
+                                   f"{ok or 'none (use schedule=1f1b)'}, or give stage_layers with fewer "
+                                   "layers in the first and last chunks")
         if plan.micro_batches % plan.pp:
             raise InfeasibleDesign(f"the interleaved schedule needs the {plan.micro_batches} micro-batches per "
                                    f"pipeline to be a multiple of pp={plan.pp} (Megatron-LM); change global_batch "
@@ -243,6 +244,8 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
             raise InfeasibleDesign(f"stage_layers {list(sl)} sums to {sum(sl)}; {cfg.name} has {cfg.n_layers} layers")
         if any(x < 1 for x in sl[1:-1]) or (len(sl) == 1 and sl[0] < 1):
             raise InfeasibleDesign(f"stage_layers {list(sl)}: every middle stage needs at least one layer")
-        if plan.schedule == "interleaved" and len(set(sl)) > 1:
-            raise InfeasibleDesign("the interleaved schedule needs equal layers per chunk (Megatron-LM); "
-                                   "leave stage_layers=None")
+        if plan.schedule == "interleaved" and (len(set(sl[1:-1])) > 1 or max(sl[0], sl[-1]) > max(sl[1:-1])):
+            raise InfeasibleDesign("the interleaved schedule needs equal layers in the middle chunks and no more in "
+                                   "the first and last (Megatron-Core's uneven first/last pipeline layers, e.g. "
+                                   "with the embedding and the loss counted as layers); got "
+                                   f"{list(sl)}")

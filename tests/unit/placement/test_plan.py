@@ -42,12 +42,23 @@ def test_bad_fields(kw, msg):
     (Plan(tp=8, pp=2, dp=1, global_batch=8, stage_layers=(40, 40)), 16, ["sums to 80", "96 layers"]),
     (Plan(tp=8, pp=3, dp=1, global_batch=8, stage_layers=(48, 0, 48)), 24, ["every middle stage"]),
     (Plan(tp=8, pp=2, dp=1, global_batch=8, stage_layers=(96,)), 16, ["has 1 entries", "2 stages"]),
+    (Plan(tp=8, pp=2, dp=1, global_batch=8, schedule="interleaved", virtual_stages=2, stage_layers=(24, 25, 23, 24)),
+     16, ["equal layers in the middle chunks", "[24, 25, 23, 24]"]),
+    (Plan(tp=8, pp=2, dp=1, global_batch=8, schedule="interleaved", virtual_stages=2, stage_layers=(25, 23, 23, 25)),
+     16, ["no more in the first and last"]),
 ])
 def test_invalid_plans_name_numbers_and_fixes(plan, n, msgs):
     with pytest.raises(InfeasibleDesign) as exc:
         validate_plan(plan, GPT3, n)
     for m in msgs:
         assert m in str(exc.value)
+
+
+def test_interleaved_chunks_may_be_lighter_at_the_ends():
+    """Megatron-Core's uneven first/last pipeline layers (e.g. the embedding and the loss counted
+    as layers): 96 blocks in 4 chunks of 23, 25, 25, 23."""
+    validate_plan(Plan(tp=8, pp=2, dp=1, global_batch=8, schedule="interleaved", virtual_stages=2,
+                       stage_layers=(23, 25, 25, 23)), GPT3, 16)
 
 
 def test_balanced_stage_layers():
