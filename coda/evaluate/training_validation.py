@@ -50,6 +50,7 @@ from coda.errors import CodaError
 from coda.models import get
 from coda.models.config import ModelConfig
 from coda.placement import FSDP, MEGATRON_2021, MEGATRON_CORE, Software, optimize
+from coda.placement.plan import lighter_ends_stage_layers
 from coda.units import GiB
 
 SEQ = 2048
@@ -172,11 +173,11 @@ def bridge_layout(n_layers: int, pp: int, vp: int) -> tuple[dict[str, Any], str]
         return dict(schedule="1f1b", virtual_stages=1), ""
     if n_layers % chunks == 0:
         return dict(schedule="interleaved", virtual_stages=vp), ""
-    if (n_layers + 2) % chunks == 0:
-        per = (n_layers + 2) // chunks
-        layers = (per - 1, *[per] * (chunks - 2), per - 1)
+    layers = lighter_ends_stage_layers(n_layers, chunks)
+    if layers is not None:
+        c = layers[1]
         return (dict(schedule="interleaved", virtual_stages=vp, stage_layers=layers),
-                f"embedding and loss count as layers: chunks of {per - 1}, {per} x {chunks - 2}, {per - 1} blocks")
+                f"embedding and loss count as layers: chunks of {c - 1}, {c} x {chunks - 2}, {c - 1} blocks")
     return dict(schedule="1f1b", virtual_stages=1), f"1F1B: {vp} chunks x {pp} stages do not divide {n_layers} layers"
 
 

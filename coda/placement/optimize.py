@@ -4,7 +4,8 @@ Search space (declared as data, `itertools.product` plus filters): tp (powers of
 the heads, within the innermost network domain), pp (dividing the devices left, at most the
 layers), dp (the rest), micro-batch (dividing the batch per replica, <= 16), recomputation,
 sequence parallelism (tp > 1), ZeRO stage (dp > 1), schedule (1F1B, or interleaved with v
-chunks dividing the layers per stage), and context and expert parallelism only when asked for
+chunks dividing the layers per stage, or with the embedding and the loss counted as layers when
+the chunks divide layers + 2), and context and expert parallelism only when asked for
 (`cp=2` or `cp=(1, 2, 4)`, which needs fused attention; `ep=(1, 8)` for MoE models, ep dividing
 the experts and tp*cp*dp, with sequence parallelism when tp > 1). Any of them can be fixed or restricted by a keyword.
 Selective recomputation is enumerated only with unfused attention: with FlashAttention the
@@ -35,7 +36,7 @@ from coda.models.config import ModelConfig
 from coda.placement.chain import CostModel, Software, collective_cost, optimizer_bytes_per_param
 from coda.placement.dp import best_split
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
-from coda.placement.plan import Plan, stage_layers_of, validate_plan
+from coda.placement.plan import Plan, lighter_ends_stage_layers, stage_layers_of, validate_plan
 from coda.placement.result import TrainingResult, make_result
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
@@ -102,19 +103,19 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                                                                                 or (tp > 1 and not sp))):
                     continue
                 m = global_batch // (dp * mb)
-                schedules: list[tuple[str, int]] = [("1f1b", 1)]
+                given = choices.get("stage_layers")
+                schedules: list[tuple[str, int, Any]] = [("1f1b", 1, given)]
                 if pp > 1 and m % pp == 0:
-                    per = cfg.n_layers // pp if cfg.n_layers % pp == 0 else 0
-                    schedules += [("interleaved", v) for v in range(2, v_max + 1) if per and per % v == 0]
-                    given = choices.get("stage_layers")
-                    if given is not None and len(given) % pp == 0 and len(given) > pp:  # chunks as given
-                        schedules = sorted(set(schedules) | {("interleaved", len(given) // pp)})
-                for sched, v in schedules:
+                    for v in range(2, v_max + 1):
+                        if cfg.n_layers % (pp * v) == 0 or given is not None:  # balanced, or the chunks as given
+                            schedules.append(("interleaved", v, given))
+                        elif (ends := lighter_ends_stage_layers(cfg.n_layers, pp * v)) is not None:
+                            schedules.append(("interleaved", v, ends))  # embedding and loss counted as layers
+                for sched, v, layers in schedules:
                     if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
                         continue
                     try:
-                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, choices.get("stage_layers"),
-                                    cp, ep)
+                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, layers, cp, ep)
                         validate_plan(plan, cfg, n_devices)
                     except CodaError:
                         continue

@@ -161,6 +161,17 @@ def balanced_stage_layers(n_layers: int, chunks: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def lighter_ends_stage_layers(n_layers: int, chunks: int) -> tuple[int, ...] | None:
+    """Blocks per chunk with the embedding and the loss counted as one layer each, as
+    Megatron-Bridge lays out pipelines (`account_for_embedding_in_pipeline_split`,
+    `account_for_loss_in_pipeline_split`): `c = (n_layers + 2) / chunks` per chunk, `c - 1` in the
+    first and the last; None unless chunks divides n_layers + 2 (and c >= 2)."""
+    c, rem = divmod(n_layers + 2, chunks)
+    if rem or c < 2 or chunks < 2:
+        return None
+    return (c - 1, *[c] * (chunks - 2), c - 1)
+
+
 def stage_layers_of(plan: Plan, n_layers: int) -> tuple[int, ...]:
     """The plan's blocks per chunk (pp entries for 1F1B, pp*v for interleaved)."""
     if plan.stage_layers is not None:

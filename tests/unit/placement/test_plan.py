@@ -4,7 +4,8 @@ import pytest
 
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models import get
-from coda.placement.plan import Plan, balanced_stage_layers, stage_layers_of, validate_plan
+from coda.placement.optimize import candidate_plans
+from coda.placement.plan import Plan, balanced_stage_layers, lighter_ends_stage_layers, stage_layers_of, validate_plan
 
 GPT3 = get("gpt3-175b")
 
@@ -66,3 +67,13 @@ def test_balanced_stage_layers():
     sl = balanced_stage_layers(10, 4)
     assert sum(sl) == 10 and max(sl) - min(sl) <= 1 and sl[0] <= sl[1]  # remainder to the middle first
     assert stage_layers_of(Plan(pp=2, global_batch=2, stage_layers=(50, 46)), 96) == (50, 46)
+
+
+def test_lighter_ends_layout_and_its_candidates():
+    """126 layers in 64 chunks: 1, 2 x 62, 1 (Megatron-Bridge's Llama 3.1 405B layout); optimize's
+    candidates include that interleaved layout when pp*v divides layers + 2 but not the layers."""
+    assert lighter_ends_stage_layers(126, 64) == (1, *[2] * 62, 1)
+    assert lighter_ends_stage_layers(96, 8) is None and lighter_ends_stage_layers(2, 4) is None
+    cfg = GPT3.replace(n_layers=6)
+    plans = candidate_plans(cfg, 8, 8, 8, pp=2, dp=4, micro_batch=1, schedule="interleaved")
+    assert {(p.virtual_stages, p.stage_layers) for p in plans} == {(2, (1, 2, 2, 1)), (3, None)}  # 3: balanced
