@@ -53,7 +53,7 @@ def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> lis
             add(f"pp={pp} (dp={group // pp})", pp=pp, dp=group // pp)
             add(f"pp={pp} (dp={group // pp}), recompute='full'", pp=pp, dp=group // pp, recompute="full")
     for ep in range(plan.ep + 1, n_experts + 1):  # MoE: spread the experts over more devices
-        if n_experts % ep == 0 and (plan.tp * plan.cp * plan.dp) % ep == 0:
+        if n_experts % ep == 0:  # the others are refused when evaluated
             add(f"ep={ep}", ep=ep)
     tp = plan.tp * 2
     while tp <= max_tp and (plan.dp * plan.tp) % tp == 0:

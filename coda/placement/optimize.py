@@ -86,6 +86,7 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
     if attention != "fused" and any(c > 1 for c in cps):
         raise ConfigError(f"context parallelism (cp={max(cps)}) needs fused attention; this software runs "
                           f"{attention!r} attention (use e.g. software=MEGATRON_CORE)")
+    given = choices.get("stage_layers")
     out: list[Plan] = []
     for tp, cp in itertools.product(tps, cps):
         if n_devices % (tp * cp) or (cp > 1 and attention != "fused"):
@@ -99,11 +100,9 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
                 mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
             for mb, rec, sp, zero, ep in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
                                                            keep("zero", (0, 1, 3)), eps):
-                if (sp and tp == 1) or (zero and dp * cp == 1) or (ep > 1 and ((tp * cp * dp) % ep or zero == 3
-                                                                                or (tp > 1 and not sp))):
+                if (sp and tp == 1) or (zero and dp * cp == 1):  # ep's constraints: validate_plan
                     continue
                 m = global_batch // (dp * mb)
-                given = choices.get("stage_layers")
                 schedules: list[tuple[str, int, Any]] = [("1f1b", 1, given)]
                 if pp > 1 and m % pp == 0:
                     for v in range(2, v_max + 1):

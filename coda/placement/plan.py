@@ -27,33 +27,32 @@ def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-class Recompute(str, Enum):
+class _Choice(str, Enum):
+    """A string option parsed case-insensitively; bad values raise `ConfigError` naming the field
+    (the class name, lower-case) and the valid values."""
+
+    @classmethod
+    def from_str(cls, name: Any) -> Any:
+        try:
+            return cls(str(getattr(name, "value", name)).strip().lower())
+        except ValueError:
+            raise ConfigError(f"{cls.__name__.lower()}={name!r} must be one of "
+                              f"{', '.join(c.value for c in cls)}") from None
+
+
+class Recompute(_Choice):
     """Activation recomputation (Korthikanti et al. 2022, section 5)."""
 
     NONE = "none"
     SELECTIVE = "selective"
     FULL = "full"
 
-    @classmethod
-    def from_str(cls, name: str | Recompute) -> Recompute:
-        try:
-            return cls(str(getattr(name, "value", name)).strip().lower())
-        except ValueError:
-            raise ConfigError(f"recompute={name!r} must be one of {', '.join(r.value for r in cls)}") from None
 
-
-class Schedule(str, Enum):
+class Schedule(_Choice):
     """Pipeline schedule: 1F1B (PipeDream-Flush) or interleaved 1F1B (Narayanan et al. SC'21)."""
 
     ONE_F_ONE_B = "1f1b"
     INTERLEAVED = "interleaved"
-
-    @classmethod
-    def from_str(cls, name: str | Schedule) -> Schedule:
-        try:
-            return cls(str(getattr(name, "value", name)).strip().lower())
-        except ValueError:
-            raise ConfigError(f"schedule={name!r} must be one of {', '.join(s.value for s in cls)}") from None
 
 
 ZERO_STAGES = (0, 1, 3)
