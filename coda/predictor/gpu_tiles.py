@@ -234,13 +234,13 @@ def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
 Features = Mapping[str, np.ndarray]
 
 
-def gemm_times(x: Features, prm: GemmParams, cls: str) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted seconds of many GEMMs of one core class (`tensor` or `simt`) at once, and the
-    index of the chosen candidate.
+def gemm_candidate_times(x: Features, prm: GemmParams, cls: str) -> np.ndarray:
+    """Predicted seconds of many GEMMs of one core class (`tensor` or `simt`) under every
+    candidate, as a (candidates x GEMMs) array in `candidates(cls)` order (inf where a split
+    leaves too little of k).
 
     `x` holds equal-length arrays (one entry per GEMM) of the `features` columns batch, m, k,
-    n, e, bytes, peak, sms, bw and peak_bw; see the module doc. Candidates are `(tile, split)`
-    pairs in `candidates(cls)` order.
+    n, e, bytes, peak, sms, bw and peak_bw; see the module doc.
     """
     batch, m, k, n, e, op_bytes = x["batch"], x["m"], x["k"], x["n"], x["e"], x["bytes"]
     peak, sms, bw, peak_bw = x["peak"], x["sms"], x["bw"], x["peak_bw"]
@@ -259,7 +259,13 @@ def gemm_times(x: Features, prm: GemmParams, cls: str) -> tuple[np.ndarray, np.n
     active = np.minimum(units, sms)
     t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
     times = prm.launch_s + _smooth_max(t_c, t_m, prm.p)
-    times = np.where((s > 1) & (ks < MIN_SPLIT_K_DEPTH), np.inf, times)
+    return np.where((s > 1) & (ks < MIN_SPLIT_K_DEPTH), np.inf, times)
+
+
+def gemm_times(x: Features, prm: GemmParams, cls: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted seconds of many GEMMs of one core class at once (the fastest candidate of
+    `gemm_candidate_times`), and the index of that candidate in `candidates(cls)`."""
+    times = gemm_candidate_times(x, prm, cls)
     choice = np.argmin(times, axis=0)
     return times[choice, np.arange(times.shape[1])], choice
 
