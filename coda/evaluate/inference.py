@@ -22,9 +22,11 @@ Model (b = batch, p = prompt_len, O = output_len, t = tp, l = layers, g = kv hea
   b*O / (TTFT + O*TPOT) generated tokens/s; per device that over t; total that x replicas.
 - Memory per device: weights `N*e/t` (N = `param_count()`, e = dtype bytes, embeddings and head
   included), KV cache `2*l*g_t*d*e*b*(p+O)` with g_t = max(g/t, 1) (Pope et al. 2022, "Efficiently
-  Scaling Transformer Inference", sec. 2), and an activation workspace: the live activations of
-  the largest op of the prefill graph (its non-weight inputs + outputs), linear in b. They must fit
-  in HBM minus `reserve_bytes` (CUDA context, cuBLAS/NCCL workspaces; default 2 GiB, an estimate).
+  Scaling Transformer Inference", sec. 2; with a sliding window of W positions the rolling buffer
+  of `min(p+O, W)` tokens of Jiang et al. 2023, "Mistral 7B", sec. 2), and an activation
+  workspace: the live activations of the largest op of the prefill graph (its non-weight inputs
+  + outputs), linear in b. They must fit in HBM minus `reserve_bytes` (CUDA context,
+  cuBLAS/NCCL workspaces; default 2 GiB, an estimate).
   `max_batch = floor((limit - weights) / (kv_per_sequence + workspace_per_sequence))`.
 - MBU (model-bandwidth utilisation, Databricks 2023): (weight bytes a decode step reads + mean KV
   bytes) per device / TPOT / HBM bandwidth; a step reads all the weights of a dense model, and of
@@ -107,10 +109,21 @@ class InferenceResult:
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, tp: int = 1, dtype: str = "bf16") -> float:
-    """KV-cache bytes per device: `2 * l * max(g/t, 1) * d * e * b * context` (K and V, every layer)."""
+    """KV-cache bytes per device: `2 * l * max(g/t, 1) * d * e * b * min(context, W)` (K and V,
+    every layer; a sliding window of W positions keeps a rolling buffer of the last W)."""
     g, d = cfg.n_kv_heads, cfg.head_dim
     assert g is not None and d is not None
-    return float(2 * cfg.n_layers * max(g // tp, 1) * d * dtype_bytes(dtype) * batch * context)
+    kept = context if cfg.sliding_window is None else min(context, cfg.sliding_window)
+    return float(2 * cfg.n_layers * max(g // tp, 1) * d * dtype_bytes(dtype) * batch * kept)
+
+
+def _mean_kv_read_bytes(cfg: ModelConfig, batch: int, prompt_len: int, output_len: int, tp: int, dtype: str) -> float:
+    """KV-cache bytes a decode step reads per device, averaged over the generation (contexts
+    p .. p+O-1; each step reads the cache it attends to, capped by the window)."""
+    contexts = np.arange(prompt_len, prompt_len + output_len)
+    if cfg.sliding_window is not None:
+        contexts = np.minimum(contexts, cfg.sliding_window)
+    return kv_cache_bytes(cfg.replace(sliding_window=None), batch, 1, tp, dtype) * float(contexts.mean())
 
 
 def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
@@ -231,7 +244,10 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         raise _infeasible(cfg, cluster, batch, prompt_len, ctx, tp, dtype, parts, limit, max_batch)
 
     # time: prefill, then decode at evenly spaced contexts p .. p+O-1
-    contexts = sorted({int(round(c)) for c in np.linspace(prompt_len, ctx - 1, min(output_len, TPOT_POINTS))})
+    points = {int(round(c)) for c in np.linspace(prompt_len, ctx - 1, min(output_len, TPOT_POINTS))}
+    if cfg.sliding_window is not None and prompt_len < cfg.sliding_window < ctx - 1:
+        points.add(cfg.sliding_window)  # the step time stops growing there: keep the kink exact
+    contexts = sorted(points)
     decodes = [build(cfg, "decode", batch, 1, tp=tp, context_len=c, dtype=dtype) for c in contexts]
     totals, comms = _total_time([prefill, *decodes], cluster, tp)
     every = np.arange(prompt_len, ctx)
@@ -242,7 +258,7 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     per_replica = batch * output_len / e2e
     replicas = cluster.n_devices // tp
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
-    mean_kv = kv_cache_bytes(cfg, batch, 1, tp, dtype) * (prompt_len + (output_len - 1) / 2)
+    mean_kv = _mean_kv_read_bytes(cfg, batch, prompt_len, output_len, tp, dtype)
     read = decodes[0].param_bytes()  # weights one step reads: all of them, or the routed experts' (MoE)
     mbu = (read + mean_kv) / tpot / bw if bw else math.nan
     return InferenceResult(

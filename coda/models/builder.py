@@ -23,6 +23,9 @@ over the ep group sends each of its T*k routed token copies (h wide) to the devi
 expert, the device regroups them by local expert (a permutation, when it holds more than one),
 runs its E/ep experts on ceil(T*ep*k/E) tokens each, restores the order and a second all-to-all
 returns the outputs (FLOPs per device are those of ep = 1; the GEMMs are ep times taller).
+A causal sliding window (`cfg.sliding_window`, W) limits fused attention to the last W
+positions per query (`coda.models.ops.attention`); unfused attention computes the full score
+matrix and masks it, as Hugging Face eager and SDPA-with-mask implementations do.
 Dropout (`dropout=True`, training phases; off by default: 0 in current LLM pre-training) as
 Megatron-LM applies it: on the attention probabilities (a kernel of its own when attention is
 unfused; inside the fused kernel, not modelled, otherwise) and on both residual branches, fused
@@ -157,7 +160,7 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     assert d is not None
     if impl == "fused":
         return g.add(O.attention(x.b, x.a_t, x.g_t, x.s, x.c, d, cfg.causal, x.attn_dt, name="attention",
-                                 kernel=x.attention_kernel), after=[prev])
+                                 kernel=x.attention_kernel, window=cfg.sliding_window), after=[prev])
     bh = x.b * x.a_t
     scores = g.add(O.matmul(x.s, d, x.c, batch=bh, dtype=dt, name="attn_scores"), after=[prev])
     mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),

@@ -25,7 +25,7 @@ class ModelConfig:
 
     Dimension legend used throughout `coda.models`: l = `n_layers`, h = `hidden`,
     a = `n_heads`, g = `n_kv_heads`, d = `head_dim`, f = `ffn_hidden`, V = `vocab_size`,
-    E = `n_experts`, k = `experts_per_token`.
+    E = `n_experts`, k = `experts_per_token`, W = `sliding_window`.
 
     `n_kv_heads` and `head_dim` may be left as None: they then resolve to `n_heads` and
     `hidden // n_heads` (which must divide). Invalid values raise `ConfigError` naming the field.
@@ -50,6 +50,9 @@ class ModelConfig:
     experts_per_token: int = field(default=1, metadata=_help("experts each token is routed to, k"))
     embed_dim: int | None = field(default=None,
                                   metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
+    sliding_window: int | None = field(
+        default=None, metadata=_help("causal sliding-window attention in every block: each query attends to the "
+                                     "W most recent positions, itself included (Mistral-7B-v0.1, Phi-3); None = all"))
 
     def __post_init__(self) -> None:
         sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
@@ -58,7 +61,7 @@ class ModelConfig:
             value = getattr(self, f)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer")
-        for f in ("n_kv_heads", "head_dim", "embed_dim"):
+        for f in ("n_kv_heads", "head_dim", "embed_dim", "sliding_window"):
             value = getattr(self, f)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer or None")
@@ -79,6 +82,9 @@ class ModelConfig:
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
             if getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
+        if self.sliding_window is not None and not self.causal:
+            raise ConfigError(f"{self.name}: sliding_window needs causal attention (a bidirectional window is not "
+                              "modelled)")
         if self.experts_per_token > self.n_experts:
             raise ConfigError(
                 f"{self.name}: experts_per_token={self.experts_per_token} exceeds n_experts={self.n_experts}"

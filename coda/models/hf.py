@@ -2,8 +2,11 @@
 
 Supported `model_type`s and what each maps from (HF key -> ModelConfig field). Features that do
 not change matmul shapes are not modelled and are listed per family: parallel residuals
-(gpt_neox, phi), partial rotary (gpt_neox, phi), Qwen2's QKV biases, phi's single norm per block
-and LM-head bias. Their parameter effect is under 0.1% for the public checkpoints.
+(gpt_neox, phi), partial rotary (gpt_neox, phi, phi3), Qwen2's QKV biases, phi's single norm per
+block and LM-head bias. Their parameter effect is under 0.1% for the public checkpoints. phi3
+(Phi-3, Phi-4-mini) reads as llama (its fused QKV and gate/up weights have the same shapes).
+A sliding window used by every layer is read (`ModelConfig.sliding_window`); sliding and full
+layers interleaved (Qwen2 with `max_window_layers` inside the stack, mixed `layer_types`) raise.
 """
 
 from __future__ import annotations
@@ -53,6 +56,28 @@ def _bert(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
                 norm="layernorm", position="learned", causal=False, tied_embeddings=True, bias=True)
 
 
+def _sliding_window(c: Mapping[str, Any], r: Callable[[str], Any]) -> int | None:
+    """The window every layer uses, or None (full attention), from `layer_types` (recent
+    transformers), else Qwen2's `use_sliding_window` + `max_window_layers` (layers from that
+    index on slide), else a plain `sliding_window` (Mistral-7B-v0.1, Mixtral, Phi-3). A mix of
+    sliding and full layers raises: coda's blocks are all alike."""
+    layers = r("num_hidden_layers")
+    if c.get("layer_types") is not None:
+        kinds = set(c["layer_types"])
+        sliding = "sliding_attention" in kinds
+        mixed = kinds - {"sliding_attention"} if sliding else set()
+    elif "use_sliding_window" in c:
+        first = c.get("max_window_layers", layers)
+        sliding = bool(c["use_sliding_window"]) and c.get("sliding_window") is not None and first < layers
+        mixed = {"full_attention"} if sliding and first > 0 else set()
+    else:
+        sliding, mixed = c.get("sliding_window") is not None, set()
+    if mixed:
+        raise ConfigError(f"layers of sliding-window and {', '.join(sorted(mixed))} attention interleaved: not "
+                          "modelled (coda's blocks are all alike)")
+    return int(r("sliding_window")) if sliding else None
+
+
 def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     act = c.get("hidden_act", "silu")
     if act not in _GATED_ACTS:
@@ -63,7 +88,8 @@ def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
                 max_seq_len=r("max_position_embeddings"), mlp="swiglu", norm="rmsnorm", position="rope",
                 causal=True, tied_embeddings=c.get("tie_word_embeddings", False),
-                bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)))
+                bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)),
+                sliding_window=_sliding_window(c, r))
 
 
 def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -98,7 +124,7 @@ def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
     "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like,
     "qwen2": _llama_like, "qwen3": _llama_like, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
-    "phi": _phi,
+    "phi": _phi, "phi3": _llama_like,
 }
 
 

@@ -9,7 +9,8 @@ Counting conventions (used by every test of closed forms):
 - A multiply-add is 2 FLOPs. `C[m x n] = A[m x k] @ B[k x n]` costs `2*m*k*n` FLOPs per batch.
 - Attention FLOPs count the full `q_len x kv_len` score matrix (`4*b*a*s*c*d`: QK^T and PV),
   ignoring causal masking, as the Megatron closed form `24*b*s*l*h^2*(1 + s/(6h))` does.
-  The op keeps `causal` so that a predictor can skip masked tiles (FlashAttention does).
+  The op keeps `causal` so that a predictor can skip masked tiles (FlashAttention does). A
+  sliding window of W positions limits each query to `min(kv_len, W)` keys: `4*b*a*s*min(c, W)*d`.
 - Elementwise, norm and softmax FLOPs are approximate arithmetic counts per element (stated
   in each factory); they matter only for vector-unit bounds, never for the GEMM closed forms.
 - Bytes are compulsory traffic: every input read once, every output written once.
@@ -207,12 +208,16 @@ ATTENTION_KERNELS = ("fa2", "fa3")
 
 
 def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int,
-              causal: bool = True, dtype: str = "bf16", name: str = "attention", kernel: str = "fa2") -> Op:
+              causal: bool = True, dtype: str = "bf16", name: str = "attention", kernel: str = "fa2",
+              window: int | None = None) -> Op:
     """Fused (FlashAttention-style) attention `O = softmax(Q K^T / sqrt(d)) V`.
 
-    Shapes: Q, O `[batch, heads, q_len, head_dim]`; K, V `[batch, kv_heads, kv_len, head_dim]`.
-    FLOPs `4*batch*heads*q_len*kv_len*head_dim` (QK^T and PV, full matrix; see module doc).
-    Bytes: Q, K, V read once, O written once; the score matrix never leaves the chip.
+    Shapes: Q, O `[batch, heads, q_len, head_dim]`; K, V `[batch, kv_heads, kv_len, head_dim]`;
+    the queries are the last `q_len` of the `kv_len` positions.
+    FLOPs `4*batch*heads*q_len*min(kv_len, W)*head_dim` (QK^T and PV, full matrix, or the band
+    of a causal sliding window of W positions; see module doc).
+    Bytes: Q read once, the K, V rows some query attends to (`window_kv_rows`) read once, O
+    written once; the score matrix never leaves the chip.
     `kernel`: ``fa2`` (FlashAttention-2) or ``fa3`` (FlashAttention-3 / cuDNN-class kernels that
     use Hopper's asynchronous tensor cores); predictors may time them differently.
     """
@@ -221,14 +226,22 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
         raise ConfigError(f"attention kernel {kernel!r} must be one of {', '.join(ATTENTION_KERNELS)}")
     if heads % kv_heads:
         raise ConfigError(f"kv_heads={kv_heads} must divide heads={heads}")
+    if window is not None:
+        _positive(window=window)
+        if not causal:
+            raise ConfigError("a sliding window needs causal attention")
+        if window >= kv_len:
+            window = None  # every query already sees every key it may: an ordinary causal op
     e = dtype_bytes(dtype)
+    keys = kv_len if window is None else window
     q = batch * heads * q_len * head_dim
-    kv = 2 * batch * kv_heads * kv_len * head_dim
+    kv = 2 * batch * kv_heads * window_kv_rows(q_len, kv_len, window) * head_dim
     return Op(
         name, "attention",
         (("batch", batch), ("heads", heads), ("kv_heads", kv_heads), ("q_len", q_len), ("kv_len", kv_len),
-         ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ()),
-        flops=4.0 * batch * heads * q_len * kv_len * head_dim,
+         ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ())
+        + ((("window", window),) if window is not None else ()),
+        flops=4.0 * batch * heads * q_len * keys * head_dim,
         bytes_read=float((q + kv) * e),
         bytes_written=float(q * e),
         param_bytes=0.0,
@@ -236,17 +249,23 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
     )
 
 
+def window_kv_rows(q_len: int, kv_len: int, window: int | None) -> int:
+    """Key/value positions some query attends to: all `kv_len`, or under a causal window of W the
+    last `q_len + W - 1` (the first query reaches W - 1 positions back)."""
+    return kv_len if window is None else min(kv_len, q_len + window - 1)
+
+
 def attention_backward(fwd: Op, name: str | None = None) -> Op:
     """Backward of a fused attention op, FlashAttention-2 style (Dao 2023, algorithm 2).
 
     Five GEMMs per tile (S = QK^T recomputed, dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q),
     so FLOPs are 2.5x the forward's (`10*b*a*s*c*d`). Reads Q, K, V, O, dO (and the row
-    log-sum-exp, negligible); writes dQ, dK, dV.
+    log-sum-exp, negligible); writes dQ, dK, dV (K, V: the rows the forward read).
     """
     d = fwd.dims
     e = dtype_bytes(fwd.dtype)
     q = d["batch"] * d["heads"] * d["q_len"] * d["head_dim"]
-    kv = 2 * d["batch"] * d["kv_heads"] * d["kv_len"] * d["head_dim"]
+    kv = 2 * d["batch"] * d["kv_heads"] * window_kv_rows(d["q_len"], d["kv_len"], d.get("window")) * d["head_dim"]
     return Op(
         name or f"{fwd.name}.bwd", "attention_bwd", fwd.shape,
         flops=2.5 * fwd.flops,

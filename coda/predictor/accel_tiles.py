@@ -43,10 +43,12 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from coda.arch.accelerators import Accelerator
 from coda.errors import ConfigError
 from coda.models.graph import OpGraph
-from coda.models.ops import Op
+from coda.models.ops import Op, window_kv_rows
 from coda.predictor.base import BasePredictor, Estimate, OpLatency, reject_collective
 from coda.predictor.roofline import TENSOR_KINDS
 from coda.units import BYTES_PER_ELEMENT
@@ -227,7 +229,7 @@ def attention_hbm_bytes(op: Op, glb_bytes: int) -> float:
     """
     d = op.dims
     hd, e = d["head_dim"], BYTES_PER_ELEMENT[op.dtype]
-    rows, kv = d["heads"] // d["kv_heads"] * d["q_len"], d["kv_len"]
+    rows, kv = d["heads"] // d["kv_heads"] * d["q_len"], window_kv_rows(d["q_len"], d["kv_len"], d.get("window"))
     if op.kind == "attention":
         extra = _reread_bytes(rows, hd * (e + ACC_BYTES), 2 * kv * hd * e, 4 * FA_BLOCK * hd * e, glb_bytes)
     else:
@@ -235,7 +237,7 @@ def attention_hbm_bytes(op: Op, glb_bytes: int) -> float:
     return op.bytes + d["batch"] * d["kv_heads"] * extra
 
 
-def causal_fraction(q_len: int, kv_len: int, block: int = FA_BLOCK) -> float:
+def causal_fraction(q_len: int, kv_len: int, block: int = FA_BLOCK, window: int | None = None) -> float:
     """Fraction of `block x block` score tiles a causal kernel computes (the rest are fully masked).
 
     Query block `j` (rows `j*block ..`) at key offset `o = kv_len - q_len` needs
@@ -243,13 +245,21 @@ def causal_fraction(q_len: int, kv_len: int, block: int = FA_BLOCK) -> float:
     needs all `ceil(kv_len/block)`. Diagonal blocks are computed in full and masked. Summed:
     `kept = nq(nq-1)/2 + (nq-1)*ceil(o/block) + nk` of `nq * nk` (`nq, nk` = query / key
     blocks); `q_len == kv_len = 2048` gives 136/256 = 0.53. Decoding (`q_len = 1`) gives 1.
-    Returns 1 when `q_len > kv_len` (not produced by the graph builders).
+    Under a sliding window of W positions, query block `j` also skips the key blocks wholly
+    before `o + j*block - W + 1` (its first query's earliest key). Returns 1 when
+    `q_len > kv_len` (not produced by the graph builders).
     """
     if q_len > kv_len:
         return 1.0
     nq, nk = _cdiv(q_len, block), _cdiv(kv_len, block)
-    kept = nq * (nq - 1) // 2 + (nq - 1) * _cdiv(kv_len - q_len, block) + nk
-    return min(kept, nq * nk) / (nq * nk)
+    if window is None:
+        kept = nq * (nq - 1) // 2 + (nq - 1) * _cdiv(kv_len - q_len, block) + nk
+        return min(kept, nq * nk) / (nq * nk)
+    o = kv_len - q_len
+    j = np.arange(nq)
+    hi = np.minimum((o + (j + 1) * block - 1) // block + 1, nk)  # key blocks up to the diagonal
+    lo = np.maximum(0, o + j * block - window + 1) // block  # first key block inside the window
+    return float((hi - lo).sum()) / (nq * nk)
 
 
 def _tensor_compute(op: Op, acc: Accelerator, p: int) -> tuple[int, float, dict[str, Any]]:
@@ -262,10 +272,10 @@ def _tensor_compute(op: Op, acc: Accelerator, p: int) -> tuple[int, float, dict[
     else:  # attention: QK^T [q x d][d x kv] and PV [q x kv][kv x d] per (batch, head)
         bh, q, kv, hd = d["batch"] * d["heads"], d["q_len"], d["kv_len"], d["head_dim"]
         gemms = [gemm_mapping(bh, q, hd, kv, r, c, p), gemm_mapping(bh, q, kv, hd, r, c, p)]
-        frac = causal_fraction(q, kv) if d["causal"] else 1.0
+        frac = causal_fraction(q, kv, window=d.get("window")) if d["causal"] else 1.0
         # Backward: five GEMMs of these shapes per tile, 2.5x the forward's (FlashAttention-2).
         scale = frac * (2.5 if op.kind == "attention_bwd" else 1.0)
-        executed = op.flops * frac
+        executed = 4.0 * bh * q * kv * hd * scale  # the full score matrix's GEMMs, scaled
     cycles = math.ceil(scale * sum(g.cycles for g in gemms))
     waves = sum(g.waves for g in gemms)
     details = {

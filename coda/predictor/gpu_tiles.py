@@ -34,7 +34,8 @@ with `units` the independent blocks (rows for norm/softmax, 1024-element chunks 
 Fused attention (FlashAttention-2 forward; Dao 2023): query tiles of `ATTN_BLOCK_Q` rows per
 (batch, head); each tile streams the keys it needs (under causal masking, FlashAttention-2
 skips the fully masked key blocks; `causal_skip` is the fitted fraction skipped, since not
-every implementation does) at
+every implementation does; under a sliding window of W positions a tile needs at most
+`W + Bq - 1` keys) at
     t_tile = (kv_eff + k0) * 4*Bq*d / (u_max * P/SMs)
 over waves of SMs (on Hopper the tensor ceiling is scaled by FlashAttention-2's published
 utilisation, `FLASH_ATTENTION_FRACTION`), against HBM traffic as for GEMMs. Decode (one query) splits the KV cache
@@ -304,8 +305,11 @@ def attention_times(x: Features, prm: AttentionParams) -> np.ndarray:
     # kv - q + (i+1)Bq keys, capped at kv; averaged over the n_q tiles.
     causal_kv = np.minimum(kv, kv - q + ATTN_BLOCK_Q * (n_q + 1) / 2)
     kv_eff = np.where(causal, kv - prm.causal_skip * (kv - causal_kv), kv)
+    # a sliding window of W positions: a query tile needs at most W + Bq - 1 keys
+    window = x["window"]
+    kv_eff = np.where(window > 0, np.minimum(kv_eff, window + np.minimum(q, ATTN_BLOCK_Q) - 1), kv_eff)
     decode = q == 1
-    splits = np.where(decode, np.ceil(kv / DECODE_KV_SPLIT), 1)
+    splits = np.where(decode, np.ceil(np.minimum(kv, np.where(window > 0, window, kv)) / DECODE_KV_SPLIT), 1)
     tiles = batch * heads * n_q * splits
     waves = np.ceil(tiles / sms)
     t_tile = (kv_eff / splits + prm.k0) * 4.0 * np.minimum(q, ATTN_BLOCK_Q) * d / (prm.u_max * peak / sms)
@@ -322,7 +326,7 @@ def _core_class(op: Op) -> str:
 
 
 FEATURE_COLUMNS = ("flops", "bytes", "e", "peak", "simt_peak", "sms", "bw", "peak_bw", "batch", "m", "k", "n",
-                   "heads", "kv_heads", "q", "kv", "d", "causal", "work", "units")
+                   "heads", "kv_heads", "q", "kv", "d", "causal", "window", "work", "units")
 LABEL_COLUMNS = ("kind", "stream", "cls", "arch")
 
 
@@ -353,7 +357,8 @@ def features(ops: list[Op], gpus: list[GPU]) -> dict[str, np.ndarray]:
         numbers.append((op.flops, op.bytes, dtype_bytes(op.dtype), attn_peak if attn else peak, simt_peak, sms, bw,
                         peak_bw, d.get("batch", 0), d.get("m", 0), d.get("k", 0), d.get("n", 0), d.get("heads", 0),
                         d.get("kv_heads", 0), d.get("q_len", 0), d.get("kv_len", 0), d.get("head_dim", 0),
-                        bool(d.get("causal", False)), 2.5 if op.kind == "attention_bwd" else 1.0, _units(op)))
+                        bool(d.get("causal", False)), d.get("window") or 0, 2.5 if op.kind == "attention_bwd" else 1.0,
+                        _units(op)))
     num = np.array(numbers, dtype=float).reshape(len(numbers), len(FEATURE_COLUMNS))
     lab = np.array(labels, dtype=object).reshape(len(labels), len(LABEL_COLUMNS))
     out = {c: lab[:, i] for i, c in enumerate(LABEL_COLUMNS)}

@@ -45,13 +45,18 @@ def peak_flops(device: Any, op: Op) -> float:
 
 def min_flops(op: Op) -> float:
     """FLOPs any implementation must execute: `op.flops`, except that causal attention needs only
-    the unmasked scores. Query i of q (at position kv - q + i) sees kv - q + i + 1 keys, so the
-    unmasked fraction is `(q*(kv - q) + q*(q + 1)/2) / (q*kv)` (coda counts the full matrix in
-    `op.flops`; see `coda.models.ops`)."""
+    the unmasked scores. Query i of q (at position o + i, o = kv - q) sees `min(o + i + 1, W)`
+    keys (W = the sliding window, else unbounded): with `n = clip(W - o - 1, 0, q)` queries short
+    of the window the unmasked entries are `n*(o + 1) + n*(n - 1)/2 + (q - n)*W`, i.e.
+    `q*o + q*(q + 1)/2` without a window, out of the `q * min(kv, W)` that `op.flops` counts
+    (see `coda.models.ops`)."""
     if op.kind in ("attention", "attention_bwd") and op.dims["causal"]:
         q, kv = op.dims["q_len"], op.dims["kv_len"]
+        w = op.dims.get("window") or kv
         if kv >= q:
-            return op.flops * (q * (kv - q) + q * (q + 1) / 2) / (q * kv)
+            o = kv - q
+            n = min(max(w - o - 1, 0), q)
+            return op.flops * (n * (o + 1) + n * (n - 1) / 2 + (q - n) * w) / (q * min(kv, w))
     return op.flops
 
 

@@ -15,7 +15,9 @@ execute per trained token (forward + backward of one sequence of `seq_len` token
 Why it holds (`coda.predictor.accel_tiles`, `coda.ilp.fusion`): an op on `p` cores of its type
 never takes less than its *executed* FLOPs over those cores' peak. A matmul executes all of
 `op.flops`, a causal FlashAttention kernel at least half (it computes every score tile that is
-not fully masked, `causal_fraction >= 1/2`); a vector op takes `ceil(n / (L p)) * flops/n`
+not fully masked, `causal_fraction >= 1/2`; under a sliding window of W positions `op.flops`
+counts `min(kv, W)` keys per query and the unmasked ones, `min(i + 1, W)` for query i, still
+average at least half of that); a vector op takes `ceil(n / (L p)) * flops/n`
 cycles. A fused matmul + epilogue holds one core of each type (or all of both) for the longer
 of the two. So a layer's makespan is at least its tensor-core busy time over `n_tc` and at
 least its vector-core busy time over `n_vc`. Tensor parallelism splits or replicates these ops
