@@ -40,7 +40,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"  {c.n_layers} layers, hidden {c.hidden}, {c.n_heads} heads ({c.n_kv_heads} kv) of {c.head_dim}, "
           f"FFN {c.ffn_hidden} {c.mlp}, vocab {c.vocab_size}, {c.norm}, {c.position} positions, "
           f"{'causal' if c.causal else 'bidirectional'}"
-          + (f", {c.n_experts} experts top-{c.experts_per_token}" if c.is_moe else ""))
+          + (f", {c.n_experts} experts top-{c.experts_per_token}" if c.is_moe else "")
+          + (f" + shared MLP {c.shared_ffn_hidden}" if c.shared_ffn_hidden else "")
+          + (f", sliding window {c.sliding_window}" if c.sliding_window else ""))
     print(f"  parameters {fmt_count(p['total'])} ({p['total']:,}); active per token {fmt_count(p['active_per_token'])}")
     print(f"  GEMM FLOPs per token at seq {info['seq_len']}: training {fmt_si(f['training'], 'FLOP')}, "
           f"forward {fmt_si(f['forward'], 'FLOP')}, prefill {fmt_si(f['prefill'], 'FLOP')}, "

@@ -23,6 +23,8 @@ over the ep group sends each of its T*k routed token copies (h wide) to the devi
 expert, the device regroups them by local expert (a permutation, when it holds more than one),
 runs its E/ep experts on ceil(T*ep*k/E) tokens each, restores the order and a second all-to-all
 returns the outputs (FLOPs per device are those of ep = 1; the GEMMs are ep times taller).
+Shared experts (`cfg.shared_ffn_hidden`, Qwen2-MoE) are an MLP of width f_s that every token
+runs beside its routed experts, split over tp like a dense MLP; their output joins the gated sum.
 A causal sliding window (`cfg.sliding_window`, W) limits fused attention to the last W
 positions per query (`coda.models.ops.attention`); unfused attention computes the full score
 matrix and masks it, as Hugging Face eager and SDPA-with-mask implementations do.
@@ -107,7 +109,10 @@ class _Dims:
             raise ConfigError(f"{cfg.name}: tp={tp} must divide n_kv_heads={g} or be a multiple of it (to replicate)")
         if cfg.ffn_hidden % tp:
             raise ConfigError(f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}")
+        if cfg.shared_ffn_hidden % tp:
+            raise ConfigError(f"{cfg.name}: tp={tp} must divide shared_ffn_hidden={cfg.shared_ffn_hidden}")
         self.a_t, self.g_t, self.f_t = a // tp, max(g // tp, 1), cfg.ffn_hidden // tp
+        self.fs_t = cfg.shared_ffn_hidden // tp
         self.V_t = math.ceil(cfg.vocab_size / tp)
         self.sp = sp and tp > 1
         if self.sp and self.T % tp:
@@ -203,7 +208,26 @@ def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
             down = g.add(O.elementwise(T * k * h, 0, 1, dt, name="moe_unsort", fn="permute"), after=[down])
         down = g.add(O.collective("all_to_all", T * k * h * dtype_bytes(dt), ep, dt, name="ep_combine"),
                      after=[down])
-    return g.add(O.elementwise(T * h, 2 * k, k, dt, name="moe_combine", fn="weighted_sum"), after=[down, gates])
+    parts = [down, gates]
+    if cfg.shared_ffn_hidden:
+        parts.append(_shared_experts(g, cfg, x, dt, prev))
+    n_in = k + (1 if cfg.shared_ffn_hidden else 0)  # routed outputs weighted by their gates, plus the shared one
+    return g.add(O.elementwise(T * h, 2 * n_in, n_in, dt, name="moe_combine", fn="weighted_sum"), after=parts)
+
+
+def _shared_experts(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
+    """The shared experts' MLP (width f_s, split over tp like a dense MLP) that every token runs:
+    inside the MLP's TP region, or, when the routed experts are folded onto the sequence-parallel
+    shard (ep > 1), in a TP region of its own, as Megatron-Core's SharedExpertMLP."""
+    h, width = cfg.hidden, (2 if cfg.gated else 1) * x.fs_t
+    act_bytes = x.T * h * dtype_bytes(dt)
+    if x.moe_folded:
+        prev = _tp_entry(g, x, "shared", act_bytes, dt, prev)
+    up = _gemm(g, x, x.T, h, width, "shared_up", [prev], bias=cfg.bias, after_norm=not x.sp)
+    act = g.add(O.elementwise(x.T * x.fs_t, ACTIVATION_FLOPS[cfg.mlp], 2 if cfg.gated else 1, dt, name="shared_act",
+                              fn=cfg.mlp), after=[up])
+    down = _gemm(g, x, x.T, x.fs_t, h, "shared_down", [act], bias=cfg.bias)
+    return _tp_exit(g, x, "shared", act_bytes, dt, down) if x.moe_folded else down
 
 
 def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:

@@ -25,7 +25,7 @@ class ModelConfig:
 
     Dimension legend used throughout `coda.models`: l = `n_layers`, h = `hidden`,
     a = `n_heads`, g = `n_kv_heads`, d = `head_dim`, f = `ffn_hidden`, V = `vocab_size`,
-    E = `n_experts`, k = `experts_per_token`, W = `sliding_window`.
+    E = `n_experts`, k = `experts_per_token`, f_s = `shared_ffn_hidden`, W = `sliding_window`.
 
     `n_kv_heads` and `head_dim` may be left as None: they then resolve to `n_heads` and
     `hidden // n_heads` (which must divide). Invalid values raise `ConfigError` naming the field.
@@ -48,6 +48,8 @@ class ModelConfig:
     bias: bool = field(default=True, metadata=_help("linear layers and norms have biases"))
     n_experts: int = field(default=1, metadata=_help("MoE experts per block, E (1 = dense)"))
     experts_per_token: int = field(default=1, metadata=_help("experts each token is routed to, k"))
+    shared_ffn_hidden: int = field(default=0, metadata=_help(
+        "MLP width of the shared experts every token runs beside its k routed ones, f_s (Qwen2-MoE); 0 = none"))
     embed_dim: int | None = field(default=None,
                                   metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
     sliding_window: int | None = field(
@@ -82,6 +84,12 @@ class ModelConfig:
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
             if getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
+        fs = self.shared_ffn_hidden
+        if not isinstance(fs, int) or isinstance(fs, bool) or fs < 0:
+            raise ConfigError(f"{self.name}: shared_ffn_hidden={fs!r} must be a non-negative integer")
+        if self.shared_ffn_hidden and self.n_experts == 1:
+            raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
+                              "(n_experts > 1); a dense model's MLP is ffn_hidden")
         if self.sliding_window is not None and not self.causal:
             raise ConfigError(f"{self.name}: sliding_window needs causal attention (a bidirectional window is not "
                               "modelled)")
@@ -126,18 +134,22 @@ class ModelConfig:
             n += q + 2 * kv + h
         return n
 
-    def mlp_params(self) -> int:
-        """One expert's MLP: `2*h*f` (gelu/relu) or `3*h*f` (swiglu), plus biases."""
-        h, f = self.hidden, self.ffn_hidden
+    def mlp_params(self, width: int | None = None) -> int:
+        """One expert's MLP of inner width f (default `ffn_hidden`): `2*h*f` (gelu/relu) or
+        `3*h*f` (swiglu), plus biases."""
+        h, f = self.hidden, self.ffn_hidden if width is None else width
         n = (3 if self.gated else 2) * h * f
         if self.bias:
             n += (2 if self.gated else 1) * f + h
         return n
 
     def block_params(self) -> int:
-        """One transformer block: attention, E expert MLPs, the router (`h*E`) and two norms."""
+        """One transformer block: attention, E expert MLPs, the router (`h*E`), the shared experts'
+        MLP of width f_s (if any) and two norms."""
         router = self.hidden * self.n_experts if self.is_moe else 0
-        return self.attention_params() + self.n_experts * self.mlp_params() + router + 2 * self.norm_params
+        shared = self.mlp_params(self.shared_ffn_hidden) if self.shared_ffn_hidden else 0
+        return (self.attention_params() + self.n_experts * self.mlp_params() + router + shared
+                + 2 * self.norm_params)
 
     def embedding_params(self) -> int:
         """Token table `V*e` (e = embed_dim or h), learned positions `max_seq_len*h`, input/output projections."""

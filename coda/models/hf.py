@@ -3,7 +3,8 @@
 Supported `model_type`s and what each maps from (HF key -> ModelConfig field). Features that do
 not change matmul shapes are not modelled and are listed per family: parallel residuals
 (gpt_neox, phi), partial rotary (gpt_neox, phi, phi3), Qwen2's QKV biases, phi's single norm per
-block and LM-head bias. Their parameter effect is under 0.1% for the public checkpoints. phi3
+block and LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block). Their parameter
+effect is under 0.1% for the public checkpoints. phi3
 (Phi-3, Phi-4-mini) reads as llama (its fused QKV and gate/up weights have the same shapes).
 A sliding window used by every layer is read (`ModelConfig.sliding_window`); sliding and full
 layers interleaved (Qwen2 with `max_window_layers` inside the stack, mixed `layer_types`) raise.
@@ -96,12 +97,14 @@ def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return {**_llama_like(c, r), "n_experts": r("num_local_experts"), "experts_per_token": r("num_experts_per_tok")}
 
 
-def _qwen3_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """qwen2_moe (with shared experts) and qwen3_moe: every layer MoE."""
     if c.get("decoder_sparse_step", 1) != 1 or c.get("mlp_only_layers"):
-        raise ConfigError("qwen3_moe with dense layers between MoE ones (decoder_sparse_step != 1 or mlp_only_layers) "
-                          "is not modelled: coda's blocks are all alike")
+        raise ConfigError(f"{c['model_type']} with dense layers between MoE ones (decoder_sparse_step != 1 or "
+                          "mlp_only_layers) is not modelled: coda's blocks are all alike")
     return {**_llama_like(c, r), "ffn_hidden": r("moe_intermediate_size"), "n_experts": r("num_experts"),
-            "experts_per_token": r("num_experts_per_tok")}
+            "experts_per_token": r("num_experts_per_tok"),
+            "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0}
 
 
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -122,8 +125,8 @@ def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 
 
 _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
-    "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like,
-    "qwen2": _llama_like, "qwen3": _llama_like, "qwen3_moe": _qwen3_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
+    "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like,
+    "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
     "phi": _phi, "phi3": _llama_like,
 }
 

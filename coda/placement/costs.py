@@ -313,7 +313,8 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     replicated `10*s*b*h` (/t with SP); split by t: `s*b*(4*q + 4*kv + k*(2*f*(2 if gated else 1) + 2*f))`
     with q = a*d, kv = g*d, f the FFN width and k experts per token; attention scores `5*a*s^2*b / t`
     for unfused attention only; MoE blocks add the `2*k*s*b*h` routed token copies the expert
-    GEMMs read (replicated, /t with SP). For GPT (q = kv = h, f = 4h) this is
+    GEMMs read (replicated, /t with SP) and, with shared experts of width f_s, their MLP's
+    `s*b*(2*f_s*(2 if gated else 1) + 2*f_s)` (split by t). For GPT (q = kv = h, f = 4h) this is
     `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
 
     With FP8 GEMMs (`gemm_dtype="fp8"`) the inputs of the four block GEMMs (QKV, output
@@ -332,8 +333,12 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     # permuted input of the grouped GEMM, in its FP8 cast under FP8), like the MLP input
     routed = 2.0 * r * cfg.experts_per_token if cfg.is_moe else 0.0
     replicated = (6.0 + 4.0 * r + routed) * s * b * h / (t if sequence_parallel else 1)
-    split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * (2 * cfg.ffn_hidden * (2 if cfg.gated else 1)
-                                                                      + 2 * r * cfg.ffn_hidden)) / t
+
+    def mlp(f: int) -> float:  # an MLP of width f: up-projection output (+ gate), activation output
+        return 2 * f * (2 if cfg.gated else 1) + 2 * r * f
+
+    split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * mlp(cfg.ffn_hidden)
+                     + mlp(cfg.shared_ffn_hidden)) / t
     scores = 5.0 * cfg.n_heads * s * s * b / t if attention == "unfused" else 0.0
     full = (replicated + split + scores) * scale
     if recompute == "none":
