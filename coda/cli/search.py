@@ -4,7 +4,9 @@
         --n-tc 2,8 --n-vc 1,2 --tc-rows 64,128 --tc-cols 64,128 --glb-mib 32,128 --store runs.sqlite
 
 Ranges default to PHAZE's space and budget (`DesignSpace.phaze()`); each design runs on
-`--chips` chips of the TPU-v4-like torus (`coda.search.search`, docs/search.md).
+`--chips` chips of the TPU-v4-like torus (`coda.search.search`, docs/search.md), with the best
+plan among `--tp`, `--pp`, `--micro-batch`, `--recompute` and `--zero` (lists; defaults
+`coda.search.DEFAULT_CHOICES`), the same for the `--gpu-reference` rows.
 """
 
 from __future__ import annotations
@@ -58,6 +60,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
+PLACEMENT_FLAGS = ("tp", "pp", "micro_batch", "recompute", "zero")
+"""Placement choices `coda search` takes as comma lists (the rest keep `DEFAULT_CHOICES`)."""
+
+
+def _choices(args: argparse.Namespace) -> dict[str, Any]:
+    return {flag: getattr(args, flag) for flag in PLACEMENT_FLAGS if getattr(args, flag) is not None}
+
+
 def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None) -> None:
     try:
         import matplotlib
@@ -95,9 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
     result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
                     store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer,
-                    executor=args.executor, workers=args.workers, prune=not args.pareto)
+                    executor=args.executor, workers=args.workers, prune=not args.pareto, choices=_choices(args))
     front = pareto_front(result.frame) if args.pareto else None
-    gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len)
+    gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len,
+                         choices=_choices(args))
     if args.plot:
         _plot(result, args.plot, gpus, front)
     if args.json:
@@ -150,6 +161,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area-fraction", type=float, default=0.3,
                    help="designs must use this fraction of the area budget (PHAZE: 0.3; single-core exempt)")
     p.add_argument("--max-tdp-w", type=float, default=None, help="TDP budget per chip, W")
+    p.add_argument("--tp", type=_ints, help="tensor-parallel widths to consider (default 1,2,4,8)")
+    p.add_argument("--pp", type=_ints, help="pipeline depths to consider (default: every one that fits)")
+    p.add_argument("--micro-batch", dest="micro_batch", type=_ints, help="micro-batch sizes (default 1,2,4)")
+    p.add_argument("--recompute", type=_names, help="recomputation modes: none, selective, full (default none,full)")
+    p.add_argument("--zero", type=_ints, help="ZeRO stages: 0, 1, 3 (default 0,1)")
     p.add_argument("--max-designs", type=int, default=None, help="evaluate at most this many designs (resume later)")
     p.add_argument("--store", default=None, help="SQLite result store (resume and reuse); created if missing")
     p.add_argument("--timer", choices=("ilp", "predictor"), default="ilp",

@@ -36,7 +36,15 @@ from coda.models.config import ModelConfig
 from coda.placement.chain import CostModel, Software, collective_cost, optimizer_bytes_per_param
 from coda.placement.dp import best_split
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
-from coda.placement.plan import Plan, lighter_ends_stage_layers, stage_layers_of, validate_plan
+from coda.placement.plan import (
+    ZERO_STAGES,
+    Plan,
+    Recompute,
+    Schedule,
+    lighter_ends_stage_layers,
+    stage_layers_of,
+    validate_plan,
+)
 from coda.placement.result import TrainingResult, make_result
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
@@ -55,6 +63,36 @@ def _as_set(value: Any) -> set[Any] | None:
     return set(value)
 
 
+SIZE_CHOICES = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep")
+
+
+def _checked(name: str, values: set[Any]) -> set[Any]:
+    """A choice's values, with string options normalised; bad values raise `ConfigError` naming them."""
+    if name == "recompute":
+        return {Recompute.from_str(v).value for v in values}
+    if name == "schedule":
+        return {Schedule.from_str(v).value for v in values}
+    bad = [v for v in values if name == "zero" and v not in ZERO_STAGES
+           or name in SIZE_CHOICES and (isinstance(v, bool) or not isinstance(v, int) or v < 1)]
+    if bad:
+        allowed = f"one of {ZERO_STAGES}" if name == "zero" else "positive integers"
+        raise ConfigError(f"optimize choice {name}={sorted(bad, key=str)} is invalid: values must be {allowed}")
+    return values
+
+
+def check_choices(choices: dict[str, Any]) -> dict[str, set[Any]]:
+    """`optimize`'s keyword choices as sets of allowed values (string options normalised), without
+    `stage_layers` and unrestricted (None) entries.
+
+    Raises:
+        ConfigError: an unknown choice, or a value outside its option's range (both named).
+    """
+    unknown = set(choices) - set(CHOICES)
+    if unknown:
+        raise ConfigError(f"unknown optimize choice(s) {sorted(unknown)}; allowed: {', '.join(CHOICES)}")
+    return {k: _checked(k, vs) for k, v in choices.items() if k != "stage_layers" and (vs := _as_set(v)) is not None}
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -62,10 +100,7 @@ def _divisors(n: int) -> list[int]:
 def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int, attention: str = "fused",
                     **choices: Any) -> list[Plan]:
     """Every valid plan of the search space (module docstring), restricted by `choices`."""
-    unknown = set(choices) - set(CHOICES)
-    if unknown:
-        raise ConfigError(f"unknown optimize choice(s) {sorted(unknown)}; allowed: {', '.join(CHOICES)}")
-    want = {k: _as_set(v) for k, v in choices.items() if k != "stage_layers"}
+    want = check_choices(choices)
 
     def keep(name: str, values: Iterable[Any]) -> list[Any]:
         allowed = want.get(name)

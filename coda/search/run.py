@@ -50,7 +50,7 @@ from coda.errors import CodaError, ConfigError, InfeasibleDesign
 from coda.ilp import ScheduleCache, schedule
 from coda.models.config import ModelConfig
 from coda.models.graph import OpGraph
-from coda.placement.optimize import CHOICES, optimize
+from coda.placement.optimize import CHOICES, check_choices, optimize
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
 from coda.search.store import ResultStore, result_key
 
@@ -177,6 +177,7 @@ def _merged_choices(choices: dict[str, Any] | None) -> dict[str, Any]:
             merged.pop(k, None)
         else:
             merged[k] = tuple(v) if isinstance(v, (list, set, frozenset)) else v
+    check_choices(merged)  # bad values fail here, before any design is evaluated
     return merged
 
 

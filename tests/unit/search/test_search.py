@@ -184,3 +184,16 @@ def test_cli_help_and_tiny_run(capsys, tmp_path):
     capsys.readouterr()
     assert main(args[:-4] + ["--chips", "24"]) == 2
     assert capsys.readouterr().err.startswith("coda: error: tpuv4-pod has 16-device domains")
+
+
+def test_cli_placement_choices(capsys):
+    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+            "--n-tc", "2,8", "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32",
+            "--min-area-fraction", "0", "--timer", "predictor", "--json", "--gpu-reference", "a100-sxm4-80gb"]
+    assert main(args + ["--tp", "2", "--micro-batch", "2", "--recompute", "full", "--zero", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = data["top"] + [data["reference"]] + data["gpu_references"]
+    assert len(rows) == 4 and all((r["tp"], r["micro_batch"], r["recompute"], r["zero"]) == (2, 2, "full", 1)
+                                  for r in rows)
+    assert main(args + ["--recompute", "sometimes"]) == 2
+    assert "recompute='sometimes' must be one of none, selective, full" in capsys.readouterr().err
