@@ -3,8 +3,8 @@
     coda serve --model llama2-70b --cluster dgx-h100 --devices 8 --batch 64 --prompt-len 2048 \\
         --output-len 2048 --tp 2 --dtype fp8
 
-Tensor parallelism over `--tp` devices; the other devices are independent replicas
-(`coda.evaluate.inference.inference` documents the model).
+Tensor parallelism over `--tp` devices in each of `--pp` pipeline stages; the other devices are
+independent replicas (`coda.evaluate.inference.inference` documents the model).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
     from coda.models import get
 
     r = inference(get(args.model), _cluster(args), args.tp, args.batch, args.prompt_len, args.output_len,
-                  dtype=args.dtype)
+                  dtype=args.dtype, pp=args.pp)
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -34,8 +34,9 @@ def _run(args: argparse.Namespace) -> int:
             ("tokens_per_s", r.tokens_per_s), ("tokens_per_s_per_replica", r.tokens_per_s_per_replica),
             ("tokens_per_s_per_device", r.tokens_per_s_per_device), ("replicas", r.replicas), ("decode_mbu", r.mbu)]
     print_table(pd.DataFrame(perf, columns=["field", "value"]),
-                title=f"{r.model} on {r.n_devices} x {r.device}, tp={r.tp}, {r.dtype}, batch {r.batch}, "
-                      f"{r.prompt_len} in / {r.output_len} out")
+                title=f"{r.model} on {r.n_devices} x {r.device}, tp={r.tp}"
+                      + (f", pp={r.pp} ({r.micro_batches} micro-batches)" if r.pp > 1 else "")
+                      + f", {r.dtype}, batch {r.batch}, {r.prompt_len} in / {r.output_len} out")
     print()
     mem = [("weights", r.weights_bytes), ("kv_cache", r.kv_cache_bytes), ("workspace", r.workspace_bytes),
            ("free", r.free_bytes), ("limit (HBM - reserve)", r.memory_limit_bytes)]
@@ -50,12 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="preset name or config.json")
     p.add_argument("--cluster", required=True, help="cluster preset: dgx-a100, dgx-h100, vidur-a100, vidur-h100 "
                    "(`coda hardware clusters`)")
-    p.add_argument("--devices", type=int, required=True, help="devices in the cluster (tp per replica, rest replicas)")
+    p.add_argument("--devices", type=int, required=True, help="devices in the cluster (tp*pp per replica, the rest "
+                   "replicas)")
     p.add_argument("--device", default=None, help="replace the cluster's device: a GPU preset name")
     p.add_argument("--batch", type=int, required=True, help="sequences served together")
     p.add_argument("--prompt-len", dest="prompt_len", type=int, required=True, help="input tokens per sequence")
     p.add_argument("--output-len", dest="output_len", type=int, required=True, help="generated tokens per sequence")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel width (default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1); the batch runs as min(pp, batch) "
+                   "micro-batches")
     p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV cache")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_run)

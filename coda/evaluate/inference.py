@@ -4,33 +4,46 @@
                                 output_len=2048, dtype="fp8")
     r.ttft_s, r.tpot_s, r.tokens_per_s_per_device, r.kv_cache_bytes, r.max_batch
 
-Model (b = batch, p = prompt_len, O = output_len, t = tp, l = layers, g = kv heads, d = head dim):
+Model (b = batch, p = prompt_len, O = output_len, t = tp, P = pp, l = layers, g = kv heads, d = head dim):
 
-- Parallelism: tensor parallelism of width t (Megatron split, `coda.models.build`) over the
-  first t devices; the other devices hold `n_devices // t` independent data-parallel replicas
-  (throughput multiplies, per-request latency is unchanged). Pipeline parallelism for inference
-  is not modelled (a plan with pp > 1 raises).
-- TTFT = prefill of b prompts of p tokens in one pass: the predictor's time of the compute ops of
-  `build(cfg, "prefill", b, p, tp=t)` (embedding + l x block + head, kernels back to back) plus
-  its TP collectives timed by `Cluster.collective_time` over ranks 0..t-1.
-- TPOT = mean decode-step time over the generation, the step at context c being
-  `build(cfg, "decode", b, 1, tp=t, context_len=c)` (compute + collectives), for
-  c = p .. p+O-1. The step time is evaluated at up to `TPOT_POINTS` evenly spaced contexts and
-  linearly interpolated to every integer context before averaging (the trapezoid rule; exact
-  when the step time is linear in c, as the KV-cache reads are).
+- Parallelism: tensor parallelism of width t (Megatron split, `coda.models.build`) inside each
+  of P pipeline stages of `balanced_stage_layers(l, P)` blocks (the embedding on the first, the
+  head on the last) over the first t*P devices; the other devices hold `n_devices // (t*P)`
+  independent replicas (throughput multiplies, per-request latency is unchanged). The batch
+  runs as m = min(P, b) micro-batches of (at most) ceil(b/m) sequences, each stage timed on the
+  largest (exact when m divides b); a micro-batch's activations (`mb*tokens*h` elements) pass
+  between adjacent stages (send/recv from rank s*t to (s+1)*t, `Cluster.collective_time`).
+- Stage s of a graph takes t_s: the predictor's time of its layers' compute ops, kernels back to
+  back, plus their TP collectives over ranks 0..t-1.
+- TTFT = the prefill of p-token prompts through the pipeline, the last micro-batch's first token:
+  `sum_s t_s + (P-1)*hop + (m-1)*max_s t_s` on `build(cfg, "prefill", mb, p, tp=t)` graphs
+  (P = 1: one pass over the model).
+- TPOT = mean decode-step time over the generation, a step (one token for every sequence) at
+  context c being, on `build(cfg, "decode", mb, 1, tp=t, context_len=c)`,
+  `max(m * max_s t_s, sum_s t_s + P*hop)` for P > 1 (the busiest stage serves m micro-batches,
+  or a micro-batch's next token waits for its previous one to go around the P stages), `t_0`
+  for P = 1; for c = p .. p+O-1. The step time is evaluated at up to `TPOT_POINTS` evenly spaced
+  contexts and linearly interpolated to every integer context before averaging (the trapezoid
+  rule; exact when the step time is linear in c, as the KV-cache reads are).
 - Throughput (static batching, as TensorRT-LLM's performance tables): per replica
-  b*O / (TTFT + O*TPOT) generated tokens/s; per device that over t; total that x replicas.
-- Memory per device: weights `N*e/t` (N = `param_count()`, e = dtype bytes, embeddings and head
-  included), KV cache `2*l*g_t*d*e*b*(p+O)` with g_t = max(g/t, 1) (Pope et al. 2022, "Efficiently
-  Scaling Transformer Inference", sec. 2; with a sliding window of W positions the rolling buffer
-  of `min(p+O, W)` tokens of Jiang et al. 2023, "Mistral 7B", sec. 2), and an activation
-  workspace: the live activations of the largest op of the prefill graph (its non-weight inputs
-  + outputs), linear in b. They must fit in HBM minus `reserve_bytes` (CUDA context,
-  cuBLAS/NCCL workspaces; default 2 GiB, an estimate).
-  `max_batch = floor((limit - weights) / (kv_per_sequence + workspace_per_sequence))`.
+  b*O / (TTFT + O*TPOT) generated tokens/s; per device that over t*P; total that x replicas.
+- Memory per device (the stage with the most to hold): its weights (`stage_weight_bytes`: its
+  blocks, the embedding on the first stage, the head on the last, which with P > 1 also keeps a
+  copy of a tied embedding table; / t; N*e/t in all for P = 1, N = `param_count()`, e = dtype
+  bytes), its blocks' share of the KV cache `2*l*g_t*d*e*b*(p+O)` with g_t = max(g/t, 1) (Pope
+  et al. 2022, "Efficiently Scaling Transformer Inference", sec. 2; with a sliding window of W
+  positions the rolling buffer of `min(p+O, W)` tokens of Jiang et al. 2023, "Mistral 7B",
+  sec. 2), and an activation workspace: the live activations of the largest op of the prefill
+  graph (its non-weight inputs + outputs) for one micro-batch, linear in its size. They must fit
+  in HBM minus `reserve_bytes` (CUDA context, cuBLAS/NCCL workspaces; default 2 GiB, an
+  estimate). `max_batch` is the largest b that fits.
+- MoE models: a decode step (or a prefill of few tokens) with T tokens runs and reads only the
+  `min(E, T*k)` experts its tokens are routed to (balanced routing, the fewest possible; random
+  routing would touch more), while memory holds all E.
 - MBU (model-bandwidth utilisation, Databricks 2023): (weight bytes a decode step reads + mean KV
-  bytes) per device / TPOT / HBM bandwidth; a step reads all the weights of a dense model, and of
-  an MoE model only the experts its tokens are routed to (`coda.models.build`).
+  bytes) on the busiest device / TPOT / HBM bandwidth; a step reads a stage's weights once per
+  micro-batch, all of them for a dense model, and for an MoE model only the experts its tokens
+  are routed to (`coda.models.build`).
 
 Not modelled: in-flight (continuous) batching, paged-KV fragmentation, CUDA graphs and
 TensorRT-LLM's fused kernels (the predictor times eager kernels), speculative decoding.
@@ -47,12 +60,12 @@ import numpy as np
 
 from coda.arch.clusters import Cluster
 from coda.errors import ConfigError, InfeasibleDesign
-from coda.models.builder import build
+from coda.models.builder import activation_dtype, build
 from coda.models.config import ModelConfig
 from coda.models.graph import ModelGraph
 from coda.placement.chain import collectives_time
 from coda.placement.costs import device_memory_bytes, graph_collectives, predictor_layer_time, time_graphs
-from coda.placement.plan import Plan
+from coda.placement.plan import Plan, balanced_stage_layers
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
 TPOT_POINTS = 8  # decode contexts evaluated for TPOT (interpolated in between)
@@ -64,8 +77,10 @@ class InferenceResult:
     """Latency, throughput and memory of serving one static batch (SI units: s, bytes, tokens/s).
 
     Attributes:
-        ttft_s: time to first token (prefill), of which `ttft_comm_s` is TP collectives.
-        tpot_s: mean time per output token over the generation, of which `tpot_comm_s` is TP
+        pp, micro_batches: pipeline stages P and micro-batches m in flight.
+        ttft_s: time to first token (prefill), of which `ttft_comm_s` is collectives (TP and
+            pipeline send/recv, counted by the same formula).
+        tpot_s: mean time per output token over the generation, of which `tpot_comm_s` is
             collectives; `tpot_first_s` / `tpot_last_s` at the first / last context.
         e2e_s: TTFT + O * TPOT, the time of the whole batch.
         tokens_per_s: generated tokens/s of all replicas; `_per_replica`, `_per_device` likewise.
@@ -80,6 +95,8 @@ class InferenceResult:
     device: str
     n_devices: int
     tp: int
+    pp: int
+    micro_batches: int
     replicas: int
     batch: int
     prompt_len: int
@@ -131,6 +148,17 @@ def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
     return cfg.param_count() * dtype_bytes(dtype) / tp
 
 
+def stage_weight_bytes(cfg: ModelConfig, blocks: int, first: bool, last: bool, tp: int = 1,
+                       dtype: str = "bf16") -> float:
+    """Weight bytes per device of a pipeline stage of `blocks` blocks (the first holds the
+    embedding, the last the final norm and LM head, and with pp > 1 a copy of a tied embedding
+    table, as Megatron-LM keeps), split over t."""
+    n = blocks * cfg.block_params() + (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
+    if last and not first and cfg.tied_embeddings:
+        n += cfg.vocab_size * (cfg.embed_dim or cfg.hidden)
+    return n * dtype_bytes(dtype) / tp
+
+
 def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1, dtype: str = "bf16") -> float:
     """Activation workspace per prompt: the live bytes (non-weight inputs + outputs) of the largest
     op of a batch-1 prefill graph; every activation is linear in the batch, so b prompts need b times it."""
@@ -139,19 +167,51 @@ def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1,
                for op, _ in g.ops() if op.kind != "collective")
 
 
-def _total_time(graphs: list[ModelGraph], cluster: Cluster, tp: int) -> tuple[list[float], list[float]]:
-    """(compute + collectives, collectives) seconds of each model graph, compute timed in one batch."""
+def _layer_times(graphs: list[ModelGraph], cluster: Cluster, tp: int) -> list[list[tuple[float, float, float]]]:
+    """Per model graph, per layer kind (embedding, block, head): seconds of one layer (compute +
+    TP collectives), of its collectives, and its weight bytes; compute timed in one batch."""
     layers = [lg for mg in graphs for lg, _ in mg.layers]
     times = iter(time_graphs(predictor_layer_time, layers, cluster.device))
-    totals, comms = [], []
+    out = []
     for mg in graphs:
-        comp = comm = 0.0
-        for lg, n in mg.layers:
-            comp += n * next(times)
-            comm += n * collectives_time(cluster, graph_collectives(lg), tp)
-        totals.append(comp + comm)
-        comms.append(comm)
-    return totals, comms
+        rows = []
+        for lg, _ in mg.layers:
+            comm = collectives_time(cluster, graph_collectives(lg), tp)
+            rows.append((next(times) + comm, comm, lg.param_bytes()))
+        out.append(rows)
+    return out
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """Blocks per stage and micro-batching of a pp-stage pipeline serving a batch of b sequences."""
+
+    blocks: tuple[int, ...]
+    micro_batches: int  # m = min(pp, b): micro-batches in flight
+    micro_batch: int  # sequences of the largest one, ceil(b/m)
+
+    @classmethod
+    def of(cls, cfg: ModelConfig, pp: int, batch: int) -> _Pipeline:
+        m = min(pp, batch)
+        return cls(balanced_stage_layers(cfg.n_layers, pp), m, -(-batch // m))
+
+    @property
+    def pp(self) -> int:
+        return len(self.blocks)
+
+    def stage(self, per_kind: list[tuple[float, float, float]], field: int) -> list[float]:
+        """A per-layer-kind quantity summed over each stage's layers."""
+        return [n * per_kind[1][field] + (per_kind[0][field] if s == 0 else 0.0)
+                + (per_kind[2][field] if s == self.pp - 1 else 0.0) for s, n in enumerate(self.blocks)]
+
+
+def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: bool) -> float:
+    """Worst send/recv of one micro-batch's activations between adjacent stages (their first
+    ranks, t apart); with `ring` also from the last stage back to the first (the next token)."""
+    if pipe.pp == 1:
+        return 0.0
+    pairs = [(s * tp, (s + 1) * tp) for s in range(pipe.pp - 1)] + ([((pipe.pp - 1) * tp, 0)] if ring else [])
+    return max(cluster.collective_time("send_recv", n_bytes, pair) for pair in pairs)
 
 
 def _valid_tps(cfg: ModelConfig, n_devices: int) -> list[int]:
@@ -160,21 +220,47 @@ def _valid_tps(cfg: ModelConfig, n_devices: int) -> list[int]:
             and cfg.ffn_hidden % t == 0 and (g % t == 0 or t % g == 0)]
 
 
-def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, tp: int, dtype: str) -> tuple[float, float, float]:
-    return (weight_bytes(cfg, tp, dtype), kv_cache_bytes(cfg, batch, ctx, tp, dtype),
-            batch * workspace_bytes_per_sequence(cfg, prompt_len, tp, dtype))
+def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, tp: int, pp: int,
+          dtype: str) -> tuple[float, float, float]:
+    """(weights, KV cache, workspace) bytes of the device with the most to hold."""
+    pipe = _Pipeline.of(cfg, pp, batch)
+    kv = kv_cache_bytes(cfg, batch, ctx, tp, dtype) / cfg.n_layers
+    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, tp, dtype)
+    return max(((stage_weight_bytes(cfg, n, s == 0, s == pp - 1, tp, dtype), n * kv, ws)
+                for s, n in enumerate(pipe.blocks)), key=sum)
 
 
-def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, tp: int, dtype: str,
-                parts: tuple[float, float, float], limit: float, max_batch: int) -> InfeasibleDesign:
+def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, tp: int, pp: int, dtype: str, limit: float) -> int:
+    """Largest batch whose memory fits (the need grows with the batch): doubling, then bisection."""
+    def fits(b: int) -> bool:
+        return sum(_need(cfg, b, ctx, prompt_len, tp, pp, dtype)) <= limit
+
+    if not fits(1):
+        return 0
+    hi = 2
+    while fits(hi):
+        hi *= 2
+    lo = hi // 2  # fits(lo), not fits(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, tp: int, pp: int,
+                dtype: str, parts: tuple[float, float, float], limit: float, max_batch: int) -> InfeasibleDesign:
     w, kv, ws = parts
     hints = [f"largest batch that fits: {max_batch}" if max_batch else "the weights alone do not fit"]
-    for t in _valid_tps(cfg, cluster.n_devices):
-        if t > tp and sum(_need(cfg, batch, ctx, prompt_len, t, dtype)) <= limit:
+    for t in _valid_tps(cfg, cluster.n_devices // pp):
+        if t > tp and sum(_need(cfg, batch, ctx, prompt_len, t, pp, dtype)) <= limit:
             hints.append(f"or tp={t}")
             break
+    for q in range(pp + 1, min(cfg.n_layers, cluster.n_devices // tp) + 1):
+        if (cluster.n_devices // tp) % q == 0 and sum(_need(cfg, batch, ctx, prompt_len, tp, q, dtype)) <= limit:
+            hints.append(f"or pp={q}")
+            break
     return InfeasibleDesign(
-        f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={tp}, {dtype}: needs "
+        f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={tp}, pp={pp}, {dtype}: needs "
         f"{fmt_bytes(w + kv + ws)} per device (weights {fmt_bytes(w)}, KV cache {fmt_bytes(kv)}, workspace "
         f"{fmt_bytes(ws)}) but {cluster.device_name} offers {fmt_bytes(limit)} (HBM minus reserve); "
         + ", ".join(hints))
@@ -182,7 +268,7 @@ def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int,
 
 def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
               output_len: int, dtype: str = "bf16", reserve_bytes: float = DEFAULT_RESERVE_BYTES,
-              check_memory: bool = True) -> InferenceResult:
+              check_memory: bool = True, pp: int = 1) -> InferenceResult:
     """TTFT, TPOT, tokens/s, memory per device and the largest batch of static-batched serving.
 
     Formulas and modelling choices are in the module docstring.
@@ -190,31 +276,33 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     Args:
         cfg: the model (or a preset name / config.json path).
         cluster: the cluster; its device is a GPU (or an Accelerator, timed by the predictor).
-        plan: the tensor-parallel width t, or a `Plan` of which only `tp` is read (`pp` must be 1);
-            t must divide `cluster.n_devices`; the rest are `n_devices / t` replicas.
+        plan: the tensor-parallel width t, or a `Plan` of which `tp` and `pp` are read; t*pp must
+            divide `cluster.n_devices`; the rest are `n_devices / (t*pp)` replicas.
         batch: sequences served together, b.
         prompt_len: input tokens per sequence, p.
         output_len: generated tokens per sequence, O.
         dtype: weights, activations and KV cache (``bf16``, ``fp16``, ``fp8`` where the GPU has it).
         reserve_bytes: device memory not available to the model (default 2 GiB).
         check_memory: raise if a device runs out of memory (else report `fits=False`).
+        pp: pipeline stages (when `plan` is an int).
 
     Raises:
         ConfigError: bad sizes, tp not dividing the heads/FFN, a dtype the GPU lacks, sequences
-            beyond a learned position table, pp > 1.
-        InfeasibleDesign: t does not divide the devices, or the batch does not fit in memory (the
-            message gives the bytes, the largest batch that fits and a tp that would).
+            beyond a learned position table, more stages than layers.
+        InfeasibleDesign: t*pp does not divide the devices, or the batch does not fit in memory
+            (the message gives the bytes, the largest batch that fits and a tp or pp that would).
     """
     if isinstance(cfg, str):
         from coda.models import get
 
         cfg = get(cfg)
-    tp = plan.tp if isinstance(plan, Plan) else plan
-    if isinstance(plan, Plan) and plan.pp != 1:
-        raise ConfigError(f"pipeline parallelism (pp={plan.pp}) is not modelled for inference; use pp=1")
-    for name, v in (("tp", tp), ("batch", batch), ("prompt_len", prompt_len), ("output_len", output_len)):
+    tp, pp = (plan.tp, plan.pp) if isinstance(plan, Plan) else (plan, pp)
+    for name, v in (("tp", tp), ("pp", pp), ("batch", batch), ("prompt_len", prompt_len),
+                    ("output_len", output_len)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name}={v!r} must be a positive integer")
+    if pp > cfg.n_layers:
+        raise ConfigError(f"pp={pp} stages exceed {cfg.name}'s {cfg.n_layers} layers")
     dtype_bytes(dtype)
     if isinstance(cluster.device, str):
         raise ConfigError(f"cluster {cluster.name!r} gives no model of its device {cluster.device!r}")
@@ -225,51 +313,71 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     if cfg.position == "learned" and ctx > cfg.max_seq_len:
         raise ConfigError(f"{cfg.name}: prompt_len + output_len = {ctx} positions exceed its learned "
                           f"position table of {cfg.max_seq_len}")
-    prefill = build(cfg, "prefill", batch, prompt_len, tp=tp, dtype=dtype)  # validates tp against the heads
-    if cluster.n_devices % tp:
-        raise InfeasibleDesign(f"tp={tp} must divide the cluster's {cluster.n_devices} devices; valid tp: "
+    pipe = _Pipeline.of(cfg, pp, batch)
+    mb = pipe.micro_batch
+    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype)  # validates tp against the heads
+    if cluster.n_devices % (tp * pp):
+        raise InfeasibleDesign(f"tp*pp={tp}*{pp} must divide the cluster's {cluster.n_devices} devices; valid tp: "
                                f"{_valid_tps(cfg, cluster.n_devices)}")
 
     # memory (before timing: fail fast)
-    parts = _need(cfg, batch, ctx, prompt_len, tp, dtype)
+    parts = _need(cfg, batch, ctx, prompt_len, tp, pp, dtype)
     limit = device_memory_bytes(cluster.device) - reserve_bytes
-    per_seq = kv_cache_bytes(cfg, 1, ctx, tp, dtype) + parts[2] / batch
-    max_batch = max(int((limit - parts[0]) // per_seq), 0)
-    while max_batch and parts[0] + max_batch * per_seq > limit:  # guard the float floor both ways
-        max_batch -= 1
-    while parts[0] + (max_batch + 1) * per_seq <= limit:
-        max_batch += 1
+    max_batch = _max_batch(cfg, ctx, prompt_len, tp, pp, dtype, limit)
     fits = batch <= max_batch
     if check_memory and not fits:
-        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, tp, dtype, parts, limit, max_batch)
+        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, tp, pp, dtype, parts, limit, max_batch)
 
-    # time: prefill, then decode at evenly spaced contexts p .. p+O-1
+    # time: prefill, then decode at evenly spaced contexts p .. p+O-1, each of m micro-batches
     points = {int(round(c)) for c in np.linspace(prompt_len, ctx - 1, min(output_len, TPOT_POINTS))}
     if cfg.sliding_window is not None and prompt_len < cfg.sliding_window < ctx - 1:
         points.add(cfg.sliding_window)  # the step time stops growing there: keep the kink exact
     contexts = sorted(points)
-    decodes = [build(cfg, "decode", batch, 1, tp=tp, context_len=c, dtype=dtype) for c in contexts]
-    totals, comms = _total_time([prefill, *decodes], cluster, tp)
+    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype) for c in contexts]
+    per_graph = _layer_times([prefill, *decodes], cluster, tp)
+    act = dtype_bytes(activation_dtype(dtype)) * cfg.hidden * mb
+    hop_prefill = _hop_s(cluster, pipe, tp, act * prompt_len, ring=False)
+    hop_decode = _hop_s(cluster, pipe, tp, act, ring=True)
+    m = pipe.micro_batches
+
+    def prefill_s(field: int) -> float:  # the last micro-batch's first token
+        st = pipe.stage(per_graph[0], field)
+        return sum(st) + (pp - 1) * hop_prefill + (m - 1) * st[int(np.argmax(pipe.stage(per_graph[0], 0)))]
+
+    def step_s(graph: list[tuple[float, float, float]], field: int) -> float:  # one token for all m micro-batches
+        st, total = pipe.stage(graph, field), pipe.stage(graph, 0)
+        if pp == 1:
+            return st[0]
+        bottleneck = m * total[int(np.argmax(total))]
+        ring = sum(total) + pp * hop_decode
+        if bottleneck >= ring:
+            return m * st[int(np.argmax(total))]
+        return sum(st) + pp * hop_decode
+
     every = np.arange(prompt_len, ctx)
-    tpot = float(np.mean(np.interp(every, contexts, totals[1:])))
-    tpot_comm = float(np.mean(np.interp(every, contexts, comms[1:])))
-    ttft = totals[0]
+    steps = [step_s(g, 0) for g in per_graph[1:]]
+    tpot = float(np.mean(np.interp(every, contexts, steps)))
+    tpot_comm = float(np.mean(np.interp(every, contexts, [step_s(g, 1) for g in per_graph[1:]])))
+    ttft = prefill_s(0)
     e2e = ttft + output_len * tpot
     per_replica = batch * output_len / e2e
-    replicas = cluster.n_devices // tp
+    devices = tp * pp
+    replicas = cluster.n_devices // devices
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
-    mean_kv = _mean_kv_read_bytes(cfg, batch, prompt_len, output_len, tp, dtype)
-    read = decodes[0].param_bytes()  # weights one step reads: all of them, or the routed experts' (MoE)
-    mbu = (read + mean_kv) / tpot / bw if bw else math.nan
+    # bytes the busiest device reads per decode step: its weights once per micro-batch (all of a
+    # dense model's; the routed experts' of an MoE model) and its share of the KV cache
+    mean_kv = _mean_kv_read_bytes(cfg, batch, prompt_len, output_len, tp, dtype) / cfg.n_layers
+    read = max(m * w + n * mean_kv for w, n in zip(pipe.stage(per_graph[1], 2), pipe.blocks))
+    mbu = read / tpot / bw if bw else math.nan
     return InferenceResult(
         model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,
-        replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len, dtype=dtype,
-        ttft_s=ttft, ttft_comm_s=comms[0], tpot_s=tpot, tpot_comm_s=tpot_comm, tpot_first_s=totals[1],
-        tpot_last_s=totals[-1], e2e_s=e2e, tokens_per_s=per_replica * replicas,
-        tokens_per_s_per_replica=per_replica, tokens_per_s_per_device=per_replica / tp,
+        pp=pp, micro_batches=m, replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len,
+        dtype=dtype, ttft_s=ttft, ttft_comm_s=prefill_s(1), tpot_s=tpot, tpot_comm_s=tpot_comm,
+        tpot_first_s=steps[0], tpot_last_s=steps[-1], e2e_s=e2e, tokens_per_s=per_replica * replicas,
+        tokens_per_s_per_replica=per_replica, tokens_per_s_per_device=per_replica / devices,
         weights_bytes=parts[0], kv_cache_bytes=parts[1], workspace_bytes=parts[2], memory_limit_bytes=limit,
         free_bytes=limit - sum(parts), max_batch=max_batch, fits=fits, mbu=mbu)
 
 
-__all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "kv_cache_bytes", "weight_bytes",
-           "workspace_bytes_per_sequence"]
+__all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "kv_cache_bytes", "stage_weight_bytes",
+           "weight_bytes", "workspace_bytes_per_sequence"]

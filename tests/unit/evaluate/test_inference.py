@@ -7,7 +7,7 @@ import pytest
 from coda.arch.clusters import cluster
 from coda.cli import main
 from coda.errors import CodaError, InfeasibleDesign
-from coda.evaluate.inference import inference, kv_cache_bytes, weight_bytes
+from coda.evaluate.inference import inference, kv_cache_bytes, stage_weight_bytes, weight_bytes
 from coda.models import get
 
 
@@ -90,3 +90,51 @@ def test_cli_serve(capsys: pytest.CaptureFixture[str]) -> None:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "output_len" in err
     assert main([*args, "--dtype", "fp8", "--device", "a100-sxm4-80gb"]) == 2
+
+
+def test_pipeline_one_micro_batch_adds_only_the_hops() -> None:
+    """With one sequence there is one micro-batch: stages run one after another, so TTFT and TPOT
+    are the single-stage times plus the send/recv hops, and each device is busy 1/pp of the time."""
+    cl, cfg = cluster("dgx-h100", 8), get("llama2-7b")
+    one, two = inference(cfg, cl, 1, 1, 512, 64), inference(cfg, cl, 1, 1, 512, 64, pp=2)
+    h, e = cfg.hidden, 2
+    assert two.micro_batches == 1 and two.replicas == 4
+    assert two.ttft_s - one.ttft_s == pytest.approx(cl.collective_time("send_recv", 512 * h * e, (0, 1)))
+    assert two.tpot_s - one.tpot_s == pytest.approx(2 * cl.collective_time("send_recv", h * e, (0, 1)))
+    assert two.tokens_per_s_per_device == pytest.approx(one.tokens_per_s_per_device / 2, rel=0.01)
+
+
+def test_pipeline_memory_and_micro_batches() -> None:
+    cl, cfg = cluster("dgx-h100", 8), get("llama2-70b")
+    with pytest.raises(InfeasibleDesign, match="or pp=2"):  # 138 GB of weights on one 80 GB device
+        inference(cfg, cl, 1, 8, 512, 128)
+    r = inference(cfg, cl, 1, 8, 512, 128, pp=2)
+    stage = 40 * cfg.block_params() + cfg.head_params()  # the last stage: its blocks, the final norm and LM head
+    assert r.weights_bytes == 2 * stage and r.kv_cache_bytes == kv_cache_bytes(cfg, 8, 640) / 2
+    assert r.micro_batches == 2 and r.fits and r.max_batch > 8
+    # two micro-batches fill both stages: prefill takes less than two micro-batches' passes in a row
+    single = inference(cfg, cl, 1, 4, 512, 128, pp=2)
+    assert single.micro_batches == 2 and r.ttft_s < 2 * (single.ttft_s + 1e-9)
+    # a Plan gives tp and pp too; pp must not exceed the layers, tp*pp must divide the devices
+    from coda.placement import Plan
+
+    plan = Plan(tp=2, pp=2, dp=2, micro_batch=1, global_batch=2)
+    assert inference(cfg, cl, plan, 8, 512, 128).pp == 2
+    with pytest.raises(CodaError, match="pp=81"):
+        inference(cfg, cl, 1, 1, 8, 8, pp=81)
+    with pytest.raises(InfeasibleDesign, match="tp\\*pp"):
+        inference(cfg, cl, 1, 8, 512, 128, pp=3)
+
+
+def test_stage_weights_sum_to_the_model() -> None:
+    gpt2 = get("gpt2")  # tied embeddings: with pp > 1 the last stage keeps a copy of the table
+    stages = [stage_weight_bytes(gpt2, 6, s == 0, s == 1, dtype="fp16") for s in range(2)]
+    assert sum(stages) == 2 * (gpt2.param_count() + gpt2.vocab_size * gpt2.hidden)
+    assert stage_weight_bytes(gpt2, 12, True, True, tp=2) == weight_bytes(gpt2, 2)
+
+
+def test_cli_serve_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["serve", "--model", "llama2-70b", "--cluster", "dgx-h100", "--devices", "8", "--batch", "8",
+            "--prompt-len", "256", "--output-len", "16", "--tp", "2", "--pp", "2"]
+    assert main(args) == 0
+    assert "tp=2, pp=2 (2 micro-batches)" in capsys.readouterr().out
