@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from coda.cli._output import print_json, print_table
-from coda.errors import ConfigError
+from coda.plotting import pyplot
 
 TABLE_COLUMNS = ("rank", "name", "hbm_bytes", "area_mm2", "tdp_w", "peak_flops", "plan", "tokens_per_s",
                  "tokens_per_s_per_w", "mfu", "peak_memory_bytes", "bound_objective")
@@ -69,14 +69,7 @@ def _choices(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib; install it with `pip install coda-llm[plot]` "
-                          "or leave out --plot") from None
+    plt = pyplot("--plot")
     ok = result.frame[result.frame["status"] == "ok"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(ok["tdp_w"], ok["tokens_per_s"], s=12, label="designs")

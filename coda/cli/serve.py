@@ -10,21 +10,74 @@ independent replicas (`coda.evaluate.inference.inference` documents the model).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import pandas as pd
 
 from coda.cli._output import print_json, print_table
-from coda.cli.train import _cluster
+from coda.cli.train import _cluster, _widths
+from coda.plotting import pyplot
 from coda.units import GiB
 
 DTYPES = ("bf16", "fp16", "fp8")
+
+
+SWEEP_COLUMNS = {"batch": ("batch", 1), "fits": ("fits", 1), "ttft_s": ("TTFT_ms", 1e3), "tpot_s": ("TPOT_ms", 1e3),
+                 "e2e_s": ("batch_latency_s", 1), "tokens_per_s_per_device": ("tokens_per_s_per_device", 1),
+                 "tokens_per_s": ("tokens_per_s", 1), "mbu": ("decode_mbu", 1),
+                 "kv_cache_bytes": ("kv_cache_GiB", 1 / GiB)}
+"""Result field -> (sweep table column, display scale: s -> ms, bytes -> GiB)."""
+
+
+def _title(r: Any) -> str:
+    return (f"{r['model']} on {r['n_devices']} x {r['device']}, tp={r['tp']}"
+            + (f", pp={r['pp']}" if r["pp"] > 1 else "") + f", {r['dtype']}, {r['prompt_len']} in / "
+            f"{r['output_len']} out")
+
+
+def _plot(df: pd.DataFrame, path: str) -> None:
+    plt = pyplot("--plot")
+    ok = df[df["fits"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ok["tpot_s"] * 1e3, ok["tokens_per_s_per_device"], marker="o")
+    for _, r in ok.iterrows():
+        ax.annotate(f"b={r['batch']}", (r["tpot_s"] * 1e3, r["tokens_per_s_per_device"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=8)
+    ax.set_xlabel("TPOT (ms per output token)")
+    ax.set_ylabel("generated tokens/s per device")
+    ax.set_title(_title(df.iloc[0]), fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _sweep(args: argparse.Namespace, cfg: Any) -> int:
+    from coda.evaluate.inference import inference_sweep
+
+    df = inference_sweep(cfg, _cluster(args), args.tp, args.batch, args.prompt_len, args.output_len,
+                         dtype=args.dtype, pp=args.pp)
+    if args.plot:
+        _plot(df, args.plot)
+    if args.json:
+        print_json(df.to_dict(orient="records"))
+        return 0
+    table = pd.DataFrame({name: df[c] if k == 1 else df[c] * k for c, (name, k) in SWEEP_COLUMNS.items()})
+    print_table(table, title=f"{_title(df.iloc[0])}: static batches (fits = memory holds the batch)")
+    print(f"largest batch that fits: {df['max_batch'].iloc[0]}")
+    if args.plot:
+        print(f"\nplot: {args.plot}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from coda.evaluate.inference import inference
     from coda.models import get
 
-    r = inference(get(args.model), _cluster(args), args.tp, args.batch, args.prompt_len, args.output_len,
+    cfg = get(args.model)
+    if len(args.batch) > 1 or args.plot:
+        return _sweep(args, cfg)
+    r = inference(cfg, _cluster(args), args.tp, args.batch[0], args.prompt_len, args.output_len,
                   dtype=args.dtype, pp=args.pp)
     if args.json:
         print_json(r.to_dict())
@@ -54,12 +107,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, required=True, help="devices in the cluster (tp*pp per replica, the rest "
                    "replicas)")
     p.add_argument("--device", default=None, help="replace the cluster's device: a GPU preset name")
-    p.add_argument("--batch", type=int, required=True, help="sequences served together")
+    p.add_argument("--batch", type=_widths, required=True, help="sequences served together; a list such as "
+                   "1,8,32,128 prints the latency-throughput sweep")
     p.add_argument("--prompt-len", dest="prompt_len", type=int, required=True, help="input tokens per sequence")
     p.add_argument("--output-len", dest="output_len", type=int, required=True, help="generated tokens per sequence")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel width (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1); the batch runs as min(pp, batch) "
                    "micro-batches")
     p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV cache")
+    p.add_argument("--plot", metavar="OUT.png", default=None, help="write tokens/s per device against TPOT over "
+                   "the batches (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=_run)

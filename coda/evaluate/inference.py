@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from coda.arch.clusters import Cluster
 from coda.errors import ConfigError, InfeasibleDesign
@@ -379,5 +381,14 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         free_bytes=limit - sum(parts), max_batch=max_batch, fits=fits, mbu=mbu)
 
 
-__all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "kv_cache_bytes", "stage_weight_bytes",
-           "weight_bytes", "workspace_bytes_per_sequence"]
+def inference_sweep(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batches: Iterable[int],
+                    prompt_len: int, output_len: int, dtype: str = "bf16", pp: int = 1,
+                    reserve_bytes: float = DEFAULT_RESERVE_BYTES) -> pd.DataFrame:
+    """The latency-throughput trade-off of static batching: one row (`InferenceResult.to_dict()`)
+    per batch size, in the order given; a batch that does not fit is kept with ``fits`` False."""
+    return pd.DataFrame([inference(cfg, cluster, plan, b, prompt_len, output_len, dtype, reserve_bytes,
+                                   check_memory=False, pp=pp).to_dict() for b in batches])
+
+
+__all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "inference_sweep", "kv_cache_bytes",
+           "stage_weight_bytes", "weight_bytes", "workspace_bytes_per_sequence"]

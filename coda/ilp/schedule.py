@@ -28,6 +28,7 @@ import pandas as pd
 
 from coda.errors import CodaError, ConfigError
 from coda.ilp.fusion import FUSED, NETWORK, TENSOR, VECTOR, Problem
+from coda.plotting import pyplot
 
 REL_TOL = 1e-9
 
@@ -197,13 +198,7 @@ class Schedule:
         """Save a PNG timeline: one row per core (only the cores single-core tasks use when a type
         has more than `max_rows`); parallel tasks (hatched) span all rows of their type(s).
         Needs matplotlib (``pip install coda-llm[plot]``)."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ConfigError("plot_timeline needs matplotlib; install it with `pip install coda-llm[plot]`") from None
+        plt = pyplot("plot_timeline")
         rows: list[str] = []
         for prefix, n in (("tc", self.n_tc), ("vc", self.n_vc)):
             labels = sorted({c for e in self.ops if not e.parallel for c in e.cores if c.startswith(prefix)},

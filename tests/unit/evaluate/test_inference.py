@@ -138,3 +138,26 @@ def test_cli_serve_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
             "--prompt-len", "256", "--output-len", "16", "--tp", "2", "--pp", "2"]
     assert main(args) == 0
     assert "tp=2, pp=2 (2 micro-batches)" in capsys.readouterr().out
+
+
+def test_sweep_rows_and_cli(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import importlib.util
+    import json
+
+    from coda.evaluate import inference_sweep
+
+    cl = cluster("dgx-a100", 1)
+    df = inference_sweep("llama2-7b", cl, 1, [1, 16, 4096], 512, 64)
+    assert list(df["batch"]) == [1, 16, 4096] and list(df["fits"]) == [True, True, False]
+    assert (df["max_batch"] == inference("llama2-7b", cl, 1, 1, 512, 64).max_batch).all()
+    assert df["tokens_per_s"].is_monotonic_increasing and df["tpot_s"].is_monotonic_increasing
+    args = ["serve", "--model", "llama2-7b", "--cluster", "dgx-a100", "--devices", "1", "--batch", "1,16,4096",
+            "--prompt-len", "512", "--output-len", "64"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "TPOT_ms" in out and "largest batch that fits" in out and out.count("False") == 1
+    assert main([*args, "--json"]) == 0
+    assert [r["batch"] for r in json.loads(capsys.readouterr().out)] == [1, 16, 4096]
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert main([*args, "--plot", str(tmp_path / "s.png")]) == 0
+        assert (tmp_path / "s.png").stat().st_size > 0
