@@ -50,7 +50,8 @@ PHASES = ("forward", "backward", "optimizer", "prefill", "decode")
 ATTENTION_IMPLS = ("fused", "unfused")
 
 # Approximate FLOPs per element of the MLP activation (vector-unit work only).
-ACTIVATION_FLOPS = {"gelu": 8, "relu": 1, "swiglu": 5}  # gelu: tanh form; swiglu: sigmoid, 2 mul
+ACTIVATION_FLOPS = {"gelu": 8, "relu": 1, "swiglu": 5, "geglu": 9}  # gelu: tanh form; swiglu: sigmoid, 2 mul;
+# geglu: gelu of the gate times the up projection
 ROPE_FLOPS_PER_ELEMENT = 3  # x*cos + rotate(x)*sin
 # Mixed-precision Adam (Megatron style, fp32 main gradients): per parameter, read fp32 weight,
 # m, v and gradient (16 B); write fp32 weight, m, v (12 B) and the low-precision copy.

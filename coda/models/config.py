@@ -10,7 +10,7 @@ from typing import Any
 
 from coda.errors import ConfigError
 
-MLP_KINDS = ("gelu", "relu", "swiglu")
+MLP_KINDS = ("gelu", "relu", "swiglu", "geglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 POSITION_KINDS = ("learned", "rope")
 
@@ -40,7 +40,7 @@ class ModelConfig:
     max_seq_len: int = field(metadata=_help("longest sequence (learned position table size)"))
     n_kv_heads: int | None = field(default=None, metadata=_help("key/value heads, g (GQA/MQA); None = n_heads"))
     head_dim: int | None = field(default=None, metadata=_help("per-head width, d; None = hidden / n_heads"))
-    mlp: str = field(default="gelu", metadata=_help("gelu | relu (two matrices) or swiglu (gated, three)"))
+    mlp: str = field(default="gelu", metadata=_help("gelu | relu (two matrices) or swiglu | geglu (gated, three)"))
     norm: str = field(default="layernorm", metadata=_help("layernorm | rmsnorm"))
     position: str = field(default="learned", metadata=_help("learned (table of max_seq_len x h) | rope"))
     causal: bool = field(default=True, metadata=_help("causal (decoder) or bidirectional (encoder) attention"))
@@ -116,8 +116,8 @@ class ModelConfig:
 
     @property
     def gated(self) -> bool:
-        """Gated MLP (SwiGLU): gate and up projections, then down."""
-        return self.mlp == "swiglu"
+        """Gated MLP (SwiGLU, GeGLU): gate and up projections, then down."""
+        return self.mlp in ("swiglu", "geglu")
 
     @property
     def norm_params(self) -> int:
@@ -136,7 +136,7 @@ class ModelConfig:
 
     def mlp_params(self, width: int | None = None) -> int:
         """One expert's MLP of inner width f (default `ffn_hidden`): `2*h*f` (gelu/relu) or
-        `3*h*f` (swiglu), plus biases."""
+        `3*h*f` (gated: swiglu, geglu), plus biases."""
         h, f = self.hidden, self.ffn_hidden if width is None else width
         n = (3 if self.gated else 2) * h * f
         if self.bias:

@@ -3,9 +3,10 @@
 Supported `model_type`s and what each maps from (HF key -> ModelConfig field). Features that do
 not change matmul shapes are not modelled and are listed per family: parallel residuals
 (gpt_neox, phi), partial rotary (gpt_neox, phi, phi3), Qwen2's QKV biases, phi's single norm per
-block and LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block). Their parameter
-effect is under 0.1% for the public checkpoints. phi3
-(Phi-3, Phi-4-mini) reads as llama (its fused QKV and gate/up weights have the same shapes).
+block and LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block), OLMo-2's QK
+norms and post-norms, Granite's scaling multipliers, Gemma's embedding scale. Their parameter
+effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini), olmo2 and granite
+read as llama (their weights have llama's shapes).
 A sliding window used by every layer is read (`ModelConfig.sliding_window`); sliding and full
 layers interleaved (Qwen2 with `max_window_layers` inside the stack, mixed `layer_types`) raise.
 """
@@ -107,6 +108,30 @@ def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
             "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0}
 
 
+def _gemma(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """Gemma (v1): GeGLU MLP, head_dim 256 apart from the width, no biases, tied embeddings."""
+    act = c.get("hidden_activation") or c.get("hidden_act") or "gelu_pytorch_tanh"
+    if not str(act).startswith("gelu"):
+        raise ConfigError(f"hidden_activation={act!r}: coda models Gemma's MLP as gated GELU (GeGLU) only")
+    heads = r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
+                n_kv_heads=c.get("num_key_value_heads") or heads, head_dim=c.get("head_dim"),
+                ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
+                max_seq_len=r("max_position_embeddings"), mlp="geglu", norm="rmsnorm", position="rope",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=False)
+
+
+def _starcoder2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """StarCoder2: GQA, LayerNorm, a two-matrix GELU MLP with biases, a sliding window."""
+    heads = r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
+                n_kv_heads=c.get("num_key_value_heads") or heads, ffn_hidden=r("intermediate_size"),
+                vocab_size=r("vocab_size"), max_seq_len=r("max_position_embeddings"),
+                mlp=_mlp_kind(c.get("hidden_act", "gelu_pytorch_tanh")), norm="layernorm", position="rope",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=bool(c.get("use_bias", True)),
+                sliding_window=_sliding_window(c, r))
+
+
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
@@ -127,7 +152,8 @@ def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
     "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like,
     "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
-    "phi": _phi, "phi3": _llama_like,
+    "phi": _phi, "phi3": _llama_like, "olmo2": _llama_like, "granite": _llama_like, "gemma": _gemma,
+    "starcoder2": _starcoder2,
 }
 
 

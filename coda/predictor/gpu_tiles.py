@@ -86,11 +86,18 @@ def stream_keys() -> tuple[str, ...]:
     return STREAM_KINDS + tuple(f"{kind}.{v}" for kind, _, values in STREAM_VARIANTS for v in values)
 
 
+# Variants timed with another's parameters: a GeGLU kernel, like SwiGLU's, reads the gate and the
+# up projection and writes their gated product (no GeGLU kernel is in the measured data).
+STREAM_ALIASES = {"geglu": "swiglu"}
+
+
 def stream_key(op: Op) -> str:
     """Which `Calibration.stream` entry times `op`: `kind.variant` or the op kind."""
     for kind, field_name, values in STREAM_VARIANTS:
-        if op.kind == kind and op.dims.get(field_name) in values:
-            return f"{kind}.{op.dims[field_name]}"
+        value = op.dims.get(field_name)
+        value = STREAM_ALIASES.get(value, value) if isinstance(value, str) else value
+        if op.kind == kind and value in values:
+            return f"{kind}.{value}"
     return op.kind
 SCHEMA = "coda.predictor.gpu_tiles/1"
 

@@ -47,6 +47,9 @@ HF_EXPECTED = {  # fixture -> (layers, hidden, heads, kv heads, ffn, vocab, mlp,
     "pythia_1b.json": (16, 2048, 8, 8, 8192, 50304, "gelu", True, 1.0117e9),
     "phi2.json": (32, 2560, 32, 32, 10240, 51200, "gelu", True, 2.7795e9),
     "qwen3_30b_a3b.json": (48, 2048, 32, 4, 768, 151936, "swiglu", True, 30.53e9),  # model card: 30.5B, 3.3B active
+    "gemma_7b.json": (28, 3072, 16, 16, 24576, 256000, "geglu", True, 8.54e9),  # model card: 8.54B
+    "olmo2_7b.json": (32, 4096, 32, 32, 11008, 100352, "swiglu", True, 7.30e9),  # model card: 7.3B
+    "starcoder2_7b.json": (32, 4608, 36, 4, 18432, 49152, "gelu", True, 7.17e9),  # model card: 7.17B
 }
 
 
@@ -132,3 +135,17 @@ def test_strict_loader():
     del d["vocab_size"]
     with pytest.raises(ConfigError, match="vocab_size"):
         ModelConfig.from_dict(d)
+
+
+def test_gemma_geglu_graph_and_timing(fixtures_dir):
+    from coda.models import build
+    from coda.models import ops as O
+    from coda.predictor import latency
+
+    c = from_hf_config(fixtures_dir / "hf_configs" / "gemma_7b.json")
+    assert c.gated and c.q_dim == 16 * 256 != c.hidden and c.tied_embeddings and not c.bias
+    block = build(c, "forward", 1, 128).layers[1][0]
+    assert block.by_name("mlp_up").dims["n"] == 2 * 24576 and block.by_name("mlp_act").dims["fn"] == "geglu"
+    # a GeGLU kernel is timed with the fitted SwiGLU kernel parameters (same inputs and output)
+    geglu, swiglu = (O.elementwise(1 << 22, 9, 2, "bf16", fn=fn) for fn in ("geglu", "swiglu"))
+    assert latency(geglu, "h100-sxm") == latency(swiglu, "h100-sxm")
