@@ -80,16 +80,19 @@ def _sliding_window(c: Mapping[str, Any], r: Callable[[str], Any]) -> int | None
     return int(r("sliding_window")) if sliding else None
 
 
-def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any], mlp: str = "swiglu",
+                tied: bool = False) -> dict[str, Any]:
+    """Llama's layout (RMSNorm, RoPE, gated MLP, optional biases); `tied`: the default of
+    `tie_word_embeddings`."""
     act = c.get("hidden_act", "silu")
-    if act not in _GATED_ACTS:
+    if mlp == "swiglu" and act not in _GATED_ACTS:
         raise ConfigError(f"hidden_act={act!r}: coda models this family's MLP as gated SiLU (SwiGLU) only")
     heads = r("num_attention_heads")
     return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
                 n_kv_heads=c.get("num_key_value_heads") or heads, head_dim=c.get("head_dim"),
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
-                max_seq_len=r("max_position_embeddings"), mlp="swiglu", norm="rmsnorm", position="rope",
-                causal=True, tied_embeddings=c.get("tie_word_embeddings", False),
+                max_seq_len=r("max_position_embeddings"), mlp=mlp, norm="rmsnorm", position="rope",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", tied),
                 bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)),
                 sliding_window=_sliding_window(c, r))
 
@@ -109,16 +112,11 @@ def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 
 
 def _gemma(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
-    """Gemma (v1): GeGLU MLP, head_dim 256 apart from the width, no biases, tied embeddings."""
+    """Gemma (v1): llama's layout with a GeGLU MLP, head_dim 256 apart from the width, tied embeddings."""
     act = c.get("hidden_activation") or c.get("hidden_act") or "gelu_pytorch_tanh"
     if not str(act).startswith("gelu"):
         raise ConfigError(f"hidden_activation={act!r}: coda models Gemma's MLP as gated GELU (GeGLU) only")
-    heads = r("num_attention_heads")
-    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
-                n_kv_heads=c.get("num_key_value_heads") or heads, head_dim=c.get("head_dim"),
-                ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
-                max_seq_len=r("max_position_embeddings"), mlp="geglu", norm="rmsnorm", position="rope",
-                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=False)
+    return _llama_like(c, r, mlp="geglu", tied=True)
 
 
 def _starcoder2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
