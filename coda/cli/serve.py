@@ -3,8 +3,9 @@
     coda serve --model llama2-70b --cluster dgx-h100 --devices 8 --batch 64 --prompt-len 2048 \\
         --output-len 2048 --tp 2 --dtype fp8
 
-Tensor parallelism over `--tp` devices in each of `--pp` pipeline stages; the other devices are
-independent replicas (`coda.evaluate.inference.inference` documents the model).
+Tensor parallelism over `--tp` devices in each of `--pp` pipeline stages, or expert parallelism
+over `--ep` devices for MoE models; the other devices are independent replicas
+(`coda.evaluate.inference.inference` documents the model).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ SWEEP_COLUMNS = {"batch": ("batch", 1), "fits": ("fits", 1), "ttft_s": ("TTFT_ms
 
 def _title(r: Any) -> str:
     return (f"{r['model']} on {r['n_devices']} x {r['device']}, tp={r['tp']}"
-            + (f", pp={r['pp']}" if r["pp"] > 1 else "") + f", {r['dtype']}, {r['prompt_len']} in / "
+            + (f", pp={r['pp']}" if r["pp"] > 1 else "") + (f", ep={r['ep']}" if r["ep"] > 1 else "")
+            + f", {r['dtype']}, {r['prompt_len']} in / "
             f"{r['output_len']} out")
 
 
@@ -56,7 +58,7 @@ def _sweep(args: argparse.Namespace, cfg: Any) -> int:
     from coda.evaluate.inference import inference_sweep
 
     df = inference_sweep(cfg, _cluster(args), args.tp, args.batch, args.prompt_len, args.output_len,
-                         dtype=args.dtype, pp=args.pp)
+                         dtype=args.dtype, pp=args.pp, ep=args.ep)
     if args.plot:
         _plot(df, args.plot)
     if args.json:
@@ -78,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.batch) > 1 or args.plot:
         return _sweep(args, cfg)
     r = inference(cfg, _cluster(args), args.tp, args.batch[0], args.prompt_len, args.output_len,
-                  dtype=args.dtype, pp=args.pp)
+                  dtype=args.dtype, pp=args.pp, ep=args.ep)
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -89,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     print_table(pd.DataFrame(perf, columns=["field", "value"]),
                 title=f"{r.model} on {r.n_devices} x {r.device}, tp={r.tp}"
                       + (f", pp={r.pp} ({r.micro_batches} micro-batches)" if r.pp > 1 else "")
+                      + (f", ep={r.ep}" if r.ep > 1 else "")
                       + f", {r.dtype}, batch {r.batch}, {r.prompt_len} in / {r.output_len} out")
     print()
     mem = [("weights", r.weights_bytes), ("kv_cache", r.kv_cache_bytes), ("workspace", r.workspace_bytes),
@@ -114,6 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel width (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1); the batch runs as min(pp, batch) "
                    "micro-batches")
+    p.add_argument("--ep", type=int, default=1, help="expert parallelism (MoE, with tp=pp=1): ep devices each serve "
+                   "batch/ep sequences and hold E/ep experts (default 1)")
     p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV cache")
     p.add_argument("--plot", metavar="OUT.png", default=None, help="write tokens/s per device against TPOT over "
                    "the batches (needs matplotlib)")

@@ -13,6 +13,10 @@ Model (b = batch, p = prompt_len, O = output_len, t = tp, P = pp, l = layers, g 
   runs as m = min(P, b) micro-batches of (at most) ceil(b/m) sequences, each stage timed on the
   largest (exact when m divides b); a micro-batch's activations (`mb*tokens*h` elements) pass
   between adjacent stages (send/recv from rank s*t to (s+1)*t, `Cluster.collective_time`).
+- Expert parallelism (MoE, `ep` > 1, with t = P = 1; DeepSeek-style serving with data-parallel
+  attention): each of ep devices serves b/ep of the sequences with the whole attention and E/ep
+  whole experts; its graphs are `build(..., ep=ep)` (the routed tokens' dispatch and combine
+  all-to-alls over ranks 0..ep-1); a replica is the ep devices.
 - Stage s of a graph takes t_s: the predictor's time of its layers' compute ops, kernels back to
   back, plus their TP collectives over ranks 0..t-1.
 - TTFT = the prefill of p-token prompts through the pipeline, the last micro-batch's first token:
@@ -55,6 +59,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -79,7 +84,7 @@ class InferenceResult:
     """Latency, throughput and memory of serving one static batch (SI units: s, bytes, tokens/s).
 
     Attributes:
-        pp, micro_batches: pipeline stages P and micro-batches m in flight.
+        pp, micro_batches: pipeline stages P and micro-batches m in flight; ep: expert parallelism.
         ttft_s: time to first token (prefill), of which `ttft_comm_s` is collectives (TP and
             pipeline send/recv, counted by the same formula).
         tpot_s: mean time per output token over the generation, of which `tpot_comm_s` is
@@ -98,6 +103,7 @@ class InferenceResult:
     n_devices: int
     tp: int
     pp: int
+    ep: int
     micro_batches: int
     replicas: int
     batch: int
@@ -151,16 +157,19 @@ def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
 
 
 def stage_weight_bytes(cfg: ModelConfig, blocks: int, first: bool, last: bool, tp: int = 1,
-                       dtype: str = "bf16") -> float:
+                       dtype: str = "bf16", ep: int = 1) -> float:
     """Weight bytes per device of a pipeline stage of `blocks` blocks (the first holds the
     embedding, the last the final norm and LM head, and with pp > 1 a copy of a tied embedding
-    table, as Megatron-LM keeps), split over t."""
-    n = blocks * cfg.block_params() + (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
+    table, as Megatron-LM keeps), split over t; with expert parallelism E/ep whole experts."""
+    block = cfg.block_params() - (cfg.n_experts - cfg.n_experts // ep) * cfg.mlp_params() if ep > 1 else \
+        cfg.block_params()
+    n = blocks * block + (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
     if last and not first and cfg.tied_embeddings:
         n += cfg.vocab_size * (cfg.embed_dim or cfg.hidden)
     return n * dtype_bytes(dtype) / tp
 
 
+@lru_cache(maxsize=256)
 def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1, dtype: str = "bf16") -> float:
     """Activation workspace per prompt: the live bytes (non-weight inputs + outputs) of the largest
     op of a batch-1 prefill graph; every activation is linear in the batch, so b prompts need b times it."""
@@ -169,16 +178,32 @@ def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1,
                for op, _ in g.ops() if op.kind != "collective")
 
 
-def _layer_times(graphs: list[ModelGraph], cluster: Cluster, tp: int) -> list[list[tuple[float, float, float]]]:
+@dataclass(frozen=True)
+class _Layout:
+    """How one replica spreads: t-way tensor parallelism in each of P pipeline stages, or
+    (ep > 1) ep devices that each serve b/ep sequences and hold E/ep experts."""
+
+    tp: int = 1
+    pp: int = 1
+    ep: int = 1
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.pp * self.ep
+
+
+def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: _Layout) -> list[list[tuple[float, float, float]]]:
     """Per model graph, per layer kind (embedding, block, head): seconds of one layer (compute +
-    TP collectives), of its collectives, and its weight bytes; compute timed in one batch."""
+    collectives: tensor-parallel over ranks 0..t-1, expert all-to-alls over 0..ep-1), of its
+    collectives, and its weight bytes; compute timed in one batch."""
     layers = [lg for mg in graphs for lg, _ in mg.layers]
     times = iter(time_graphs(predictor_layer_time, layers, cluster.device))
     out = []
     for mg in graphs:
         rows = []
         for lg, _ in mg.layers:
-            comm = collectives_time(cluster, graph_collectives(lg), tp)
+            comm = (collectives_time(cluster, graph_collectives(lg, expert=False), lay.tp)
+                    + collectives_time(cluster, graph_collectives(lg, expert=True), lay.ep))
             rows.append((next(times) + comm, comm, lg.param_bytes()))
         out.append(rows)
     return out
@@ -222,20 +247,22 @@ def _valid_tps(cfg: ModelConfig, n_devices: int) -> list[int]:
             and cfg.ffn_hidden % t == 0 and (g % t == 0 or t % g == 0)]
 
 
-def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, tp: int, pp: int,
+def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, lay: _Layout,
           dtype: str) -> tuple[float, float, float]:
     """(weights, KV cache, workspace) bytes of the device with the most to hold."""
-    pipe = _Pipeline.of(cfg, pp, batch)
-    kv = kv_cache_bytes(cfg, batch, ctx, tp, dtype) / cfg.n_layers
-    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, tp, dtype)
-    return max(((stage_weight_bytes(cfg, n, s == 0, s == pp - 1, tp, dtype), n * kv, ws)
+    local = -(-batch // lay.ep)  # sequences on one device of an expert-parallel group
+    pipe = _Pipeline.of(cfg, lay.pp, local)
+    kv = kv_cache_bytes(cfg, local, ctx, lay.tp, dtype) / cfg.n_layers
+    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, lay.tp, dtype)
+    return max(((stage_weight_bytes(cfg, n, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep), n * kv, ws)
                 for s, n in enumerate(pipe.blocks)), key=sum)
 
 
-def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, tp: int, pp: int, dtype: str, limit: float) -> int:
-    """Largest batch whose memory fits (the need grows with the batch): doubling, then bisection."""
+def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, lay: _Layout, dtype: str, limit: float) -> int:
+    """Largest batch whose memory fits (the need grows with the batch; a multiple of ep):
+    doubling, then bisection."""
     def fits(b: int) -> bool:
-        return sum(_need(cfg, b, ctx, prompt_len, tp, pp, dtype)) <= limit
+        return sum(_need(cfg, b * lay.ep, ctx, prompt_len, lay, dtype)) <= limit
 
     if not fits(1):
         return 0
@@ -246,23 +273,26 @@ def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, tp: int, pp: int, dt
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+    return lo * lay.ep
 
 
-def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, tp: int, pp: int,
+def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, lay: _Layout,
                 dtype: str, parts: tuple[float, float, float], limit: float, max_batch: int) -> InfeasibleDesign:
     w, kv, ws = parts
     hints = [f"largest batch that fits: {max_batch}" if max_batch else "the weights alone do not fit"]
-    for t in _valid_tps(cfg, cluster.n_devices // pp):
-        if t > tp and sum(_need(cfg, batch, ctx, prompt_len, t, pp, dtype)) <= limit:
-            hints.append(f"or tp={t}")
-            break
-    for q in range(pp + 1, min(cfg.n_layers, cluster.n_devices // tp) + 1):
-        if (cluster.n_devices // tp) % q == 0 and sum(_need(cfg, batch, ctx, prompt_len, tp, q, dtype)) <= limit:
-            hints.append(f"or pp={q}")
-            break
+    others = cluster.n_devices // lay.devices
+    for name, values in (("tp", [t for t in _valid_tps(cfg, cluster.n_devices // (lay.pp * lay.ep)) if t > lay.tp]),
+                         ("pp", [q for q in range(lay.pp + 1, cfg.n_layers + 1) if others * lay.pp % q == 0]),
+                         ("ep", [e for e in range(lay.ep + 1, cfg.n_experts + 1)
+                                 if cfg.is_moe and cfg.n_experts % e == 0 and batch % e == 0
+                                 and lay.tp == lay.pp == 1 and cluster.n_devices % e == 0])):
+        for v in values:
+            if sum(_need(cfg, batch, ctx, prompt_len, dataclasses.replace(lay, **{name: v}), dtype)) <= limit:
+                hints.append(f"or {name}={v}")
+                break
     return InfeasibleDesign(
-        f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={tp}, pp={pp}, {dtype}: needs "
+        f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={lay.tp}, pp={lay.pp}"
+        + (f", ep={lay.ep}" if lay.ep > 1 else "") + f", {dtype}: needs "
         f"{fmt_bytes(w + kv + ws)} per device (weights {fmt_bytes(w)}, KV cache {fmt_bytes(kv)}, workspace "
         f"{fmt_bytes(ws)}) but {cluster.device_name} offers {fmt_bytes(limit)} (HBM minus reserve); "
         + ", ".join(hints))
@@ -270,7 +300,7 @@ def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int,
 
 def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
               output_len: int, dtype: str = "bf16", reserve_bytes: float = DEFAULT_RESERVE_BYTES,
-              check_memory: bool = True, pp: int = 1) -> InferenceResult:
+              check_memory: bool = True, pp: int = 1, ep: int = 1) -> InferenceResult:
     """TTFT, TPOT, tokens/s, memory per device and the largest batch of static-batched serving.
 
     Formulas and modelling choices are in the module docstring.
@@ -287,24 +317,31 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         reserve_bytes: device memory not available to the model (default 2 GiB).
         check_memory: raise if a device runs out of memory (else report `fits=False`).
         pp: pipeline stages (when `plan` is an int).
+        ep: expert parallelism of an MoE model (with tp = pp = 1): ep devices each serve b/ep of
+            the sequences with the whole attention and E/ep experts, exchanging routed tokens.
 
     Raises:
         ConfigError: bad sizes, tp not dividing the heads/FFN, a dtype the GPU lacks, sequences
-            beyond a learned position table, more stages than layers.
-        InfeasibleDesign: t*pp does not divide the devices, or the batch does not fit in memory
-            (the message gives the bytes, the largest batch that fits and a tp or pp that would).
+            beyond a learned position table, more stages than layers, ep on a dense model, with
+            tp or pp, not dividing the experts or the batch.
+        InfeasibleDesign: t*pp*ep does not divide the devices, or the batch does not fit in memory
+            (the message gives the bytes, the largest batch that fits and a tp, pp or ep that would).
     """
     if isinstance(cfg, str):
         from coda.models import get
 
         cfg = get(cfg)
-    tp, pp = (plan.tp, plan.pp) if isinstance(plan, Plan) else (plan, pp)
-    for name, v in (("tp", tp), ("pp", pp), ("batch", batch), ("prompt_len", prompt_len),
+    tp, pp, ep = (plan.tp, plan.pp, plan.ep) if isinstance(plan, Plan) else (plan, pp, ep)
+    for name, v in (("tp", tp), ("pp", pp), ("ep", ep), ("batch", batch), ("prompt_len", prompt_len),
                     ("output_len", output_len)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name}={v!r} must be a positive integer")
     if pp > cfg.n_layers:
         raise ConfigError(f"pp={pp} stages exceed {cfg.name}'s {cfg.n_layers} layers")
+    if ep > 1 and (not cfg.is_moe or cfg.n_experts % ep or tp > 1 or pp > 1 or batch % ep):
+        raise ConfigError(f"ep={ep}: expert-parallel serving needs an MoE model whose {cfg.n_experts} expert(s) ep "
+                          f"divides, tp=1 and pp=1 (attention is data-parallel), and a batch ({batch}) that ep divides")
+    lay = _Layout(tp, pp, ep)
     dtype_bytes(dtype)
     if isinstance(cluster.device, str):
         raise ConfigError(f"cluster {cluster.name!r} gives no model of its device {cluster.device!r}")
@@ -315,28 +352,28 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     if cfg.position == "learned" and ctx > cfg.max_seq_len:
         raise ConfigError(f"{cfg.name}: prompt_len + output_len = {ctx} positions exceed its learned "
                           f"position table of {cfg.max_seq_len}")
-    pipe = _Pipeline.of(cfg, pp, batch)
+    pipe = _Pipeline.of(cfg, pp, batch // ep)
     mb = pipe.micro_batch
-    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype)  # validates tp against the heads
-    if cluster.n_devices % (tp * pp):
-        raise InfeasibleDesign(f"tp*pp={tp}*{pp} must divide the cluster's {cluster.n_devices} devices; valid tp: "
-                               f"{_valid_tps(cfg, cluster.n_devices)}")
+    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype, ep=ep)  # validates tp against the heads
+    if cluster.n_devices % lay.devices:
+        raise InfeasibleDesign(f"tp*pp*ep={tp}*{pp}*{ep} must divide the cluster's {cluster.n_devices} devices; "
+                               f"valid tp: {_valid_tps(cfg, cluster.n_devices)}")
 
     # memory (before timing: fail fast)
-    parts = _need(cfg, batch, ctx, prompt_len, tp, pp, dtype)
+    parts = _need(cfg, batch, ctx, prompt_len, lay, dtype)
     limit = device_memory_bytes(cluster.device) - reserve_bytes
-    max_batch = _max_batch(cfg, ctx, prompt_len, tp, pp, dtype, limit)
+    max_batch = _max_batch(cfg, ctx, prompt_len, lay, dtype, limit)
     fits = batch <= max_batch
     if check_memory and not fits:
-        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, tp, pp, dtype, parts, limit, max_batch)
+        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, lay, dtype, parts, limit, max_batch)
 
     # time: prefill, then decode at evenly spaced contexts p .. p+O-1, each of m micro-batches
     points = {int(round(c)) for c in np.linspace(prompt_len, ctx - 1, min(output_len, TPOT_POINTS))}
     if cfg.sliding_window is not None and prompt_len < cfg.sliding_window < ctx - 1:
         points.add(cfg.sliding_window)  # the step time stops growing there: keep the kink exact
     contexts = sorted(points)
-    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype) for c in contexts]
-    per_graph = _layer_times([prefill, *decodes], cluster, tp)
+    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype, ep=ep) for c in contexts]
+    per_graph = _layer_times([prefill, *decodes], cluster, lay)
     act = dtype_bytes(activation_dtype(dtype)) * cfg.hidden * mb
     hop_prefill = _hop_s(cluster, pipe, tp, act * prompt_len, ring=False)
     hop_decode = _hop_s(cluster, pipe, tp, act, ring=True)
@@ -363,17 +400,17 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     ttft = prefill_s(0)
     e2e = ttft + output_len * tpot
     per_replica = batch * output_len / e2e
-    devices = tp * pp
+    devices = lay.devices
     replicas = cluster.n_devices // devices
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
     # bytes the busiest device reads per decode step: its weights once per micro-batch (all of a
     # dense model's; the routed experts' of an MoE model) and its share of the KV cache
-    mean_kv = _mean_kv_read_bytes(cfg, batch, prompt_len, output_len, tp, dtype) / cfg.n_layers
+    mean_kv = _mean_kv_read_bytes(cfg, batch // ep, prompt_len, output_len, tp, dtype) / cfg.n_layers
     read = max(m * w + n * mean_kv for w, n in zip(pipe.stage(per_graph[1], 2), pipe.blocks))
     mbu = read / tpot / bw if bw else math.nan
     return InferenceResult(
         model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,
-        pp=pp, micro_batches=m, replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len,
+        pp=pp, ep=ep, micro_batches=m, replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len,
         dtype=dtype, ttft_s=ttft, ttft_comm_s=prefill_s(1), tpot_s=tpot, tpot_comm_s=tpot_comm,
         tpot_first_s=steps[0], tpot_last_s=steps[-1], e2e_s=e2e, tokens_per_s=per_replica * replicas,
         tokens_per_s_per_replica=per_replica, tokens_per_s_per_device=per_replica / devices,
@@ -382,12 +419,12 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
 
 
 def inference_sweep(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batches: Iterable[int],
-                    prompt_len: int, output_len: int, dtype: str = "bf16", pp: int = 1,
+                    prompt_len: int, output_len: int, dtype: str = "bf16", pp: int = 1, ep: int = 1,
                     reserve_bytes: float = DEFAULT_RESERVE_BYTES) -> pd.DataFrame:
     """The latency-throughput trade-off of static batching: one row (`InferenceResult.to_dict()`)
     per batch size, in the order given; a batch that does not fit is kept with ``fits`` False."""
     return pd.DataFrame([inference(cfg, cluster, plan, b, prompt_len, output_len, dtype, reserve_bytes,
-                                   check_memory=False, pp=pp).to_dict() for b in batches])
+                                   check_memory=False, pp=pp, ep=ep).to_dict() for b in batches])
 
 
 __all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "inference_sweep", "kv_cache_bytes",

@@ -8,7 +8,7 @@ from coda.arch.clusters import cluster
 from coda.cli import main
 from coda.errors import CodaError, InfeasibleDesign
 from coda.evaluate.inference import inference, kv_cache_bytes, stage_weight_bytes, weight_bytes
-from coda.models import get
+from coda.models import build, get
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,30 @@ def test_sweep_rows_and_cli(capsys: pytest.CaptureFixture[str], tmp_path) -> Non
     if importlib.util.find_spec("matplotlib") is not None:
         assert main([*args, "--plot", str(tmp_path / "s.png")]) == 0
         assert (tmp_path / "s.png").stat().st_size > 0
+
+
+def test_expert_parallel_serving() -> None:
+    cl, cfg = cluster("dgx-h100", 8), get("qwen3-30b-a3b")
+    L, E = cfg.n_layers, cfg.n_experts
+    r = inference(cfg, cl, 1, 64, 512, 64, ep=8)
+    # each device: the whole model but for 7/8 of the experts; the KV cache of its 8 sequences
+    assert r.weights_bytes == 2 * (cfg.param_count() - L * (E - E // 8) * cfg.mlp_params())
+    assert r.weights_bytes == stage_weight_bytes(cfg, L, True, True, dtype="bf16", ep=8)
+    assert r.kv_cache_bytes == kv_cache_bytes(cfg, 64 // 8, 576)
+    assert r.replicas == 1 and r.tokens_per_s_per_device == pytest.approx(r.tokens_per_s / 8)
+    assert r.max_batch % 8 == 0 and r.max_batch > inference(cfg, cl, 1, 8, 512, 64).max_batch
+    # the dispatch and combine all-to-alls over the 8 devices are the only collectives
+    step = build(cfg, "decode", 8, 1, context_len=512, ep=8)
+    a2a = sum(n * cl.collective_time("all_to_all", op.dims["n_bytes"], 8) for op, n in step.ops()
+              if op.kind == "collective")
+    assert r.tpot_first_s > a2a > 0 and r.tpot_comm_s == pytest.approx(a2a)  # the messages do not grow
+    for bad in (dict(model="llama2-7b"), dict(plan=2), dict(batch=60)):
+        with pytest.raises(CodaError, match="ep=8"):
+            inference(bad.get("model", cfg), cl, bad.get("plan", 1), bad.get("batch", 64), 512, 64, ep=8)
+
+
+def test_cli_serve_expert_parallel(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["serve", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100", "--devices", "8", "--batch", "64",
+            "--prompt-len", "256", "--output-len", "16", "--ep", "8"]
+    assert main(args) == 0
+    assert "tp=1, ep=8" in capsys.readouterr().out
