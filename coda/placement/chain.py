@@ -381,8 +381,8 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     # with ep > 1 the (whole) experts are sharded and reduced over the expert-data-parallel group
     P_e = expand(prof.expert_params) if ep > 1 else np.zeros(L + 2)
     P_d = P - P_e
-    shard3 = shard if zero == 3 else 1
-    weight_b, grad_b = e * P / shard3, e * P / shard3
+    P_w = P_d / shard + P_e / e_shard if zero == 3 else P  # weight (and gradient) params held
+    weight_b, grad_b = e * P_w, e * P_w
     P_opt = P_d / (shard if zero >= 1 else 1) + P_e / (e_shard if zero >= 1 else 1)  # optimizer-state params
     optim_b = optimizer_bytes_per_param(model.dtype) * P_opt
 
@@ -395,12 +395,16 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     work = expand((0.0, blk_full - blk_stored, head_work))
 
     z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
-    if zero == 3 and shard > 1:
-        groups = [tuple(dp_group(plan, s)) for s in range(pp)]
-        ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
-        rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
-        ag_t = np.array([ag.time(x) for x in e * P])
-        rs_t = np.array([rs.time(x) for x in e * P])
+    if zero == 3 and (shard > 1 or (ep > 1 and e_shard > 1)):
+        # dense weights are gathered over the data-parallel group, experts over the expert-data-parallel one
+        ag_t, rs_t = np.zeros(L + 2), np.zeros(L + 2)
+        for groups, part in (([tuple(dp_group(plan, s)) for s in range(pp)], P_d),
+                             ([tuple(ep_groups(plan, s)[1]) for s in range(pp)], P_e)):
+            if part.any() and len(groups[0]) > 1:
+                ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
+                rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
+                ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
+                rs_t += np.array([rs.time(x) if x else 0.0 for x in e * part])
         # FSDP prefetches the next unit's weights while this one computes: per micro-batch one
         # all-gather in forward, one all-gather + one reduce-scatter in backward.
         exp_f = np.maximum(0.0, ag_t - fwd)

@@ -159,10 +159,10 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
 
 def _bound_data(model: CostModel) -> Any:
     """Per-(tp, mb, sp, recompute) sums for the lower bound, computed once per search."""
-    cache: dict[tuple[Any, ...], tuple[float, float]] = {}
+    cache: dict[tuple[Any, ...], tuple[float, float, float]] = {}
     cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
 
-    def sums(plan: Plan) -> tuple[float, float]:
+    def sums(plan: Plan) -> tuple[float, float, float]:
         key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp, plan.ep)
         if key not in cache:
             pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep)
@@ -173,18 +173,25 @@ def _bound_data(model: CostModel) -> Any:
                 collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[1])}[plan.recompute] * L
             t = pr.fwd_s[0] + pr.fwd_s[2] + pr.bwd_s[0] + pr.bwd_s[2] + L * (pr.fwd_s[1] + pr.bwd_s[1]) + rec + coll
             params = pr.params[0] + L * pr.params[1] + pr.params[2]
-            cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0))
+            experts = L * pr.expert_params[1] if plan.ep > 1 else 0.0
+            cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0), experts)
         return cache[key]
 
     def bound(plan: Plan) -> tuple[float, float]:
         """(step-time lower bound, static-memory lower bound per device)."""
-        t, params = sums(plan)
+        t, params, experts = sums(plan)
         p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         if p == 1 and cfg.tied_embeddings:
             params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep).table_params
         shard = plan.dp * plan.cp
-        static = params * (2 * e / (shard if plan.zero == 3 else 1)
-                           + optimizer_bytes_per_param(model.dtype) / (shard if plan.zero else 1))
+        e_shard = plan.tp * shard // plan.ep  # devices holding the same experts
+
+        opt = optimizer_bytes_per_param(model.dtype)
+
+        def per_param(n: int) -> float:  # weight, gradient and optimizer bytes of a parameter sharded over n
+            return 2 * e / (n if plan.zero == 3 else 1) + opt / (n if plan.zero else 1)
+
+        static = (params - experts) * per_param(shard) + experts * per_param(e_shard)
         return t * (m + (p - 1) / v) / p, static / p
 
     return bound

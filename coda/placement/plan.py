@@ -228,9 +228,6 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
         if plan.tp > 1 and not plan.sequence_parallel:
             raise InfeasibleDesign(f"expert parallelism with tp={plan.tp} needs sequence_parallel=True "
                                    "(Megatron-Core: the MoE layer routes each device's sequence-parallel shard)")
-        if plan.zero == 3:
-            raise InfeasibleDesign("ZeRO-3 with expert parallelism is not modelled; use zero=0 or 1 (Megatron-Core's "
-                                   "distributed optimizer)")
     if plan.pp > cfg.n_layers:
         raise InfeasibleDesign(f"pp={plan.pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; "
                                f"use pp <= {cfg.n_layers}, e.g. {_nearest(_divisors(cfg.n_layers), plan.pp)}")

@@ -57,8 +57,6 @@ def test_bad_ep_is_refused(mixtral):
         training(mixtral, cl, Plan(tp=2, dp=8, ep=8, global_batch=8), SEQ)
     with pytest.raises(ConfigError, match="needs sequence parallelism"):
         build(mixtral, "forward", MB, SEQ, tp=2, ep=2)
-    with pytest.raises(InfeasibleDesign, match="ZeRO-3 with expert parallelism"):
-        training(mixtral, cl, Plan(tp=1, dp=16, ep=8, zero=3, global_batch=16), SEQ)
     with pytest.raises(InfeasibleDesign, match="needs an MoE model"):
         training(get("llama2-7b"), cl, Plan(tp=1, dp=16, ep=2, global_batch=16), SEQ)
 
@@ -81,6 +79,52 @@ def test_memory_per_device_in_closed_form(mixtral):
         assert s.grad_bytes == s.weight_bytes
         shard_e = dp if ep == 1 else dp // ep
         assert s.optim_bytes == pytest.approx(12 * (dense / dp + experts / ep / shard_e), rel=1e-9)
+
+
+def e_per(cfg, ep):
+    """Expert parameters of one device's block."""
+    return cfg.n_experts // ep * cfg.mlp_params()
+
+
+def test_zero3_with_expert_parallelism(mixtral):
+    """ZeRO-3 shards the dense weights over dp and the experts over the expert-data-parallel group
+    (dp/ep devices); a unit gathers each part over its own group."""
+    cfg, dp = mixtral, 16
+    experts = cfg.n_layers * cfg.n_experts * cfg.mlp_params()
+    dense = cfg.param_count() - experts
+    for ep in (2, 8):
+        r = _run(cfg, ep, zero=3)
+        s = r.pipeline.stages[0]
+        held = dense / dp + experts / ep / (dp // ep)
+        assert s.weight_bytes == pytest.approx(2 * held, rel=1e-9) and s.grad_bytes == s.weight_bytes
+        assert s.optim_bytes == pytest.approx(12 * held, rel=1e-9)
+        cl = cluster("dgx-h100", dp)
+        chain = CostModel(cfg, cl, SEQ, software=Software()).terms(r.plan).chain
+        block = 1 + cfg.n_layers // 2
+        dense_b, expert_b = 2 * (cfg.block_params() - cfg.n_experts * cfg.mlp_params()), 2 * e_per(cfg, ep)
+
+        ag, rs = ((cl.collective_cost(kind, tuple(range(dp))).time(dense_b)
+                   + cl.collective_cost(kind, tuple(range(0, dp, ep))).time(expert_b))
+                  for kind in ("all_gather", "reduce_scatter"))
+        # per micro-batch: a gather in the forward, a gather and a reduce-scatter in the backward
+        moved = chain.z3_s[block] + chain.z3_hidden_s[block]
+        assert moved == pytest.approx(2 * ag + rs, rel=1e-9)
+    assert _run(cfg, 8, zero=3).peak_memory_bytes < _run(cfg, 1, zero=3).peak_memory_bytes
+
+
+def test_memory_bound_is_below_the_static_memory_of_every_plan(mixtral):
+    """The pruning bound of `optimize` never exceeds a plan's weights + gradients + optimizer
+    states per device, for every ZeRO stage and expert-parallel width (including tp > ep)."""
+    from coda.placement.optimize import _bound_data, candidate_plans
+
+    cl = cluster("dgx-h100", 16)
+    model = CostModel(mixtral, cl, SEQ, software=Software())
+    bound = _bound_data(model)
+    plans = [p for p in candidate_plans(mixtral, 16, 16, 8, ep=(1, 2, 4, 8), micro_batch=1) if p.pp == 1]
+    assert {p.ep for p in plans} == {1, 2, 4, 8} and any(p.tp > p.ep > 1 for p in plans)
+    for plan in plans:
+        st = training(mixtral, cl, plan, SEQ, check_memory=False).pipeline.stages[0]
+        assert bound(plan)[1] <= (st.weight_bytes + st.grad_bytes + st.optim_bytes) * (1 + 1e-9), plan.describe()
 
 
 def test_ep_comm_is_four_all_to_alls_per_block_and_micro_batch(mixtral):
