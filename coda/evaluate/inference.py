@@ -133,22 +133,20 @@ class InferenceResult:
         return dataclasses.asdict(self)
 
 
-def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, tp: int = 1, dtype: str = "bf16") -> float:
-    """KV-cache bytes per device: `2 * l * max(g/t, 1) * d * e * b * min(context, W)` (K and V,
-    every layer; a sliding window of W positions keeps a rolling buffer of the last W)."""
+def _kv_per_layer(cfg: ModelConfig, batch: int, contexts: Any, tp: int, dtype: str) -> list[float]:
+    """KV-cache bytes of one layer of each distinct block (`cfg.block_windows`), averaged over
+    `contexts`: `2 * max(g/t, 1) * d * e * b * mean(min(context, W))` (no cap without a window)."""
     g, d = cfg.n_kv_heads, cfg.head_dim
     assert g is not None and d is not None
-    kept = context if cfg.sliding_window is None else min(context, cfg.sliding_window)
-    return float(2 * cfg.n_layers * max(g // tp, 1) * d * dtype_bytes(dtype) * batch * kept)
+    per_token = 2 * max(g // tp, 1) * d * dtype_bytes(dtype) * batch
+    ctx = np.asarray(contexts, dtype=float)
+    return [per_token * float(np.mean(ctx if w is None else np.minimum(ctx, w))) for w in cfg.block_windows]
 
 
-def _mean_kv_read_bytes(cfg: ModelConfig, batch: int, prompt_len: int, output_len: int, tp: int, dtype: str) -> float:
-    """KV-cache bytes a decode step reads per device, averaged over the generation (contexts
-    p .. p+O-1; each step reads the cache it attends to, capped by the window)."""
-    contexts = np.arange(prompt_len, prompt_len + output_len)
-    if cfg.sliding_window is not None:
-        contexts = np.minimum(contexts, cfg.sliding_window)
-    return kv_cache_bytes(cfg.replace(sliding_window=None), batch, 1, tp, dtype) * float(contexts.mean())
+def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, tp: int = 1, dtype: str = "bf16") -> float:
+    """KV-cache bytes per device: `2 * l * max(g/t, 1) * d * e * b * context` (K and V, every
+    layer); a layer with a sliding window of W positions keeps a rolling buffer of the last W."""
+    return float(sum(n * kv for n, kv in zip(cfg.block_counts, _kv_per_layer(cfg, batch, [context], tp, dtype))))
 
 
 def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
@@ -216,20 +214,27 @@ class _Pipeline:
     blocks: tuple[int, ...]
     micro_batches: int  # m = min(pp, b): micro-batches in flight
     micro_batch: int  # sequences of the largest one, ceil(b/m)
+    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_windows`)
 
     @classmethod
     def of(cls, cfg: ModelConfig, pp: int, batch: int) -> _Pipeline:
         m = min(pp, batch)
-        return cls(balanced_stage_layers(cfg.n_layers, pp), m, -(-batch // m))
+        blocks = balanced_stage_layers(cfg.n_layers, pp)
+        starts = np.cumsum((0, *blocks))
+        pattern = np.asarray(cfg.block_pattern)
+        kinds = tuple(tuple(int(c) for c in np.bincount(pattern[a:b], minlength=len(cfg.block_windows)))
+                      for a, b in zip(starts[:-1], starts[1:]))
+        return cls(blocks, m, -(-batch // m), kinds)
 
     @property
     def pp(self) -> int:
         return len(self.blocks)
 
-    def stage(self, per_kind: list[tuple[float, float, float]], field: int) -> list[float]:
-        """A per-layer-kind quantity summed over each stage's layers."""
-        return [n * per_kind[1][field] + (per_kind[0][field] if s == 0 else 0.0)
-                + (per_kind[2][field] if s == self.pp - 1 else 0.0) for s, n in enumerate(self.blocks)]
+    def stage(self, per_layer: list[tuple[float, float, float]], field: int) -> list[float]:
+        """A quantity of each distinct layer (embedding, blocks..., head) summed over each stage's layers."""
+        return [sum(n * per_layer[1 + k][field] for k, n in enumerate(counts))
+                + (per_layer[0][field] if s == 0 else 0.0) + (per_layer[-1][field] if s == self.pp - 1 else 0.0)
+                for s, counts in enumerate(self.kinds)]
 
 
 def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: bool) -> float:
@@ -252,10 +257,11 @@ def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, lay: _Layout,
     """(weights, KV cache, workspace) bytes of the device with the most to hold."""
     local = -(-batch // lay.ep)  # sequences on one device of an expert-parallel group
     pipe = _Pipeline.of(cfg, lay.pp, local)
-    kv = kv_cache_bytes(cfg, local, ctx, lay.tp, dtype) / cfg.n_layers
+    kv = _kv_per_layer(cfg, local, [ctx], lay.tp, dtype)
     ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, lay.tp, dtype)
-    return max(((stage_weight_bytes(cfg, n, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep), n * kv, ws)
-                for s, n in enumerate(pipe.blocks)), key=sum)
+    return max(((stage_weight_bytes(cfg, n, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep),
+                 sum(c * k for c, k in zip(counts, kv)), ws)
+                for s, (n, counts) in enumerate(zip(pipe.blocks, pipe.kinds))), key=sum)
 
 
 def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, lay: _Layout, dtype: str, limit: float) -> int:
@@ -405,8 +411,9 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
     # bytes the busiest device reads per decode step: its weights once per micro-batch (all of a
     # dense model's; the routed experts' of an MoE model) and its share of the KV cache
-    mean_kv = _mean_kv_read_bytes(cfg, batch // ep, prompt_len, output_len, tp, dtype) / cfg.n_layers
-    read = max(m * w + n * mean_kv for w, n in zip(pipe.stage(per_graph[1], 2), pipe.blocks))
+    mean_kv = _kv_per_layer(cfg, batch // ep, np.arange(prompt_len, ctx), tp, dtype)  # what a step reads
+    read = max(m * w + sum(c * k for c, k in zip(counts, mean_kv))
+               for w, counts in zip(pipe.stage(per_graph[1], 2), pipe.kinds))
     mbu = read / tpot / bw if bw else math.nan
     return InferenceResult(
         model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,

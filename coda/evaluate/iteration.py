@@ -148,14 +148,14 @@ def _graphs(cfg: ModelConfig, batch: int, seq_len: int, training: bool, dtype: s
         return fwd, eager_backward(fwd, accumulate_grads) if training else None
     if head == "pretraining":
         raise ConfigError("head='pretraining' (BERT MLM + next sentence) is modelled for framework='eager' only")
-    (emb, ne), (block, nb), (hd, nh) = fwd.layers
+    *body, (hd, nh) = fwd.layers
     hd, loss = _split_loss(hd, training)
     if head == "classification":
         hd = _classifier(cfg, hd, batch, seq_len, dtype)
         if loss is not None:
             loss = OpGraph(name="loss")
             loss.add(O.softmax(batch, NUM_LABELS, dtype, name="cross_entropy"))  # on one logit row per sequence
-    layers = ((emb, ne), (block, nb), (hd, nh)) + (((loss, 1),) if loss is not None else ())
+    layers = (*body, (hd, nh)) + (((loss, 1),) if loss is not None else ())
     fwd = replace(fwd, layers=layers)
     if not training:
         return fwd, None

@@ -161,12 +161,13 @@ def _tp_entry(g: OpGraph, x: _Dims, name: str, n_bytes: float, dtype: str, prev:
     return g.add(O.collective("all_gather", n_bytes, x.t, dtype, name=f"{name}.all_gather"), after=[prev])
 
 
-def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op, dropout: bool) -> Op:
+def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op, dropout: bool,
+               window: int | None) -> Op:
     d = cfg.head_dim
     assert d is not None
     if impl == "fused":
         return g.add(O.attention(x.b, x.a_t, x.g_t, x.s, x.c, d, cfg.causal, x.attn_dt, name="attention",
-                                 kernel=x.attention_kernel, window=cfg.sliding_window), after=[prev])
+                                 kernel=x.attention_kernel, window=window), after=[prev])
     bh = x.b * x.a_t
     scores = g.add(O.matmul(x.s, d, x.c, batch=bh, dtype=dt, name="attn_scores"), after=[prev])
     mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),
@@ -237,9 +238,11 @@ def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:
     return O.elementwise(x.T_sp * h, 1, 2, dt, name=name, fn="add")
 
 
-def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool) -> tuple[OpGraph, dict[str, list[Op]]]:
-    """One transformer block's forward graph, and the backward all-reduces of its TP inputs."""
-    g = OpGraph(name="block")
+def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
+           window: int | None) -> tuple[OpGraph, dict[str, list[Op]]]:
+    """One transformer block's forward graph, and the backward all-reduces of its TP inputs. A
+    full-attention block of a model whose other blocks slide is named ``block.full``."""
+    g = OpGraph(name="block.full" if window is None and cfg.sliding_window is not None else "block")
     h, d, e = cfg.hidden, cfg.head_dim, dtype_bytes(dt)
     assert d is not None
     act_bytes = x.T * h * e
@@ -250,7 +253,7 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool) -> tup
     if cfg.position == "rope":
         q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
                   after=[qkv])
-    attn = _attention(g, cfg, x, impl, dt, q, dropout)
+    attn = _attention(g, cfg, x, impl, dt, q, dropout, window)
     proj = _gemm(g, x, x.T, x.a_t * d, h, "out_proj", [attn], bias=cfg.bias)
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
     add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
@@ -339,7 +342,9 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
             tokens with two all-to-alls over ep devices (module doc).
 
     Returns:
-        ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``.
+        ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``; with
+        `cfg.full_attention_layers`, ``[(embedding, 1), (block, n_sliding), (block.full, n_full),
+        (head, 1)]`` (`cfg.block_pattern` orders them).
 
     Raises:
         ConfigError: unknown phase or attention, non-positive sizes, t not dividing the heads
@@ -354,12 +359,15 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")
     graph_phase = "forward" if phase in ("backward", "optimizer") else phase
     emb = _embedding(cfg, x, act)
-    block, bwd_reduce = _block(cfg, x, attention, act, dropout)
+    blocks = [_block(cfg, x, attention, act, dropout, w) for w in cfg.block_windows]
     head = _head(cfg, x, graph_phase, act)
     if phase == "backward":
-        emb, block, head = backward_graph(emb), backward_graph(block, bwd_reduce), backward_graph(head)
+        emb, head = backward_graph(emb), backward_graph(head)
+        body = [backward_graph(b, reduce) for b, reduce in blocks]
     elif phase == "optimizer":
-        emb, block, head = (_optimizer(emb, "embedding", act), _optimizer(block, "block", act),
-                            _optimizer(head, "head", act))
-    layers = ((emb, 1), (block, cfg.n_layers), (head, 1))
+        emb, head = _optimizer(emb, "embedding", act), _optimizer(head, "head", act)
+        body = [_optimizer(b, b.name, act) for b, _ in blocks]
+    else:
+        body = [b for b, _ in blocks]
+    layers = ((emb, 1), *zip(body, cfg.block_counts), (head, 1))
     return ModelGraph(cfg, phase, batch, seq_len, x.c - x.s, tp, x.sp, dtype, attention, layers)

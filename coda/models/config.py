@@ -27,6 +27,9 @@ class ModelConfig:
     a = `n_heads`, g = `n_kv_heads`, d = `head_dim`, f = `ffn_hidden`, V = `vocab_size`,
     E = `n_experts`, k = `experts_per_token`, f_s = `shared_ffn_hidden`, W = `sliding_window`.
 
+    Blocks are alike but for the attention window: `block_windows` lists the distinct blocks'
+    windows and `block_pattern` which of them each layer is.
+
     `n_kv_heads` and `head_dim` may be left as None: they then resolve to `n_heads` and
     `hidden // n_heads` (which must divide). Invalid values raise `ConfigError` naming the field.
     """
@@ -53,8 +56,11 @@ class ModelConfig:
     embed_dim: int | None = field(default=None,
                                   metadata=_help("embedding width if projected to hidden (OPT-350m); None = hidden"))
     sliding_window: int | None = field(
-        default=None, metadata=_help("causal sliding-window attention in every block: each query attends to the "
-                                     "W most recent positions, itself included (Mistral-7B-v0.1, Phi-3); None = all"))
+        default=None, metadata=_help("causal sliding-window attention: each query attends to the W most recent "
+                                     "positions, itself included (Mistral-7B-v0.1, Phi-3); None = all"))
+    full_attention_layers: tuple[int, ...] = field(
+        default=(), metadata=_help("layers (0-based) that attend to all positions although sliding_window is set "
+                                   "(Gemma 2/3, GPT-OSS interleave the two); () = the window in every layer"))
 
     def __post_init__(self) -> None:
         sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
@@ -90,6 +96,14 @@ class ModelConfig:
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
+        full = self.full_attention_layers
+        if isinstance(full, list):
+            object.__setattr__(self, "full_attention_layers", full := tuple(full))  # from JSON
+        if full and (self.sliding_window is None or list(full) != sorted(set(full)) or full[0] < 0
+                     or full[-1] >= self.n_layers or len(full) == self.n_layers
+                     or any(isinstance(i, bool) or not isinstance(i, int) for i in full)):
+            raise ConfigError(f"{self.name}: full_attention_layers={full!r} must be increasing layer indices in "
+                              f"[0, {self.n_layers}) leaving some layer to the window, with sliding_window set")
         if self.sliding_window is not None and not self.causal:
             raise ConfigError(f"{self.name}: sliding_window needs causal attention (a bidirectional window is not "
                               "modelled)")
@@ -109,6 +123,24 @@ class ModelConfig:
     def kv_dim(self) -> int:
         """Width of all key (or value) heads, g*d."""
         return self.n_kv_heads * self.head_dim  # type: ignore[operator]
+
+    @property
+    def block_windows(self) -> tuple[int | None, ...]:
+        """The attention window of each distinct block: (W,) or (None,) when every layer is alike,
+        (W, None) when some layers attend fully (`full_attention_layers`)."""
+        return (self.sliding_window, None) if self.full_attention_layers else (self.sliding_window,)
+
+    @property
+    def block_pattern(self) -> tuple[int, ...]:
+        """For each layer, its index into `block_windows`."""
+        full = set(self.full_attention_layers)
+        return tuple(int(i in full) for i in range(self.n_layers))
+
+    @property
+    def block_counts(self) -> tuple[int, ...]:
+        """Layers of each distinct block, in `block_windows` order."""
+        full = len(self.full_attention_layers)
+        return (self.n_layers - full, full) if full else (self.n_layers,)
 
     @property
     def is_moe(self) -> bool:

@@ -360,7 +360,7 @@ def eager_forward(model: ModelGraph, training: bool, head: str = "lm", family: s
     x = _X(model, training, family, head)
     rules: dict[str, Callable[[_X], dict[str, list[Op]]]] = {
         "embedding": _embedding_rules, "block": _block_rules, "head": _head_rules}
-    layers = [(_rewrite(g, rules[g.name](x), g.name), n) for g, n in model.layers]
+    layers = [(_rewrite(g, rules[g.name.split(".")[0]](x), g.name), n) for g, n in model.layers]
     if training:
         layers.append((_loss(x), 1))
     return dataclasses.replace(model, layers=tuple(layers))

@@ -7,8 +7,8 @@ block and LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block), 
 norms and post-norms, Granite's scaling multipliers, Gemma's embedding scale. Their parameter
 effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini), olmo2 and granite
 read as llama (their weights have llama's shapes).
-A sliding window used by every layer is read (`ModelConfig.sliding_window`); sliding and full
-layers interleaved (Qwen2 with `max_window_layers` inside the stack, mixed `layer_types`) raise.
+Sliding-window attention is read into `ModelConfig.sliding_window` and, where some layers attend
+fully (Gemma 2/3, GPT-OSS, Qwen2 with `max_window_layers`), `full_attention_layers`.
 """
 
 from __future__ import annotations
@@ -58,26 +58,29 @@ def _bert(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
                 norm="layernorm", position="learned", causal=False, tied_embeddings=True, bias=True)
 
 
-def _sliding_window(c: Mapping[str, Any], r: Callable[[str], Any]) -> int | None:
-    """The window every layer uses, or None (full attention), from `layer_types` (recent
-    transformers), else Qwen2's `use_sliding_window` + `max_window_layers` (layers from that
-    index on slide), else a plain `sliding_window` (Mistral-7B-v0.1, Mixtral, Phi-3). A mix of
-    sliding and full layers raises: coda's blocks are all alike."""
+def _windows(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """`sliding_window` and `full_attention_layers` from `layer_types` (recent transformers:
+    ``sliding_attention`` / ``full_attention`` per layer), else Qwen2's `use_sliding_window` +
+    `max_window_layers` (the layers from that index on slide), else a plain `sliding_window` in
+    every layer (Mistral-7B-v0.1, Mixtral, Phi-3, StarCoder2)."""
     layers = r("num_hidden_layers")
     if c.get("layer_types") is not None:
-        kinds = set(c["layer_types"])
-        sliding = "sliding_attention" in kinds
-        mixed = kinds - {"sliding_attention"} if sliding else set()
+        types = list(c["layer_types"])
+        unknown = set(types) - {"sliding_attention", "full_attention"}
+        if unknown or len(types) != layers:
+            raise ConfigError(f"layer_types must give sliding_attention or full_attention for each of the {layers} "
+                              f"layers (got {len(types)} entries: {', '.join(sorted(set(types)))})")
+        sliding = [t == "sliding_attention" for t in types]
     elif "use_sliding_window" in c:
         first = c.get("max_window_layers", layers)
-        sliding = bool(c["use_sliding_window"]) and c.get("sliding_window") is not None and first < layers
-        mixed = {"full_attention"} if sliding and first > 0 else set()
+        on = bool(c["use_sliding_window"]) and c.get("sliding_window") is not None
+        sliding = [on and i >= first for i in range(layers)]
     else:
-        sliding, mixed = c.get("sliding_window") is not None, set()
-    if mixed:
-        raise ConfigError(f"layers of sliding-window and {', '.join(sorted(mixed))} attention interleaved: not "
-                          "modelled (coda's blocks are all alike)")
-    return int(r("sliding_window")) if sliding else None
+        sliding = [c.get("sliding_window") is not None] * layers
+    if not any(sliding):
+        return dict(sliding_window=None)
+    return dict(sliding_window=int(r("sliding_window")),
+                full_attention_layers=tuple(i for i, slides in enumerate(sliding) if not slides))
 
 
 def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any], mlp: str = "swiglu",
@@ -93,8 +96,7 @@ def _llama_like(c: Mapping[str, Any], r: Callable[[str], Any], mlp: str = "swigl
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
                 max_seq_len=r("max_position_embeddings"), mlp=mlp, norm="rmsnorm", position="rope",
                 causal=True, tied_embeddings=c.get("tie_word_embeddings", tied),
-                bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)),
-                sliding_window=_sliding_window(c, r))
+                bias=bool(c.get("attention_bias", False)) and bool(c.get("mlp_bias", False)), **_windows(c, r))
 
 
 def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -119,6 +121,25 @@ def _gemma(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return _llama_like(c, r, mlp="geglu", tied=True)
 
 
+def _gemma2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """Gemma 2 and Gemma 3 (text): Gemma's layout with sliding-window layers interleaved with
+    full ones. Without `layer_types`, every `sliding_window_pattern`-th layer is full (Gemma 2:
+    every second, Gemma 3: every sixth), as transformers lays them out."""
+    period = 2 if c.get("model_type") == "gemma2" else int(c.get("sliding_window_pattern", 6))
+    if c.get("layer_types") is None:
+        c = {**c, "layer_types": ["full_attention" if (i + 1) % period == 0 else "sliding_attention"
+                                  for i in range(r("num_hidden_layers"))]}
+    return _gemma(c, r)
+
+
+def _gpt_oss(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """GPT-OSS: MoE blocks (SwiGLU experts with biases) whose attention alternates a short sliding
+    window with full attention (`layer_types`); attention sinks (one scalar per head) are not
+    modelled."""
+    return {**_llama_like(c, r), "bias": bool(c.get("attention_bias", True)), "n_experts": r("num_local_experts"),
+            "experts_per_token": r("num_experts_per_tok")}
+
+
 def _starcoder2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     """StarCoder2: GQA, LayerNorm, a two-matrix GELU MLP with biases, a sliding window."""
     heads = r("num_attention_heads")
@@ -127,7 +148,7 @@ def _starcoder2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]
                 vocab_size=r("vocab_size"), max_seq_len=r("max_position_embeddings"),
                 mlp=_mlp_kind(c.get("hidden_act", "gelu_pytorch_tanh")), norm="layernorm", position="rope",
                 causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=bool(c.get("use_bias", True)),
-                sliding_window=_sliding_window(c, r))
+                **_windows(c, r))
 
 
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -151,7 +172,7 @@ _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[st
     "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like,
     "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
     "phi": _phi, "phi3": _llama_like, "olmo2": _llama_like, "granite": _llama_like, "gemma": _gemma,
-    "starcoder2": _starcoder2,
+    "gemma2": _gemma2, "gemma3_text": _gemma2, "gpt_oss": _gpt_oss, "starcoder2": _starcoder2,
 }
 
 

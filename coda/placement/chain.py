@@ -14,6 +14,7 @@ the optimizer states by dp, ZeRO-3 all three (and gathers one unit's weights at 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -344,40 +345,54 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     shard = dp * cp  # devices holding the same weights (ZeRO shards over all of them)
     e_shard = tp * shard // ep  # devices holding the same experts (the expert-data-parallel group)
 
-    def expand(triple: tuple[float, float, float]) -> np.ndarray:
-        return np.concatenate(([triple[0]], np.full(L, triple[1]), [triple[2]])).astype(float)
+    n = len(prof.fwd_s)  # distinct layers: the embedding, each distinct block, the head
+    layer_kind = np.concatenate(([0], 1 + np.asarray(cfg.block_pattern, dtype=int), [n - 1]))
+
+    def expand(values: Sequence[float]) -> np.ndarray:
+        """Per-distinct-layer values laid out over the chain of L + 2 units."""
+        return np.asarray(values, dtype=float)[layer_kind]
+
+    def blocks(fn: Callable[[int], float]) -> np.ndarray:
+        """`fn` of each distinct block laid out over the chain, zero on the embedding and head."""
+        return expand((0.0, *(fn(i) for i in range(1, n - 1)), 0.0))
 
     fwd, bwd = expand(prof.fwd_s), expand(prof.bwd_s)
-    tp_f = [collectives_time(cl, prof.fwd_coll[i], tp) for i in range(3)]
-    tp_b = [collectives_time(cl, prof.bwd_coll[i], tp) for i in range(3)]
+    tp_f = [collectives_time(cl, prof.fwd_coll[i], tp) for i in range(n)]
+    tp_b = [collectives_time(cl, prof.bwd_coll[i], tp) for i in range(n)]
     is_block = np.zeros(L + 2, dtype=bool)
     is_block[1:-1] = True
     if recompute == "full":
         rec = np.where(is_block, fwd, 0.0)
-        tp_rec = np.where(is_block, tp_f[1], 0.0)
-        rec_flops = expand((0.0, prof.fwd_flops[1], 0.0))
+        tp_rec = blocks(lambda i: tp_f[i])
+        rec_flops = blocks(lambda i: prof.fwd_flops[i])
     elif recompute == "selective":
-        rec = expand((0.0, prof.selective_s[1], 0.0))
+        rec = blocks(lambda i: prof.selective_s[i])
         tp_rec = np.zeros(L + 2)
-        rec_flops = expand((0.0, prof.selective_flops[1], 0.0))
+        rec_flops = blocks(lambda i: prof.selective_flops[i])
     else:
         rec, tp_rec, rec_flops = np.zeros(L + 2), np.zeros(L + 2), np.zeros(L + 2)
-    tp_s = expand((tp_f[0] + tp_b[0], tp_f[1] + tp_b[1], tp_f[2] + tp_b[2])) + tp_rec
+    tp_s = expand([tp_f[i] + tp_b[i] for i in range(n)]) + tp_rec
     if cp > 1:
-        tp_s = tp_s + expand((0.0, _cp_ring_exposed_s(model, plan, prof.selective_s[1]), 0.0))
+        tp_s = tp_s + blocks(lambda i: _cp_ring_exposed_s(model, plan, prof.selective_s[i]))
     ep_s, ep_hidden = np.zeros(L + 2), np.zeros(L + 2)
     if ep > 1:  # dispatch and combine all-to-alls, forward, backward and a fully recomputed forward
         a2a_group = tuple(ep_groups(plan, 0)[0])
-        a2a_f = collectives_time(cl, prof.ep_fwd_coll[1], a2a_group)
-        a2a_b = collectives_time(cl, prof.ep_bwd_coll[1], a2a_group)
-        a2a = a2a_f + a2a_b + (a2a_f if recompute == "full" else 0.0)
-        exposed = max(0.0, a2a - prof.fwd_s[1] - prof.bwd_s[1]) if sw.ep_overlap else a2a
-        ep_s, ep_hidden = expand((0.0, exposed, 0.0)), expand((0.0, a2a - exposed, 0.0))
+
+        def a2a(i: int) -> float:
+            a2a_f = collectives_time(cl, prof.ep_fwd_coll[i], a2a_group)
+            return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if recompute == "full"
+                                                                                  else 0.0)
+
+        def exposed(i: int) -> float:
+            return max(0.0, a2a(i) - prof.fwd_s[i] - prof.bwd_s[i]) if sw.ep_overlap else a2a(i)
+
+        ep_s = blocks(exposed)
+        ep_hidden = blocks(a2a) - ep_s
 
     params = list(prof.params)
     if pp > 1 and cfg.tied_embeddings:
-        params[2] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
-    P = expand(tuple(params))  # type: ignore[arg-type]
+        params[-1] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
+    P = expand(params)
     # with ep > 1 the (whole) experts are sharded and reduced over the expert-data-parallel group
     P_e = expand(prof.expert_params) if ep > 1 else np.zeros(L + 2)
     P_d = P - P_e
@@ -391,8 +406,8 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
                                                     model.dtype)
     emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
     head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
-    act = expand((emb_act, blk_stored, head_act))
-    work = expand((0.0, blk_full - blk_stored, head_work))
+    act = expand((emb_act, *[blk_stored] * (n - 2), head_act))
+    work = expand((0.0, *[blk_full - blk_stored] * (n - 2), head_work))
 
     z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
     if zero == 3 and (shard > 1 or (ep > 1 and e_shard > 1)):

@@ -44,7 +44,6 @@ from coda.units import dtype_bytes
 log = logging.getLogger(__name__)
 
 LayerTimer = Callable[[OpGraph, Any], float]
-KINDS = ("embedding", "block", "head")
 # Ops that selective recomputation re-runs (Korthikanti et al. 2022, section 5: the
 # "core attention" after the QKV projection and before the output projection).
 ATTENTION_CORE = ("attention", "attn_scores", "attn_scale_mask", "attn_softmax", "attn_dropout", "attn_context")
@@ -140,7 +139,8 @@ def device_peak_flops(device: Any, dtype: str) -> float:
 
 @dataclass(frozen=True)
 class LayerProfile:
-    """Costs of the three distinct layers (`KINDS` order) on one device, per micro-batch.
+    """Costs of the distinct layers on one device, per micro-batch: the embedding, each distinct
+    block (`ModelConfig.block_windows` order; one for most models) and the head, in that order.
 
     Attributes:
         fwd_s, bwd_s: compute time of the forward / backward graph (collectives excluded).
@@ -155,20 +155,20 @@ class LayerProfile:
         adam_s_per_param: optimizer step time per parameter (mixed-precision Adam graph).
     """
 
-    fwd_s: tuple[float, float, float]
-    bwd_s: tuple[float, float, float]
-    selective_s: tuple[float, float, float]
+    fwd_s: tuple[float, ...]
+    bwd_s: tuple[float, ...]
+    selective_s: tuple[float, ...]
     fwd_coll: tuple[tuple[tuple[str, float], ...], ...]
     bwd_coll: tuple[tuple[tuple[str, float], ...], ...]
-    params: tuple[float, float, float]
-    fwd_flops: tuple[float, float, float]
-    bwd_flops: tuple[float, float, float]
-    selective_flops: tuple[float, float, float]
+    params: tuple[float, ...]
+    fwd_flops: tuple[float, ...]
+    bwd_flops: tuple[float, ...]
+    selective_flops: tuple[float, ...]
     table_params: float
     adam_s_per_param: float
     ep_fwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
     ep_bwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
-    expert_params: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    expert_params: tuple[float, ...] = (0.0, 0.0, 0.0)
 
 
 def _core(graph: OpGraph) -> OpGraph:
@@ -203,7 +203,8 @@ class GraphOptions:
 
 @dataclass(frozen=True, eq=False)
 class _Graphs:
-    """The graphs one profile times: forward, backward (3 each), attention cores (3), block optimizer."""
+    """The graphs one profile times: forward, backward and attention cores (one per distinct
+    layer each), the block optimizer."""
 
     fwd: tuple[OpGraph, ...]
     bwd: tuple[OpGraph, ...]
@@ -224,11 +225,12 @@ def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bo
 
 
 def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: list[float]) -> LayerProfile:
-    f_t, b_t, c_t, opt_t = times[0:3], times[3:6], times[6:9], times[9]
+    n = len(gr.fwd)
+    f_t, b_t, c_t, opt_t = times[0:n], times[n:2 * n], times[2 * n:3 * n], times[3 * n]
     block_params = gr.fwd[1].param_count()
 
-    def triple(fn: Callable[[int], Any]) -> tuple[Any, Any, Any]:
-        return fn(0), fn(1), fn(2)
+    def triple(fn: Callable[[int], Any]) -> tuple[Any, ...]:  # one entry per distinct layer
+        return tuple(fn(i) for i in range(n))
 
     return LayerProfile(
         fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
@@ -274,8 +276,9 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
     if missing:
         graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options, k[8]) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
+        per = 3 * len(cfg.block_windows) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
         for i, (k, gr) in enumerate(zip(missing, graphs)):
-            _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[10 * i: 10 * (i + 1)]))
+            _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[per * i: per * (i + 1)]))
     return [_profile_get(k) for k in full]
 
 

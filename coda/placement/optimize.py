@@ -166,14 +166,15 @@ def _bound_data(model: CostModel) -> Any:
         key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp, plan.ep)
         if key not in cache:
             pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep)
-            L = cfg.n_layers
-            coll = sum(mult * collective_cost(cl, k, plan.tp).time(b) for i, mult in enumerate((1, L, 1))
+            mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
+            coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
                        for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
-            rec = {"none": 0.0, "selective": pr.selective_s[1], "full": pr.fwd_s[1] + sum(
-                collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[1])}[plan.recompute] * L
-            t = pr.fwd_s[0] + pr.fwd_s[2] + pr.bwd_s[0] + pr.bwd_s[2] + L * (pr.fwd_s[1] + pr.bwd_s[1]) + rec + coll
-            params = pr.params[0] + L * pr.params[1] + pr.params[2]
-            experts = L * pr.expert_params[1] if plan.ep > 1 else 0.0
+            rec = sum(m * {"none": 0.0, "selective": pr.selective_s[i], "full": pr.fwd_s[i] + sum(
+                collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[i])}[plan.recompute]
+                for i, m in enumerate(mult) if 0 < i < len(mult) - 1)
+            t = sum(m * (pr.fwd_s[i] + pr.bwd_s[i]) for i, m in enumerate(mult)) + rec + coll
+            params = sum(m * pr.params[i] for i, m in enumerate(mult))
+            experts = sum(m * pr.expert_params[i] for i, m in enumerate(mult)) if plan.ep > 1 else 0.0
             cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0), experts)
         return cache[key]
 

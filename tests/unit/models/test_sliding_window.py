@@ -1,6 +1,7 @@
 """Causal sliding-window attention (`ModelConfig.sliding_window`): closed-form FLOPs and bytes,
 Hugging Face parsing, the predictors' costs and the KV cache of serving."""
 
+import json
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from coda.errors import ConfigError
 from coda.evaluate.inference import inference, kv_cache_bytes
 from coda.models import build, from_hf_config, get
 from coda.models import ops as O
+from coda.models.config import ModelConfig
 from coda.predictor import latency
 from coda.predictor.accel_tiles import causal_fraction
 from coda.predictor.roofline import roofline_time_s
@@ -37,12 +39,59 @@ def test_hf_window_sources(fixtures_dir):
     assert from_hf_config(fixtures_dir / "hf_configs" / "qwen2_7b.json").sliding_window is None  # use_sliding_window
     assert _hf(use_sliding_window=True, sliding_window=4096, max_window_layers=0).sliding_window == 4096
     assert _hf(use_sliding_window=True, sliding_window=4096, max_window_layers=24).sliding_window is None
-    assert _hf(sliding_window=512, layer_types=["sliding_attention"] * 24).sliding_window == 512
+    assert _hf(sliding_window=512, layer_types=["sliding_attention"] * 24).full_attention_layers == ()
     assert _hf(sliding_window=512, layer_types=["full_attention"] * 24).sliding_window is None
-    for mixed in (dict(use_sliding_window=True, sliding_window=4096, max_window_layers=12),
-                  dict(sliding_window=512, layer_types=["sliding_attention", "full_attention"] * 12)):
-        with pytest.raises(ConfigError, match="interleaved"):
-            _hf(**mixed)
+    # interleaved: Qwen2's first max_window_layers attend fully; layer_types name each layer
+    mixed = _hf(use_sliding_window=True, sliding_window=4096, max_window_layers=12)
+    assert (mixed.sliding_window, mixed.full_attention_layers, mixed.block_counts) == (4096, tuple(range(12)), (12, 12))
+    alt = _hf(sliding_window=512, layer_types=["sliding_attention", "full_attention"] * 12)
+    assert alt.full_attention_layers == tuple(range(1, 24, 2)) and alt.block_pattern[:4] == (0, 1, 0, 1)
+    with pytest.raises(ConfigError, match="layer_types"):
+        _hf(sliding_window=512, layer_types=["sliding_attention", "chunked_attention"] * 12)
+
+
+def test_interleaved_windows_of_gemma_and_gpt_oss(fixtures_dir):
+    g2 = from_hf_config(fixtures_dir / "hf_configs" / "gemma2_9b.json")
+    assert g2.param_count() == pytest.approx(9.24e9, rel=0.002)  # model card: 9.24B
+    assert g2.full_attention_layers == tuple(range(1, 42, 2)) and g2.sliding_window == 4096  # every second layer
+    g3 = from_hf_config(fixtures_dir / "hf_configs" / "gemma3_1b.json")
+    assert g3.full_attention_layers == (5, 11, 17, 23) and g3.param_count() == pytest.approx(1.0e9, rel=0.002)
+    oss = from_hf_config(fixtures_dir / "hf_configs" / "gpt_oss_20b.json")
+    assert (oss.n_experts, oss.experts_per_token, oss.bias, oss.block_counts) == (32, 4, True, (12, 12))
+    assert oss.param_count() == pytest.approx(20.9e9, rel=0.005)  # model card: 21B, 3.6B active
+    assert oss.active_param_count() - oss.vocab_size * oss.hidden == pytest.approx(3.6e9, rel=0.01)
+
+
+def test_full_attention_layers_validation():
+    with pytest.raises(ConfigError, match="full_attention_layers"):
+        MISTRAL.replace(sliding_window=None, full_attention_layers=(1,))  # no window to leave
+    for bad in ((3, 1), (1, 1), (-1,), (32,), tuple(range(32))):
+        with pytest.raises(ConfigError, match="full_attention_layers"):
+            MISTRAL.replace(full_attention_layers=bad)
+    mixed = MISTRAL.replace(full_attention_layers=[0, 31])  # a JSON list becomes a tuple
+    assert mixed.full_attention_layers == (0, 31) and mixed.block_windows == (4096, None)
+    assert ModelConfig.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
+
+
+def test_interleaved_graph_costs_and_memory():
+    """Half the layers full: the graph holds both blocks; FLOPs, KV cache and the placement chain
+    follow the layer pattern."""
+    half = MISTRAL.replace(full_attention_layers=tuple(range(1, 32, 2)))
+    s, a, d, w, l = 16384, 32, 128, 4096, 32
+    g = build(half, "forward", 1, s)
+    assert [(lg.name, n) for lg, n in g.layers] == [("embedding", 1), ("block", 16), ("block.full", 16), ("head", 1)]
+    full, win = build(FULL, "forward", 1, s).flops(), build(MISTRAL, "forward", 1, s).flops()
+    assert full - g.flops() == pytest.approx((full - win) / 2) == pytest.approx(l / 2 * 4 * a * s * (s - w) * d)
+    assert kv_cache_bytes(half, 2, 8192) == pytest.approx((kv_cache_bytes(MISTRAL, 2, 8192)
+                                                           + kv_cache_bytes(FULL, 2, 8192)) / 2)
+    from coda.placement import CostModel, Plan, Software
+
+    chain = CostModel(half, cluster("dgx-h100", 8), s, software=Software()).terms(
+        Plan(tp=1, pp=1, dp=8, micro_batch=1, global_batch=8)).chain
+    fwd = chain.fwd_s[1:-1]
+    assert (fwd[1::2] > fwd[0::2]).all() and len(set(fwd[0::2])) == len(set(fwd[1::2])) == 1
+    r = inference(half, cluster("dgx-h100", 8), 1, 4, 8192, 64, pp=2)
+    assert r.kv_cache_bytes == pytest.approx(kv_cache_bytes(half, 4, 8192 + 64) / 2)  # 8 + 8 of each kind a stage
 
 
 def test_phi3_reads_as_llama_with_its_window(fixtures_dir):
@@ -127,3 +176,23 @@ def test_kv_cache_is_a_rolling_buffer():
     assert win.kv_cache_bytes == kv_cache_bytes(MISTRAL, 16, 8192 + 256) < full.kv_cache_bytes
     assert win.tpot_first_s == pytest.approx(win.tpot_last_s, rel=1e-6)  # past the window: constant step time
     assert win.tpot_s < full.tpot_s and win.ttft_s < full.ttft_s and win.max_batch > full.max_batch
+
+
+def test_optimize_bounds_hold_for_interleaved_blocks():
+    """`optimize` prunes with lower bounds on step time and static memory; with two kinds of
+    block they must still lie below every plan's evaluated figures (else it could prune the best)."""
+    from coda.evaluate import training
+    from coda.placement import CostModel, Software
+    from coda.placement.optimize import _bound_data, candidate_plans
+
+    half = MISTRAL.replace(n_layers=8, full_attention_layers=(1, 3, 5, 7), sliding_window=512)
+    cl = cluster("dgx-h100", 8)
+    bound = _bound_data(CostModel(half, cl, 2048, software=Software()))
+    plans = candidate_plans(half, 8, 16, 8, micro_batch=(1, 2), zero=(0, 3))
+    assert {p.pp for p in plans} >= {1, 2, 4, 8}
+    for plan in plans:
+        r = training(half, cl, plan, 2048, check_memory=False)
+        st = max(r.pipeline.stages, key=lambda x: x.weight_bytes + x.grad_bytes + x.optim_bytes)
+        t, mem = bound(plan)
+        assert t <= r.step_time_s * (1 + 1e-9), plan.describe()
+        assert mem <= (st.weight_bytes + st.grad_bytes + st.optim_bytes) * (1 + 1e-9), plan.describe()
