@@ -42,8 +42,9 @@ def _show(args: argparse.Namespace) -> int:
           f"{'causal' if c.causal else 'bidirectional'}"
           + (f", {c.n_experts} experts top-{c.experts_per_token}" if c.is_moe else "")
           + (f" + shared MLP {c.shared_ffn_hidden}" if c.shared_ffn_hidden else "")
-          + (f", sliding window {c.sliding_window} in {c.block_counts[0]} of {c.n_layers} layers"
-             if c.sliding_window else ""))
+          + (f", sliding window {c.sliding_window} in {c.n_layers - len(c.full_attention_layers)} of {c.n_layers} "
+             "layers" if c.sliding_window else "")
+          + (f", {len(c.dense_layers)} dense layers of FFN {c.dense_ffn_hidden}" if c.dense_layers else ""))
     print(f"  parameters {fmt_count(p['total'])} ({p['total']:,}); active per token {fmt_count(p['active_per_token'])}")
     print(f"  GEMM FLOPs per token at seq {info['seq_len']}: training {fmt_si(f['training'], 'FLOP')}, "
           f"forward {fmt_si(f['forward'], 'FLOP')}, prefill {fmt_si(f['prefill'], 'FLOP')}, "

@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -134,13 +134,13 @@ class InferenceResult:
 
 
 def _kv_per_layer(cfg: ModelConfig, batch: int, contexts: Any, tp: int, dtype: str) -> list[float]:
-    """KV-cache bytes of one layer of each distinct block (`cfg.block_windows`), averaged over
+    """KV-cache bytes of one layer of each distinct block (`cfg.block_kinds`), averaged over
     `contexts`: `2 * max(g/t, 1) * d * e * b * mean(min(context, W))` (no cap without a window)."""
     g, d = cfg.n_kv_heads, cfg.head_dim
     assert g is not None and d is not None
     per_token = 2 * max(g // tp, 1) * d * dtype_bytes(dtype) * batch
     ctx = np.asarray(contexts, dtype=float)
-    return [per_token * float(np.mean(ctx if w is None else np.minimum(ctx, w))) for w in cfg.block_windows]
+    return [per_token * float(np.mean(ctx if w is None else np.minimum(ctx, w))) for w, _ in cfg.block_kinds]
 
 
 def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, tp: int = 1, dtype: str = "bf16") -> float:
@@ -154,14 +154,18 @@ def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
     return cfg.param_count() * dtype_bytes(dtype) / tp
 
 
-def stage_weight_bytes(cfg: ModelConfig, blocks: int, first: bool, last: bool, tp: int = 1,
+def stage_weight_bytes(cfg: ModelConfig, blocks: int | Sequence[int], first: bool, last: bool, tp: int = 1,
                        dtype: str = "bf16", ep: int = 1) -> float:
-    """Weight bytes per device of a pipeline stage of `blocks` blocks (the first holds the
-    embedding, the last the final norm and LM head, and with pp > 1 a copy of a tied embedding
-    table, as Megatron-LM keeps), split over t; with expert parallelism E/ep whole experts."""
-    block = cfg.block_params() - (cfg.n_experts - cfg.n_experts // ep) * cfg.mlp_params() if ep > 1 else \
-        cfg.block_params()
-    n = blocks * block + (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
+    """Weight bytes per device of a pipeline stage of `blocks` blocks (or of that many of each of
+    `cfg.block_kinds`): the first stage holds the embedding, the last the final norm and LM head,
+    and with pp > 1 a copy of a tied embedding table, as Megatron-LM keeps; split over t; with
+    expert parallelism E/ep whole experts per MoE block."""
+    counts = (blocks,) if isinstance(blocks, int) else tuple(blocks)
+    if len(counts) != len(cfg.block_kinds):
+        raise ConfigError(f"{cfg.name} has {len(cfg.block_kinds)} kinds of block; give a count of each")
+    n = sum(c * (cfg.block_params(k) - (cfg.n_experts - cfg.n_experts // ep) * cfg.mlp_params() * k.moe)
+            for c, k in zip(counts, cfg.block_kinds))
+    n += (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
     if last and not first and cfg.tied_embeddings:
         n += cfg.vocab_size * (cfg.embed_dim or cfg.hidden)
     return n * dtype_bytes(dtype) / tp
@@ -214,7 +218,7 @@ class _Pipeline:
     blocks: tuple[int, ...]
     micro_batches: int  # m = min(pp, b): micro-batches in flight
     micro_batch: int  # sequences of the largest one, ceil(b/m)
-    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_windows`)
+    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_kinds`)
 
     @classmethod
     def of(cls, cfg: ModelConfig, pp: int, batch: int) -> _Pipeline:
@@ -222,7 +226,7 @@ class _Pipeline:
         blocks = balanced_stage_layers(cfg.n_layers, pp)
         starts = np.cumsum((0, *blocks))
         pattern = np.asarray(cfg.block_pattern)
-        kinds = tuple(tuple(int(c) for c in np.bincount(pattern[a:b], minlength=len(cfg.block_windows)))
+        kinds = tuple(tuple(int(c) for c in np.bincount(pattern[a:b], minlength=len(cfg.block_kinds)))
                       for a, b in zip(starts[:-1], starts[1:]))
         return cls(blocks, m, -(-batch // m), kinds)
 
@@ -259,9 +263,9 @@ def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, lay: _Layout,
     pipe = _Pipeline.of(cfg, lay.pp, local)
     kv = _kv_per_layer(cfg, local, [ctx], lay.tp, dtype)
     ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, lay.tp, dtype)
-    return max(((stage_weight_bytes(cfg, n, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep),
+    return max(((stage_weight_bytes(cfg, counts, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep),
                  sum(c * k for c, k in zip(counts, kv)), ws)
-                for s, (n, counts) in enumerate(zip(pipe.blocks, pipe.kinds))), key=sum)
+                for s, counts in enumerate(pipe.kinds)), key=sum)
 
 
 def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, lay: _Layout, dtype: str, limit: float) -> int:

@@ -41,7 +41,7 @@ import math
 from coda.errors import ConfigError
 from coda.models import ops as O
 from coda.models.backward import backward_graph
-from coda.models.config import ModelConfig
+from coda.models.config import BlockKind, ModelConfig
 from coda.models.graph import ModelGraph, OpGraph
 from coda.models.ops import Op
 from coda.units import dtype_bytes
@@ -110,10 +110,11 @@ class _Dims:
             raise ConfigError(f"{cfg.name}: tp={tp} must divide n_kv_heads={g} or be a multiple of it (to replicate)")
         if cfg.ffn_hidden % tp:
             raise ConfigError(f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}")
-        if cfg.shared_ffn_hidden % tp:
-            raise ConfigError(f"{cfg.name}: tp={tp} must divide shared_ffn_hidden={cfg.shared_ffn_hidden}")
+        for f in ("shared_ffn_hidden", "dense_ffn_hidden"):
+            if getattr(cfg, f) % tp:
+                raise ConfigError(f"{cfg.name}: tp={tp} must divide {f}={getattr(cfg, f)}")
         self.a_t, self.g_t, self.f_t = a // tp, max(g // tp, 1), cfg.ffn_hidden // tp
-        self.fs_t = cfg.shared_ffn_hidden // tp
+        self.fs_t, self.fd_t = cfg.shared_ffn_hidden // tp, cfg.dense_ffn_hidden // tp
         self.V_t = math.ceil(cfg.vocab_size / tp)
         self.sp = sp and tp > 1
         if self.sp and self.T % tp:
@@ -178,14 +179,15 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     return g.add(O.matmul(x.s, x.c, d, batch=bh, dtype=dt, name="attn_context"), after=[probs, prev])
 
 
-def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op) -> Op:
-    h, width = cfg.hidden, (2 if cfg.gated else 1) * x.f_t
+def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op, moe: bool) -> Op:
+    f_t = x.fd_t if cfg.is_moe else x.f_t  # a dense layer of an MoE model has its own width
+    h, width = cfg.hidden, (2 if cfg.gated else 1) * f_t
     act_inputs = 2 if cfg.gated else 1
-    if not cfg.is_moe:
+    if not moe:
         up = _gemm(g, x, x.T, h, width, "mlp_up", [prev], bias=cfg.bias, after_norm=not x.sp)
-        act = g.add(O.elementwise(x.T * x.f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="mlp_act", fn=cfg.mlp),
+        act = g.add(O.elementwise(x.T * f_t, ACTIVATION_FLOPS[cfg.mlp], act_inputs, dt, name="mlp_act", fn=cfg.mlp),
                     after=[up])
-        return _gemm(g, x, x.T, x.f_t, h, "mlp_down", [act], bias=cfg.bias)
+        return _gemm(g, x, x.T, f_t, h, "mlp_down", [act], bias=cfg.bias)
     E, k, ep = cfg.n_experts, cfg.experts_per_token, x.ep
     T, f = (x.T_sp, cfg.ffn_hidden) if x.moe_folded else (x.T, x.f_t)  # tokens routed here, expert width
     width = (2 if cfg.gated else 1) * f
@@ -239,10 +241,14 @@ def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:
 
 
 def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
-           window: int | None) -> tuple[OpGraph, dict[str, list[Op]]]:
+           kind: BlockKind) -> tuple[OpGraph, dict[str, list[Op]]]:
     """One transformer block's forward graph, and the backward all-reduces of its TP inputs. A
-    full-attention block of a model whose other blocks slide is named ``block.full``."""
-    g = OpGraph(name="block.full" if window is None and cfg.sliding_window is not None else "block")
+    dense block of an MoE model is named ``block.dense``, a full-attention block of a model whose
+    other blocks slide ``block.full`` (or ``block.dense.full``)."""
+    window, moe = kind
+    name = "block" + (".dense" if cfg.is_moe and not moe else "") + (
+        ".full" if window is None and cfg.sliding_window is not None else "")
+    g = OpGraph(name=name)
     h, d, e = cfg.hidden, cfg.head_dim, dtype_bytes(dt)
     assert d is not None
     act_bytes = x.T * h * e
@@ -258,14 +264,15 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
     add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
     ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
-    if x.moe_folded:  # expert layers on the sequence-parallel shard: no TP region around them
-        out = _mlp(g, cfg, x, dt, ln2)
+    if x.moe_folded and moe:  # expert layers on the sequence-parallel shard: no TP region around them
+        out = _mlp(g, cfg, x, dt, ln2, moe)
     else:
-        out = _tp_exit(g, x, "mlp", act_bytes, dt, _mlp(g, cfg, x, dt, _tp_entry(g, x, "mlp", act_bytes, dt, ln2)))
+        out = _tp_exit(g, x, "mlp", act_bytes, dt,
+                       _mlp(g, cfg, x, dt, _tp_entry(g, x, "mlp", act_bytes, dt, ln2), moe))
     g.add(_residual(x, h, dt, "mlp_residual", dropout), after=[out, add1])
     bwd_reduce: dict[str, list[Op]] = {}
     if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward
-        first_mlp = "router" if cfg.is_moe else "mlp_up"
+        first_mlp = "router" if moe else "mlp_up"
         for region, first in (("attn", "qkv"), ("mlp", first_mlp)):
             bwd_reduce[first] = [O.collective("all_reduce", act_bytes, x.t, dt, name=f"{region}.input_all_reduce")]
     return g, bwd_reduce
@@ -342,9 +349,10 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
             tokens with two all-to-alls over ep devices (module doc).
 
     Returns:
-        ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``; with
-        `cfg.full_attention_layers`, ``[(embedding, 1), (block, n_sliding), (block.full, n_full),
-        (head, 1)]`` (`cfg.block_pattern` orders them).
+        ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``; with several
+        kinds of block (`cfg.block_kinds`: full-attention or dense layers), one entry per kind
+        with its count, e.g. ``[(embedding, 1), (block, 21), (block.full, 21), (head, 1)]``
+        (`cfg.block_pattern` orders them).
 
     Raises:
         ConfigError: unknown phase or attention, non-positive sizes, t not dividing the heads
@@ -359,7 +367,7 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         raise ConfigError(f"dropout is a training op; the {phase} phase runs without it (pass dropout=False)")
     graph_phase = "forward" if phase in ("backward", "optimizer") else phase
     emb = _embedding(cfg, x, act)
-    blocks = [_block(cfg, x, attention, act, dropout, w) for w in cfg.block_windows]
+    blocks = [_block(cfg, x, attention, act, dropout, k) for k in cfg.block_kinds]
     head = _head(cfg, x, graph_phase, act)
     if phase == "backward":
         emb, head = backward_graph(emb), backward_graph(head)

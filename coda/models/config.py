@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coda.errors import ConfigError
 
@@ -19,6 +20,13 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+class BlockKind(NamedTuple):
+    """What sets one transformer block apart from another of the same model."""
+
+    window: int | None  # causal sliding window of its attention, None = all positions
+    moe: bool  # its MLP is the routed experts' (else a dense MLP)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A transformer LLM, described by the sizes that decide its FLOPs, bytes and parameters.
@@ -27,8 +35,8 @@ class ModelConfig:
     a = `n_heads`, g = `n_kv_heads`, d = `head_dim`, f = `ffn_hidden`, V = `vocab_size`,
     E = `n_experts`, k = `experts_per_token`, f_s = `shared_ffn_hidden`, W = `sliding_window`.
 
-    Blocks are alike but for the attention window: `block_windows` lists the distinct blocks'
-    windows and `block_pattern` which of them each layer is.
+    Blocks differ at most in their attention window and in a dense MLP in place of the experts:
+    `block_kinds` lists the distinct blocks and `block_pattern` which of them each layer is.
 
     `n_kv_heads` and `head_dim` may be left as None: they then resolve to `n_heads` and
     `hidden // n_heads` (which must divide). Invalid values raise `ConfigError` naming the field.
@@ -61,6 +69,10 @@ class ModelConfig:
     full_attention_layers: tuple[int, ...] = field(
         default=(), metadata=_help("layers (0-based) that attend to all positions although sliding_window is set "
                                    "(Gemma 2/3, GPT-OSS interleave the two); () = the window in every layer"))
+    dense_layers: tuple[int, ...] = field(
+        default=(), metadata=_help("layers (0-based) of an MoE model with a dense MLP of width dense_ffn_hidden "
+                                   "instead of experts (GLM-4.5's first layers); () = every layer MoE"))
+    dense_ffn_hidden: int = field(default=0, metadata=_help("MLP width of the dense_layers, f_d"))
 
     def __post_init__(self) -> None:
         sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
@@ -96,14 +108,20 @@ class ModelConfig:
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
-        full = self.full_attention_layers
-        if isinstance(full, list):
-            object.__setattr__(self, "full_attention_layers", full := tuple(full))  # from JSON
-        if full and (self.sliding_window is None or list(full) != sorted(set(full)) or full[0] < 0
-                     or full[-1] >= self.n_layers or len(full) == self.n_layers
-                     or any(isinstance(i, bool) or not isinstance(i, int) for i in full)):
-            raise ConfigError(f"{self.name}: full_attention_layers={full!r} must be increasing layer indices in "
-                              f"[0, {self.n_layers}) leaving some layer to the window, with sliding_window set")
+        for f, needs, what in (("full_attention_layers", self.sliding_window is not None, "sliding_window set"),
+                               ("dense_layers", self.n_experts > 1 and self.dense_ffn_hidden > 0,
+                                "an MoE model and dense_ffn_hidden > 0")):
+            layers = getattr(self, f)
+            if isinstance(layers, list):
+                object.__setattr__(self, f, layers := tuple(layers))  # from JSON
+            if layers and (not needs or list(layers) != sorted(set(layers)) or layers[0] < 0
+                           or layers[-1] >= self.n_layers or len(layers) == self.n_layers
+                           or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
+                raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
+                                  f"[0, {self.n_layers}), not all of them, with {what}")
+        if not isinstance(self.dense_ffn_hidden, int) or isinstance(self.dense_ffn_hidden, bool) \
+                or self.dense_ffn_hidden < 0:
+            raise ConfigError(f"{self.name}: dense_ffn_hidden={self.dense_ffn_hidden!r} must be a non-negative integer")
         if self.sliding_window is not None and not self.causal:
             raise ConfigError(f"{self.name}: sliding_window needs causal attention (a bidirectional window is not "
                               "modelled)")
@@ -124,23 +142,28 @@ class ModelConfig:
         """Width of all key (or value) heads, g*d."""
         return self.n_kv_heads * self.head_dim  # type: ignore[operator]
 
-    @property
-    def block_windows(self) -> tuple[int | None, ...]:
-        """The attention window of each distinct block: (W,) or (None,) when every layer is alike,
-        (W, None) when some layers attend fully (`full_attention_layers`)."""
-        return (self.sliding_window, None) if self.full_attention_layers else (self.sliding_window,)
+    def layer_kind(self, i: int) -> BlockKind:
+        """The block of layer `i`: its attention window and whether its MLP is the MoE one."""
+        return BlockKind(None if i in self.full_attention_layers else self.sliding_window,
+                         self.is_moe and i not in self.dense_layers)
 
-    @property
+    @cached_property
+    def block_kinds(self) -> tuple[BlockKind, ...]:
+        """The distinct blocks, in the order their first layer comes: one for most models; more
+        when some layers attend fully (`full_attention_layers`) or are dense (`dense_layers`)."""
+        return tuple(dict.fromkeys(self.layer_kind(i) for i in range(self.n_layers)))
+
+    @cached_property
     def block_pattern(self) -> tuple[int, ...]:
-        """For each layer, its index into `block_windows`."""
-        full = set(self.full_attention_layers)
-        return tuple(int(i in full) for i in range(self.n_layers))
+        """For each layer, its index into `block_kinds`."""
+        index = {k: j for j, k in enumerate(self.block_kinds)}
+        return tuple(index[self.layer_kind(i)] for i in range(self.n_layers))
 
-    @property
+    @cached_property
     def block_counts(self) -> tuple[int, ...]:
-        """Layers of each distinct block, in `block_windows` order."""
-        full = len(self.full_attention_layers)
-        return (self.n_layers - full, full) if full else (self.n_layers,)
+        """Layers of each distinct block, in `block_kinds` order."""
+        pattern = self.block_pattern
+        return tuple(pattern.count(j) for j in range(len(self.block_kinds)))
 
     @property
     def is_moe(self) -> bool:
@@ -175,13 +198,17 @@ class ModelConfig:
             n += (2 if self.gated else 1) * f + h
         return n
 
-    def block_params(self) -> int:
-        """One transformer block: attention, E expert MLPs, the router (`h*E`), the shared experts'
-        MLP of width f_s (if any) and two norms."""
-        router = self.hidden * self.n_experts if self.is_moe else 0
-        shared = self.mlp_params(self.shared_ffn_hidden) if self.shared_ffn_hidden else 0
-        return (self.attention_params() + self.n_experts * self.mlp_params() + router + shared
-                + 2 * self.norm_params)
+    def block_params(self, kind: BlockKind | None = None) -> int:
+        """One transformer block (default: an MoE one in an MoE model): attention, two norms and
+        either E expert MLPs, the router (`h*E`) and the shared experts' MLP of width f_s (if any),
+        or, in a dense layer of an MoE model, one MLP of width f_d."""
+        moe = self.is_moe if kind is None else kind.moe
+        if not moe:
+            mlp = self.mlp_params(self.dense_ffn_hidden if self.is_moe else None)
+        else:
+            shared = self.mlp_params(self.shared_ffn_hidden) if self.shared_ffn_hidden else 0
+            mlp = self.n_experts * self.mlp_params() + self.hidden * self.n_experts + shared
+        return self.attention_params() + mlp + 2 * self.norm_params
 
     def embedding_params(self) -> int:
         """Token table `V*e` (e = embed_dim or h), learned positions `max_seq_len*h`, input/output projections."""
@@ -203,11 +230,13 @@ class ModelConfig:
         Not modelled (each under 0.01% of the total for the presets): BERT's token-type
         table and pooler, OPT's position offset of 2 rows.
         """
-        return self.embedding_params() + self.n_layers * self.block_params() + self.head_params()
+        blocks = sum(n * self.block_params(k) for k, n in zip(self.block_kinds, self.block_counts))
+        return self.embedding_params() + blocks + self.head_params()
 
     def active_param_count(self) -> int:
         """Parameters touched per token: with MoE only k of the E experts count."""
-        inactive = (self.n_experts - self.experts_per_token) * self.mlp_params() * self.n_layers
+        moe_layers = self.n_layers - len(self.dense_layers) if self.is_moe else 0
+        inactive = (self.n_experts - self.experts_per_token) * self.mlp_params() * moe_layers
         return self.param_count() - inactive
 
     # -- serialisation -----------------------------------------------------------------------

@@ -8,7 +8,8 @@ norms and post-norms, Granite's scaling multipliers, Gemma's embedding scale. Th
 effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini), olmo2 and granite
 read as llama (their weights have llama's shapes).
 Sliding-window attention is read into `ModelConfig.sliding_window` and, where some layers attend
-fully (Gemma 2/3, GPT-OSS, Qwen2 with `max_window_layers`), `full_attention_layers`.
+fully (Gemma 2/3, GPT-OSS, Qwen2 with `max_window_layers`), `full_attention_layers`; dense
+layers of MoE models (GLM-4.5's first ones, Qwen MoE's `mlp_only_layers`) into `dense_layers`.
 """
 
 from __future__ import annotations
@@ -104,13 +105,26 @@ def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
 
 
 def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
-    """qwen2_moe (with shared experts) and qwen3_moe: every layer MoE."""
-    if c.get("decoder_sparse_step", 1) != 1 or c.get("mlp_only_layers"):
-        raise ConfigError(f"{c['model_type']} with dense layers between MoE ones (decoder_sparse_step != 1 or "
-                          "mlp_only_layers) is not modelled: coda's blocks are all alike")
+    """qwen2_moe (with shared experts) and qwen3_moe: MoE layers, except those in `mlp_only_layers`
+    or off the `decoder_sparse_step`, which have a dense MLP of `intermediate_size`."""
+    step, only = int(c.get("decoder_sparse_step", 1)), set(c.get("mlp_only_layers") or ())
+    dense = tuple(i for i in range(r("num_hidden_layers")) if i in only or (i + 1) % step)
     return {**_llama_like(c, r), "ffn_hidden": r("moe_intermediate_size"), "n_experts": r("num_experts"),
             "experts_per_token": r("num_experts_per_tok"),
-            "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0}
+            "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0,
+            **(dict(dense_layers=dense, dense_ffn_hidden=r("intermediate_size")) if dense else {})}
+
+
+def _glm4_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """GLM-4.5 (glm4_moe): llama's attention, the first `first_k_dense_replace` layers dense
+    (`intermediate_size`), the others `n_routed_experts` experts and `n_shared_experts` shared ones
+    of `moe_intermediate_size`. Its multi-token-prediction layer (`num_nextn_predict_layers`) is
+    not part of the model run here."""
+    first, width = int(c.get("first_k_dense_replace", 0)), r("moe_intermediate_size")
+    return {**_llama_like(c, r), "ffn_hidden": width, "n_experts": r("n_routed_experts"),
+            "experts_per_token": r("num_experts_per_tok"), "shared_ffn_hidden": int(c.get("n_shared_experts") or 0)
+            * width, **(dict(dense_layers=tuple(range(first)), dense_ffn_hidden=r("intermediate_size")) if first
+                        else {})}
 
 
 def _gemma(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -172,7 +186,7 @@ _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[st
     "gpt2": _gpt2, "opt": _opt, "bert": _bert, "llama": _llama_like, "mistral": _llama_like, "qwen2": _llama_like,
     "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
     "phi": _phi, "phi3": _llama_like, "olmo2": _llama_like, "granite": _llama_like, "gemma": _gemma,
-    "gemma2": _gemma2, "gemma3_text": _gemma2, "gpt_oss": _gpt_oss, "starcoder2": _starcoder2,
+    "gemma2": _gemma2, "gemma3_text": _gemma2, "gpt_oss": _gpt_oss, "glm4_moe": _glm4_moe, "starcoder2": _starcoder2,
 }
 
 

@@ -402,12 +402,12 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
     optim_b = optimizer_bytes_per_param(model.dtype) * P_opt
 
     act_dt = model.storage_dtype
-    blk_stored, blk_full = C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, act_dt,
-                                                    model.dtype)
+    blk = [C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, act_dt, model.dtype, kind)
+           for kind in cfg.block_kinds]  # (stored, full) of each distinct block
     emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
     head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
-    act = expand((emb_act, *[blk_stored] * (n - 2), head_act))
-    work = expand((0.0, *[blk_full - blk_stored] * (n - 2), head_work))
+    act = expand((emb_act, *(stored for stored, _ in blk), head_act))
+    work = expand((0.0, *(full - stored for stored, full in blk), head_work))
 
     z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
     if zero == 3 and (shard > 1 or (ep > 1 and e_shard > 1)):

@@ -37,7 +37,7 @@ from typing import Any
 
 from coda.errors import ConfigError
 from coda.models.builder import build
-from coda.models.config import ModelConfig
+from coda.models.config import BlockKind, ModelConfig
 from coda.models.graph import OpGraph
 from coda.units import dtype_bytes
 
@@ -140,7 +140,7 @@ def device_peak_flops(device: Any, dtype: str) -> float:
 @dataclass(frozen=True)
 class LayerProfile:
     """Costs of the distinct layers on one device, per micro-batch: the embedding, each distinct
-    block (`ModelConfig.block_windows` order; one for most models) and the head, in that order.
+    block (`ModelConfig.block_kinds` order; one for most models) and the head, in that order.
 
     Attributes:
         fwd_s, bwd_s: compute time of the forward / backward graph (collectives excluded).
@@ -276,7 +276,7 @@ def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, boo
     if missing:
         graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options, k[8]) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
-        per = 3 * len(cfg.block_windows) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
+        per = 3 * len(cfg.block_kinds) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[per * i: per * (i + 1)]))
     return [_profile_get(k) for k in full]
@@ -309,7 +309,7 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
 
 def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
                            recompute: str, attention: str, dtype: str,
-                           gemm_dtype: str | None = None) -> tuple[float, float]:
+                           gemm_dtype: str | None = None, kind: BlockKind | None = None) -> tuple[float, float]:
     """Activation bytes one block keeps per in-flight micro-batch, and its full working set.
 
     Korthikanti et al. 2022, section 4.1 (see the module docstring), per tensor:
@@ -317,7 +317,8 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     with q = a*d, kv = g*d, f the FFN width and k experts per token; attention scores `5*a*s^2*b / t`
     for unfused attention only; MoE blocks add the `2*k*s*b*h` routed token copies the expert
     GEMMs read (replicated, /t with SP) and, with shared experts of width f_s, their MLP's
-    `s*b*(2*f_s*(2 if gated else 1) + 2*f_s)` (split by t). For GPT (q = kv = h, f = 4h) this is
+    `s*b*(2*f_s*(2 if gated else 1) + 2*f_s)` (split by t); a dense block of an MoE model (`kind`,
+    default the model's MoE block) has one MLP of width f_d. For GPT (q = kv = h, f = 4h) this is
     `s*b*h*(10 + 24/t + 5*a*s/(h*t))`.
 
     With FP8 GEMMs (`gemm_dtype="fp8"`) the inputs of the four block GEMMs (QKV, output
@@ -331,17 +332,19 @@ def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp:
     s, b, t, h = seq_len, micro_batch, tp, cfg.hidden
     scale = dtype_bytes(dtype) / 2
     r = dtype_bytes(gemm_dtype or dtype) / dtype_bytes(dtype)
-    k = cfg.experts_per_token
+    moe = cfg.is_moe if kind is None else kind.moe
+    k = cfg.experts_per_token if moe else 1
     # MoE: the k routed copies of each token that the expert GEMMs read are stashed too (the
     # permuted input of the grouped GEMM, in its FP8 cast under FP8), like the MLP input
-    routed = 2.0 * r * cfg.experts_per_token if cfg.is_moe else 0.0
+    routed = 2.0 * r * k if moe else 0.0
     replicated = (6.0 + 4.0 * r + routed) * s * b * h / (t if sequence_parallel else 1)
 
     def mlp(f: int) -> float:  # an MLP of width f: up-projection output (+ gate), activation output
         return 2 * f * (2 if cfg.gated else 1) + 2 * r * f
 
-    split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * mlp(cfg.ffn_hidden)
-                     + mlp(cfg.shared_ffn_hidden)) / t
+    width = cfg.ffn_hidden if moe or not cfg.is_moe else cfg.dense_ffn_hidden
+    split = s * b * ((2 + 2 * r) * cfg.q_dim + 4 * cfg.kv_dim + k * mlp(width)
+                     + (mlp(cfg.shared_ffn_hidden) if moe else 0.0)) / t
     scores = 5.0 * cfg.n_heads * s * s * b / t if attention == "unfused" else 0.0
     full = (replicated + split + scores) * scale
     if recompute == "none":

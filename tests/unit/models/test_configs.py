@@ -65,13 +65,15 @@ def test_hf_configs(fixtures_dir, fixture, expected):
 
 def test_hf_qwen3_moe(fixtures_dir):
     """Qwen3-30B-A3B: head_dim 128 != hidden/heads, 128 experts top-8; 3.3B active (model card).
-    Dense layers between MoE ones are refused by name."""
+    A dense layer among the MoE ones (`mlp_only_layers`) takes `intermediate_size`."""
     c = from_hf_config(fixtures_dir / "hf_configs" / "qwen3_30b_a3b.json")
     assert (c.head_dim, c.q_dim, c.n_experts, c.experts_per_token) == (128, 4096, 128, 8)
     assert c.active_param_count() == pytest.approx(3.3e9, rel=0.02)
     cfg = json.loads((fixtures_dir / "hf_configs" / "qwen3_30b_a3b.json").read_text())
-    with pytest.raises(ConfigError, match="decoder_sparse_step"):
-        from_hf_config({**cfg, "mlp_only_layers": [0]})
+    one = from_hf_config({**cfg, "mlp_only_layers": [0]})
+    assert one.dense_layers == (0,) and one.dense_ffn_hidden == cfg["intermediate_size"]
+    assert one.param_count() - c.param_count() == one.mlp_params(cfg["intermediate_size"]) - (
+        128 * c.mlp_params() + 128 * c.hidden)
 
 
 def test_hf_matches_preset(fixtures_dir):

@@ -69,7 +69,7 @@ def test_full_attention_layers_validation():
         with pytest.raises(ConfigError, match="full_attention_layers"):
             MISTRAL.replace(full_attention_layers=bad)
     mixed = MISTRAL.replace(full_attention_layers=[0, 31])  # a JSON list becomes a tuple
-    assert mixed.full_attention_layers == (0, 31) and mixed.block_windows == (4096, None)
+    assert mixed.full_attention_layers == (0, 31) and [k.window for k in mixed.block_kinds] == [None, 4096]
     assert ModelConfig.from_dict(json.loads(json.dumps(mixed.to_dict()))) == mixed
 
 
