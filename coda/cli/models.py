@@ -44,7 +44,9 @@ def _show(args: argparse.Namespace) -> int:
           + (f" + shared MLP {c.shared_ffn_hidden}" if c.shared_ffn_hidden else "")
           + (f", sliding window {c.sliding_window} in {c.n_layers - len(c.full_attention_layers)} of {c.n_layers} "
              "layers" if c.sliding_window else "")
-          + (f", {len(c.dense_layers)} dense layers of FFN {c.dense_ffn_hidden}" if c.dense_layers else ""))
+          + (f", {len(c.dense_layers)} dense layers of FFN {c.dense_ffn_hidden}" if c.dense_layers else "")
+          + (f", latent attention (c_kv {c.kv_lora_rank} + rope {c.qk_rope_head_dim}, c_q {c.q_lora_rank or '-'}, "
+             f"v {c.v_head_dim})" if c.mla else ""))
     print(f"  parameters {fmt_count(p['total'])} ({p['total']:,}); active per token {fmt_count(p['active_per_token'])}")
     print(f"  GEMM FLOPs per token at seq {info['seq_len']}: training {fmt_si(f['training'], 'FLOP')}, "
           f"forward {fmt_si(f['forward'], 'FLOP')}, prefill {fmt_si(f['prefill'], 'FLOP')}, "

@@ -135,10 +135,13 @@ class InferenceResult:
 
 def _kv_per_layer(cfg: ModelConfig, batch: int, contexts: Any, tp: int, dtype: str) -> list[float]:
     """KV-cache bytes of one layer of each distinct block (`cfg.block_kinds`), averaged over
-    `contexts`: `2 * max(g/t, 1) * d * e * b * mean(min(context, W))` (no cap without a window)."""
+    `contexts`: `2 * max(g/t, 1) * d * e * b * mean(min(context, W))` (no cap without a window);
+    with multi-head latent attention the latent, `(c_kv + d_r) * e * b` per position, on every
+    tensor-parallel rank (DeepSeek-V2, section 2.1.2)."""
     g, d = cfg.n_kv_heads, cfg.head_dim
     assert g is not None and d is not None
-    per_token = 2 * max(g // tp, 1) * d * dtype_bytes(dtype) * batch
+    width = cfg.kv_lora_rank + cfg.qk_rope_head_dim if cfg.mla else 2 * max(g // tp, 1) * d
+    per_token = width * dtype_bytes(dtype) * batch
     ctx = np.asarray(contexts, dtype=float)
     return [per_token * float(np.mean(ctx if w is None else np.minimum(ctx, w))) for w, _ in cfg.block_kinds]
 

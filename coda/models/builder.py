@@ -125,6 +125,7 @@ class _Dims:
                               "layer routes each device's sequence-parallel shard of the tokens")
         self.moe_folded = ep > 1 and cfg.is_moe  # expert layers: whole experts on the sequence-parallel shard
         self.serving = phase in ("prefill", "decode")
+        self.decode = phase == "decode"
 
 
 def activation_dtype(dtype: str) -> str:
@@ -177,6 +178,41 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     if dropout:
         probs = g.add(O.dropout(bh * x.s * x.c, dt, name="attn_dropout"), after=[probs])
     return g.add(O.matmul(x.s, x.c, d, batch=bh, dtype=dt, name="attn_context"), after=[probs, prev])
+
+
+def _latent_attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op, dropout: bool,
+                      window: int | None) -> Op:
+    """Multi-head latent attention (DeepSeek-V2, Liu et al. 2024, section 2.1.2), up to the output
+    projection. Queries: `q_down` (h -> c_q, replicated over tp), `q_norm`, `q_up` (c_q -> a_t*(d +
+    d_r)), or one `q_proj`; keys and values: `kv_down` (h -> c_kv + d_r, replicated), `kv_norm`.
+    Training and prefill expand the latent, `kv_up` (c_kv -> a_t*(d + d_v)), and run attention over
+    a_t heads of mean width (d + d_r + d_v)/2. Decode absorbs the up-projection into the queries
+    and outputs as inference engines do: `q_absorb` (per head d -> c_kv), attention of a_t heads on
+    one latent head of c_kv + d_r read once as key and value (mean width c_kv + d_r/2), `v_absorb`
+    (per head c_kv -> d_v); the KV cache holds the latent."""
+    h, d, r, v, cq, ckv = (cfg.hidden, cfg.head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.q_lora_rank,
+                           cfg.kv_lora_rank)
+    assert d is not None
+    if cq:
+        q = _gemm(g, x, x.T, h, cq, "q_down", [prev], after_norm=not x.sp)
+        q = g.add(O.norm(x.T, cq, dt, cfg.norm, name="q_norm"), after=[q])
+        q = _gemm(g, x, x.T, cq, x.a_t * (d + r), "q_up", [q])
+    else:
+        q = _gemm(g, x, x.T, h, x.a_t * (d + r), "q_proj", [prev], after_norm=not x.sp)
+    kv = _gemm(g, x, x.T, h, ckv + r, "kv_down", [prev], after_norm=not x.sp)
+    kv = g.add(O.norm(x.T, ckv, dt, cfg.norm, name="kv_norm"), after=[kv])
+    rope = g.add(O.elementwise(x.T * (x.a_t + 1) * r, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
+                 after=[q, kv])
+    if not x.decode:
+        kv = _gemm(g, x, x.T, ckv, x.a_t * (d + v), "kv_up", [kv])
+        if impl == "unfused":
+            raise ConfigError(f"{cfg.name}: multi-head latent attention is modelled with fused attention only")
+        return g.add(O.attention(x.b, x.a_t, x.a_t, x.s, x.c, (d + r + v) // 2, cfg.causal, x.attn_dt,
+                                 name="attention", kernel=x.attention_kernel, window=window), after=[rope, kv])
+    q = _gemm(g, x, x.T, d, ckv, "q_absorb", [rope], batch=x.a_t)
+    attn = g.add(O.attention(x.b, x.a_t, 1, x.s, x.c, ckv + r // 2, cfg.causal, x.attn_dt, name="attention",
+                             kernel=x.attention_kernel, window=window, kv_width=ckv + r), after=[q, kv])
+    return _gemm(g, x, x.T, ckv, v, "v_absorb", [attn], batch=x.a_t)
 
 
 def _mlp(g: OpGraph, cfg: ModelConfig, x: _Dims, dt: str, prev: Op, moe: bool) -> Op:
@@ -254,13 +290,18 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
     act_bytes = x.T * h * e
     ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
     pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
-    qkv = _gemm(g, x, x.T, h, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)
-    q = qkv
-    if cfg.position == "rope":
-        q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope", fn="rope"),
-                  after=[qkv])
-    attn = _attention(g, cfg, x, impl, dt, q, dropout, window)
-    proj = _gemm(g, x, x.T, x.a_t * d, h, "out_proj", [attn], bias=cfg.bias)
+    if cfg.mla:
+        attn = _latent_attention(g, cfg, x, impl, dt, pre, dropout, window)
+        out_width = x.a_t * cfg.v_head_dim
+    else:
+        qkv = _gemm(g, x, x.T, h, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)
+        q = qkv
+        if cfg.position == "rope":
+            q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope",
+                                    fn="rope"), after=[qkv])
+        attn = _attention(g, cfg, x, impl, dt, q, dropout, window)
+        out_width = x.a_t * d
+    proj = _gemm(g, x, x.T, out_width, h, "out_proj", [attn], bias=cfg.bias)
     proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
     add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
     ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
@@ -273,7 +314,7 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
     bwd_reduce: dict[str, list[Op]] = {}
     if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward
         first_mlp = "router" if moe else "mlp_up"
-        for region, first in (("attn", "qkv"), ("mlp", first_mlp)):
+        for region, first in (("attn", "kv_down" if cfg.mla else "qkv"), ("mlp", first_mlp)):
             bwd_reduce[first] = [O.collective("all_reduce", act_bytes, x.t, dt, name=f"{region}.input_all_reduce")]
     return g, bwd_reduce
 

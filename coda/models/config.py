@@ -73,6 +73,14 @@ class ModelConfig:
         default=(), metadata=_help("layers (0-based) of an MoE model with a dense MLP of width dense_ffn_hidden "
                                    "instead of experts (GLM-4.5's first layers); () = every layer MoE"))
     dense_ffn_hidden: int = field(default=0, metadata=_help("MLP width of the dense_layers, f_d"))
+    kv_lora_rank: int = field(default=0, metadata=_help(
+        "multi-head latent attention (DeepSeek-V2/V3): width of the latent keys and values are compressed to, "
+        "c_kv; 0 = standard attention"))
+    q_lora_rank: int = field(default=0, metadata=_help("MLA: width of the latent queries, c_q; 0 = queries "
+                                                       "projected directly"))
+    qk_rope_head_dim: int = field(default=0, metadata=_help("MLA: rotary part of each query and key head, d_r "
+                                                            "(head_dim is the rest, d)"))
+    v_head_dim: int = field(default=0, metadata=_help("MLA: width of each value head, d_v"))
 
     def __post_init__(self) -> None:
         sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
@@ -119,9 +127,16 @@ class ModelConfig:
                            or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
                 raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
                                   f"[0, {self.n_layers}), not all of them, with {what}")
-        if not isinstance(self.dense_ffn_hidden, int) or isinstance(self.dense_ffn_hidden, bool) \
-                or self.dense_ffn_hidden < 0:
-            raise ConfigError(f"{self.name}: dense_ffn_hidden={self.dense_ffn_hidden!r} must be a non-negative integer")
+        for f in ("dense_ffn_hidden", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "v_head_dim"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{self.name}: {f}={value!r} must be a non-negative integer")
+        if self.mla and (not self.qk_rope_head_dim or not self.v_head_dim or self.n_kv_heads != self.n_heads):
+            raise ConfigError(f"{self.name}: multi-head latent attention (kv_lora_rank={self.kv_lora_rank}) needs "
+                              "qk_rope_head_dim, v_head_dim and n_kv_heads = n_heads")
+        if not self.mla and (self.q_lora_rank or self.qk_rope_head_dim or self.v_head_dim):
+            raise ConfigError(f"{self.name}: q_lora_rank, qk_rope_head_dim and v_head_dim describe multi-head latent "
+                              "attention; set kv_lora_rank too")
         if self.sliding_window is not None and not self.causal:
             raise ConfigError(f"{self.name}: sliding_window needs causal attention (a bidirectional window is not "
                               "modelled)")
@@ -133,13 +148,22 @@ class ModelConfig:
     # -- derived sizes ---------------------------------------------------------------------
 
     @property
+    def mla(self) -> bool:
+        """Multi-head latent attention (`kv_lora_rank` > 0)."""
+        return self.kv_lora_rank > 0
+
+    @property
     def q_dim(self) -> int:
-        """Width of all query heads, a*d (equals h unless head_dim is set independently)."""
-        return self.n_heads * self.head_dim  # type: ignore[operator]
+        """Width of all query heads, a*d (equals h unless head_dim is set independently; MLA:
+        a*(d + d_r))."""
+        return self.n_heads * (self.head_dim + self.qk_rope_head_dim)  # type: ignore[operator]
 
     @property
     def kv_dim(self) -> int:
-        """Width of all key (or value) heads, g*d."""
+        """Width of all key (or value) heads, g*d (MLA: the mean of key and value heads,
+        a*(d + d_r + d_v)/2)."""
+        if self.mla:
+            return self.n_heads * (self.head_dim + self.qk_rope_head_dim + self.v_head_dim) // 2  # type: ignore
         return self.n_kv_heads * self.head_dim  # type: ignore[operator]
 
     def layer_kind(self, i: int) -> BlockKind:
@@ -182,7 +206,16 @@ class ModelConfig:
     # -- parameter counts --------------------------------------------------------------------
 
     def attention_params(self) -> int:
-        """Q, K, V and output projections: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases)."""
+        """Q, K, V and output projections: `h*(a*d) + 2*h*(g*d) + (a*d)*h` (+ biases). MLA (DeepSeek-V2,
+        Liu et al. 2024, section 2.1.2): queries `h*c_q + c_q + c_q*a*(d + d_r)` (or `h*a*(d + d_r)`
+        without c_q), the latent `h*(c_kv + d_r) + c_kv` (with its norm), its up-projection to keys
+        and values `c_kv*a*(d + d_v)`, the output `a*d_v*h`."""
+        if self.mla:
+            h, a, d, r, v, cq, ckv = (self.hidden, self.n_heads, self.head_dim, self.qk_rope_head_dim,
+                                      self.v_head_dim, self.q_lora_rank, self.kv_lora_rank)
+            assert d is not None
+            q = h * cq + cq + cq * a * (d + r) if cq else h * a * (d + r)
+            return q + h * (ckv + r) + ckv + ckv * a * (d + v) + a * v * h
         h, q, kv = self.hidden, self.q_dim, self.kv_dim
         n = h * q + 2 * h * kv + q * h
         if self.bias:

@@ -9,7 +9,8 @@ effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini), olmo2
 read as llama (their weights have llama's shapes).
 Sliding-window attention is read into `ModelConfig.sliding_window` and, where some layers attend
 fully (Gemma 2/3, GPT-OSS, Qwen2 with `max_window_layers`), `full_attention_layers`; dense
-layers of MoE models (GLM-4.5's first ones, Qwen MoE's `mlp_only_layers`) into `dense_layers`.
+layers of MoE models (GLM-4.5's and DeepSeek's first ones, Qwen MoE's `mlp_only_layers`) into
+`dense_layers`; DeepSeek's multi-head latent attention into `kv_lora_rank` and its siblings.
 """
 
 from __future__ import annotations
@@ -127,6 +128,19 @@ def _glm4_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
                         else {})}
 
 
+def _deepseek(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """DeepSeek-V2/V3 (and Kimi-K2, a deepseek_v3): multi-head latent attention, the first
+    `first_k_dense_replace` layers dense (`intermediate_size`), the others `n_routed_experts`
+    experts and `n_shared_experts` shared ones of `moe_intermediate_size`. Expert groups limit
+    routing, not shapes; the multi-token-prediction layers are not part of the model run here."""
+    if int(c.get("moe_layer_freq", 1)) != 1:
+        raise ConfigError("moe_layer_freq != 1: coda reads DeepSeek's dense layers as the first ones only")
+    heads = r("num_attention_heads")
+    return {**_glm4_moe({**c, "head_dim": r("qk_nope_head_dim")}, r), "n_kv_heads": heads,
+            "kv_lora_rank": r("kv_lora_rank"), "q_lora_rank": c.get("q_lora_rank") or 0,
+            "qk_rope_head_dim": r("qk_rope_head_dim"), "v_head_dim": r("v_head_dim"), "bias": False}
+
+
 def _gemma(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     """Gemma (v1): llama's layout with a GeGLU MLP, head_dim 256 apart from the width, tied embeddings."""
     act = c.get("hidden_activation") or c.get("hidden_act") or "gelu_pytorch_tanh"
@@ -187,6 +201,7 @@ _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[st
     "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
     "phi": _phi, "phi3": _llama_like, "olmo2": _llama_like, "granite": _llama_like, "gemma": _gemma,
     "gemma2": _gemma2, "gemma3_text": _gemma2, "gpt_oss": _gpt_oss, "glm4_moe": _glm4_moe, "starcoder2": _starcoder2,
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
 }
 
 

@@ -209,7 +209,7 @@ ATTENTION_KERNELS = ("fa2", "fa3")
 
 def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, head_dim: int,
               causal: bool = True, dtype: str = "bf16", name: str = "attention", kernel: str = "fa2",
-              window: int | None = None) -> Op:
+              window: int | None = None, kv_width: int | None = None) -> Op:
     """Fused (FlashAttention-style) attention `O = softmax(Q K^T / sqrt(d)) V`.
 
     Shapes: Q, O `[batch, heads, q_len, head_dim]`; K, V `[batch, kv_heads, kv_len, head_dim]`;
@@ -220,8 +220,14 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
     written once; the score matrix never leaves the chip.
     `kernel`: ``fa2`` (FlashAttention-2) or ``fa3`` (FlashAttention-3 / cuDNN-class kernels that
     use Hopper's asynchronous tensor cores); predictors may time them differently.
+    `kv_width`: elements per position and kv head that keys and values occupy together, default
+    `2*head_dim`; absorbed multi-head latent attention reads one latent of `c_kv + d_r` as both.
+    Heads whose query/key and value widths differ (MLA) use their mean as `head_dim`, which keeps
+    the FLOPs and the Q + O bytes exact.
     """
     _positive(batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=kv_len, head_dim=head_dim)
+    if kv_width is not None:
+        _positive(kv_width=kv_width)
     if kernel not in ATTENTION_KERNELS:
         raise ConfigError(f"attention kernel {kernel!r} must be one of {', '.join(ATTENTION_KERNELS)}")
     if heads % kv_heads:
@@ -235,12 +241,13 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
     e = dtype_bytes(dtype)
     keys = kv_len if window is None else window
     q = batch * heads * q_len * head_dim
-    kv = 2 * batch * kv_heads * window_kv_rows(q_len, kv_len, window) * head_dim
+    kv = batch * kv_heads * window_kv_rows(q_len, kv_len, window) * (kv_width or 2 * head_dim)
     return Op(
         name, "attention",
         (("batch", batch), ("heads", heads), ("kv_heads", kv_heads), ("q_len", q_len), ("kv_len", kv_len),
          ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ())
-        + ((("window", window),) if window is not None else ()),
+        + ((("window", window),) if window is not None else ())
+        + ((("kv_width", kv_width),) if kv_width is not None else ()),
         flops=4.0 * batch * heads * q_len * keys * head_dim,
         bytes_read=float((q + kv) * e),
         bytes_written=float(q * e),
@@ -265,7 +272,8 @@ def attention_backward(fwd: Op, name: str | None = None) -> Op:
     d = fwd.dims
     e = dtype_bytes(fwd.dtype)
     q = d["batch"] * d["heads"] * d["q_len"] * d["head_dim"]
-    kv = 2 * d["batch"] * d["kv_heads"] * window_kv_rows(d["q_len"], d["kv_len"], d.get("window")) * d["head_dim"]
+    kv = (d["batch"] * d["kv_heads"] * window_kv_rows(d["q_len"], d["kv_len"], d.get("window"))
+          * d.get("kv_width", 2 * d["head_dim"]))
     return Op(
         name or f"{fwd.name}.bwd", "attention_bwd", fwd.shape,
         flops=2.5 * fwd.flops,

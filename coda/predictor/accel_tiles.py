@@ -230,8 +230,9 @@ def attention_hbm_bytes(op: Op, glb_bytes: int) -> float:
     d = op.dims
     hd, e = d["head_dim"], BYTES_PER_ELEMENT[op.dtype]
     rows, kv = d["heads"] // d["kv_heads"] * d["q_len"], window_kv_rows(d["q_len"], d["kv_len"], d.get("window"))
+    kvw = d.get("kv_width", 2 * hd)  # key + value elements per position (one latent for absorbed MLA)
     if op.kind == "attention":
-        extra = _reread_bytes(rows, hd * (e + ACC_BYTES), 2 * kv * hd * e, 4 * FA_BLOCK * hd * e, glb_bytes)
+        extra = _reread_bytes(rows, hd * (e + ACC_BYTES), kv * kvw * e, 2 * FA_BLOCK * kvw * e, glb_bytes)
     else:
         extra = _reread_bytes(kv, hd * (2 * e + 2 * ACC_BYTES), 4 * rows * hd * e, 8 * FA_BLOCK * hd * e, glb_bytes)
     return op.bytes + d["batch"] * d["kv_heads"] * extra
