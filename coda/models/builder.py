@@ -180,7 +180,7 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
     return g.add(O.matmul(x.s, x.c, d, batch=bh, dtype=dt, name="attn_context"), after=[probs, prev])
 
 
-def _latent_attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op, dropout: bool,
+def _latent_attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev: Op,
                       window: int | None) -> Op:
     """Multi-head latent attention (DeepSeek-V2, Liu et al. 2024, section 2.1.2), up to the output
     projection. Queries: `q_down` (h -> c_q, replicated over tp), `q_norm`, `q_up` (c_q -> a_t*(d +
@@ -291,7 +291,7 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
     ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
     pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
     if cfg.mla:
-        attn = _latent_attention(g, cfg, x, impl, dt, pre, dropout, window)
+        attn = _latent_attention(g, cfg, x, impl, dt, pre, window)
         out_width = x.a_t * cfg.v_head_dim
     else:
         qkv = _gemm(g, x, x.T, h, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)

@@ -110,9 +110,11 @@ class ModelConfig:
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
             if getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
-        fs = self.shared_ffn_hidden
-        if not isinstance(fs, int) or isinstance(fs, bool) or fs < 0:
-            raise ConfigError(f"{self.name}: shared_ffn_hidden={fs!r} must be a non-negative integer")
+        for f in ("shared_ffn_hidden", "dense_ffn_hidden", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
+                  "v_head_dim"):
+            value = getattr(self, f)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{self.name}: {f}={value!r} must be a non-negative integer")
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
@@ -127,10 +129,6 @@ class ModelConfig:
                            or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
                 raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
                                   f"[0, {self.n_layers}), not all of them, with {what}")
-        for f in ("dense_ffn_hidden", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "v_head_dim"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{self.name}: {f}={value!r} must be a non-negative integer")
         if self.mla and (not self.qk_rope_head_dim or not self.v_head_dim or self.n_kv_heads != self.n_heads):
             raise ConfigError(f"{self.name}: multi-head latent attention (kv_lora_rank={self.kv_lora_rank}) needs "
                               "qk_rope_head_dim, v_head_dim and n_kv_heads = n_heads")
