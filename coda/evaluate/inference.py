@@ -38,8 +38,9 @@ Model (b = batch, p = prompt_len, O = output_len, t = tp, P = pp, l = layers, g 
   et al. 2022, "Efficiently Scaling Transformer Inference", sec. 2; with a sliding window of W
   positions the rolling buffer of `min(p+O, W)` tokens of Jiang et al. 2023, "Mistral 7B",
   sec. 2; with multi-head latent attention the latent, `(c_kv + d_r)*e*b` per position and
-  layer on every rank, DeepSeek-V2 sec. 2.1.2), and an activation workspace: the live activations of the largest op of the prefill
-  graph (its non-weight inputs + outputs) for one micro-batch, linear in its size. They must fit
+  layer on every rank, DeepSeek-V2 sec. 2.1.2), and an activation workspace: the live
+  activations of the largest op of the prefill graph (its non-weight inputs + outputs) for one
+  micro-batch, linear in its size. They must fit
   in HBM minus `reserve_bytes` (CUDA context, cuBLAS/NCCL workspaces; default 2 GiB, an
   estimate). `max_batch` is the largest b that fits.
 - MoE models: a decode step (or a prefill of few tokens) with T tokens runs and reads only the
