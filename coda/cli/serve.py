@@ -30,11 +30,14 @@ SWEEP_COLUMNS = {"batch": ("batch", 1), "fits": ("fits", 1), "ttft_s": ("TTFT_ms
 """Result field -> (sweep table column, display scale: s -> ms, bytes -> GiB)."""
 
 
-def _title(r: Any) -> str:
+def _title(r: Any, one_batch: bool = False) -> str:
+    """What was served on what (from `InferenceResult.to_dict()`); `one_batch` adds the batch and
+    its micro-batches."""
+    micro = f" ({r['micro_batches']} micro-batches)" if one_batch else ""
     return (f"{r['model']} on {r['n_devices']} x {r['device']}, tp={r['tp']}"
-            + (f", pp={r['pp']}" if r["pp"] > 1 else "") + (f", ep={r['ep']}" if r["ep"] > 1 else "")
-            + f", {r['dtype']}, {r['prompt_len']} in / "
-            f"{r['output_len']} out")
+            + (f", pp={r['pp']}{micro}" if r["pp"] > 1 else "") + (f", ep={r['ep']}" if r["ep"] > 1 else "")
+            + f", {r['dtype']}" + (f", batch {r['batch']}" if one_batch else "")
+            + f", {r['prompt_len']} in / {r['output_len']} out")
 
 
 def _plot(df: pd.DataFrame, path: str) -> None:
@@ -89,10 +92,7 @@ def _run(args: argparse.Namespace) -> int:
             ("tokens_per_s", r.tokens_per_s), ("tokens_per_s_per_replica", r.tokens_per_s_per_replica),
             ("tokens_per_s_per_device", r.tokens_per_s_per_device), ("replicas", r.replicas), ("decode_mbu", r.mbu)]
     print_table(pd.DataFrame(perf, columns=["field", "value"]),
-                title=f"{r.model} on {r.n_devices} x {r.device}, tp={r.tp}"
-                      + (f", pp={r.pp} ({r.micro_batches} micro-batches)" if r.pp > 1 else "")
-                      + (f", ep={r.ep}" if r.ep > 1 else "")
-                      + f", {r.dtype}, batch {r.batch}, {r.prompt_len} in / {r.output_len} out")
+                title=_title(r.to_dict(), one_batch=True))
     print()
     mem = [("weights", r.weights_bytes), ("kv_cache", r.kv_cache_bytes), ("workspace", r.workspace_bytes),
            ("free", r.free_bytes), ("limit (HBM - reserve)", r.memory_limit_bytes)]

@@ -220,24 +220,22 @@ def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: _Layout) -> li
 class _Pipeline:
     """Blocks per stage and micro-batching of a pp-stage pipeline serving a batch of b sequences."""
 
-    blocks: tuple[int, ...]
+    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_kinds`)
     micro_batches: int  # m = min(pp, b): micro-batches in flight
     micro_batch: int  # sequences of the largest one, ceil(b/m)
-    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_kinds`)
 
     @classmethod
     def of(cls, cfg: ModelConfig, pp: int, batch: int) -> _Pipeline:
         m = min(pp, batch)
-        blocks = balanced_stage_layers(cfg.n_layers, pp)
-        starts = np.cumsum((0, *blocks))
+        starts = np.cumsum((0, *balanced_stage_layers(cfg.n_layers, pp)))
         pattern = np.asarray(cfg.block_pattern)
         kinds = tuple(tuple(int(c) for c in np.bincount(pattern[a:b], minlength=len(cfg.block_kinds)))
                       for a, b in zip(starts[:-1], starts[1:]))
-        return cls(blocks, m, -(-batch // m), kinds)
+        return cls(kinds, m, -(-batch // m))
 
     @property
     def pp(self) -> int:
-        return len(self.blocks)
+        return len(self.kinds)
 
     def stage(self, per_layer: list[tuple[float, float, float]], field: int) -> list[float]:
         """A quantity of each distinct layer (embedding, blocks..., head) summed over each stage's layers."""
@@ -395,17 +393,16 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     m = pipe.micro_batches
 
     def prefill_s(field: int) -> float:  # the last micro-batch's first token
-        st = pipe.stage(per_graph[0], field)
-        return sum(st) + (pp - 1) * hop_prefill + (m - 1) * st[int(np.argmax(pipe.stage(per_graph[0], 0)))]
+        st, total = pipe.stage(per_graph[0], field), pipe.stage(per_graph[0], 0)
+        return sum(st) + (pp - 1) * hop_prefill + (m - 1) * st[int(np.argmax(total))]
 
     def step_s(graph: list[tuple[float, float, float]], field: int) -> float:  # one token for all m micro-batches
         st, total = pipe.stage(graph, field), pipe.stage(graph, 0)
         if pp == 1:
             return st[0]
-        bottleneck = m * total[int(np.argmax(total))]
-        ring = sum(total) + pp * hop_decode
-        if bottleneck >= ring:
-            return m * st[int(np.argmax(total))]
+        busiest = int(np.argmax(total))
+        if m * total[busiest] >= sum(total) + pp * hop_decode:  # the busiest stage, else the ring, bounds it
+            return m * st[busiest]
         return sum(st) + pp * hop_decode
 
     every = np.arange(prompt_len, ctx)

@@ -105,6 +105,11 @@ def _mixtral(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     return {**_llama_like(c, r), "n_experts": r("num_local_experts"), "experts_per_token": r("num_experts_per_tok")}
 
 
+def _dense_layers(layers: tuple[int, ...], r: Callable[[str], Any]) -> dict[str, Any]:
+    """`dense_layers` of an MoE model and their width, `intermediate_size` (nothing if none)."""
+    return dict(dense_layers=layers, dense_ffn_hidden=r("intermediate_size")) if layers else {}
+
+
 def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     """qwen2_moe (with shared experts) and qwen3_moe: MoE layers, except those in `mlp_only_layers`
     or off the `decoder_sparse_step`, which have a dense MLP of `intermediate_size`."""
@@ -112,8 +117,7 @@ def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     dense = tuple(i for i in range(r("num_hidden_layers")) if i in only or (i + 1) % step)
     return {**_llama_like(c, r), "ffn_hidden": r("moe_intermediate_size"), "n_experts": r("num_experts"),
             "experts_per_token": r("num_experts_per_tok"),
-            "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0,
-            **(dict(dense_layers=dense, dense_ffn_hidden=r("intermediate_size")) if dense else {})}
+            "shared_ffn_hidden": c.get("shared_expert_intermediate_size") or 0, **_dense_layers(dense, r)}
 
 
 def _glm4_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -123,9 +127,8 @@ def _glm4_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     not part of the model run here."""
     first, width = int(c.get("first_k_dense_replace", 0)), r("moe_intermediate_size")
     return {**_llama_like(c, r), "ffn_hidden": width, "n_experts": r("n_routed_experts"),
-            "experts_per_token": r("num_experts_per_tok"), "shared_ffn_hidden": int(c.get("n_shared_experts") or 0)
-            * width, **(dict(dense_layers=tuple(range(first)), dense_ffn_hidden=r("intermediate_size")) if first
-                        else {})}
+            "experts_per_token": r("num_experts_per_tok"),
+            "shared_ffn_hidden": int(c.get("n_shared_experts") or 0) * width, **_dense_layers(tuple(range(first)), r)}
 
 
 def _deepseek(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:

@@ -240,14 +240,13 @@ def attention(batch: int, heads: int, kv_heads: int, q_len: int, kv_len: int, he
             window = None  # every query already sees every key it may: an ordinary causal op
     e = dtype_bytes(dtype)
     keys = kv_len if window is None else window
-    q = batch * heads * q_len * head_dim
-    kv = batch * kv_heads * window_kv_rows(q_len, kv_len, window) * (kv_width or 2 * head_dim)
+    shape = ((("batch", batch), ("heads", heads), ("kv_heads", kv_heads), ("q_len", q_len), ("kv_len", kv_len),
+              ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ())
+             + ((("window", window),) if window is not None else ())
+             + ((("kv_width", kv_width),) if kv_width is not None else ()))
+    q, kv = _attention_elements(dict(shape))
     return Op(
-        name, "attention",
-        (("batch", batch), ("heads", heads), ("kv_heads", kv_heads), ("q_len", q_len), ("kv_len", kv_len),
-         ("head_dim", head_dim), ("causal", bool(causal))) + ((("kernel", kernel),) if kernel != "fa2" else ())
-        + ((("window", window),) if window is not None else ())
-        + ((("kv_width", kv_width),) if kv_width is not None else ()),
+        name, "attention", shape,
         flops=4.0 * batch * heads * q_len * keys * head_dim,
         bytes_read=float((q + kv) * e),
         bytes_written=float(q * e),
@@ -262,6 +261,14 @@ def window_kv_rows(q_len: int, kv_len: int, window: int | None) -> int:
     return kv_len if window is None else min(kv_len, q_len + window - 1)
 
 
+def _attention_elements(d: dict[str, Any]) -> tuple[int, int]:
+    """(query elements, key + value elements read) of an attention op's dims: `b*a*q*d`, and
+    `b*g*rows*kv_width` over the rows some query attends to (`window_kv_rows`)."""
+    q = d["batch"] * d["heads"] * d["q_len"] * d["head_dim"]
+    rows = window_kv_rows(d["q_len"], d["kv_len"], d.get("window"))
+    return q, d["batch"] * d["kv_heads"] * rows * d.get("kv_width", 2 * d["head_dim"])
+
+
 def attention_backward(fwd: Op, name: str | None = None) -> Op:
     """Backward of a fused attention op, FlashAttention-2 style (Dao 2023, algorithm 2).
 
@@ -269,11 +276,8 @@ def attention_backward(fwd: Op, name: str | None = None) -> Op:
     so FLOPs are 2.5x the forward's (`10*b*a*s*c*d`). Reads Q, K, V, O, dO (and the row
     log-sum-exp, negligible); writes dQ, dK, dV (K, V: the rows the forward read).
     """
-    d = fwd.dims
     e = dtype_bytes(fwd.dtype)
-    q = d["batch"] * d["heads"] * d["q_len"] * d["head_dim"]
-    kv = (d["batch"] * d["kv_heads"] * window_kv_rows(d["q_len"], d["kv_len"], d.get("window"))
-          * d.get("kv_width", 2 * d["head_dim"]))
+    q, kv = _attention_elements(fwd.dims)
     return Op(
         name or f"{fwd.name}.bwd", "attention_bwd", fwd.shape,
         flops=2.5 * fwd.flops,

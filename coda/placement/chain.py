@@ -383,11 +383,9 @@ def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str,
             return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if recompute == "full"
                                                                                   else 0.0)
 
-        def exposed(i: int) -> float:
-            return max(0.0, a2a(i) - prof.fwd_s[i] - prof.bwd_s[i]) if sw.ep_overlap else a2a(i)
-
-        ep_s = blocks(exposed)
-        ep_hidden = blocks(a2a) - ep_s
+        a2a_s = blocks(a2a)
+        ep_s = np.maximum(0.0, a2a_s - fwd - bwd) if sw.ep_overlap else a2a_s
+        ep_hidden = a2a_s - ep_s
 
     params = list(prof.params)
     if pp > 1 and cfg.tied_embeddings:
