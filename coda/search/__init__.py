@@ -6,12 +6,15 @@
 
 `run` holds the branch and bound over designs (inline, on a process pool or on Ray), `bounds`
 the throughput upper bounds that make it exact, `store` the SQLite result store,
-`gpu_reference` GPU rows to compare against (`gpu_reference("gpt2", ["h100-sxm"], 16, 64, 512)`).
+`gpu_reference` GPU rows to compare against (`gpu_reference("gpt2", ["h100-sxm"], 16, 64, 512)`),
+`executors` where designs run and how a search ends when interrupted (`SearchInterrupted`),
+`summary` the answer as a sentence (`res.summary()`).
 Documentation: docs/search.md.
 
 """
 
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
+from coda.search.executors import SearchInterrupted
 from coda.search.gpu_reference import gpu_reference
 from coda.search.pareto import pareto_front
 from coda.search.run import (
@@ -25,10 +28,10 @@ from coda.search.run import (
     evaluate_in_worker,
     search,
 )
-from coda.search.store import ResultStore, result_key
+from coda.search.store import ResultStore, check_output_path, result_key
 
 __all__ = [
-    "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchLayerTime", "SearchResult",
-    "evaluate_design", "evaluate_in_worker", "gpu_reference", "objective_bound", "pareto_front", "result_key", "search",
-    "tokens_per_s_bound", "training_flops_per_token_lb",
+    "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchInterrupted",
+    "SearchLayerTime", "SearchResult", "check_output_path", "evaluate_design", "evaluate_in_worker", "gpu_reference",
+    "objective_bound", "pareto_front", "result_key", "search", "tokens_per_s_bound", "training_flops_per_token_lb",
 ]

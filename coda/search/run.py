@@ -23,16 +23,17 @@ on Ray tasks. The parent alone reads and writes the store, as each future comple
 submitted before the incumbent rose enough to prune them (at most `workers - 1` of them) are
 evaluated and stored but left out of the frame (`n_speculative`), so every executor returns
 the frame of the inline search. Each worker process keeps its own ILP `ScheduleCache`.
+
+Interrupts (`coda.search.executors`): pool workers end with their parent (even on SIGKILL);
+Ctrl-C or SIGTERM stores every finished design, ends the workers and raises `SearchInterrupted`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
 import pickle
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -52,6 +53,17 @@ from coda.models.config import ModelConfig
 from coda.models.graph import OpGraph
 from coda.placement.optimize import CHOICES, check_choices, optimize
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
+from coda.search.executors import (
+    InlineExecutor,
+    Progress,
+    RayExecutor,
+    SearchInterrupted,
+    Terminated,
+    pool_executor,
+    signals_deferred,
+    terminate_as_interrupt,
+    terminate_pool,
+)
 from coda.search.store import ResultStore, result_key
 
 log = logging.getLogger(__name__)
@@ -94,6 +106,15 @@ class SearchLayerTime:
     gap: float = 0.01
     cache: ScheduleCache = field(default_factory=ScheduleCache, compare=False, repr=False, hash=False)
 
+    def __post_init__(self) -> None:
+        t = self.time_limit_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+            raise ConfigError(f"SearchLayerTime.time_limit_s={t!r} must be a finite number of seconds >= 0 "
+                              "(0: list-scheduling heuristic only)")
+        g = self.gap
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 1:
+            raise ConfigError(f"SearchLayerTime.gap={g!r} must lie in [0, 1) (0.01 = stop within 1% of optimal)")
+
     def __call__(self, graph: OpGraph, device: Any) -> float:
         if graph.number_of_nodes() == 0:
             return 0.0
@@ -122,6 +143,8 @@ class SearchResult:
             that fits; n_unvisited: left out because `max_designs` was reached.
         complete: True when `best` is proven optimal over the whole space (not cut by `max_designs`).
         seconds: wall time of the call.
+        n_speculative: designs evaluated and stored but left out of the frame (see the module doc).
+        model: the model's name; n_chips: chips per design.
     """
 
     frame: pd.DataFrame
@@ -137,6 +160,8 @@ class SearchResult:
     complete: bool
     seconds: float
     n_speculative: int = 0
+    model: str = ""
+    n_chips: int = 0
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
@@ -151,6 +176,19 @@ class SearchResult:
         ref = self.reference.to_frame().T
         ref.insert(0, "rank", ["ref"])
         return pd.concat([ok, ref], ignore_index=True)
+
+    def shortfall(self, top: int) -> str | None:
+        """Why `table(top)` lists fewer than `top` designs (None when it lists `top`)."""
+        from coda.search.summary import shortfall
+
+        return shortfall(self, top)
+
+    def summary(self, gpus: pd.DataFrame | None = None) -> str:
+        """The answer as one sentence: the best design in words, its plan, its objective with units, and
+        its ratio to the TPUv4-like reference and to each row of `gpus` (from `gpu_reference`)."""
+        from coda.search.summary import summary
+
+        return summary(self, gpus)
 
 
 def _as_cfg(model: ModelConfig | str) -> ModelConfig:
@@ -216,6 +254,8 @@ def scored_plan(run: Callable[[], tuple[Any, Any, Any]], cluster_tdp_w: float) -
                 peak_memory_bytes=float(res.peak_memory_bytes), status="ok", reason="")
 
 
+_Progress = Progress  # the progress bar of a search (tests wrap its `update`)
+
 _WORKER_TIMERS: dict[tuple[float, float], SearchLayerTime] = {}
 
 
@@ -241,74 +281,6 @@ def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_
     return evaluate_design(cfg, acc, n_chips, global_batch, seq_len, choices, timer)
 
 
-class _InlineExecutor:
-    """Runs each submitted call at once, in this process (exceptions go to the future, except
-    `KeyboardInterrupt` and other non-`Exception`s, which propagate)."""
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        fut: Future[Any] = Future()
-        try:
-            fut.set_result(fn(*args))
-        except Exception as err:
-            fut.set_exception(err)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
-class _RayExecutor:
-    """Ray tasks seen as `concurrent.futures` futures (connects to RAY_ADDRESS, or starts Ray locally)."""
-
-    def __init__(self) -> None:
-        try:
-            ray = importlib.import_module("ray")
-        except ImportError:
-            raise CodaError("search: executor='ray' needs Ray; install it with `pip install coda-llm[ray]` "
-                            "or use executor='process'") from None
-        if not ray.is_initialized():
-            ray.init()
-        self._remote = ray.remote(evaluate_in_worker)
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self._remote.remote(*args).future()  # fn is always evaluate_in_worker
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
-class _Progress:
-    """tqdm if installed, else a carriage-return counter on stderr."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.enabled, self.total, self.done, self._bar = enabled, total, 0, None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                self._bar = None
-            else:
-                self._bar = tqdm(total=total, desc="designs", unit="design", file=sys.stderr)
-
-    def update(self, best: float) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(best=f"{best:.4g}")
-        else:
-            sys.stderr.write(f"\rsearch: {self.done}/{self.total} designs visited, best {best:.4g}")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
            objective: str = "tokens_per_s_per_w", store: str | Path | None = None, max_designs: int | None = None,
            choices: dict[str, Any] | None = None, progress: bool = False, prune: bool = True,
@@ -323,7 +295,9 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         seq_len: tokens per sequence.
         objective: ``tokens_per_s_per_w`` (tokens/s per watt of cluster TDP, i.e. tokens per
             joule at TDP) or ``tokens_per_s``.
-        store: SQLite file for finished designs (created if missing); None keeps nothing.
+        store: SQLite file for finished designs (`ResultStore`: created and marked if missing
+            or empty; another program's database or a damaged store is refused untouched; a
+            read-only one serves only searches it holds every visited design of); None keeps nothing.
         max_designs: evaluate at most this many designs in this call (store hits are free);
             the result then says `complete=False` unless the bound finished first.
         choices: placement restrictions merged over `DEFAULT_CHOICES` (`optimize` keywords;
@@ -333,9 +307,9 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         layer_time: layer timer for `optimize`; default `SearchLayerTime()` (ILP, 1 s per
             layer graph, schedules shared across the designs of one process). Must pickle
             for the ``process`` and ``ray`` executors.
-        executor: ``process`` (default: a local process pool), ``inline`` (one design at a
-            time in this process) or ``ray`` (Ray tasks; needs ``pip install coda-llm[ray]``).
-            All return the same frame and best.
+        executor: ``process`` (default: a local process pool whose workers end with this
+            process), ``inline`` (one design at a time in this process) or ``ray`` (Ray tasks;
+            needs ``pip install coda-llm[ray]``). All return the same frame and best.
         workers: designs in flight for ``process`` / ``ray``; default `os.cpu_count()`. It is
             capped by the designs to evaluate, and ``process`` with one worker runs inline.
 
@@ -343,9 +317,13 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         A `SearchResult`.
 
     Raises:
-        ConfigError: bad arguments (n_chips < 1, an unknown objective, choice or executor, ...).
+        ConfigError: bad arguments (n_chips < 1, an unknown objective, choice or executor, tp or
+            pp lists with no value dividing n_chips, an unusable store, ...), before any design
+            is evaluated.
         CodaError: executor ``ray`` without Ray installed.
         InfeasibleDesign: the space admits no design (from `DesignSpace`).
+        SearchInterrupted: Ctrl-C or SIGTERM (in the main thread): every finished design was
+            stored and the workers were ended first.
     """
     t0 = time.perf_counter()
     n_chips = _positive_int("n_chips", n_chips)
@@ -363,6 +341,7 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         raise ConfigError(f"search: space must be a DesignSpace, got {type(space).__name__}")
     cfg = _as_cfg(model)
     merged = _merged_choices(choices)
+    check_parallel_widths(merged, n_chips)
     timer = SearchLayerTime() if layer_time is None else layer_time
     cluster(CLUSTER_PRESET, n_chips, device=tpuv4_like())  # validates n_chips against the torus
     designs = space.to_frame()  # raises InfeasibleDesign when nothing is admitted
@@ -389,89 +368,22 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
             raise ConfigError(f"search: layer_time {timer!r} cannot be sent to worker processes ({err}); "
                               "use a module-level timer or executor='inline'") from None
 
+    def key_of(acc: Accelerator) -> str:
+        return result_key(design=asdict(acc), **common)
+
     def with_bounds(row: dict[str, Any], peak: float, vector: float, tdp: float) -> dict[str, Any]:
         return dict(row, bound_tokens_per_s=tokens_per_s_bound(peak, vector, n_chips, flops_lb),
                     bound_objective=objective_bound(objective, peak, vector, tdp, n_chips, flops_lb))
 
+    ref_acc = tpuv4_like()
     db = ResultStore(store) if store is not None else None
-    bar = _Progress(len(designs), progress)
-    pool: Any
-    if executor == "inline":
-        pool = _InlineExecutor()
-    elif executor == "ray":
-        pool = _RayExecutor()
-    else:
-        pool = ProcessPoolExecutor(max_workers=window)
-    portable = _portable_timer(timer)
-
-    def submit(acc: Accelerator) -> Future[Any]:
-        if executor == "inline":
-            return pool.submit(evaluate_design, cfg, acc, n_chips, global_batch, seq_len, merged, timer)
-        return pool.submit(evaluate_in_worker, acc, cfg, n_chips, global_batch, seq_len, merged, portable)
-
-    # Visit designs in bound order with at most `window` evaluations in flight; `found[pos]` is
-    # (row, evaluated in this call). The parent alone touches the store, as each future completes.
-    found: dict[int, tuple[dict[str, Any], bool]] = {}
-    inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
-    best, submitted, nxt, stop = -math.inf, 0, 0, False
-
-    def record(pos: int, acc: Accelerator, key: str, row: dict[str, Any]) -> None:
-        nonlocal best
-        if db is not None:
-            db.put(key, row)
-        if row["status"] != "ok":
-            log.info("design %s infeasible: %s", acc.name, row["reason"])
-        found[pos] = (row, True)
-        if pos >= 0:
-            if row["status"] == "ok" and row[objective] > best:
-                best = float(row[objective])
-            bar.update(best)
-
     try:
-        try:
-            ref_acc = tpuv4_like()
-            ref_key = result_key(design=asdict(ref_acc), **common)
-            ref_row = db.get(ref_key) if db is not None else None
-            if ref_row is None:
-                inflight[submit(ref_acc)] = (-1, ref_acc, ref_key)
-            else:
-                found[-1] = (ref_row, False)
-            while True:
-                while not stop and nxt < len(order) and len(inflight) < window:
-                    i = order[nxt]
-                    if (prune and bound_obj[i] < best) or (max_designs is not None and submitted >= max_designs):
-                        stop = True
-                        break
-                    acc = accelerators[i]
-                    key = result_key(design=asdict(acc), **common)
-                    row = db.get(key) if db is not None else None
-                    if row is not None:
-                        found[nxt] = (row, False)
-                        if row["status"] == "ok" and row[objective] > best:
-                            best = float(row[objective])
-                        bar.update(best)
-                    else:
-                        inflight[submit(acc)] = (nxt, acc, key)
-                        submitted += 1
-                    nxt += 1
-                if not inflight:
-                    break
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    pos, acc, key = inflight.pop(fut)
-                    record(pos, acc, key, fut.result())
-        except BaseException:
-            # Keep every finished design (interrupts included), drop the rest, then re-raise.
-            for fut, (pos, acc, key) in list(inflight.items()):
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    record(pos, acc, key, fut.result())
-                else:
-                    fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
+        if db is not None and not db.writable:
+            _refuse_read_only(db, key_of(ref_acc), [key_of(accelerators[i]) for i in order],
+                              [bound_obj[i] for i in order], objective, prune)
+        found, n_spec = _visit(db, order, accelerators, bound_obj, objective, prune, max_designs, key_of, ref_acc,
+                               executor, window, progress, cfg, n_chips, global_batch, seq_len, merged, timer)
     finally:
-        bar.close()
         if db is not None:
             db.close()
 
@@ -501,8 +413,158 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_series,
         objective=objective, n_space=len(designs), n_pruned=len(order) - stopped_at - unvisited,
         n_evaluated=n_new, n_cached=len(rows) - n_new, n_infeasible=len(frame) - n_ok, n_unvisited=unvisited,
-        complete=unvisited == 0, seconds=time.perf_counter() - t0,
-        n_speculative=sum(new for pos, (_, new) in found.items() if pos >= 0) - n_new)
+        complete=unvisited == 0, seconds=time.perf_counter() - t0, n_speculative=n_spec - n_new,
+        model=cfg.name, n_chips=n_chips)
+
+
+def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
+    """Refuse tp / pp lists of which no value (or no tp * pp product) divides `n_chips`.
+
+    Raises:
+        ConfigError: naming the list, `n_chips` and the divisors that would work.
+    """
+    def values(name: str) -> tuple[int, ...] | None:
+        v = choices.get(name)
+        if v is None:
+            return None
+        return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v,)))
+
+    divisors = [d for d in range(1, n_chips + 1) if n_chips % d == 0]
+    tp, pp = values("tp"), values("pp")
+    for name, vals in (("tp", tp), ("pp", pp)):
+        if vals is not None and not any(n_chips % v == 0 for v in vals):
+            raise ConfigError(f"search: {name}={','.join(map(str, vals))}: no value divides n_chips={n_chips} "
+                              f"(tp * pp * dp = n_chips); use divisors of {n_chips}: {', '.join(map(str, divisors))}")
+    if tp is not None and pp is not None and not any(n_chips % (t * p) == 0 for t in tp for p in pp):
+        raise ConfigError(f"search: no tp={','.join(map(str, tp))} times pp={','.join(map(str, pp))} divides "
+                          f"n_chips={n_chips} (tp * pp * dp = n_chips); choose tp and pp whose product divides it")
+
+
+def _refuse_read_only(db: ResultStore, ref_key: str, keys: list[str], bounds: list[float], objective: str,
+                      prune: bool) -> None:
+    """Replay the inline visit on stored rows only; refuse, before any work, if it meets a design not stored."""
+    missing = None if ref_key in db else "the TPUv4-like reference"
+    best = -math.inf
+    for key, bound in zip(keys, bounds):
+        if missing is not None or (prune and bound < best):
+            break
+        row = db.get(key)
+        if row is None:
+            missing = "a design"
+        elif row["status"] == "ok" and row[objective] > best:
+            best = float(row[objective])
+    if missing is not None:
+        raise ConfigError(f"store {str(db.path)!r} is read-only and this search must evaluate designs it does not "
+                          f"hold ({missing} first); make it writable (e.g. chmod u+w) or pass another path")
+
+
+def _visit(db: ResultStore | None, order: list[int], accelerators: list[Accelerator], bound_obj: np.ndarray,
+           objective: str, prune: bool, max_designs: int | None, key_of: Callable[[Accelerator], str],
+           ref_acc: Accelerator, executor: str, window: int, progress: bool, cfg: ModelConfig, n_chips: int,
+           global_batch: int, seq_len: int, merged: dict[str, Any], timer: Any
+           ) -> tuple[dict[int, tuple[dict[str, Any], bool]], int]:
+    """Visit designs in bound order with at most `window` evaluations in flight.
+
+    Returns:
+        `found[pos]` = (row, evaluated in this call) for each visited position of `order` (-1:
+        the reference), and the number of designs evaluated in this call.
+
+    Raises:
+        SearchInterrupted: on Ctrl-C or SIGTERM, after storing every finished design and ending
+            the workers.
+    """
+    found: dict[int, tuple[dict[str, Any], bool]] = {}
+    inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
+    best, submitted, nxt, stop = -math.inf, 0, 0, False
+    bar = Progress(len(order), progress)
+    pool: Any
+    if executor == "inline":
+        pool = InlineExecutor()
+    elif executor == "ray":
+        pool = RayExecutor()
+    else:
+        pool = pool_executor(window)
+    portable = _portable_timer(timer)
+
+    def submit(acc: Accelerator) -> Future[Any]:
+        if executor == "inline":
+            return pool.submit(evaluate_design, cfg, acc, n_chips, global_batch, seq_len, merged, timer)
+        return pool.submit(evaluate_in_worker, acc, cfg, n_chips, global_batch, seq_len, merged, portable)
+
+    def record(pos: int, acc: Accelerator, key: str, row: dict[str, Any]) -> None:
+        nonlocal best
+        if db is not None:
+            db.put(key, row)
+        if row["status"] != "ok":
+            log.info("design %s infeasible: %s", acc.name, row["reason"])
+        found[pos] = (row, True)
+        if pos >= 0:
+            if row["status"] == "ok" and row[objective] > best:
+                best = float(row[objective])
+            bar.update(best)
+
+    def n_new() -> int:
+        return sum(new for pos, (_, new) in found.items() if pos >= 0)
+
+    interrupt: KeyboardInterrupt | None = None
+    try:
+        with terminate_as_interrupt():
+            try:
+                ref_key = key_of(ref_acc)
+                ref_row = db.get(ref_key) if db is not None else None
+                if ref_row is None:
+                    inflight[submit(ref_acc)] = (-1, ref_acc, ref_key)
+                else:
+                    found[-1] = (ref_row, False)
+                while True:
+                    while not stop and nxt < len(order) and len(inflight) < window:
+                        i = order[nxt]
+                        if (prune and bound_obj[i] < best) or (max_designs is not None and submitted >= max_designs):
+                            stop = True
+                            break
+                        acc = accelerators[i]
+                        key = key_of(acc)
+                        row = db.get(key) if db is not None else None
+                        if row is not None:
+                            found[nxt] = (row, False)
+                            if row["status"] == "ok" and row[objective] > best:
+                                best = float(row[objective])
+                            bar.update(best)
+                        else:
+                            inflight[submit(acc)] = (nxt, acc, key)
+                            submitted += 1
+                        nxt += 1
+                    if not inflight:
+                        break
+                    done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        pos, acc, key = inflight.pop(fut)
+                        record(pos, acc, key, fut.result())
+            except BaseException as err:
+                # Keep every finished design, end the workers, then say what was kept (signals wait meanwhile).
+                with signals_deferred():
+                    for fut, (pos, acc, key) in list(inflight.items()):
+                        if fut.done() and not fut.cancelled() and fut.exception() is None:
+                            try:
+                                record(pos, acc, key, fut.result())
+                            except CodaError as store_err:  # a store that broke meanwhile: report the first error
+                                log.error("search: finished design %s not stored: %s", acc.name, store_err)
+                    if isinstance(pool, ProcessPoolExecutor):
+                        terminate_pool(pool)
+                    else:
+                        pool.terminate()
+                if not isinstance(err, KeyboardInterrupt):
+                    raise
+                interrupt = err
+            else:
+                pool.shutdown()
+    finally:
+        bar.close()
+    if interrupt is not None:
+        name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
+        n_stored = sum(1 for pos in found if pos >= 0) if db is not None else 0
+        raise SearchInterrupted(name, None if db is None else db.path, n_stored, n_new(), len(order)) from interrupt
+    return found, n_new()
 
 
 def _ranked(rows: list[dict[str, Any]], visit_pos: list[int], objective: str) -> pd.DataFrame:
