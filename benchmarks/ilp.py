@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--solvers", default="cbc,highs", help="comma-separated: cbc, highs")
     parser.add_argument("--time-limit", type=float, default=10.0, help="seconds per layer (default 10)")
     parser.add_argument("--gap", type=float, default=0.01, help="relative gap (default 0.01)")
+    parser.add_argument("--node-limit", type=int, default=None,
+                        help="branch-and-bound nodes per solve (deterministic budget; default none)")
     parser.add_argument("--predictor", choices=("tiles", "roofline"), default="tiles")
     args = parser.parse_args()
     solvers = [s for s in args.solvers.split(",") if s != "highs" or highs_available()]
@@ -76,7 +78,8 @@ def main() -> None:
                 lat = roofline_latencies(g, acc) if args.predictor == "roofline" else predicted_latencies(g, acc)
                 problem = make_problem(g, acc, lat)
                 for solver in solvers:
-                    s = schedule(g, acc, lat, solver=solver, time_limit_s=args.time_limit, gap=args.gap)
+                    s = schedule(g, acc, lat, solver=solver, time_limit_s=args.time_limit, gap=args.gap,
+                                 node_limit=args.node_limit)
                     check_schedule(s, problem)
                     rows.append({
                         "model": f"{model}" + (f" tp{tp}" if tp > 1 else ""), "layer": g.name, "phase": phase,
@@ -84,17 +87,20 @@ def main() -> None:
                         "makespan_ms": s.makespan_s * 1e3, "bound_ms": s.lower_bound_s * 1e3, "gap_%": 100 * s.gap,
                         "vs_seq": s.makespan_s / s.sequential_s, "solve_s": s.solve_time_s,
                         "status": s.status.value, "solver": s.solver, "requested": solver,
+                        "clock_cut": s.wall_clock_limited,
                     })
     df = pd.DataFrame(rows)
     print(f"designs: {', '.join(a.name for a in designs())}; latencies: {args.predictor}; "
-          f"time limit {args.time_limit:g} s, gap {args.gap:g}; {platform.processor() or platform.machine()}")
+          f"time limit {args.time_limit:g} s, gap {args.gap:g}, node limit {args.node_limit}; "
+          f"{platform.processor() or platform.machine()}")
     with pd.option_context("display.width", 220, "display.max_rows", None):
         print(df.drop(columns="requested").to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         print()
         summary = df.groupby("requested").agg(
             cases=("solve_s", "size"), median_s=("solve_s", "median"), max_s=("solve_s", "max"),
             optimal=("status", lambda s: int((s == Status.OPTIMAL.value).sum())),
-            within_gap=("gap_%", lambda g: int((g <= 100 * args.gap + 1e-9).sum())))
+            within_gap=("gap_%", lambda g: int((g <= 100 * args.gap + 1e-9).sum())),
+            clock_cut=("clock_cut", "sum"))
         print(summary.to_string(float_format=lambda v: f"{v:.3g}"))
 
 

@@ -54,7 +54,7 @@ def predicted_latencies(graph: OpGraph, accelerator: Any) -> dict[str, OpLatency
     return dict(layer_latencies(graph, accelerator))
 
 
-def _check_options(solver: str | Solver, time_limit_s: float, gap: float) -> Solver:
+def _check_options(solver: str | Solver, time_limit_s: float, gap: float, node_limit: int | None = None) -> Solver:
     s = Solver.from_str(solver.value if isinstance(solver, Solver) else solver)
     if s is Solver.HIGHS and not highs_available():
         raise ConfigError("solver='highs' needs highspy; install it with `pip install coda-llm[highs]` or use 'cbc'")
@@ -63,14 +63,16 @@ def _check_options(solver: str | Solver, time_limit_s: float, gap: float) -> Sol
         raise ConfigError(f"time_limit_s={time_limit_s!r} must be a finite number of seconds >= 0")
     if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not 0 <= gap < 1:
         raise ConfigError(f"gap={gap!r} must be a relative gap in [0, 1)")
+    if node_limit is not None and (isinstance(node_limit, bool) or not isinstance(node_limit, int) or node_limit < 1):
+        raise ConfigError(f"node_limit={node_limit!r} must be a positive number of branch-and-bound nodes, or None")
     return s
 
 
 def schedule_problem(problem: Problem, solver: str | Solver = Solver.CBC, time_limit_s: float = DEFAULT_TIME_LIMIT_S,
-                     gap: float = DEFAULT_GAP) -> Schedule:
+                     gap: float = DEFAULT_GAP, node_limit: int | None = None) -> Schedule:
     """Schedule a prepared `Problem` (see `schedule`)."""
     t0 = time.perf_counter()
-    s = _check_options(solver, time_limit_s, gap)
+    s = _check_options(solver, time_limit_s, gap, node_limit)
     heur = list_schedule(problem)
     lb = problem.lower_bound_s
     meta: dict[str, Any] = {"heuristic_s": heur.makespan_s, "n_binaries": 0, "solver": "heuristic"}
@@ -78,12 +80,13 @@ def schedule_problem(problem: Problem, solver: str | Solver = Solver.CBC, time_l
     if problem.n == 0 or heur.makespan_s <= lb * (1 + _OPTIMAL_RTOL):
         status, mk = Status.OPTIMAL, heur.makespan_s  # the heuristic meets a lower bound
         lb = mk
-    elif time_limit_s - (time.perf_counter() - t0) <= 0:
+    elif time_limit_s == 0:
         status, mk = Status.HEURISTIC, heur.makespan_s
     else:  # the time limit covers the whole call, heuristic included
-        res = solve_ilp(problem, (starts, par), s, time_limit_s - (time.perf_counter() - t0), gap)
+        res = solve_ilp(problem, (starts, par), s, time_limit_s - (time.perf_counter() - t0), gap, node_limit)
         starts, par, mk, lb = list(res.starts), list(res.parallel), res.makespan_s, res.lower_bound_s
-        meta.update(n_binaries=res.n_binaries, solver=s.value)
+        meta.update(n_binaries=res.n_binaries, solver=s.value, wall_clock_limited=res.wall_clock_limited,
+                    solver_error=res.solver_error)
         if res.proven or mk <= lb * (1 + _OPTIMAL_RTOL):
             status, lb = Status.OPTIMAL, mk
         elif res.improved_or_confirmed:
@@ -97,7 +100,8 @@ def schedule_problem(problem: Problem, solver: str | Solver = Solver.CBC, time_l
 
 def schedule(layer_graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpLatency] | None = None,
              solver: str | Solver = Solver.CBC, time_limit_s: float = DEFAULT_TIME_LIMIT_S, gap: float = DEFAULT_GAP,
-             fuse: bool = True, fused_latency: str = "max", cache: ScheduleCache | None = None) -> Schedule:
+             fuse: bool = True, fused_latency: str = "max", cache: ScheduleCache | None = None,
+             node_limit: int | None = None) -> Schedule:
     """Minimum-makespan schedule of one layer's operators on an accelerator's cores.
 
     Args:
@@ -111,6 +115,9 @@ def schedule(layer_graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpL
         fused_latency: ``"max"`` (tile-pipelined) or ``"sum"`` (back to back) for fused tasks.
         cache: a `ScheduleCache`; results are keyed by graph signature, core counts, latencies
             and these options.
+        node_limit: branch-and-bound nodes per MILP solve. With it the result does not depend on
+            machine load (`time_limit_s` then only guards against a pathological solve, and
+            `Schedule.wall_clock_limited` says when it was hit); None leaves only the time limit.
 
     Returns:
         A `Schedule`; its `status` is OPTIMAL (proven), FEASIBLE (solver incumbent, `gap` > 0)
@@ -121,18 +128,18 @@ def schedule(layer_graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpL
         ConfigError: a cyclic graph, a missing/invalid latency (names the op), a bad option.
         InfeasibleDesign: the design lacks a core type some op needs (names the field).
     """
-    _check_options(solver, time_limit_s, gap)
+    _check_options(solver, time_limit_s, gap, node_limit)
     if latencies is None:
         latencies = predicted_latencies(layer_graph, accelerator)
     problem = make_problem(layer_graph, accelerator, latencies, fuse=fuse, fused_latency=fused_latency)
     key = None
     if cache is not None:
         key = cache.key(layer_graph, problem, solver=str(getattr(solver, "value", solver)), time_limit_s=time_limit_s,
-                        gap=gap, fuse=fuse, fused_latency=fused_latency)
+                        gap=gap, fuse=fuse, fused_latency=fused_latency, node_limit=node_limit)
         hit = cache.get(key)
         if hit is not None:
             return hit.replace_meta(design=problem.design, layer=layer_graph.name)
-    result = schedule_problem(problem, solver, time_limit_s, gap)
+    result = schedule_problem(problem, solver, time_limit_s, gap, node_limit)
     if cache is not None and key is not None:
         cache.put(key, result)
     return result

@@ -11,6 +11,11 @@ its solution is compacted (`compact`) and replayed; if a core type is overloaded
 binaries (9)-(11) and clique cuts (15) for that type are added and the model is solved again,
 warm-started (at most three solves).
 A solver stopped by its time limit or gap yields its incumbent and bound; nothing is aborted.
+
+Deterministic budget (`node_limit`): each solve stops after that many branch-and-bound nodes
+(CBC `maxNodes`, HiGHS `mip_max_nodes`), single-threaded, so the result is the same on a busy and
+an idle machine. The wall-clock limit then only guards against a pathological solve; when it is
+what stopped a solve, `IlpResult.wall_clock_limited` says so (that result may depend on load).
 """
 
 from __future__ import annotations
@@ -250,6 +255,7 @@ class _SolveOutcome:
     has_solution: bool
     proven: bool
     bound: float  # scaled dual bound, -inf if unknown
+    wall_clock_limited: bool  # the time limit, not the gap or the node limit, stopped the solve
 
 
 class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc, valid-type]
@@ -285,30 +291,39 @@ def _parse_cbc_log(text: str) -> tuple[bool, float]:
     return False, max(bounds, default=float("-inf"))
 
 
-def _solve(model: _Model, solver: Solver, time_limit_s: float, gap: float) -> _SolveOutcome:
+def _solve(model: _Model, solver: Solver, time_limit_s: float, gap: float, node_limit: int | None) -> _SolveOutcome:
     prob = model.prob
+    t0 = time.perf_counter()
     if solver is Solver.CBC:
         fd, log_path = tempfile.mkstemp(suffix=".log", prefix="coda_cbc_")
         os.close(fd)
+        nodes = [] if node_limit is None else [f"maxNodes {node_limit}"]
         try:
             cmd = _cbc_command(msg=False, timeLimit=max(time_limit_s, 0.01), gapRel=gap, gapAbs=1e-10,
-                               warmStart=True, logPath=log_path, threads=1, options=list(CBC_OPTIONS))
+                               warmStart=True, logPath=log_path, threads=1, options=[*CBC_OPTIONS, *nodes])
             prob.solve(cmd)
             with open(log_path, encoding="utf-8", errors="replace") as fh:
-                proven, bound = _parse_cbc_log(fh.read())
+                text = fh.read()
+            proven, bound = _parse_cbc_log(text)
+            timed_out = bool(re.search(r"^Result - Stopped on time", text, re.MULTILINE))
         finally:
             os.unlink(log_path)
     else:
         import highspy
 
-        prob.solve(_WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.01), gapRel=gap, gapAbs=1e-10))
+        params: dict[str, Any] = {} if node_limit is None else {"mip_max_nodes": node_limit}
+        prob.solve(_WarmHiGHS(msg=False, timeLimit=max(time_limit_s, 0.01), gapRel=gap, gapAbs=1e-10, threads=1,
+                              **params))
         info = prob.solverModel.getInfo()
         bound = float(info.mip_dual_bound)
-        optimal = prob.solverModel.getModelStatus() == highspy.HighsModelStatus.kOptimal
-        proven = optimal and float(info.mip_gap) <= 1e-9
+        status = prob.solverModel.getModelStatus()
+        proven = status == highspy.HighsModelStatus.kOptimal and float(info.mip_gap) <= 1e-9
+        timed_out = status == highspy.HighsModelStatus.kTimeLimit
+    # a solver that overran its budget without saying so (e.g. killed by PuLP) counts as timed out
+    timed_out = timed_out or time.perf_counter() - t0 >= time_limit_s
     has_solution = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible) and \
         model.C.varValue is not None
-    return _SolveOutcome(has_solution, proven and has_solution, bound)
+    return _SolveOutcome(has_solution, proven and has_solution, bound, timed_out and not proven)
 
 
 def compact(problem: Problem, model: _Model) -> tuple[list[float], list[bool]] | None:
@@ -356,10 +371,12 @@ class IlpResult:
     improved_or_confirmed: bool  # the solver returned a solution or a bound
     n_binaries: int
     n_solves: int
+    wall_clock_limited: bool = False  # the wall clock stopped a solve or the stage loop (see module doc)
+    solver_error: str = ""  # the solver failed; the warm start is kept
 
 
 def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: Solver = Solver.CBC,
-              time_limit_s: float = 10.0, gap: float = 0.01) -> IlpResult:
+              time_limit_s: float = 10.0, gap: float = 0.01, node_limit: int | None = None) -> IlpResult:
     """Solve the MILP by lazily adding core-capacity stages; see module doc.
 
     Args:
@@ -368,6 +385,7 @@ def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: So
         solver: CBC or HiGHS.
         time_limit_s: wall-time budget over all stages (seconds).
         gap: relative gap at which a solver may stop.
+        node_limit: branch-and-bound nodes per solve (deterministic; see module doc), None for none.
     """
     deadline = time.perf_counter() + time_limit_s
     best_starts, best_par = canonical(problem, *warm)
@@ -376,21 +394,25 @@ def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: So
     ub = best_mk
     lb = problem.lower_bound_s
     modelled: frozenset[str] = frozenset()
-    proven = confirmed = False
+    proven = confirmed = limited = False
+    error = ""
     n_bin = n_solves = 0
     while True:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
+            limited = True
             break
         model = build_model(problem, ub, modelled)
         _warm_start(model, problem, best_starts, best_par, ub)
         n_bin, n_solves = model.n_binaries, n_solves + 1
         try:
-            out = _solve(model, solver, remaining, gap)
+            out = _solve(model, solver, remaining, gap, node_limit)
         except pulp.PulpSolverError as err:
             log.warning("%s solver failed on %s (%s); keeping the heuristic schedule",
                         solver.value, problem.design, err)
+            error = f"{solver.value}: {err}"
             break
+        limited = limited or out.wall_clock_limited
         lb = max(lb, out.bound * ub)  # a relaxation's bound is valid for the full problem
         confirmed = confirmed or out.has_solution or out.bound > float("-inf")
         sol = compact(problem, model) if out.has_solution else None
@@ -410,4 +432,5 @@ def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: So
         break
     if proven:
         lb = max(lb, best_mk)
-    return IlpResult(tuple(best_starts), tuple(best_par), best_mk, min(lb, best_mk), proven, confirmed, n_bin, n_solves)
+    return IlpResult(tuple(best_starts), tuple(best_par), best_mk, min(lb, best_mk), proven, confirmed, n_bin, n_solves,
+                     limited and not proven, error)

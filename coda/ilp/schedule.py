@@ -94,6 +94,9 @@ class Schedule:
         n_binaries: binary variables of the last ILP solved (0 if none).
         sequential_s: sum over tasks of their best single-task latency (everything serial).
         heuristic_s: makespan of the list-scheduling heuristic.
+        wall_clock_limited: the wall-clock limit, not the gap or a node limit, ended the solve, so
+            the schedule may differ on a busier or idler machine.
+        solver_error: the solver's failure, if it failed (the heuristic schedule is kept).
     """
 
     layer: str
@@ -110,6 +113,8 @@ class Schedule:
     n_binaries: int = 0
     sequential_s: float = 0.0
     heuristic_s: float = 0.0
+    wall_clock_limited: bool = False
+    solver_error: str = ""
 
     def op(self, name: str) -> ScheduledOp:
         """The entry of task `name`, or of the task that runs original op `name`."""
