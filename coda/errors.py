@@ -21,18 +21,29 @@ class ConfigError(CodaError, ValueError):
     """Malformed input: a field out of range, a missing key, an unsupported option."""
 
 
+LIST_COMMANDS: dict[str, str] = {
+    "model": "coda models list",
+    "gpu": "coda hardware gpus",
+    "device": "coda hardware gpus` and `coda accelerators show",
+    "cluster": "coda hardware clusters",
+    "accelerator": "coda accelerators show",
+}
+"""The command that lists each catalog `UnknownNameError` names (a kind missing here gets its
+names listed in the message instead)."""
+
+
 class UnknownNameError(ConfigError, KeyError):
     """A name (preset, GPU, cluster, dtype, ...) that is not in its catalog."""
 
     def __init__(self, kind: str, name: str, choices: Iterable[str]) -> None:
         choices = sorted(choices)
-        close = difflib.get_close_matches(name.lower(), choices, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(str(name).lower(), choices, n=3, cutoff=0.5)
         if close:
             hint = f"did you mean {', '.join(repr(c) for c in close)}?"
-        elif len(choices) <= 12:
+        elif len(choices) <= 12 or kind not in LIST_COMMANDS:
             hint = f"known: {', '.join(choices)}"
         else:
-            hint = f"{len(choices)} known; list them with `coda {kind}s list`"
+            hint = f"{len(choices)} known; list them with `{LIST_COMMANDS[kind]}`"
         super().__init__(f"unknown {kind} {name!r}; {hint}")
         self.kind, self.name, self.suggestions = kind, name, close
 

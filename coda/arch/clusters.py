@@ -64,6 +64,21 @@ from coda.errors import ConfigError, UnknownNameError
 Group = int | Sequence[int]
 _CATALOG = Path(__file__).resolve().parent / "cluster_catalog"
 
+MAX_DEVICES = 2**20
+"""Most devices a cluster may have: 2^20 = 1048576, ten times the largest GPU clusters built
+(about 10^5 GPUs in 2024; a TPU v4 pod has 4096 chips). Above it a device count is a typo, and
+refusing it keeps every enumeration over the devices small."""
+
+
+def _check_n_devices(n_devices: Any, where: str) -> None:
+    """Refuse a device count that is not an integer in [1, MAX_DEVICES], naming `where`."""
+    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+        raise ConfigError(f"{where}: n_devices must be a positive int in [1, 2^20 = {MAX_DEVICES}], got "
+                          f"{n_devices!r}")
+    if n_devices > MAX_DEVICES:
+        raise ConfigError(f"{where}: n_devices={n_devices} exceeds {MAX_DEVICES} (2^20, ten times the largest "
+                          f"cluster built); use at most {MAX_DEVICES}")
+
 
 class CollectiveKind(str, Enum):
     """Collectives whose time a `Cluster` predicts."""
@@ -186,8 +201,7 @@ class Cluster:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(self.levels))
-        if not isinstance(self.n_devices, int) or self.n_devices < 1:
-            raise ConfigError(f"cluster: n_devices must be a positive int, got {self.n_devices!r}")
+        _check_n_devices(self.n_devices, "cluster")
         if not (self.collective_overhead_s >= 0 and math.isfinite(self.collective_overhead_s)):
             raise ConfigError(f"cluster: collective_overhead_s must be >= 0, got {self.collective_overhead_s!r}")
         if self.n_devices > 1 and not self.levels:
@@ -374,11 +388,13 @@ def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
         ConfigError: a bad `n_devices`.
         CodaError: the fitted parameters do not match the shipped data.
     """
-    key = str(name).strip().lower()
+    if not isinstance(name, str):
+        raise ConfigError(f"cluster={name!r} ({type(name).__name__}) must be a preset name: "
+                          f"{', '.join(list_clusters())}")
+    key = name.strip().lower()
     if key not in list_clusters():
-        raise UnknownNameError("cluster", str(name), list_clusters())
-    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
-        raise ConfigError(f"cluster {key!r}: n_devices must be a positive int, got {n_devices!r}")
+        raise UnknownNameError("cluster", name, list_clusters())
+    _check_n_devices(n_devices, f"cluster {key!r}")
     p = _preset(key)
     fit: dict[str, Any] = {}
     if p["calibration"]:

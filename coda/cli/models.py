@@ -7,7 +7,9 @@ import argparse
 import pandas as pd
 
 from coda import models
+from coda.cli._args import int_range, text
 from coda.cli._output import print_json, print_table
+from coda.models.config import MAX_SEQ_LEN
 from coda.models.summary import summarize
 from coda.units import fmt_bytes, fmt_count, fmt_si
 
@@ -66,10 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="LLM presets and their sizes")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     lp = msub.add_parser("list", help="table of presets")
-    lp.add_argument("--json", action="store_true", help="machine-readable output")
+    lp.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     lp.set_defaults(handler=_list)
     sp = msub.add_parser("show", help="parameters, FLOPs per token, memory and layers of one model")
-    sp.add_argument("model", help="preset name or path to a config.json (Hugging Face or coda)")
-    sp.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's max)")
-    sp.add_argument("--json", action="store_true", help="machine-readable output (schema coda.models.summary/1)")
+    sp.add_argument("model", type=text("model"), help="preset name or path to a config.json (Hugging Face or coda)")
+    sp.add_argument("--seq-len", type=int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)"),
+                    default=None, help="sequence length in tokens (default: the model's max_seq_len)")
+    sp.add_argument("--json", action="store_true",
+                    help="machine-readable output, schema coda.models.summary/1 (default: off, text)")
     sp.set_defaults(handler=_show)

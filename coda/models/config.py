@@ -15,9 +15,103 @@ MLP_KINDS = ("gelu", "relu", "swiglu", "geglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
 POSITION_KINDS = ("learned", "rope")
 
+MAX_LAYERS = 2**14
+"""Most transformer blocks a model may have (the deepest trained, DeepNet, has 1,000)."""
+MAX_WIDTH = 2**20
+"""Widest hidden, FFN, head or latent dimension (published models stay below 2^17 = 131072)."""
+MAX_HEADS = 2**16
+"""Most attention heads (or experts) per layer (published models stay below 2^10)."""
+MAX_VOCAB = 2**24
+"""Largest vocabulary (published tokenizers stay below 2^19 = 524288)."""
+MAX_SEQ_LEN = 2**27
+"""Longest sequence, in tokens (published context windows stay below 2^24, 16M tokens)."""
+
+SIZE_BOUNDS: dict[str, tuple[int, int, str]] = {
+    "n_layers": (1, MAX_LAYERS, "layers"), "hidden": (1, MAX_WIDTH, ""), "n_heads": (1, MAX_HEADS, "heads"),
+    "ffn_hidden": (1, MAX_WIDTH, ""), "vocab_size": (1, MAX_VOCAB, "tokens"),
+    "max_seq_len": (1, MAX_SEQ_LEN, "tokens"), "n_experts": (1, MAX_HEADS, "experts"),
+    "experts_per_token": (1, MAX_HEADS, "experts"), "n_kv_heads": (1, MAX_HEADS, "heads"),
+    "head_dim": (1, MAX_WIDTH, ""), "embed_dim": (1, MAX_WIDTH, ""),
+    "sliding_window": (1, MAX_SEQ_LEN, "tokens"), "shared_ffn_hidden": (0, MAX_WIDTH, ""),
+    "dense_ffn_hidden": (0, MAX_WIDTH, ""), "kv_lora_rank": (0, MAX_WIDTH, ""),
+    "q_lora_rank": (0, MAX_WIDTH, ""), "qk_rope_head_dim": (0, MAX_WIDTH, ""),
+    "v_head_dim": (0, MAX_WIDTH, ""),
+}
+"""Each integer size field: (least, largest, what it counts). The upper bounds are physical
+sanity limits far above any published model, so a typo (a vocabulary of 10^12) is refused."""
+
+
+def size_problem(field_name: str, value: object, optional: bool = False, label: str | None = None,
+                 lo: int | None = None) -> str | None:
+    """Why `value` is not a valid `field_name` (see `SIZE_BOUNDS`), or None if it is.
+
+    Args:
+        field_name: a key of `SIZE_BOUNDS`.
+        value: the value given (any type: a float, a bool or a string is refused).
+        optional: None is allowed (the field then takes its default).
+        label: the name to give in the message (default `field_name`; a loader passes its file's key).
+        lo: replaces the field's least value (a file key where 0 means "none").
+    """
+    least, hi, unit = SIZE_BOUNDS[field_name]
+    lo = least if lo is None else lo
+    field_name = label or field_name
+    if value is None and optional:
+        return None
+    span = f"[{lo}, 2^{hi.bit_length() - 1} = {hi}]{' ' + unit if unit else ''}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = repr(value) if len(repr(value)) < 40 else repr(value)[:37] + "..."
+        kind = "a whole number" if lo else "a non-negative whole number"
+        return (f"{field_name}={shown} ({type(value).__name__}) must be {kind} in {span}"
+                + (" or null" if optional and label is None else ""))
+    if value < lo:
+        sign = "non-negative" if lo == 0 else "positive"
+        return f"{field_name}={value} must be {sign}, in {span}; nearest valid: {lo}"
+    if value > hi:
+        return f"{field_name}={value} is outside {span} (a physical sanity limit); nearest valid: {hi}"
+    return None
+
+
+_OPTIONAL_SIZES = ("n_kv_heads", "head_dim", "embed_dim", "sliding_window")
+
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in the file `path` (`what` names the file's role in messages).
+
+    Raises:
+        ConfigError: a missing file, a directory, unreadable or non-UTF-8 bytes, malformed or
+            truncated JSON, or JSON whose top level is not an object; the message names the file.
+    """
+    path = Path(path)
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, ValueError) as err:  # a name too long for a path, or with a NUL byte
+        raise ConfigError(f"{what} path {str(path)[:80]!r} is not a valid path ({err})") from None
+    if is_dir:
+        raise ConfigError(f"{what} {path} is a directory; give the path of its config.json")
+    if not exists:
+        raise ConfigError(f"{what} {path} does not exist; check the path")
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          "JSON files must be UTF-8: re-save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{what} {path} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+                          "is it truncated?") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} nests JSON too deeply to be a config") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} holds a JSON {type(data).__name__}; it must be an object "
+                          "({\"key\": value, ...})")
+    return data
 
 
 class BlockKind(NamedTuple):
@@ -83,16 +177,12 @@ class ModelConfig:
     v_head_dim: int = field(default=0, metadata=_help("MLA: width of each value head, d_v"))
 
     def __post_init__(self) -> None:
-        sizes = ("n_layers", "hidden", "n_heads", "ffn_hidden", "vocab_size", "max_seq_len", "n_experts",
-                 "experts_per_token")
-        for f in sizes:
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer")
-        for f in ("n_kv_heads", "head_dim", "embed_dim", "sliding_window"):
-            value = getattr(self, f)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-                raise ConfigError(f"{self.name}: {f}={value!r} must be a positive integer or None")
+        if not isinstance(self.name, str):
+            raise ConfigError(f"ModelConfig.name={self.name!r} must be a string")
+        for f in SIZE_BOUNDS:
+            problem = size_problem(f, getattr(self, f), optional=f in _OPTIONAL_SIZES)
+            if problem:
+                raise ConfigError(f"{self.name}: {problem}")
         if self.head_dim is None:
             if self.hidden % self.n_heads:
                 raise ConfigError(
@@ -108,13 +198,11 @@ class ModelConfig:
         if self.embed_dim == self.hidden:
             object.__setattr__(self, "embed_dim", None)
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
-            if getattr(self, f) not in allowed:
+            if not isinstance(getattr(self, f), str) or getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
-        for f in ("shared_ffn_hidden", "dense_ffn_hidden", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
-                  "v_head_dim"):
-            value = getattr(self, f)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{self.name}: {f}={value!r} must be a non-negative integer")
+        for f in ("causal", "tied_embeddings", "bias"):
+            if not isinstance(getattr(self, f), bool):
+                raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be true or false")
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
@@ -122,11 +210,14 @@ class ModelConfig:
                                ("dense_layers", self.n_experts > 1 and self.dense_ffn_hidden > 0,
                                 "an MoE model and dense_ffn_hidden > 0")):
             layers = getattr(self, f)
+            if not isinstance(layers, (list, tuple)):
+                raise ConfigError(f"{self.name}: {f}={layers!r} must be a list of layer indices in "
+                                  f"[0, {self.n_layers})")
             if isinstance(layers, list):
                 object.__setattr__(self, f, layers := tuple(layers))  # from JSON
-            if layers and (not needs or list(layers) != sorted(set(layers)) or layers[0] < 0
-                           or layers[-1] >= self.n_layers or len(layers) == self.n_layers
-                           or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)):
+            if layers and (not needs or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)
+                           or list(layers) != sorted(set(layers)) or layers[0] < 0
+                           or layers[-1] >= self.n_layers or len(layers) == self.n_layers):
                 raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
                                   f"[0, {self.n_layers}), not all of them, with {what}")
         if self.mla and (not self.qk_rope_head_dim or not self.v_head_dim or self.n_kv_heads != self.n_heads):
@@ -278,8 +369,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
         """Strict loader: unknown or missing keys raise `ConfigError` naming them."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a model config must be a JSON object of ModelConfig fields, got "
+                              f"{type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(map(str, data)) - set(fields))
         if unknown:
             raise ConfigError(
                 f"{source}: unknown ModelConfig key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}"
@@ -288,16 +382,15 @@ class ModelConfig:
         missing = [n for n in required if n not in data]
         if missing:
             raise ConfigError(f"{source}: missing ModelConfig key(s) {', '.join(missing)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> ModelConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read model config {path}: {err}") from None
-        return cls.from_dict(data, source=str(path))
+        """A coda ModelConfig JSON file (strict, see `from_dict`)."""
+        return cls.from_dict(read_json_object(path, "model config"), source=str(path))
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated again)."""

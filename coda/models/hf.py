@@ -15,20 +15,73 @@ layers of MoE models (GLM-4.5's and DeepSeek's first ones, Qwen MoE's `mlp_only_
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from coda.errors import ConfigError
-from coda.models.config import ModelConfig
+from coda.models.config import ModelConfig, read_json_object, size_problem
 
 _GATED_ACTS = {"silu", "swiglu", "swish"}
 
+_SIZE_KEYS: dict[str, str] = {
+    "n_embd": "hidden", "n_layer": "n_layers", "n_head": "n_heads", "n_inner": "ffn_hidden",
+    "n_positions": "max_seq_len", "vocab_size": "vocab_size", "num_hidden_layers": "n_layers",
+    "hidden_size": "hidden", "num_attention_heads": "n_heads", "ffn_dim": "ffn_hidden",
+    "intermediate_size": "ffn_hidden", "max_position_embeddings": "max_seq_len", "num_key_value_heads": "n_kv_heads",
+    "head_dim": "head_dim", "num_local_experts": "n_experts", "num_experts_per_tok": "experts_per_token",
+    "moe_intermediate_size": "ffn_hidden", "num_experts": "n_experts", "n_routed_experts": "n_experts",
+    "word_embed_proj_dim": "embed_dim", "sliding_window": "sliding_window", "qk_rope_head_dim": "qk_rope_head_dim",
+    "qk_nope_head_dim": "head_dim", "v_head_dim": "v_head_dim", "decoder_sparse_step": "n_layers",
+    "moe_layer_freq": "n_layers", "sliding_window_pattern": "n_layers",
+}
+"""Integer keys of Hugging Face configs that must be positive (None = absent), and the
+`ModelConfig` field whose bounds they share."""
+_COUNT_KEYS: dict[str, str] = {
+    "shared_expert_intermediate_size": "shared_ffn_hidden", "n_shared_experts": "n_experts",
+    "first_k_dense_replace": "n_layers", "max_window_layers": "n_layers", "kv_lora_rank": "kv_lora_rank",
+    "q_lora_rank": "q_lora_rank",
+}
+"""Integer keys that may also be 0 (none)."""
+_BOOL_KEYS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_bias", "enable_bias", "use_sliding_window")
+_STR_KEYS = ("model_type", "hidden_act", "activation_function", "hidden_activation")
+_HF_KEYS = {*_SIZE_KEYS, *_COUNT_KEYS, *_BOOL_KEYS, *_STR_KEYS, "layer_types", "mlp_only_layers", "architectures",
+            "_name_or_path", "torch_dtype", "transformers_version"}
+"""Keys that mark a file as a Hugging Face config (to tell a missing `model_type` apart)."""
 
-def _require(cfg: Mapping[str, Any], key: str, model_type: str, source: str) -> Any:
+
+def _check_keys(cfg: Mapping[str, Any]) -> None:
+    """Refuse a present (non-None) key of the wrong type or out of range, naming the key."""
+    for key, fld in (*_SIZE_KEYS.items(), *_COUNT_KEYS.items()):
+        problem = size_problem(fld, cfg.get(key), optional=True, label=key, lo=0 if key in _COUNT_KEYS else 1)
+        if problem:
+            raise ConfigError(problem)
+    for key in _BOOL_KEYS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], bool):
+            raise ConfigError(f"{key}={cfg[key]!r} must be true or false")
+    for key in _STR_KEYS:
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise ConfigError(f"{key}={cfg[key]!r} must be a string")
+    for key, kind in (("layer_types", str), ("mlp_only_layers", int)):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, list) or any(isinstance(x, bool) or not isinstance(x, kind)
+                                                             for x in v)):
+            raise ConfigError(f"{key}={str(v)[:60]} must be a list of "
+                              + ("layer kinds (sliding_attention, full_attention)" if kind is str
+                                 else "layer indices"))
+
+
+def _get(c: Mapping[str, Any], key: str, default: Any) -> Any:
+    """`c[key]`, or `default` when it is absent or null."""
+    v = c.get(key)
+    return default if v is None else v
+
+
+def _require(cfg: Mapping[str, Any], key: str, model_type: str) -> Any:
     if key not in cfg or cfg[key] is None:
-        raise ConfigError(f"{source}: {model_type} config lacks required key {key!r}")
+        raise ConfigError(f"{model_type} config lacks required key {key!r}")
     return cfg[key]
 
 
@@ -74,7 +127,7 @@ def _windows(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
                               f"layers (got {len(types)} entries: {', '.join(sorted(set(types)))})")
         sliding = [t == "sliding_attention" for t in types]
     elif "use_sliding_window" in c:
-        first = c.get("max_window_layers", layers)
+        first = _get(c, "max_window_layers", layers)
         on = bool(c["use_sliding_window"]) and c.get("sliding_window") is not None
         sliding = [on and i >= first for i in range(layers)]
     else:
@@ -113,7 +166,7 @@ def _dense_layers(layers: tuple[int, ...], r: Callable[[str], Any]) -> dict[str,
 def _qwen_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     """qwen2_moe (with shared experts) and qwen3_moe: MoE layers, except those in `mlp_only_layers`
     or off the `decoder_sparse_step`, which have a dense MLP of `intermediate_size`."""
-    step, only = int(c.get("decoder_sparse_step", 1)), set(c.get("mlp_only_layers") or ())
+    step, only = _get(c, "decoder_sparse_step", 1), set(_get(c, "mlp_only_layers", ()))
     dense = tuple(i for i in range(r("num_hidden_layers")) if i in only or (i + 1) % step)
     return {**_llama_like(c, r), "ffn_hidden": r("moe_intermediate_size"), "n_experts": r("num_experts"),
             "experts_per_token": r("num_experts_per_tok"),
@@ -125,7 +178,7 @@ def _glm4_moe(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     (`intermediate_size`), the others `n_routed_experts` experts and `n_shared_experts` shared ones
     of `moe_intermediate_size`. Its multi-token-prediction layer (`num_nextn_predict_layers`) is
     not part of the model run here."""
-    first, width = int(c.get("first_k_dense_replace", 0)), r("moe_intermediate_size")
+    first, width = _get(c, "first_k_dense_replace", 0), r("moe_intermediate_size")
     return {**_llama_like(c, r), "ffn_hidden": width, "n_experts": r("n_routed_experts"),
             "experts_per_token": r("num_experts_per_tok"),
             "shared_ffn_hidden": int(c.get("n_shared_experts") or 0) * width, **_dense_layers(tuple(range(first)), r)}
@@ -136,7 +189,7 @@ def _deepseek(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     `first_k_dense_replace` layers dense (`intermediate_size`), the others `n_routed_experts`
     experts and `n_shared_experts` shared ones of `moe_intermediate_size`. Expert groups limit
     routing, not shapes; the multi-token-prediction layers are not part of the model run here."""
-    if int(c.get("moe_layer_freq", 1)) != 1:
+    if _get(c, "moe_layer_freq", 1) != 1:
         raise ConfigError("moe_layer_freq != 1: coda reads DeepSeek's dense layers as the first ones only")
     heads = r("num_attention_heads")
     return {**_glm4_moe({**c, "head_dim": r("qk_nope_head_dim")}, r), "n_kv_heads": heads,
@@ -156,7 +209,7 @@ def _gemma2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
     """Gemma 2 and Gemma 3 (text): Gemma's layout with sliding-window layers interleaved with
     full ones. Without `layer_types`, every `sliding_window_pattern`-th layer is full (Gemma 2:
     every second, Gemma 3: every sixth), as transformers lays them out."""
-    period = 2 if c.get("model_type") == "gemma2" else int(c.get("sliding_window_pattern", 6))
+    period = 2 if c.get("model_type") == "gemma2" else _get(c, "sliding_window_pattern", 6)
     if c.get("layer_types") is None:
         c = {**c, "layer_types": ["full_attention" if (i + 1) % period == 0 else "sliding_attention"
                                   for i in range(r("num_hidden_layers"))]}
@@ -212,7 +265,7 @@ def supported_model_types() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def from_hf_config(path_or_dict: str | Path | Mapping[str, Any], name: str | None = None) -> ModelConfig:
+def from_hf_config(path_or_dict: str | os.PathLike[str] | Mapping[str, Any], name: str | None = None) -> ModelConfig:
     """A `ModelConfig` from a Hugging Face `config.json` (a path or the parsed dict).
 
     Args:
@@ -220,35 +273,59 @@ def from_hf_config(path_or_dict: str | Path | Mapping[str, Any], name: str | Non
         name: model name; default `_name_or_path`, else the file's stem, else the model_type.
 
     Raises:
-        ConfigError: unreadable file, unsupported `model_type`, or a required key missing.
+        ConfigError: an unreadable, non-UTF-8 or malformed file, JSON that is not an object, an
+            unsupported or missing `model_type`, a required key missing, or a key of the wrong
+            type or out of range; the message names the file (or "config dict") and the key.
     """
     if isinstance(path_or_dict, Mapping):
         cfg, source = path_or_dict, "config dict"
-    else:
+    elif isinstance(path_or_dict, (str, os.PathLike)):
         path = Path(path_or_dict)
-        try:
-            cfg = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read Hugging Face config {path}: {err}") from None
-        source = str(path)
+        cfg, source = read_json_object(path, "Hugging Face config"), str(path)
         name = name or path.stem
+    else:
+        raise ConfigError(f"from_hf_config takes a config.json path or its parsed dict, got "
+                          f"{type(path_or_dict).__name__} {str(path_or_dict)[:40]!r}")
+    try:
+        return _from_mapping(cfg, name)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _from_mapping(cfg: Mapping[str, Any], name: str | None) -> ModelConfig:
     model_type = cfg.get("model_type")
-    if model_type not in _FAMILIES:
-        raise ConfigError(
-            f"{source}: unsupported model_type {model_type!r}; supported: {', '.join(supported_model_types())}"
-        )
-    fields = _FAMILIES[model_type](cfg, lambda key: _require(cfg, key, model_type, source))
+    if model_type is None:
+        raise ConfigError(f"no model_type key; a Hugging Face config.json names its family there (supported: "
+                          f"{', '.join(supported_model_types())})")
+    if not isinstance(model_type, str) or model_type not in _FAMILIES:
+        raise ConfigError(f"unsupported model_type {model_type!r}; supported: {', '.join(supported_model_types())}")
+    _check_keys(cfg)
+    fields = _FAMILIES[model_type](cfg, lambda key: _require(cfg, key, model_type))
     name = name or cfg.get("_name_or_path") or model_type
     return ModelConfig(name=str(name), **fields)
 
 
-def load_config_file(path: str | Path) -> ModelConfig:
-    """A JSON file that is either a Hugging Face `config.json` (has `model_type`) or a coda ModelConfig."""
+def load_config_file(path: str | os.PathLike[str]) -> ModelConfig:
+    """A JSON file that is either a Hugging Face `config.json` (has `model_type`) or a coda ModelConfig.
+
+    Raises:
+        ConfigError: see `from_hf_config` and `ModelConfig.from_dict`; a file with Hugging Face
+            keys but no `model_type` is told so.
+    """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ConfigError(f"cannot read model config {path}: {err}") from None
+    data = read_json_object(path, "model config")
     if "model_type" in data:
-        return from_hf_config(data, name=path.stem)
+        return _from_file_mapping(data, path)
+    coda_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    if not set(data) <= coda_fields and set(data) & _HF_KEYS:
+        raise ConfigError(f"{path}: no model_type key; a Hugging Face config.json names its family there "
+                          f"(supported: {', '.join(supported_model_types())}); a coda model file has the keys "
+                          f"of ModelConfig ({', '.join(sorted(coda_fields))})")
     return ModelConfig.from_dict(data, source=str(path))
+
+
+def _from_file_mapping(data: Mapping[str, Any], path: Path) -> ModelConfig:
+    try:
+        return _from_mapping(data, path.stem)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

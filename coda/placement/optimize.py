@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,7 @@ import pandas as pd
 from coda.arch.clusters import Cluster
 from coda.errors import CodaError, ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
+from coda.placement import rules as R
 from coda.placement.chain import CostModel, Software, collective_cost, optimizer_bytes_per_param
 from coda.placement.dp import best_split
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
@@ -43,9 +45,9 @@ from coda.placement.plan import (
     Schedule,
     lighter_ends_stage_layers,
     stage_layers_of,
-    validate_plan,
 )
 from coda.placement.result import TrainingResult, make_result
+from coda.placement.rules import plan_reasons
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
 OBJECTIVES = ("throughput",)
@@ -93,67 +95,93 @@ def check_choices(choices: dict[str, Any]) -> dict[str, set[Any]]:
     return {k: _checked(k, vs) for k, v in choices.items() if k != "stage_layers" and (vs := _as_set(v)) is not None}
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int, attention: str = "fused",
                     **choices: Any) -> list[Plan]:
     """Every valid plan of the search space (module docstring), restricted by `choices`."""
+    return _candidates(cfg, n_devices, global_batch, max_tp, attention, Counter(), **choices)
+
+
+def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int, attention: str,
+                rejected: Counter[str], **choices: Any) -> list[Plan]:
+    """`candidate_plans`, counting in `rejected` the reasons (`coda.placement.rules`) candidates
+    were dropped for: every rule a value the caller asked for breaks, and every rule a complete
+    plan breaks; values outside the default ranges are not candidates and leave no reason."""
     want = check_choices(choices)
 
     def keep(name: str, values: Iterable[Any]) -> list[Any]:
         allowed = want.get(name)
         return [v for v in values if allowed is None or v in allowed]
 
-    tps = keep("tp", [t for t in (2 ** i for i in range(13)) if t <= min(max_tp, n_devices)
-                      and cfg.n_heads % t == 0 and cfg.ffn_hidden % t == 0])
+    def passes(reasons: list[str], asked: bool = True) -> bool:
+        """Whether no rule fails; the reasons are counted when the caller asked for the value."""
+        if reasons and asked:
+            rejected.update(reasons)
+        return not reasons
+
     tp_set, rec_set, mb_set = want.get("tp"), want.get("recompute"), want.get("micro_batch")
     if tp_set:  # an explicit tp may exceed the default range
-        tps = sorted(t for t in tp_set if n_devices % t == 0)
+        tps = [t for t in sorted(tp_set) if passes(R.tp_divides_devices(t, n_devices))]
+    else:
+        tps = [t for t in (2 ** i for i in range(13)) if t <= min(max_tp, n_devices)
+               and cfg.n_heads % t == 0 and cfg.ffn_hidden % t == 0]
     recomputes = ["none", "full"] + ([] if attention == "fused" else ["selective"])
     if rec_set:
         recomputes = sorted(str(r) for r in rec_set)
-    cp_set, ep_set, v_set = want.get("cp"), want.get("ep"), want.get("virtual_stages")
-    v_max = max(v_set) if v_set else MAX_VIRTUAL_STAGES  # an explicit choice may exceed the default range
+    cp_set, ep_set, v_set, pp_set = want.get("cp"), want.get("ep"), want.get("virtual_stages"), want.get("pp")
     cps = sorted(cp_set) if cp_set else [1]
-    eps = sorted(ep_set) if ep_set else [1]
-    if attention != "fused" and any(c > 1 for c in cps):
-        raise ConfigError(f"context parallelism (cp={max(cps)}) needs fused attention; this software runs "
-                          f"{attention!r} attention (use e.g. software=MEGATRON_CORE)")
+    eps = [e for e in sorted(ep_set) if passes(R.ep_needs_moe(cfg, e) + R.ep_divides_experts(cfg, e))] \
+        if ep_set else [1]
+    fused = [R.cp_needs_fused_attention(c, attention) for c in cps]
+    if any(fused):
+        raise ConfigError("; ".join(next(f for f in fused if f)))
     given = choices.get("stage_layers")
     out: list[Plan] = []
     for tp, cp in itertools.product(tps, cps):
-        if n_devices % (tp * cp) or (cp > 1 and attention != "fused"):
+        if not passes(R.cp_divides_devices(tp, cp, n_devices), cp_set is not None):
             continue
-        for pp in keep("pp", [p for p in _divisors(n_devices // (tp * cp)) if p <= cfg.n_layers]):
+        rest = n_devices // (tp * cp)
+        if pp_set:
+            pps = [p for p in sorted(pp_set) if passes(R.pp_divides_devices(tp, cp, p, n_devices))
+                   and passes(R.pp_within_layers(cfg, p))]
+        else:
+            pps = [p for p in R.divisors(rest) if p <= cfg.n_layers]
+        for pp in pps:
             dp = n_devices // (tp * cp * pp)
-            if not keep("dp", [dp]) or global_batch % dp:
+            if not keep("dp", [dp]):
+                rejected.update(R.devices_match(tp, cp, pp, d, n_devices)[0] for d in want["dp"])
                 continue
-            mbs = [b for b in _divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
+            if not passes(R.whole_micro_batches(global_batch, dp, 1)):
+                continue
             if mb_set:
-                mbs = [b for b in mb_set if (global_batch // dp) % b == 0]
+                mbs = [b for b in sorted(mb_set) if passes(R.whole_micro_batches(global_batch, dp, b))]
+            else:
+                mbs = [b for b in R.divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
             for mb, rec, sp, zero, ep in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
                                                            keep("zero", (0, 1, 3)), eps):
-                if (sp and tp == 1) or (zero and dp * cp == 1):  # ep's constraints: validate_plan
+                if not passes(R.sequence_parallel_needs_tp(sp, tp), "sequence_parallel" in want) or \
+                        not passes(R.zero_needs_replicas(zero, dp, cp), "zero" in want):
                     continue
                 m = global_batch // (dp * mb)
-                schedules: list[tuple[str, int, Any]] = [("1f1b", 1, given)]
-                if pp > 1 and m % pp == 0:
-                    for v in range(2, v_max + 1):
-                        if cfg.n_layers % (pp * v) == 0 or given is not None:  # balanced, or the chunks as given
-                            schedules.append(("interleaved", v, given))
-                        elif (ends := lighter_ends_stage_layers(cfg.n_layers, pp * v)) is not None:
-                            schedules.append(("interleaved", v, ends))  # embedding and loss counted as layers
+                schedules: list[tuple[str, int, Any]] = []
+                for sched in keep("schedule", ("1f1b", "interleaved")):
+                    vs = sorted(v_set) if v_set else [1] if sched == "1f1b" else range(2, MAX_VIRTUAL_STAGES + 1)
+                    for v in vs:
+                        why = (R.virtual_stages_need_interleaving(sched, v) + R.interleaving_needs_chunks(sched, v)
+                               + R.interleaving_needs_pipeline(sched, pp) + R.interleaved_micro_batches(sched, pp, m))
+                        if not passes(why, "schedule" in want or "virtual_stages" in want):
+                            continue
+                        layers = given
+                        if sched == "interleaved" and given is None and cfg.n_layers % (pp * v):
+                            layers = lighter_ends_stage_layers(cfg.n_layers, pp * v)  # embedding, loss as layers
+                            if layers is None:
+                                passes(R.chunks_divide_layers(cfg, sched, pp, v, None), "schedule" in want
+                                       or "virtual_stages" in want)
+                                continue
+                        schedules.append((sched, v, layers))
                 for sched, v, layers in schedules:
-                    if not keep("schedule", [sched]) or not keep("virtual_stages", [v]):
-                        continue
-                    try:
-                        plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, layers, cp, ep)
-                        validate_plan(plan, cfg, n_devices)
-                    except CodaError:
-                        continue
-                    out.append(plan)
+                    plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, layers, cp, ep)
+                    if passes(plan_reasons(plan, cfg, n_devices)):
+                        out.append(plan)
     return out
 
 
@@ -227,16 +255,15 @@ def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) 
     t0 = time.perf_counter()
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
     plans = candidate_plans(model.cfg, n_devices, global_batch, max_tp, model.software.attention, **choices)
-    split = [p for p in plans if model.seq_len % (2 * p.cp) == 0 or p.cp == 1]
+    split = [p for p in plans if not R.cp_splits_sequence(p.cp, model.seq_len)]
     if plans and not split:
-        cps = sorted({p.cp for p in plans})
-        raise ConfigError(f"context parallelism splits each sequence into 2*cp chunks: seq_len={model.seq_len} is "
-                          f"not a multiple of 2*cp for cp in {cps}; change seq_len or cp")
+        raise ConfigError("; ".join(dict.fromkeys(r for p in plans for r in R.cp_splits_sequence(p.cp, model.seq_len))))
     plans = split
     if not plans:
+        rejected: Counter[str] = Counter()
+        _candidates(model.cfg, n_devices, global_batch, max_tp, model.software.attention, rejected, **choices)
         raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
-                               f"{global_batch} and choices {choices or 'default'}: check that tp divides "
-                               f"{model.cfg.n_heads} heads, pp <= {model.cfg.n_layers} layers and dp divides the batch")
+                               f"{global_batch} and choices {choices or 'default'}: {R.explain(rejected)}")
     model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel, p.cp, p.ep) for p in plans}))
     bound = _bound_data(model)
     limit = model.memory_limit
@@ -320,6 +347,11 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
         raise ConfigError(f"n_devices={n_devices!r} must be between 1 and the cluster's {cluster.n_devices}")
     if isinstance(global_batch, bool) or not isinstance(global_batch, int) or global_batch < 1:
         raise ConfigError(f"global_batch={global_batch!r} must be a positive integer")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ConfigError(f"seq_len={seq_len!r} must be a positive integer")
+    too_many = R.batch_tokens_bound(global_batch, seq_len)
+    if too_many:
+        raise ConfigError(too_many[0])
     model = CostModel(cfg, cluster, seq_len, dtype, software or Software(), layer_time)
     best, df = search(model, n, global_batch, **choices)
     return best.plan, best, df

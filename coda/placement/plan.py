@@ -15,12 +15,14 @@ reduced (and ZeRO states sharded) over the `cp*dp` ranks that hold the same weig
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
+from coda.placement.rules import layout_reasons, plan_reasons
 
 
 def _h(text: str) -> dict[str, str]:
@@ -97,11 +99,12 @@ class Plan:
             raise ConfigError(f"Plan.sequence_parallel={self.sequence_parallel!r} must be True or False")
         if self.sequence_parallel and self.tp == 1:
             object.__setattr__(self, "sequence_parallel", False)  # no-op without tensor parallelism
-        if self.schedule == "1f1b" and self.virtual_stages != 1:
-            raise ConfigError(f"virtual_stages={self.virtual_stages} needs schedule='interleaved'; use 1 with 1f1b")
-        if self.schedule == "interleaved" and self.pp == 1:
-            raise ConfigError("the interleaved schedule needs pp > 1; use schedule='1f1b'")
+        reasons = layout_reasons(self.schedule, self.pp, self.virtual_stages)
+        if reasons:
+            raise ConfigError("; ".join(reasons))
         if self.stage_layers is not None:
+            if isinstance(self.stage_layers, (str, bytes)) or not isinstance(self.stage_layers, Iterable):
+                raise ConfigError(f"Plan.stage_layers={self.stage_layers!r} must be a sequence of layer counts")
             sl = tuple(self.stage_layers)
             if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in sl):
                 raise ConfigError(f"Plan.stage_layers={sl!r} must be non-negative integers")
@@ -135,15 +138,6 @@ class Plan:
         s += " sp" if self.sequence_parallel else ""
         s += f" interleaved(v={self.virtual_stages})" if self.schedule == "interleaved" else " 1f1b"
         return s + f" zero{self.zero}"
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def _nearest(values: list[int], target: int, k: int = 3) -> str:
-    best = sorted(values, key=lambda v: (abs(v - target), v))[:k]
-    return ", ".join(str(v) for v in sorted(best))
 
 
 def balanced_stage_layers(n_layers: int, chunks: int) -> tuple[int, ...]:
@@ -181,78 +175,15 @@ def stage_layers_of(plan: Plan, n_layers: int) -> tuple[int, ...]:
 def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) -> None:
     """Check a plan against a model and a device count; raise with the numbers and nearby fixes.
 
+    The facts are the rules of `coda.placement.rules` (`plan_reasons`); every one that fails is
+    named in the message.
+
     Raises:
         InfeasibleDesign: sizes that do not multiply to the devices, tp not dividing the heads,
             a micro-batch count that is not a positive integer, a pipeline deeper than the layers,
-            interleaving that does not divide the layers, bad stage_layers.
+            interleaving that does not divide the layers, bad stage_layers, expert parallelism
+            on a dense model or not dividing the experts.
     """
-    if n_devices is not None and plan.n_devices != n_devices:
-        inner = plan.tp * plan.cp
-        other = n_devices // (inner * plan.pp) if n_devices % (inner * plan.pp) == 0 else None
-        tp = "tp*cp" if plan.cp > 1 else "tp"
-        if other:
-            hint = f"use dp={other}"
-        elif n_devices % inner == 0:
-            hint = f"{tp}*pp must divide {n_devices}; e.g. pp in {{{_nearest(_divisors(n_devices // inner), plan.pp)}}}"
-        else:
-            hint = f"{tp} must divide {n_devices}"
-        sizes = f"tp*cp*pp*dp = {plan.tp}*{plan.cp}*" if plan.cp > 1 else f"tp*pp*dp = {plan.tp}*"
-        raise InfeasibleDesign(f"{sizes}{plan.pp}*{plan.dp} = {plan.n_devices} devices, but the cluster "
-                               f"has {n_devices}; {hint}")
-    if cfg.n_heads % plan.tp:
-        ok = [d for d in _divisors(cfg.n_heads) if d <= max(plan.tp * 2, 8)]
-        raise InfeasibleDesign(f"{cfg.name}: tp={plan.tp} must divide its {cfg.n_heads} attention heads; "
-                               f"nearest valid tp: {_nearest(ok, plan.tp)}")
-    if cfg.ffn_hidden % plan.tp:
-        raise InfeasibleDesign(f"{cfg.name}: tp={plan.tp} must divide ffn_hidden={cfg.ffn_hidden}")
-    per_replica, rem = divmod(plan.global_batch, plan.dp * plan.micro_batch)
-    if rem or per_replica < 1:
-        per_dp = plan.global_batch / plan.dp
-        mbs = _divisors(plan.global_batch // plan.dp) if plan.global_batch % plan.dp == 0 else []
-        below, above = (plan.global_batch // plan.dp) * plan.dp or plan.dp, (plan.global_batch // plan.dp + 1) * plan.dp
-        hint = (f"micro_batch must divide {plan.global_batch}/{plan.dp} = {plan.global_batch // plan.dp}; nearest: "
-                f"{_nearest(mbs, plan.micro_batch)}" if mbs else
-                f"dp={plan.dp} must divide global_batch={plan.global_batch}; nearest global batches: {below}, {above}")
-        raise InfeasibleDesign(f"micro-batches per pipeline = global_batch/(dp*micro_batch) = {plan.global_batch}/"
-                               f"({plan.dp}*{plan.micro_batch}) = {per_dp / plan.micro_batch:g} is not a positive "
-                               f"integer; {hint}")
-    if plan.ep > 1:
-        if not cfg.is_moe or cfg.n_experts % plan.ep:
-            raise InfeasibleDesign(f"{cfg.name}: ep={plan.ep} must divide its {cfg.n_experts} experts"
-                                   + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
-        inner = plan.tp * plan.cp * plan.dp
-        if inner % plan.ep:
-            raise InfeasibleDesign(f"ep={plan.ep} must divide tp*cp*dp = {inner} (the devices of a pipeline stage, "
-                                   f"over which the expert layers are laid out); valid ep: "
-                                   f"{[e for e in _divisors(inner) if cfg.n_experts % e == 0]}")
-        if plan.tp > 1 and not plan.sequence_parallel:
-            raise InfeasibleDesign(f"expert parallelism with tp={plan.tp} needs sequence_parallel=True "
-                                   "(Megatron-Core: the MoE layer routes each device's sequence-parallel shard)")
-    if plan.pp > cfg.n_layers:
-        raise InfeasibleDesign(f"pp={plan.pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; "
-                               f"use pp <= {cfg.n_layers}, e.g. {_nearest(_divisors(cfg.n_layers), plan.pp)}")
-    if plan.schedule == "interleaved":
-        if plan.stage_layers is None and cfg.n_layers % plan.chunks:
-            ok = [v for v in range(2, cfg.n_layers // plan.pp + 1) if cfg.n_layers % (plan.pp * v) == 0]
-            raise InfeasibleDesign(f"interleaving {plan.pp} stages x {plan.virtual_stages} chunks = {plan.chunks} must "
-                                   f"divide the {cfg.n_layers} layers of {cfg.name}; valid virtual_stages: "
-                                   f"{ok or 'none (use schedule=1f1b)'}, or give stage_layers with fewer "
-                                   "layers in the first and last chunks")
-        if plan.micro_batches % plan.pp:
-            raise InfeasibleDesign(f"the interleaved schedule needs the {plan.micro_batches} micro-batches per "
-                                   f"pipeline to be a multiple of pp={plan.pp} (Megatron-LM); change global_batch "
-                                   "or micro_batch")
-    if plan.stage_layers is not None:
-        sl, want = plan.stage_layers, plan.chunks
-        if len(sl) != want:
-            raise InfeasibleDesign(f"stage_layers has {len(sl)} entries; the plan has {want} "
-                                   f"{'chunks (pp*v)' if plan.schedule == 'interleaved' else 'stages'}")
-        if sum(sl) != cfg.n_layers:
-            raise InfeasibleDesign(f"stage_layers {list(sl)} sums to {sum(sl)}; {cfg.name} has {cfg.n_layers} layers")
-        if any(x < 1 for x in sl[1:-1]) or (len(sl) == 1 and sl[0] < 1):
-            raise InfeasibleDesign(f"stage_layers {list(sl)}: every middle stage needs at least one layer")
-        if plan.schedule == "interleaved" and (len(set(sl[1:-1])) > 1 or max(sl[0], sl[-1]) > max(sl[1:-1])):
-            raise InfeasibleDesign("the interleaved schedule needs equal layers in the middle chunks and no more in "
-                                   "the first and last (Megatron-Core's uneven first/last pipeline layers, e.g. "
-                                   "with the embedding and the loss counted as layers); got "
-                                   f"{list(sl)}")
+    reasons = plan_reasons(plan, cfg, n_devices)
+    if reasons:
+        raise InfeasibleDesign("; ".join(reasons))

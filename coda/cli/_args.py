@@ -1,0 +1,164 @@
+"""Argument checking shared by the subcommands: every value is refused where it enters.
+
+Each `type=` callable here parses one flag's text and raises `argparse.ArgumentTypeError` with
+the value, the valid range and the nearest valid choice; `Parser.error` prints that as one line
+(`coda: error: coda train: argument --devices: ...`) and exits with code 2, before any work.
+Output paths are probed for writing at parse time, so a bad `--plot` or `--trace` fails before
+the computation rather than after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NoReturn
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+"""File suffixes `--plot` and `--timeline` accept (matplotlib picks the format from it)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose usage errors are one line on stderr and exit code 2.
+
+    Subparsers inherit the class (`add_subparsers` uses the parent's type), so every subcommand
+    reports a bad flag the way the CLI reports a `CodaError`.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"coda: error: {self.prog}: {text} (see `{self.prog} --help`)\n")
+
+
+def _power(n: int) -> str:
+    """`1048576` -> `2^20 = 1048576`; other numbers as they are."""
+    return f"2^{n.bit_length() - 1} = {n}" if n > 2 and n & (n - 1) == 0 else str(n)
+
+
+def _as_int(text: str, lo: int, hi: int) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r} is not an integer; give a whole number in [{lo}, {_power(hi)}]") from None
+
+
+def _in_range(value: int, lo: int, hi: int, why: str) -> int:
+    if not lo <= value <= hi:
+        nearest = min(max(value, lo), hi)
+        raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {_power(hi)}]{why}; nearest valid: {nearest}")
+    return value
+
+
+def int_range(lo: int, hi: int, why: str = "") -> Callable[[str], int]:
+    """A `type=` for an integer in [lo, hi]; `why` explains the upper bound (``" (devices in the
+    largest cluster modelled)"``)."""
+
+    def parse(text: str) -> int:
+        return _in_range(_as_int(text, lo, hi), lo, hi, why)
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def int_list(lo: int, hi: int, why: str = "") -> Callable[[str], tuple[int, ...]]:
+    """A `type=` for `8` or `1,2,8`: integers in [lo, hi], returned as a tuple."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = [p.strip() for p in text.split(",")]
+        if not text.strip() or any(not p for p in parts):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer or a comma-separated list of them "
+                                             f"(each in [{lo}, {_power(hi)}])")
+        return tuple(_in_range(_as_int(p, lo, hi), lo, hi, why) for p in parts)
+
+    parse.__name__ = "integer list"
+    return parse
+
+
+def float_range(lo: float, hi: float, lo_open: bool = False, unit: str = "") -> Callable[[str], float]:
+    """A `type=` for a finite float in [lo, hi] (or (lo, hi] with `lo_open`); NaN and inf refused."""
+    left = "(" if lo_open else "["
+    span = f"{left}{lo:g}, {hi:g}]{' ' + unit if unit else ''}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number; give one in {span}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give one in {span}")
+        if value < lo or (lo_open and value == lo) or value > hi:
+            nearest = f"{hi:g}" if value > hi else (f"a value just above {lo:g}" if lo_open else f"{lo:g}")
+            raise argparse.ArgumentTypeError(f"{value:g} is outside {span}; nearest valid: {nearest}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def text(what: str) -> Callable[[str], str]:
+    """A `type=` for a non-empty name (`what` says what it names)."""
+
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"empty {what}; give a name")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+def output_file(suffixes: Iterable[str] | None = None) -> Callable[[str], str]:
+    """A `type=` for a file the command will write: refused at parse time if it is a directory,
+    lacks one of `suffixes`, or cannot be opened for writing (its directory missing or
+    read-only). The probe opens the file for appending and removes it again if it was new."""
+    allowed = tuple(suffixes) if suffixes is not None else None
+
+    def parse(value: str) -> str:
+        check_writable(value, allowed)
+        return value
+
+    parse.__name__ = "output file"
+    return parse
+
+
+def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """`value` as a path that can be written (see `output_file`); raises `ArgumentTypeError`."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("empty path; give a file name")
+    path = Path(value)
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value!r} is a directory; give a file in it, e.g. "
+                                             f"{str(path / ('out' + (suffixes[0] if suffixes else '.json')))!r}")
+        if suffixes is not None and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{value!r} has no image suffix; end it with one of "
+                                             f"{', '.join(suffixes)}")
+        parent = path.parent
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"{value!r}: directory {str(parent)!r} does not exist; create it first")
+        existed = path.exists()
+        with open(path, "ab"):
+            pass
+        if not existed:
+            path.unlink()
+    except argparse.ArgumentTypeError:
+        raise
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise argparse.ArgumentTypeError(f"{value[:80]!r} cannot be written ({reason}); give a writable file") from None
+    return path
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is an interactive terminal (progress is shown only there)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+__all__ = ["PLOT_SUFFIXES", "Parser", "check_writable", "float_range", "int_list", "int_range", "output_file",
+           "stderr_is_terminal", "text"]

@@ -1,0 +1,372 @@
+"""Whether a parallel training layout is valid: one small pure function per fact.
+
+Every rule returns the reasons it fails, as a list of one-line strings (empty = the fact holds),
+naming the values, the fact and a nearby valid choice. The same rules serve three callers, so a
+message always names the rule that actually fails:
+
+- `Plan.__post_init__` (`layout_reasons`: facts about the plan alone, a `ConfigError`);
+- `validate_plan` (`plan_reasons`: facts about the plan against a model and a device count, an
+  `InfeasibleDesign`);
+- `optimize`'s enumeration, which drops the values a rule refuses and, when nothing is left,
+  reports the reasons it dropped them for (`explain`).
+
+Rules marked *enumeration* describe choices the optimiser never makes although a `Plan` may
+hold them (sequence parallelism without tensor parallelism is a no-op, ZeRO without replicas is
+stage 0, interleaving one chunk is 1F1B): asking `optimize` for only such values is refused
+with that reason.
+
+Bounds: `MAX_DEVICES` (from `coda.arch.clusters`) and `MAX_GLOBAL_BATCH_TOKENS` are physical
+sanity limits; above them a request is a typo, and refusing it keeps every enumeration small.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from coda.arch.clusters import MAX_DEVICES
+from coda.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from coda.placement.plan import Plan
+
+MAX_GLOBAL_BATCH_TOKENS = 2**30
+"""Most tokens per optimizer step (global batch x sequence length): 2^30 = 1073741824, some 16
+times the largest published batch (DeepSeek-V3: 15360 sequences of 4096 tokens, 6.3e7)."""
+
+
+# ------------------------------------------------------------------------------------ arithmetic
+
+
+@lru_cache(maxsize=4096)
+def _factor(n: int) -> tuple[tuple[int, int], ...]:
+    """Prime factorisation of n >= 1 by trial division up to sqrt(n): ((p, e), ...)."""
+    out, p = [], 2
+    while p * p <= n:
+        e = 0
+        while n % p == 0:
+            n //= p
+            e += 1
+        if e:
+            out.append((p, e))
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append((n, 1))
+    return tuple(out)
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of n, ascending (none for n < 1), from its prime factorisation: the work
+    grows with sqrt(n) and the number of divisors, never with n."""
+    if n < 1:
+        return []
+    out = [1]
+    for p, e in _factor(n):
+        out = [d * p**k for d in out for k in range(e + 1)]
+    return sorted(out)
+
+
+def nearest(values: Iterable[int], target: int, k: int = 3) -> str:
+    """The (up to) k values closest to target, ascending, comma-separated."""
+    best = sorted(values, key=lambda v: (abs(v - target), v))[:k]
+    return ", ".join(str(v) for v in sorted(best))
+
+
+# -------------------------------------------------------------------------------------- bounds
+
+
+def devices_bound(n_devices: int) -> list[str]:
+    """The device count is at most `MAX_DEVICES`."""
+    if n_devices > MAX_DEVICES:
+        return [f"n_devices={n_devices} exceeds the {MAX_DEVICES} (2^20) devices of the largest cluster coda "
+                f"models; use at most {MAX_DEVICES}"]
+    return []
+
+
+def batch_tokens_bound(global_batch: int, seq_len: int) -> list[str]:
+    """Tokens per step, global_batch * seq_len, are at most `MAX_GLOBAL_BATCH_TOKENS`."""
+    if global_batch * seq_len > MAX_GLOBAL_BATCH_TOKENS:
+        return [f"global_batch * seq_len = {global_batch} * {seq_len} = {global_batch * seq_len} tokens per step "
+                f"exceed the limit of {MAX_GLOBAL_BATCH_TOKENS} (2^30); use global_batch <= "
+                f"{max(1, MAX_GLOBAL_BATCH_TOKENS // seq_len)} at this seq_len"]
+    return []
+
+
+# ----------------------------------------------------------------------------- the plan alone
+
+
+def virtual_stages_need_interleaving(schedule: str, virtual_stages: int) -> list[str]:
+    """Model chunks per device (v > 1) exist only in the interleaved schedule."""
+    if schedule == "1f1b" and virtual_stages != 1:
+        return [f"virtual_stages={virtual_stages} needs schedule='interleaved'; use 1 with 1f1b"]
+    return []
+
+
+def interleaving_needs_pipeline(schedule: str, pp: int) -> list[str]:
+    """Interleaving splits a pipeline: it needs pp > 1."""
+    if schedule == "interleaved" and pp == 1:
+        return ["the interleaved schedule needs pp > 1; use schedule='1f1b'"]
+    return []
+
+
+def layout_reasons(schedule: str, pp: int, virtual_stages: int) -> list[str]:
+    """Every fact a `Plan` must satisfy by itself (checked in `Plan.__post_init__`)."""
+    return [*virtual_stages_need_interleaving(schedule, virtual_stages), *interleaving_needs_pipeline(schedule, pp)]
+
+
+# ------------------------------------------------------------------- the plan, model, devices
+
+
+def devices_match(tp: int, cp: int, pp: int, dp: int, n_devices: int) -> list[str]:
+    """tp * cp * pp * dp equals the devices."""
+    used = tp * cp * pp * dp
+    if used == n_devices:
+        return []
+    inner = tp * cp
+    other = n_devices // (inner * pp) if n_devices % (inner * pp) == 0 else None
+    name = "tp*cp" if cp > 1 else "tp"
+    if other:
+        hint = f"use dp={other}"
+    elif n_devices % inner == 0:
+        hint = f"{name}*pp must divide {n_devices}; e.g. pp in {{{nearest(divisors(n_devices // inner), pp)}}}"
+    else:
+        hint = f"{name} must divide {n_devices}"
+    sizes = f"tp*cp*pp*dp = {tp}*{cp}*" if cp > 1 else f"tp*pp*dp = {tp}*"
+    return [f"{sizes}{pp}*{dp} = {used} devices, but the cluster has {n_devices}; {hint}"]
+
+
+def tp_divides_devices(tp: int, n_devices: int) -> list[str]:
+    """*enumeration*: a tensor-parallel group of tp devices tiles the devices."""
+    if n_devices % tp:
+        return [f"tp={tp} must divide the {n_devices} devices; valid tp: {nearest(divisors(n_devices), tp)}"]
+    return []
+
+
+def cp_divides_devices(tp: int, cp: int, n_devices: int) -> list[str]:
+    """*enumeration*: tp*cp devices (a tensor- and context-parallel group) tile the devices."""
+    if n_devices % cp:
+        return [f"cp={cp} must divide the {n_devices} devices; valid cp: {nearest(divisors(n_devices), cp)}"]
+    if n_devices % (tp * cp):
+        ok = nearest(divisors(n_devices // tp), cp) if n_devices % tp == 0 else "none"
+        return [f"tp*cp = {tp}*{cp} must divide the {n_devices} devices; valid cp with tp={tp}: {ok}"]
+    return []
+
+
+def pp_divides_devices(tp: int, cp: int, pp: int, n_devices: int) -> list[str]:
+    """*enumeration*: pipelines of pp stages, each tp*cp devices wide, tile the devices."""
+    if n_devices % (tp * cp * pp):
+        ok = nearest(divisors(n_devices // (tp * cp)), pp) if n_devices % (tp * cp) == 0 else "none"
+        inner = f"tp*cp*pp = {tp}*{cp}*{pp}" if cp > 1 else f"tp*pp = {tp}*{pp}"
+        return [f"{inner} must divide the {n_devices} devices; valid pp with tp={tp}: {ok}"]
+    return []
+
+
+def tp_divides_heads(cfg: ModelConfig, tp: int) -> list[str]:
+    """tp divides the attention heads (Megatron splits heads over the tensor-parallel group)."""
+    if cfg.n_heads % tp:
+        ok = [d for d in divisors(cfg.n_heads) if d <= max(tp * 2, 8)]
+        return [f"{cfg.name}: tp={tp} must divide its {cfg.n_heads} attention heads; nearest valid tp: "
+                f"{nearest(ok, tp)}"]
+    return []
+
+
+def tp_divides_ffn(cfg: ModelConfig, tp: int) -> list[str]:
+    """tp divides the MLP width (column-split first matrix)."""
+    if cfg.ffn_hidden % tp:
+        return [f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}"]
+    return []
+
+
+def whole_micro_batches(global_batch: int, dp: int, micro_batch: int) -> list[str]:
+    """Micro-batches per pipeline, global_batch / (dp * micro_batch), are a positive integer."""
+    per_replica, rem = divmod(global_batch, dp * micro_batch)
+    if not rem and per_replica >= 1:
+        return []
+    per_dp = global_batch / dp
+    mbs = divisors(global_batch // dp) if global_batch % dp == 0 else []
+    below, above = (global_batch // dp) * dp or dp, (global_batch // dp + 1) * dp
+    hint = (f"micro_batch must divide {global_batch}/{dp} = {global_batch // dp}; nearest: "
+            f"{nearest(mbs, micro_batch)}" if mbs else
+            f"dp={dp} must divide global_batch={global_batch}; nearest global batches: {below}, {above}")
+    return [f"micro-batches per pipeline = global_batch/(dp*micro_batch) = {global_batch}/({dp}*{micro_batch}) = "
+            f"{per_dp / micro_batch:g} is not a positive integer; {hint}"]
+
+
+def ep_needs_moe(cfg: ModelConfig, ep: int) -> list[str]:
+    """Expert parallelism needs experts."""
+    if ep > 1 and not cfg.is_moe:
+        return [f"{cfg.name}: ep={ep} needs an MoE model (expert parallelism spreads experts); {cfg.name} is dense "
+                "(n_experts=1): use ep=1"]
+    return []
+
+
+def ep_divides_experts(cfg: ModelConfig, ep: int) -> list[str]:
+    """ep divides the experts of an MoE model."""
+    if ep > 1 and cfg.is_moe and cfg.n_experts % ep:
+        return [f"{cfg.name}: ep={ep} must divide its {cfg.n_experts} experts; valid ep: "
+                f"{nearest(divisors(cfg.n_experts), ep)}"]
+    return []
+
+
+def ep_divides_stage(cfg: ModelConfig, tp: int, cp: int, dp: int, ep: int) -> list[str]:
+    """ep divides tp*cp*dp, the devices of a pipeline stage over which the experts are laid out."""
+    inner = tp * cp * dp
+    if ep > 1 and inner % ep:
+        return [f"ep={ep} must divide tp*cp*dp = {inner} (the devices of a pipeline stage, over which the expert "
+                f"layers are laid out); valid ep: {[e for e in divisors(inner) if cfg.n_experts % e == 0]}"]
+    return []
+
+
+def ep_needs_sequence_parallel(tp: int, ep: int, sequence_parallel: bool) -> list[str]:
+    """With tp > 1, the MoE layer routes each device's sequence-parallel shard."""
+    if ep > 1 and tp > 1 and not sequence_parallel:
+        return [f"expert parallelism with tp={tp} needs sequence_parallel=True (Megatron-Core: the MoE layer routes "
+                "each device's sequence-parallel shard)"]
+    return []
+
+
+def pp_within_layers(cfg: ModelConfig, pp: int) -> list[str]:
+    """Each pipeline stage holds at least one layer."""
+    if pp > cfg.n_layers:
+        return [f"pp={pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; use pp <= "
+                f"{cfg.n_layers}, e.g. {nearest(divisors(cfg.n_layers), pp)}"]
+    return []
+
+
+def chunks_divide_layers(cfg: ModelConfig, schedule: str, pp: int, virtual_stages: int,
+                         stage_layers: Sequence[int] | None) -> list[str]:
+    """Balanced interleaving: pp * v chunks divide the layers (unless stage_layers are given)."""
+    chunks = pp * virtual_stages
+    if schedule == "interleaved" and stage_layers is None and cfg.n_layers % chunks:
+        ok = [v for v in range(2, cfg.n_layers // pp + 1) if cfg.n_layers % (pp * v) == 0]
+        return [f"interleaving {pp} stages x {virtual_stages} chunks = {chunks} must divide the {cfg.n_layers} "
+                f"layers of {cfg.name}; valid virtual_stages: {ok or 'none (use schedule=1f1b)'}, or give "
+                "stage_layers with fewer layers in the first and last chunks"]
+    return []
+
+
+def interleaved_micro_batches(schedule: str, pp: int, micro_batches: int) -> list[str]:
+    """Megatron-LM's interleaved schedule runs the micro-batches in groups of pp."""
+    if schedule == "interleaved" and micro_batches % pp:
+        return [f"the interleaved schedule needs the {micro_batches} micro-batches per pipeline to be a multiple of "
+                f"pp={pp} (Megatron-LM); change global_batch or micro_batch"]
+    return []
+
+
+def interleaving_needs_chunks(schedule: str, virtual_stages: int) -> list[str]:
+    """*enumeration*: interleaving one chunk per device is 1F1B."""
+    if schedule == "interleaved" and virtual_stages < 2:
+        return ["the interleaved schedule needs virtual_stages >= 2 (with one chunk per device it is 1f1b); "
+                "use schedule=1f1b or virtual_stages=2"]
+    return []
+
+
+def stage_layers_count(stage_layers: Sequence[int] | None, schedule: str, chunks: int) -> list[str]:
+    """stage_layers has one entry per stage (1F1B) or chunk (interleaved)."""
+    if stage_layers is not None and len(stage_layers) != chunks:
+        what = "chunks (pp*v)" if schedule == "interleaved" else "stages"
+        return [f"stage_layers has {len(stage_layers)} entries; the plan has {chunks} {what}"]
+    return []
+
+
+def stage_layers_sum(cfg: ModelConfig, stage_layers: Sequence[int] | None) -> list[str]:
+    """stage_layers add up to the model's layers."""
+    if stage_layers is not None and sum(stage_layers) != cfg.n_layers:
+        return [f"stage_layers {list(stage_layers)} sums to {sum(stage_layers)}; {cfg.name} has {cfg.n_layers} "
+                "layers"]
+    return []
+
+
+def stage_layers_middle(stage_layers: Sequence[int] | None) -> list[str]:
+    """Every middle stage holds a layer (the first and last also hold the embedding and head)."""
+    sl = stage_layers
+    if sl is not None and (any(x < 1 for x in sl[1:-1]) or (len(sl) == 1 and sl[0] < 1)):
+        return [f"stage_layers {list(sl)}: every middle stage needs at least one layer"]
+    return []
+
+
+def stage_layers_interleaved_shape(schedule: str, stage_layers: Sequence[int] | None) -> list[str]:
+    """Interleaved chunks: equal middle chunks, no heavier ends (Megatron-Core's uneven first/last)."""
+    sl = stage_layers
+    if schedule == "interleaved" and sl is not None and len(sl) > 2 and (
+            len(set(sl[1:-1])) > 1 or max(sl[0], sl[-1]) > max(sl[1:-1])):
+        return ["the interleaved schedule needs equal layers in the middle chunks and no more in the first and last "
+                "(Megatron-Core's uneven first/last pipeline layers, e.g. with the embedding and the loss counted "
+                f"as layers); got {list(sl)}"]
+    return []
+
+
+def cp_needs_fused_attention(cp: int, attention: str) -> list[str]:
+    """*enumeration*: context parallelism runs in fused (ring) attention kernels."""
+    if cp > 1 and attention != "fused":
+        return [f"context parallelism (cp={cp}) needs fused attention; this software runs {attention!r} attention "
+                "(use e.g. software=MEGATRON_CORE)"]
+    return []
+
+
+def cp_splits_sequence(cp: int, seq_len: int) -> list[str]:
+    """Context parallelism splits each sequence into 2*cp chunks (load-balanced causal attention)."""
+    if cp > 1 and seq_len % (2 * cp):
+        return [f"context parallelism splits each sequence into 2*cp chunks: seq_len={seq_len} is not a multiple "
+                f"of 2*cp = {2 * cp}; change seq_len or cp"]
+    return []
+
+
+def sequence_parallel_needs_tp(sequence_parallel: bool, tp: int) -> list[str]:
+    """*enumeration*: sequence parallelism splits the tensor-parallel group's activations."""
+    if sequence_parallel and tp == 1:
+        return ["sequence_parallel=True needs tp > 1 (it splits activations over the tensor-parallel group)"]
+    return []
+
+
+def zero_needs_replicas(zero: int, dp: int, cp: int) -> list[str]:
+    """*enumeration*: ZeRO shards over the dp*cp replicas; with one it is stage 0."""
+    if zero and dp * cp == 1:
+        return [f"zero={zero} shards over dp*cp replicas; with dp*cp = 1 it is zero=0 (use dp > 1 or zero=0)"]
+    return []
+
+
+def plan_reasons(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) -> list[str]:
+    """Every fact a plan must satisfy against a model (and a device count, if given), in order:
+    devices, tensor parallelism, micro-batches, expert parallelism, pipeline depth, interleaving,
+    stage_layers. Empty = valid."""
+    p = plan
+    out = devices_match(p.tp, p.cp, p.pp, p.dp, n_devices) if n_devices is not None else []
+    out += tp_divides_heads(cfg, p.tp) + tp_divides_ffn(cfg, p.tp)
+    out += whole_micro_batches(p.global_batch, p.dp, p.micro_batch)
+    out += ep_needs_moe(cfg, p.ep) + ep_divides_experts(cfg, p.ep)
+    if cfg.is_moe and not ep_divides_experts(cfg, p.ep):
+        out += ep_divides_stage(cfg, p.tp, p.cp, p.dp, p.ep) + ep_needs_sequence_parallel(p.tp, p.ep,
+                                                                                          p.sequence_parallel)
+    out += pp_within_layers(cfg, p.pp)
+    out += chunks_divide_layers(cfg, p.schedule, p.pp, p.virtual_stages, p.stage_layers)
+    if p.global_batch % (p.dp * p.micro_batch) == 0:
+        out += interleaved_micro_batches(p.schedule, p.pp, p.micro_batches)
+    out += stage_layers_count(p.stage_layers, p.schedule, p.chunks)
+    if not stage_layers_count(p.stage_layers, p.schedule, p.chunks):
+        out += stage_layers_sum(cfg, p.stage_layers) + stage_layers_middle(p.stage_layers)
+        out += stage_layers_interleaved_shape(p.schedule, p.stage_layers)
+    return out
+
+
+def explain(rejected: Counter[str], limit: int = 3) -> str:
+    """The most frequent reasons a search dropped candidates for, as one clause."""
+    if not rejected:
+        return "no combination of the choices is left to try"
+    top = [reason for reason, _ in rejected.most_common(limit)]
+    more = len(rejected) - len(top)
+    return "; ".join(top) + (f" (and {more} other reason{'s' * (more > 1)})" if more > 0 else "")
+
+
+__all__ = [
+    "MAX_DEVICES", "MAX_GLOBAL_BATCH_TOKENS", "batch_tokens_bound", "chunks_divide_layers", "cp_divides_devices",
+    "cp_needs_fused_attention", "cp_splits_sequence", "devices_bound", "devices_match", "divisors",
+    "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
+    "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline", "layout_reasons",
+    "nearest", "plan_reasons", "pp_divides_devices", "pp_within_layers", "sequence_parallel_needs_tp",
+    "stage_layers_count", "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum",
+    "tp_divides_devices", "tp_divides_ffn", "tp_divides_heads", "virtual_stages_need_interleaving",
+    "whole_micro_batches", "zero_needs_replicas",
+]
