@@ -47,10 +47,13 @@ are shipped: unvalidated).
 from __future__ import annotations
 
 import json
+import logging
+import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +66,8 @@ from coda.models.ops import Op
 from coda.predictor.base import BasePredictor, Estimate, reject_collective
 from coda.predictor.roofline import gpu_peak_flops, roofline_time_s
 from coda.units import dtype_bytes
+
+log = logging.getLogger(__name__)
 
 TILES = ((256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64), (128, 32), (32, 128), (64, 32),
          (32, 64), (32, 32))
@@ -191,20 +196,64 @@ class Calibration:
                 "stream": {k: asdict(v) for k, v in self.stream.items()}, "attention": asdict(self.attention)}
         return json.dumps(rounded(data), indent=1, sort_keys=True) + "\n"
 
+    def flat_params(self) -> dict[str, dict[str, float]]:
+        """Every parameter by group: `attention`, `gemm.<key>`, `stream.<key>` -> name -> value."""
+        out = {"attention": asdict(self.attention)}
+        out.update({f"gemm.{k}": asdict(v) for k, v in self.gemm.items()})
+        out.update({f"stream.{k}": asdict(v) for k, v in self.stream.items()})
+        return out
+
     @classmethod
     def from_json(cls, text: str, source: str = "calibration") -> Calibration:
+        """Parse `to_json` output strictly (every field present, no unknown one).
+
+        Raises:
+            ConfigError: malformed JSON, another schema, or a missing or unknown key, naming `source`.
+        """
         try:
             d = json.loads(text)
-            if d.get("schema") != SCHEMA:
-                raise ConfigError(f"{source}: schema {d.get('schema')!r} is not {SCHEMA}")
-            return cls({k: GemmParams(**v) for k, v in d["gemm"].items()},
-                       {k: StreamParams(**v) for k, v in d["stream"].items()},
-                       AttentionParams(**d["attention"]), d["data_sha256"], d.get("fitted_on", {}))
-        except (KeyError, TypeError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{source}: malformed GPU tile calibration ({err})") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{source}: not a JSON GPU tile calibration ({err})") from None
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            found = d.get("schema") if isinstance(d, dict) else None
+            raise ConfigError(f"{source}: schema {found!r} is not {SCHEMA}; write it with `coda calibrate`")
+        _check_keys(d, {"schema", "data_sha256", "fitted_on", "gemm", "stream", "attention"}, source)
+        for key in ("gemm", "stream", "fitted_on"):
+            if not isinstance(d[key], dict):
+                raise ConfigError(f"{source}: {key} must be an object")
+        for key in ("gemm.tensor", "gemm.simt", *(f"stream.{k}" for k in STREAM_KINDS)):
+            group, name = key.split(".", 1)
+            if name not in d[group]:
+                raise ConfigError(f"{source}: {key} is missing; write the file with `coda calibrate`")
+        return cls({k: _params(GemmParams, v, f"{source}: gemm.{k}") for k, v in d["gemm"].items()},
+                   {k: _params(StreamParams, v, f"{source}: stream.{k}") for k, v in d["stream"].items()},
+                   _params(AttentionParams, d["attention"], f"{source}: attention"), str(d["data_sha256"]),
+                   {str(k): str(v) for k, v in d["fitted_on"].items()})
+
+
+def _check_keys(d: Mapping[str, Any], expected: set[str], where: str) -> None:
+    if set(d) != expected:
+        missing, unknown = sorted(expected - set(d)), sorted(set(d) - expected)
+        raise ConfigError(f"{where}: missing keys {missing}, unknown keys {unknown}; expected {sorted(expected)}")
+
+
+def _params(params_type: type[Any], v: Any, where: str) -> Any:
+    """A parameter dataclass from a JSON object with exactly its fields, all finite numbers."""
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where}: must be an object of parameters")
+    _check_keys(v, {f.name for f in fields(params_type)}, where)
+    bad = [k for k, x in v.items() if not isinstance(x, (int, float)) or isinstance(x, bool) or not np.isfinite(x)]
+    if bad:
+        raise ConfigError(f"{where}: {', '.join(sorted(bad))} must be finite numbers")
+    return params_type(**{k: float(x) for k, x in v.items()})
+
+
+# The environment variable naming a calibration file to use instead of the shipped one.
+CALIBRATION_ENV = "CODA_GPU_CALIBRATION"
 
 
 def calibration_path() -> Any:
+    """The shipped calibration file (inside the installed package; `coda calibrate` never writes it)."""
     return resources.files("coda.predictor").joinpath("calibration").joinpath("gpu_tiles.json")
 
 
@@ -223,12 +272,43 @@ def load_calibration(text: str, data_sha256: str, source: str = "calibration") -
     return cal
 
 
+def load_calibration_file(path: str | os.PathLike[str]) -> Calibration:
+    """A calibration file written by `coda calibrate`, checked for schema and data hash.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, malformed, or fitted on other data.
+    """
+    from coda.predictor.measured import data_sha256
+
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"GPU tile calibration {path}: cannot read it ({err}); "
+                          "name a file written by `coda calibrate`") from None
+    return load_calibration(text, data_sha256(), f"GPU tile calibration {path}")
+
+
 @lru_cache(maxsize=1)
 def shipped_calibration() -> Calibration:
     """The calibration shipped in the package, after checking its data hash."""
     from coda.predictor.measured import data_sha256
 
     return load_calibration(calibration_path().read_text(), data_sha256(), "coda/predictor/calibration/gpu_tiles.json")
+
+
+def active_calibration() -> Calibration:
+    """The calibration the default model uses: the file named by `$CODA_GPU_CALIBRATION` if set
+    (logging a warning the first time), else the shipped one."""
+    return _calibration_for(os.environ.get(CALIBRATION_ENV, ""))
+
+
+@lru_cache(maxsize=8)
+def _calibration_for(path: str) -> Calibration:
+    if not path:
+        return shipped_calibration()
+    cal = load_calibration_file(path)
+    log.warning("using the user GPU tile calibration %s (from $%s), not the shipped one", path, CALIBRATION_ENV)
+    return cal
 
 
 # -- vectorised core ---------------------------------------------------------------------------
@@ -426,7 +506,13 @@ class GPUTileModel(BasePredictor):
 
     @classmethod
     def default(cls) -> GPUTileModel:
-        return _default_model()
+        """The model with the active calibration (`active_calibration`: `$CODA_GPU_CALIBRATION` or shipped)."""
+        return _default_model(os.environ.get(CALIBRATION_ENV, ""))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> GPUTileModel:
+        """The model with a calibration file written by `coda calibrate` (checked as `load_calibration_file`)."""
+        return cls(load_calibration_file(path))
 
     def predict(self, ops: list[Op], gpu: GPU | str) -> np.ndarray:
         """Vectorised: seconds of each op on one GPU."""
@@ -459,6 +545,7 @@ class GPUTileModel(BasePredictor):
         return Estimate(latency_s, bound, self.name, details)
 
 
-@lru_cache(maxsize=1)
-def _default_model() -> GPUTileModel:
-    return GPUTileModel(shipped_calibration())
+@lru_cache(maxsize=8)
+def _default_model(path: str) -> GPUTileModel:
+    """The default model per calibration path ("" for the shipped file), cached by the path."""
+    return GPUTileModel(_calibration_for(path))
