@@ -97,8 +97,9 @@ class DesignSpace:
             if not values:
                 raise ConfigError(f"DesignSpace.{name} is empty; give at least one value")
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v) > 0:
-                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a positive number")
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < float(v) < math.inf:
+                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a finite positive "
+                                      "number")
                 if name in _INT_DIMS and not float(v).is_integer():
                     raise ConfigError(f"DesignSpace.{name} contains {v!r}; use whole numbers")
                 if name in _POW2_DIMS and int(float(v)) & (int(float(v)) - 1):
@@ -106,12 +107,16 @@ class DesignSpace:
                     raise ConfigError(f"DesignSpace.{name} contains {v}, not a power of two; use {lo} or {2 * lo}")
             cast = int if name in _INT_DIMS else float
             object.__setattr__(self, name, tuple(sorted({cast(v) for v in values})))
-        if self.max_area_mm2 is not None and not self.max_area_mm2 > 0:
-            raise ConfigError(f"DesignSpace.max_area_mm2={self.max_area_mm2} must be positive (or None for no budget)")
-        if self.max_tdp_w is not None and not self.max_tdp_w > 0:
-            raise ConfigError(f"DesignSpace.max_tdp_w={self.max_tdp_w} must be positive (or None for no budget)")
-        if not 0.0 <= self.min_area_fraction <= 1.0:
-            raise ConfigError(f"DesignSpace.min_area_fraction={self.min_area_fraction} must lie in [0, 1]")
+        # Budgets are finite: an infinite area budget times a zero fraction is NaN, which admits designs silently.
+        for budget in ("max_area_mm2", "max_tdp_w"):
+            v = getattr(self, budget)
+            bad = isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < float(v) < math.inf
+            if v is not None and bad:
+                raise ConfigError(f"DesignSpace.{budget}={v!r} must be a finite positive number (or None for no "
+                                  "budget)")
+        f = self.min_area_fraction
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 <= float(f) <= 1.0:
+            raise ConfigError(f"DesignSpace.min_area_fraction={f!r} must lie in [0, 1] (0: no minimum area)")
         if self.min_area_fraction > 0 and self.max_area_mm2 is None:
             raise ConfigError("DesignSpace.min_area_fraction needs max_area_mm2 (it is a fraction of that budget)")
         # Validate the scalar fields once, through the template itself.

@@ -12,15 +12,23 @@ plan among `--tp`, `--pp`, `--micro-batch`, `--recompute` and `--zero` (lists; d
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from typing import Any
 
 import pandas as pd
 
 from coda.cli._output import print_json, print_table
+from coda.errors import CodaError, ConfigError
 from coda.plotting import pyplot
 
 TABLE_COLUMNS = ("rank", "name", "hbm_bytes", "area_mm2", "tdp_w", "peak_flops", "plan", "tokens_per_s",
                  "tokens_per_s_per_w", "mfu", "peak_memory_bytes", "bound_objective")
+
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+"""Exit codes of an interrupted search: 128 + the signal number, as shells report them."""
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -91,26 +99,125 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None
     plt.close(fig)
 
 
+LIST_FLAGS = {"n_tc": "--n-tc", "n_vc": "--n-vc", "tc_rows": "--tc-rows", "tc_cols": "--tc-cols",
+              "glb_mib": "--glb-mib", "hbm_gib": "--hbm-gib", "tp": "--tp", "pp": "--pp",
+              "micro_batch": "--micro-batch", "recompute": "--recompute", "zero": "--zero",
+              "gpu_reference": "--gpu-reference"}
+"""Comma-list flags by destination (an empty list, e.g. `--n-tc ,`, is refused)."""
+POW2_FLAGS = {"tc_rows": "--tc-rows", "tc_cols": "--tc-cols"}
+
+
+def _at_least(flag: str, value: Any, low: float, what: str) -> None:
+    if value is not None and not (math.isfinite(value) and value >= low):
+        raise ConfigError(f"{flag} {value} is out of range: {what} must be a finite number >= {low:g}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every flag's range, before any work (one `ConfigError` naming the flag, its value and its range)."""
+    for dest, flag, what in (("chips", "--chips", "chips per design"), ("global_batch", "--global-batch",
+                             "sequences per step"), ("seq_len", "--seq-len", "tokens per sequence"),
+                             ("top", "--top", "designs to list"), ("max_designs", "--max-designs",
+                             "new designs to evaluate"), ("workers", "--workers", "designs in flight")):
+        v = getattr(args, dest)
+        if v is not None and v < 1:
+            raise ConfigError(f"{flag} {v} is out of range: {what} must be an integer >= 1")
+    if args.max_area_mm2 is not None and not (math.isfinite(args.max_area_mm2) and args.max_area_mm2 > 0):
+        raise ConfigError(f"--max-area-mm2 {args.max_area_mm2} is out of range: the area budget must be a finite "
+                          "number of mm2 > 0 (default the TPUv4-like chip's)")
+    if not (math.isfinite(args.min_area_fraction) and 0 <= args.min_area_fraction <= 1):
+        raise ConfigError(f"--min-area-fraction {args.min_area_fraction} is out of range: it must lie in [0, 1]")
+    if args.max_tdp_w is not None and not (math.isfinite(args.max_tdp_w) and args.max_tdp_w > 0):
+        raise ConfigError(f"--max-tdp-w {args.max_tdp_w} is out of range: the TDP budget must be a finite number "
+                          "of W > 0 (or leave it out for no budget)")
+    _at_least("--ilp-time-limit", args.ilp_time_limit, 0, "the ILP time per layer graph (seconds; 0: heuristic)")
+    for dest, flag in LIST_FLAGS.items():
+        v = getattr(args, dest)
+        if v is not None and dest != "gpu_reference" and len(v) == 0:
+            raise ConfigError(f"{flag} lists no value; give comma-separated values, e.g. {flag} 2,8, or leave the "
+                              "flag out for its default")
+    for dest in ("n_tc", "n_vc", "tc_rows", "tc_cols", "glb_mib", "hbm_gib", "tp", "pp", "micro_batch"):
+        bad = [v for v in getattr(args, dest) or () if v < 1]
+        if bad:
+            raise ConfigError(f"{LIST_FLAGS[dest]} {bad[0]} is out of range: values must be integers >= 1")
+    for dest, flag in POW2_FLAGS.items():
+        for v in getattr(args, dest) or ():
+            if v & (v - 1):
+                lo = 1 << (v.bit_length() - 1)
+                raise ConfigError(f"{flag} {v} is not a power of two: tensor-core sides must be powers of two "
+                                  f"(PHAZE: 2..256); use {lo} or {2 * lo}")
+    if args.plot is not None:
+        from coda.search import check_output_path
+
+        if not args.plot.lower().endswith(PLOT_SUFFIXES):
+            raise ConfigError(f"--plot {args.plot!r}: the file name must end in {', '.join(PLOT_SUFFIXES)} "
+                              "(the image format)")
+        check_output_path(args.plot, "--plot")
+        pyplot("--plot")  # matplotlib missing: say so now, not after the search
+    if args.gpu_reference:
+        from coda.search.gpu_reference import check_gpu_reference
+
+        try:
+            check_gpu_reference(args.gpu_reference, args.chips)
+        except CodaError as err:
+            raise ConfigError(f"--gpu-reference {','.join(args.gpu_reference)}: {err}") from None
+
+
+def _interrupted(stop: Any) -> int:
+    """One line on stderr for an interrupted search; the exit code (130 for SIGINT, 143 for SIGTERM)."""
+    word = "interrupted" if stop.signal_name == "SIGINT" else "terminated"
+    if stop.store is not None:
+        print(f"coda: {word}: {stop.n_stored} designs stored in {stop.store}; run the same command to resume",
+              file=sys.stderr)
+    else:
+        print(f"coda: {word}: {stop.n_new} designs evaluated and not kept (no --store); add --store runs.sqlite "
+              "to keep finished designs and resume", file=sys.stderr)
+    return EXIT_SIGINT if stop.signal_name == "SIGINT" else EXIT_SIGTERM
+
+
 def _run(args: argparse.Namespace) -> int:
     from coda.placement import predictor_layer_time
-    from coda.search import SearchLayerTime, gpu_reference, pareto_front, search
+    from coda.search import SearchInterrupted, SearchLayerTime, gpu_reference, pareto_front, search
+    from coda.search.executors import Terminated, terminate_as_interrupt
 
+    _check_args(args)
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
-    result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len, objective=args.objective,
-                    store=args.store, max_designs=args.max_designs, progress=args.progress, layer_time=timer,
-                    executor=args.executor, workers=args.workers, prune=not args.pareto, choices=_choices(args))
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    with terminate_as_interrupt():
+        try:
+            result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len,
+                            objective=args.objective, store=args.store, max_designs=args.max_designs,
+                            progress=progress, layer_time=timer, executor=args.executor, workers=args.workers,
+                            prune=not args.pareto, choices=_choices(args))
+        except SearchInterrupted as stop:
+            return _interrupted(stop)
+        except KeyboardInterrupt as err:  # before the first design: nothing was evaluated
+            print(f"coda: {'terminated' if isinstance(err, Terminated) else 'interrupted'} before any design was "
+                  "evaluated", file=sys.stderr)
+            return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+        try:
+            return _report(args, result, gpu_reference, pareto_front)
+        except KeyboardInterrupt as err:
+            kept = f"its designs are stored in {args.store}" if args.store else "nothing was kept (no --store)"
+            print(f"coda: {'terminated' if isinstance(err, Terminated) else 'interrupted'} after the search "
+                  f"finished; {kept}", file=sys.stderr)
+            return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+
+
+def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_front: Any) -> int:
+    """GPU rows, plot and output of a finished search; the summary sentence comes last."""
     front = pareto_front(result.frame) if args.pareto else None
     gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len,
                          choices=_choices(args))
     if args.plot:
         _plot(result, args.plot, gpus, front)
+    summary, short = result.summary(gpus), result.shortfall(args.top)
     if args.json:
         print_json(dict(counts=result.counts(), objective=result.objective,
                         top=result.frame[result.frame["status"] == "ok"].head(args.top).to_dict(orient="records"),
                         reference=result.reference.to_dict(), gpu_references=gpus.to_dict(orient="records"),
                         pareto=None if front is None else front.to_dict(orient="records"),
                         infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
-                        .to_dict(orient="records")))
+                        .to_dict(orient="records"), shortfall=short, summary=summary))
         return 0
     c = result.counts()
     print(f"designs {c['designs']}: evaluated {c['evaluated']}, cached {c['cached']}, pruned by bound "
@@ -118,8 +225,12 @@ def _run(args: argparse.Namespace) -> int:
           f"({'exact' if c['complete'] else 'incomplete: max-designs reached'}, {c['seconds']:.1f} s)")
     print()
     table = pd.concat([result.table(args.top), gpus.assign(rank="gpu")], ignore_index=True)
-    print_table(_display(table), title=f"top {args.top} by {result.objective} (per W of cluster TDP), the TPUv4-like "
-                f"reference{' and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
+    n_listed = int((table["rank"] != "ref").sum() - len(gpus))
+    title = (f"top {args.top} by {result.objective} (per W of cluster TDP), the TPUv4-like reference"
+             f"{' and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
+    if short is not None:
+        title += f"; {n_listed} listed: {short}"
+    print_table(_display(table), title=title)
     if front is not None:
         print()
         print_table(_display(front.assign(rank=range(1, len(front) + 1))),
@@ -130,52 +241,84 @@ def _run(args: argparse.Namespace) -> int:
         print_table(bad.head(args.top), title="infeasible designs")
     if args.plot:
         print(f"\nplot: {args.plot}")
+    print()
+    print(summary)
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from coda.search import EXECUTORS, OBJECTIVES
+
     p = sub.add_parser("search", help="search a design space for the best accelerator (exact, bound-pruned)",
                        description="Find the design of an accelerator design space that trains a model best on a "
-                                   "TPU-v4-like torus of --chips chips; ranges default to PHAZE's space.")
-    p.add_argument("--model", required=True, help="preset name or config.json")
-    p.add_argument("--chips", type=int, required=True, help="chips per design (<= 16 or a multiple of 16)")
-    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
-    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence")
-    p.add_argument("--objective", choices=("tokens_per_s_per_w", "tokens_per_s"), default="tokens_per_s_per_w",
-                   help="ranking objective (default tokens/s per W of cluster TDP)")
-    p.add_argument("--n-tc", dest="n_tc", type=_ints, help="tensor cores, e.g. 2,8 (default PHAZE 1..4096)")
-    p.add_argument("--n-vc", dest="n_vc", type=_ints, help="vector cores, e.g. 1,2 (default PHAZE 1..4096)")
-    p.add_argument("--tc-rows", dest="tc_rows", type=_ints, help="tensor-core rows, powers of two (default 2..256)")
-    p.add_argument("--tc-cols", dest="tc_cols", type=_ints, help="tensor-core columns, powers of two (default 2..256)")
-    p.add_argument("--glb-mib", dest="glb_mib", type=_ints, help="GLB sizes in MiB (default 2..128)")
-    p.add_argument("--hbm-gib", dest="hbm_gib", type=_ints, help="HBM capacities in GiB (default 32)")
+                                   "TPU-v4-like torus of --chips chips; ranges default to PHAZE's space. Ctrl-C or "
+                                   "SIGTERM stores the finished designs (with --store) and exits 130 / 143.")
+    p.add_argument("--model", required=True, help="model preset name or Hugging Face config.json path (required)")
+    p.add_argument("--chips", type=int, required=True,
+                   help="chips per design in the TPU-v4-like torus, >= 1: at most 16 or a multiple of 16 (required)")
+    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step, >= 1 (required)")
+    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence, >= 1 (required)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="tokens_per_s_per_w",
+                   help="ranking objective: tokens_per_s_per_w (tokens/s per W of cluster TDP, the default) or "
+                        "tokens_per_s")
+    p.add_argument("--n-tc", dest="n_tc", type=_ints,
+                   help="tensor cores per chip, comma list, e.g. 2,8 (default PHAZE's powers of two 1..4096)")
+    p.add_argument("--n-vc", dest="n_vc", type=_ints,
+                   help="vector cores per chip, comma list, e.g. 1,2 (default PHAZE's powers of two 1..4096)")
+    p.add_argument("--tc-rows", dest="tc_rows", type=_ints,
+                   help="tensor-core rows (PEs), powers of two, comma list (default 2..256)")
+    p.add_argument("--tc-cols", dest="tc_cols", type=_ints,
+                   help="tensor-core columns (PEs), powers of two, comma list (default 2..256)")
+    p.add_argument("--glb-mib", dest="glb_mib", type=_ints,
+                   help="global buffer sizes, MiB, comma list (default powers of two 2..128 MiB)")
+    p.add_argument("--hbm-gib", dest="hbm_gib", type=_ints, help="HBM capacities per chip, GiB, comma list "
+                   "(default 32 GiB)")
     p.add_argument("--max-area-mm2", type=float, default=None,
-                   help="area budget, 22 nm model (default the TPUv4-like chip, 278.83)")
+                   help="area budget per chip, mm2 in the 22 nm model, finite > 0 (default the TPUv4-like chip's "
+                        "278.83 mm2)")
     p.add_argument("--min-area-fraction", type=float, default=0.3,
-                   help="designs must use this fraction of the area budget (PHAZE: 0.3; single-core exempt)")
-    p.add_argument("--max-tdp-w", type=float, default=None, help="TDP budget per chip, W")
-    p.add_argument("--tp", type=_ints, help="tensor-parallel widths to consider (default 1,2,4,8)")
-    p.add_argument("--pp", type=_ints, help="pipeline depths to consider (default: every one that fits)")
-    p.add_argument("--micro-batch", dest="micro_batch", type=_ints, help="micro-batch sizes (default 1,2,4)")
-    p.add_argument("--recompute", type=_names, help="recomputation modes: none, selective, full (default none,full)")
-    p.add_argument("--zero", type=_ints, help="ZeRO stages: 0, 1, 3 (default 0,1)")
-    p.add_argument("--max-designs", type=int, default=None, help="evaluate at most this many designs (resume later)")
-    p.add_argument("--store", default=None, help="SQLite result store (resume and reuse); created if missing")
+                   help="designs must use at least this fraction of the area budget, in [0, 1] (default PHAZE's "
+                        "0.3; designs with one tensor or vector core are exempt)")
+    p.add_argument("--max-tdp-w", type=float, default=None,
+                   help="TDP budget per chip, W, finite > 0 (default: no budget)")
+    p.add_argument("--tp", type=_ints,
+                   help="tensor-parallel widths, comma list; one must divide --chips (default 1,2,4,8)")
+    p.add_argument("--pp", type=_ints, help="pipeline depths, comma list (default: every depth that fits)")
+    p.add_argument("--micro-batch", dest="micro_batch", type=_ints,
+                   help="micro-batch sizes, sequences, comma list (default 1,2,4)")
+    p.add_argument("--recompute", type=_names,
+                   help="activation recomputation modes, comma list of none, selective, full (default none,full)")
+    p.add_argument("--zero", type=_ints, help="ZeRO stages, comma list of 0, 1, 3 (default 0,1)")
+    p.add_argument("--max-designs", type=int, default=None,
+                   help="evaluate at most this many new designs, >= 1, then stop; rerun with the same --store to "
+                        "resume (default: no limit)")
+    p.add_argument("--store", default=None,
+                   help="SQLite result store file: each finished design is written at once and reused by later "
+                        "runs; created if missing, refused if another program's (default: none, nothing is kept)")
     p.add_argument("--timer", choices=("ilp", "predictor"), default="ilp",
-                   help="layer times: on-chip ILP schedule (default) or the sum of predicted op latencies")
+                   help="layer times: the on-chip ILP schedule (default ilp) or the sum of predicted op latencies "
+                        "(predictor, ~50x faster)")
     p.add_argument("--ilp-time-limit", type=float, default=1.0,
-                   help="ILP seconds per layer graph (0: list-scheduling heuristic only)")
-    p.add_argument("--executor", choices=("inline", "process"), default="process",
-                   help="evaluate designs in a local process pool (default) or one at a time in-process")
+                   help="ILP wall-time budget per layer graph, seconds, finite >= 0 (default 1.0; 0: the "
+                        "list-scheduling heuristic only)")
+    p.add_argument("--executor", choices=EXECUTORS, default="process",
+                   help="where designs are evaluated: process (default: a local process pool whose workers end "
+                        "with coda), inline (one at a time in this process) or ray (Ray tasks on RAY_ADDRESS or a "
+                        "local Ray; pip install coda-llm[ray])")
     p.add_argument("--workers", type=int, default=None,
-                   help="process-pool size (default: CPUs, at most the designs to evaluate; 1 runs inline)")
-    p.add_argument("--top", type=int, default=10, help="designs to list")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bar on stderr")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+                   help="designs evaluated at once, >= 1 (default: the CPU count, at most the designs to evaluate; "
+                        "1 runs inline)")
+    p.add_argument("--top", type=int, default=10, help="designs to list, >= 1 (default 10)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: on when stderr is a terminal)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables (default: tables)")
     p.add_argument("--pareto", action="store_true",
-                   help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front")
+                   help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front (default: "
+                        "off, bound-pruned)")
     p.add_argument("--gpu-reference", type=_names, default=(), metavar="GPUS",
-                   help="also run these GPUs (e.g. a100-sxm4-80gb,h100-sxm) on --chips of their DGX nodes, "
-                        "for comparison")
-    p.add_argument("--plot", default=None, help="write a scatter of tokens/s vs TDP to this PNG (needs matplotlib)")
+                   help="comma list of Ampere or Hopper GPUs (e.g. a100-sxm4-80gb,h100-sxm) to also run on --chips "
+                        "GPUs of their DGX nodes, for comparison (default: none)")
+    p.add_argument("--plot", default=None,
+                   help="write a tokens/s vs TDP scatter to this .png/.svg/.pdf file (needs matplotlib; default: "
+                        "no plot)")
     p.set_defaults(handler=_run)

@@ -37,6 +37,17 @@ def _dgx(g: GPU, n_chips: int) -> Any:
     return cluster(DGX_PRESET[g.architecture], n_chips, device=g)
 
 
+def check_gpu_reference(gpus: Sequence[str], n_chips: int) -> None:
+    """Refuse, before any evaluation, a GPU name that is unknown or has no DGX preset, or a chip count
+    its DGX preset cannot hold.
+
+    Raises:
+        UnknownNameError: an unknown GPU (with close names); ConfigError: the rest.
+    """
+    for name in gpus:
+        _dgx(lookup_gpu(name), n_chips)
+
+
 def gpu_reference_row(cfg: ModelConfig, gpu_name: str, n_chips: int, global_batch: int, seq_len: int,
                       choices: dict[str, Any]) -> dict[str, Any]:
     """One GPU as a row of `SearchResult.frame` (design fields it lacks are NaN, no bound)."""
@@ -68,5 +79,6 @@ def gpu_reference(model: ModelConfig | str, gpus: Sequence[str], n_chips: int, g
     """
     cfg = _as_cfg(model)
     merged = _merged_choices(choices)
+    check_gpu_reference(gpus, n_chips)
     rows = [gpu_reference_row(cfg, name, n_chips, global_batch, seq_len, merged) for name in gpus]
     return pd.DataFrame(rows, columns=list(FRAME_COLUMNS))

@@ -344,6 +344,19 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
     check_parallel_widths(merged, n_chips)
     timer = SearchLayerTime() if layer_time is None else layer_time
     cluster(CLUSTER_PRESET, n_chips, device=tpuv4_like())  # validates n_chips against the torus
+    db = ResultStore(store) if store is not None else None  # a bad store is refused before any work
+    try:
+        return _search(cfg, space, n_chips, global_batch, seq_len, objective, db, max_designs, merged, prune, timer,
+                       executor, workers, progress, t0)
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int, objective: str,
+            db: ResultStore | None, max_designs: int | None, merged: dict[str, Any], prune: bool, timer: Any,
+            executor: str, workers: int | None, progress: bool, t0: float) -> SearchResult:
+    """`search` after its arguments were checked and its store opened."""
     designs = space.to_frame()  # raises InfeasibleDesign when nothing is admitted
     flops_lb = training_flops_per_token_lb(cfg, seq_len)
     designs["vector_flops"] = designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]
@@ -376,16 +389,11 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
                     bound_objective=objective_bound(objective, peak, vector, tdp, n_chips, flops_lb))
 
     ref_acc = tpuv4_like()
-    db = ResultStore(store) if store is not None else None
-    try:
-        if db is not None and not db.writable:
-            _refuse_read_only(db, key_of(ref_acc), [key_of(accelerators[i]) for i in order],
-                              [bound_obj[i] for i in order], objective, prune)
-        found, n_spec = _visit(db, order, accelerators, bound_obj, objective, prune, max_designs, key_of, ref_acc,
-                               executor, window, progress, cfg, n_chips, global_batch, seq_len, merged, timer)
-    finally:
-        if db is not None:
-            db.close()
+    if db is not None and not db.writable:
+        _refuse_read_only(db, key_of(ref_acc), [key_of(accelerators[i]) for i in order],
+                          [bound_obj[i] for i in order], objective, prune)
+    found, n_spec = _visit(db, order, accelerators, bound_obj, objective, prune, max_designs, key_of, ref_acc,
+                           executor, window, progress, cfg, n_chips, global_batch, seq_len, merged, timer)
 
     # The inline visit over the results: it stops no later than the parallel one, so every row it
     # reaches is in `found`; rows past its stop are the speculative ones.
