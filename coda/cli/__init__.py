@@ -47,12 +47,19 @@ def _one_line(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one `coda` command; returns its exit code (0 ok, 2 bad input, 130 interrupted).
 
+    `--help` and `--version` raise `SystemExit(0)` after printing, as argparse does.
+
     A subcommand with more to say on Ctrl-C (where to resume) prints its own line and returns
     130, or raises `KeyboardInterrupt("...")`, whose message is appended to `coda: interrupted`.
     """
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help and --version exit 0 as argparse does; a usage error returns 2
+            if not done.code:
+                raise
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
         return int(args.handler(args) or 0)
     except CodaError as err:
         print(f"coda: error: {_one_line(str(err))}", file=sys.stderr)

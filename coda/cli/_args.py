@@ -14,7 +14,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 """File suffixes `--plot` and `--timeline` accept (matplotlib picks the format from it)."""
@@ -27,9 +27,30 @@ class Parser(argparse.ArgumentParser):
     reports a bad flag the way the CLI reports a `CodaError`.
     """
 
+    def _get_value(self, action: argparse.Action, arg_string: str) -> object:
+        """Name the field and the value in a `type=` error: ``argument --seq-len: seq_len=0 is ...``."""
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as err:
+            if not isinstance(action.type, _Checked):
+                raise
+            shown = arg_string if len(arg_string) <= 40 else arg_string[:37] + "..."
+            raise argparse.ArgumentError(action, f"{action.dest}={shown!r} {err.message}") from None
+
     def error(self, message: str) -> NoReturn:
         text = " ".join(message.split())
         self.exit(2, f"coda: error: {self.prog}: {text} (see `{self.prog} --help`)\n")
+
+
+class _Checked:
+    """A `type=` callable whose `ArgumentTypeError` messages leave the value out: `Parser`
+    prefixes them with ``dest=value`` (``seq_len='0' is outside [1, ...]``)."""
+
+    def __init__(self, parse: Callable[[str], Any], name: str) -> None:
+        self.parse, self.__name__ = parse, name
+
+    def __call__(self, value: str) -> Any:
+        return self.parse(value)
 
 
 def _power(n: int) -> str:
@@ -41,26 +62,20 @@ def _as_int(text: str, lo: int, hi: int) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text[:40]!r} is not an integer; give a whole number in [{lo}, {_power(hi)}]") from None
+        raise argparse.ArgumentTypeError(f"is not an integer; give a whole number in [{lo}, {_power(hi)}]") from None
 
 
-def _in_range(value: int, lo: int, hi: int, why: str) -> int:
+def _in_range(value: int, lo: int, hi: int, why: str, item: str = "") -> int:
     if not lo <= value <= hi:
         nearest = min(max(value, lo), hi)
-        raise argparse.ArgumentTypeError(f"{value} is outside [{lo}, {_power(hi)}]{why}; nearest valid: {nearest}")
+        raise argparse.ArgumentTypeError(f"{item}is outside [{lo}, {_power(hi)}]{why}; nearest valid: {nearest}")
     return value
 
 
 def int_range(lo: int, hi: int, why: str = "") -> Callable[[str], int]:
     """A `type=` for an integer in [lo, hi]; `why` explains the upper bound (``" (devices in the
     largest cluster modelled)"``)."""
-
-    def parse(text: str) -> int:
-        return _in_range(_as_int(text, lo, hi), lo, hi, why)
-
-    parse.__name__ = "integer"
-    return parse
+    return _Checked(lambda text: _in_range(_as_int(text, lo, hi), lo, hi, why), "integer")
 
 
 def int_list(lo: int, hi: int, why: str = "") -> Callable[[str], tuple[int, ...]]:
@@ -69,12 +84,11 @@ def int_list(lo: int, hi: int, why: str = "") -> Callable[[str], tuple[int, ...]
     def parse(text: str) -> tuple[int, ...]:
         parts = [p.strip() for p in text.split(",")]
         if not text.strip() or any(not p for p in parts):
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer or a comma-separated list of them "
-                                             f"(each in [{lo}, {_power(hi)}])")
-        return tuple(_in_range(_as_int(p, lo, hi), lo, hi, why) for p in parts)
+            raise argparse.ArgumentTypeError(f"is not an integer or a comma-separated list of them (each in "
+                                             f"[{lo}, {_power(hi)}])")
+        return tuple(_in_range(_as_int(p, lo, hi), lo, hi, why, item=f"{p} ") for p in parts)
 
-    parse.__name__ = "integer list"
-    return parse
+    return _Checked(parse, "integer list")
 
 
 def float_range(lo: float, hi: float, lo_open: bool = False, unit: str = "") -> Callable[[str], float]:
@@ -86,16 +100,15 @@ def float_range(lo: float, hi: float, lo_open: bool = False, unit: str = "") -> 
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number; give one in {span}") from None
+            raise argparse.ArgumentTypeError(f"is not a number; give one in {span}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give one in {span}")
+            raise argparse.ArgumentTypeError(f"is not a finite number; give one in {span}")
         if value < lo or (lo_open and value == lo) or value > hi:
             nearest = f"{hi:g}" if value > hi else (f"a value just above {lo:g}" if lo_open else f"{lo:g}")
-            raise argparse.ArgumentTypeError(f"{value:g} is outside {span}; nearest valid: {nearest}")
+            raise argparse.ArgumentTypeError(f"is outside {span}; nearest valid: {nearest}")
         return value
 
-    parse.__name__ = "number"
-    return parse
+    return _Checked(parse, "number")
 
 
 def text(what: str) -> Callable[[str], str]:
@@ -103,11 +116,10 @@ def text(what: str) -> Callable[[str], str]:
 
     def parse(value: str) -> str:
         if not value.strip():
-            raise argparse.ArgumentTypeError(f"empty {what}; give a name")
+            raise argparse.ArgumentTypeError(f"is an empty {what}; give a name")
         return value
 
-    parse.__name__ = what
-    return parse
+    return _Checked(parse, what)
 
 
 def output_file(suffixes: Iterable[str] | None = None) -> Callable[[str], str]:
@@ -120,25 +132,25 @@ def output_file(suffixes: Iterable[str] | None = None) -> Callable[[str], str]:
         check_writable(value, allowed)
         return value
 
-    parse.__name__ = "output file"
-    return parse
+    return _Checked(parse, "output file")
 
 
 def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
     """`value` as a path that can be written (see `output_file`); raises `ArgumentTypeError`."""
     if not value.strip():
-        raise argparse.ArgumentTypeError("empty path; give a file name")
+        raise argparse.ArgumentTypeError("is an empty path; give a file name")
     path = Path(value)
     try:
         if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{value!r} is a directory; give a file in it, e.g. "
+            raise argparse.ArgumentTypeError("is a directory; give a file in it, e.g. "
                                              f"{str(path / ('out' + (suffixes[0] if suffixes else '.json')))!r}")
         if suffixes is not None and path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError(f"{value!r} has no image suffix; end it with one of "
+            raise argparse.ArgumentTypeError("has no image suffix; end it with one of "
                                              f"{', '.join(suffixes)}")
         parent = path.parent
         if not parent.is_dir():
-            raise argparse.ArgumentTypeError(f"{value!r}: directory {str(parent)!r} does not exist; create it first")
+            raise argparse.ArgumentTypeError(f"is in a directory that does not exist, {str(parent)!r}; create it "
+                                             "first")
         existed = path.exists()
         with open(path, "ab"):
             pass
@@ -148,7 +160,7 @@ def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
         raise
     except (OSError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise argparse.ArgumentTypeError(f"{value[:80]!r} cannot be written ({reason}); give a writable file") from None
+        raise argparse.ArgumentTypeError(f"cannot be written ({reason}); give a writable file") from None
     return path
 
 

@@ -8,8 +8,14 @@ import pandas as pd
 
 from coda.arch.accelerators import PRESETS, accelerator_preset, tdp_comparison
 from coda.arch.design_space import DesignSpace
+from coda.cli._args import float_range, int_range, text
 from coda.cli._output import print_json, print_table
 from coda.units import fmt_bytes, fmt_si
+
+MAX_AREA_MM2 = 1e5
+"""Largest area budget the CLI takes, mm^2: a full 300 mm wafer is about 7e4 mm^2."""
+MAX_TDP_W = 1e5
+"""Largest TDP budget the CLI takes, W (a wafer-scale engine draws about 2.3e4 W)."""
 
 _SORT_KEYS = {
     "flops-per-w": ("peak_flops_per_w", False),
@@ -109,20 +115,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     cmds = p.add_subparsers(dest="accelerators_command", metavar="ACTION", required=True)
 
     show = cmds.add_parser("show", help="fields, peak, area and TDP breakdown of a reference accelerator")
-    show.add_argument("name", nargs="?", default="tpuv4-like", help=f"one of {', '.join(PRESETS)} (default tpuv4-like)")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("name", nargs="?", type=text("accelerator"), default="tpuv4-like",
+                      help=f"one of {', '.join(PRESETS)} (default: tpuv4-like)")
+    show.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
     show.set_defaults(handler=_show)
 
     space = cmds.add_parser("space", help="enumerate PHAZE's design space under area/TDP budgets")
-    space.add_argument("--max-area-mm2", type=float, default=None, help="area budget, 22 nm (default TPUv4-like)")
-    space.add_argument("--min-area-fraction", type=float, default=None, help="min. fraction of budget (default 0.3)")
-    space.add_argument("--max-tdp-w", type=float, default=None, help="TDP budget in W (default: none)")
-    space.add_argument("--tech-nm", type=int, choices=(7, 5, 4), default=None, help="node for TDP (default 7)")
-    space.add_argument("--limit", type=int, default=10, help="rows to print (default 10)")
-    space.add_argument("--sort", choices=sorted(_SORT_KEYS), default="flops-per-w", help="ranking key")
-    space.add_argument("--json", action="store_true", help="machine-readable output")
+    space.add_argument("--max-area-mm2", type=float_range(0, MAX_AREA_MM2, lo_open=True, unit="mm^2"), default=None,
+                       help=f"area budget at 22 nm, mm^2, at most {MAX_AREA_MM2:g} (default: the TPUv4-like chip's)")
+    space.add_argument("--min-area-fraction", type=float_range(0, 1), default=None,
+                       help="least fraction of the area budget a design uses, in [0, 1] (default: 0.3)")
+    space.add_argument("--max-tdp-w", type=float_range(0, MAX_TDP_W, lo_open=True, unit="W"), default=None,
+                       help=f"TDP budget, W, at most {MAX_TDP_W:g} (default: none)")
+    space.add_argument("--tech-nm", type=int, choices=(7, 5, 4), default=None,
+                       help="process node for the TDP, nm (default: 7)")
+    space.add_argument("--limit", type=int_range(1, 10**6), default=10, help="rows to print (default: 10)")
+    space.add_argument("--sort", choices=sorted(_SORT_KEYS), default="flops-per-w",
+                       help="ranking key (default: flops-per-w)")
+    space.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     space.set_defaults(handler=_space)
 
     check = cmds.add_parser("tdp-check", help="model TDP of TPUv4-, A100- and H100-like chips vs published power")
-    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     check.set_defaults(handler=_tdp_check)

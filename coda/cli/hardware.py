@@ -13,6 +13,7 @@ import pandas as pd
 
 from coda.arch.clusters import cluster, list_clusters, preset_description
 from coda.arch.gpus import DTYPES, GPU, gpu, list_gpus
+from coda.cli._args import text
 from coda.cli._output import print_json, print_table
 from coda.units import GB, GiB, MiB, T, fmt_bytes, fmt_si
 
@@ -124,9 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hardware", help="the GPU catalog and cluster presets")
     hw = p.add_subparsers(dest="hardware_command", metavar="WHAT", required=True)
     g = hw.add_parser("gpus", help="list GPUs, or show one with its sources")
-    g.add_argument("name", nargs="?", help="GPU name or alias, e.g. h100-sxm or 'NVIDIA A100-PCIE-40GB'")
-    g.add_argument("--json", action="store_true", help="machine-readable output (SI units)")
+    g.add_argument("name", nargs="?", type=text("GPU name"),
+                   help="GPU name or alias, e.g. h100-sxm or 'NVIDIA A100-PCIE-40GB' (default: list them all)")
+    g.add_argument("--json", action="store_true", help="machine-readable output in SI units (default: off, a table)")
     g.set_defaults(handler=_gpus)
     c = hw.add_parser("clusters", help="list cluster presets and their network levels")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     c.set_defaults(handler=_clusters)

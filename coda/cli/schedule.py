@@ -9,6 +9,7 @@ import pandas as pd
 
 from coda import models
 from coda.arch.accelerators import PRESETS, Accelerator, accelerator_preset
+from coda.cli._args import PLOT_SUFFIXES, float_range, int_range, output_file, text
 from coda.cli._output import print_json, print_table
 from coda.errors import ConfigError
 from coda.ilp import (
@@ -18,9 +19,15 @@ from coda.ilp import (
     roofline_latencies,
     schedule,
 )
+from coda.models.config import MAX_HEADS, MAX_SEQ_LEN
+from coda.plotting import pyplot
 from coda.units import MiB, fmt_si
 
 PHASES = ("forward", "backward")
+MAX_BATCH = 2**20
+"""Most sequences in one micro-batch (far above any device's memory at any length)."""
+MAX_TIME_LIMIT_S = 86400.0
+"""Longest solver time limit the CLI takes: one day."""
 _DESIGN = re.compile(r"^(\d+)x(\d+)x(\d+)tc-(\d+)x(\d+)vc-(\d+)MiB$")
 
 
@@ -40,7 +47,8 @@ PREDICTORS = ("tiles", "roofline")
 
 def _run(args: argparse.Namespace) -> int:
     cfg = models.get(args.model)
-    model = models.build(cfg, args.phase, batch=args.batch, seq_len=args.seq_len or cfg.max_seq_len, tp=args.tp)
+    seq_len = cfg.max_seq_len if args.seq_len is None else args.seq_len
+    model = models.build(cfg, args.phase, batch=args.batch, seq_len=seq_len, tp=args.tp)
     names = [g.name for g, _ in model.layers]
     match = [g for g, _ in model.layers if args.layer in (g.name, g.name.split(".")[0])]
     if not match:
@@ -48,11 +56,16 @@ def _run(args: argparse.Namespace) -> int:
     graph = match[0]
     acc = parse_design(args.design)
     latencies = roofline_latencies(graph, acc) if args.predictor == "roofline" else None
-    s = schedule(graph, acc, latencies, solver=args.solver, time_limit_s=args.time_limit, gap=args.gap, fuse=args.fuse)
-    if args.trace:
-        s.to_chrome_trace(args.trace)
     if args.timeline:
-        s.plot_timeline(args.timeline)
+        pyplot("--timeline")  # matplotlib is there before the solve
+    s = schedule(graph, acc, latencies, solver=args.solver, time_limit_s=args.time_limit, gap=args.gap, fuse=args.fuse)
+    try:
+        if args.trace:
+            s.to_chrome_trace(args.trace)
+        if args.timeline:
+            s.plot_timeline(args.timeline)
+    except OSError as err:  # checked writable at parse time; the disk may still fill or vanish
+        raise ConfigError(f"cannot write {err.filename or 'output'}: {err.strerror or err}") from None
     if args.json:
         print_json({"schema": "coda.ilp.schedule/1", "model": cfg.name, "phase": args.phase, "layer": graph.name,
                     "tp": args.tp, "batch": args.batch, "seq_len": model.seq_len, "predictor": args.predictor,
@@ -80,23 +93,33 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schedule", help="on-chip operator schedule (ILP) of one layer on an accelerator")
-    p.add_argument("model", help="preset name or path to a config.json")
-    p.add_argument("--phase", choices=PHASES, default="forward", help="forward or backward (default forward)")
-    p.add_argument("--design", default="tpuv4-like",
-                   help=f"accelerator: a preset ({', '.join(PRESETS)}; default tpuv4-like) or a spec such as "
-                        "2x256x256tc-2x256vc-128MiB")
-    p.add_argument("--layer", default="block", help="layer of the model graph (default block: the transformer block)")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel width (default 1)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's maximum)")
-    p.add_argument("--batch", type=int, default=1, help="micro-batch size in sequences (default 1)")
-    p.add_argument("--solver", choices=[s.value for s in Solver], default=Solver.CBC.value, help="MILP solver")
-    p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, help="solver time limit, s (default 10)")
-    p.add_argument("--gap", type=float, default=DEFAULT_GAP, help="relative optimality gap (default 0.01)")
+    p.add_argument("model", type=text("model"), help="preset name or path to a config.json")
+    p.add_argument("--phase", choices=PHASES, default="forward", help="forward or backward (default: forward)")
+    p.add_argument("--design", type=text("design"), default="tpuv4-like",
+                   help=f"accelerator: a preset ({', '.join(PRESETS)}) or a spec such as "
+                        "2x256x256tc-2x256vc-128MiB (default: tpuv4-like)")
+    p.add_argument("--layer", type=text("layer"), default="block",
+                   help="layer of the model graph (default: block, the transformer block)")
+    p.add_argument("--tp", type=int_range(1, MAX_HEADS, " (heads)"), default=1,
+                   help="tensor-parallel width, devices (default: 1)")
+    p.add_argument("--seq-len", type=int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)"),
+                   default=None, help="sequence length, tokens (default: the model's max_seq_len)")
+    p.add_argument("--batch", type=int_range(1, MAX_BATCH, " (sequences)"), default=1,
+                   help="micro-batch size, sequences (default: 1)")
+    p.add_argument("--solver", choices=[s.value for s in Solver], default=Solver.CBC.value,
+                   help=f"MILP solver (default: {Solver.CBC.value})")
+    p.add_argument("--time-limit", type=float_range(0, MAX_TIME_LIMIT_S, unit="s"), default=DEFAULT_TIME_LIMIT_S,
+                   help=f"solver time limit, s (default: {DEFAULT_TIME_LIMIT_S:g})")
+    p.add_argument("--gap", type=float_range(0, 0.999), default=DEFAULT_GAP,
+                   help=f"relative optimality gap, a fraction in [0, 1) (default: {DEFAULT_GAP:g})")
     p.add_argument("--fuse", action=argparse.BooleanOptionalAction, default=True,
-                   help="fuse matmul + single elementwise/norm consumer (default on)")
+                   help="fuse matmul + single elementwise/norm consumer (default: on)")
     p.add_argument("--predictor", choices=PREDICTORS, default="tiles",
-                   help="op latencies: accelerator tile model (default) or roofline")
-    p.add_argument("--trace", metavar="OUT.json", default=None, help="write a Chrome trace (one track per core)")
-    p.add_argument("--timeline", metavar="OUT.png", default=None, help="write a PNG timeline (needs matplotlib)")
-    p.add_argument("--json", action="store_true", help="machine-readable output (schema coda.ilp.schedule/1)")
+                   help="op latencies: accelerator tile model or roofline (default: tiles)")
+    p.add_argument("--trace", metavar="OUT.json", type=output_file(), default=None,
+                   help="write a Chrome trace, one track per core (default: none)")
+    p.add_argument("--timeline", metavar="OUT.png", type=output_file(PLOT_SUFFIXES), default=None,
+                   help="write a PNG timeline, needs matplotlib (default: none)")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output, schema coda.ilp.schedule/1 (default: off, a table)")
     p.set_defaults(handler=_run)

@@ -15,8 +15,13 @@ from typing import Any
 
 import pandas as pd
 
+from coda.arch.clusters import MAX_DEVICES
+from coda.cli._args import PLOT_SUFFIXES, int_list, int_range, output_file, text
 from coda.cli._output import print_json, print_table
-from coda.cli.train import _cluster, _widths
+from coda.cli.train import _cluster
+from coda.errors import ConfigError
+from coda.evaluate.inference import MAX_BATCH
+from coda.models.config import MAX_SEQ_LEN
 from coda.plotting import pyplot
 from coda.units import GiB
 
@@ -53,8 +58,12 @@ def _plot(df: pd.DataFrame, path: str) -> None:
     ax.set_title(_title(df.iloc[0]), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:  # checked writable at parse time; the disk may still fill or vanish
+        raise ConfigError(f"--plot {path}: cannot write ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
 
 
 def _sweep(args: argparse.Namespace, cfg: Any) -> int:
@@ -79,6 +88,8 @@ def _run(args: argparse.Namespace) -> int:
     from coda.evaluate.inference import inference
     from coda.models import get
 
+    if args.plot:
+        pyplot("--plot")  # matplotlib is there before the work
     cfg = get(args.model)
     if len(args.batch) > 1 or args.plot:
         return _sweep(args, cfg)
@@ -102,25 +113,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    devices = int_range(1, MAX_DEVICES, " (devices in the largest cluster modelled)")
+    tokens = int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)")
     p = sub.add_parser("serve", help="TTFT, TPOT, tokens/s and memory of serving a static batch",
                        description="Evaluate static-batched inference of a model on a cluster.")
-    p.add_argument("--model", required=True, help="preset name or config.json")
-    p.add_argument("--cluster", required=True, help="cluster preset: dgx-a100, dgx-h100, vidur-a100, vidur-h100 "
-                   "(`coda hardware clusters`)")
-    p.add_argument("--devices", type=int, required=True, help="devices in the cluster (tp*pp per replica, the rest "
-                   "replicas)")
-    p.add_argument("--device", default=None, help="replace the cluster's device: a GPU preset name")
-    p.add_argument("--batch", type=_widths, required=True, help="sequences served together; a list such as "
-                   "1,8,32,128 prints the latency-throughput sweep")
-    p.add_argument("--prompt-len", dest="prompt_len", type=int, required=True, help="input tokens per sequence")
-    p.add_argument("--output-len", dest="output_len", type=int, required=True, help="generated tokens per sequence")
-    p.add_argument("--tp", type=int, default=1, help="tensor-parallel width (default 1)")
-    p.add_argument("--pp", type=int, default=1, help="pipeline stages (default 1); the batch runs as min(pp, batch) "
-                   "micro-batches")
-    p.add_argument("--ep", type=int, default=1, help="expert parallelism (MoE, with tp=pp=1): ep devices each serve "
-                   "batch/ep sequences and hold E/ep experts (default 1)")
-    p.add_argument("--dtype", choices=DTYPES, default="bf16", help="weights, activations and KV cache")
-    p.add_argument("--plot", metavar="OUT.png", default=None, help="write tokens/s per device against TPOT over "
-                   "the batches (needs matplotlib)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
+    p.add_argument("--cluster", required=True, type=text("cluster"), help="cluster preset: dgx-a100, dgx-h100, "
+                   "vidur-a100, vidur-h100 (`coda hardware clusters`) (required)")
+    p.add_argument("--devices", type=devices, required=True, help="devices in the cluster: tp*pp per replica, the "
+                   f"rest replicas; at most 2^20 = {MAX_DEVICES} (required)")
+    p.add_argument("--device", type=text("device"), default=None,
+                   help="replace the cluster's device: a GPU preset name (default: the cluster's)")
+    p.add_argument("--batch", type=int_list(1, MAX_BATCH, " (sequences)"), required=True,
+                   help="sequences served together; a list such as 1,8,32,128 prints the latency-throughput sweep "
+                        "(required)")
+    p.add_argument("--prompt-len", dest="prompt_len", type=tokens, required=True,
+                   help="input tokens per sequence (required)")
+    p.add_argument("--output-len", dest="output_len", type=tokens, required=True,
+                   help="generated tokens per sequence (required)")
+    p.add_argument("--tp", type=devices, default=1, help="tensor-parallel width, devices (default: 1)")
+    p.add_argument("--pp", type=devices, default=1, help="pipeline stages; the batch runs as min(pp, batch) "
+                   "micro-batches (default: 1)")
+    p.add_argument("--ep", type=devices, default=1, help="expert parallelism (MoE, with tp=pp=1): ep devices each "
+                   "serve batch/ep sequences and hold E/ep experts (default: 1)")
+    p.add_argument("--dtype", choices=DTYPES, default="bf16",
+                   help="weights, activations and KV cache (default: bf16)")
+    p.add_argument("--plot", metavar="OUT.png", type=output_file(PLOT_SUFFIXES), default=None,
+                   help="write tokens/s per device against TPOT over the batches, needs matplotlib (default: none)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
     p.set_defaults(handler=_run)

@@ -17,24 +17,22 @@ from typing import Any
 
 import pandas as pd
 
+from coda.arch.clusters import MAX_DEVICES
+from coda.cli._args import int_list, int_range, text
 from coda.cli._output import print_json, print_table
 from coda.errors import ConfigError
+from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
+from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
 
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
 
 
 def _widths(text: str) -> tuple[int, ...]:
-    """`8` or `1,2,8` -> (8,) or (1, 2, 8)."""
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer or a comma-separated list of them") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: widths must be positive integers")
-    return values
+    """`8` or `1,2,8` -> (8,) or (1, 2, 8): widths in [1, MAX_DEVICES]."""
+    return int_list(1, MAX_DEVICES, " (devices in the largest cluster modelled)")(text)
 
 
 def _cluster(args: argparse.Namespace) -> Any:
@@ -77,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(given) == len(PLAN_FLAGS):
         widths: dict[str, Any] = {}
         for k in ("cp", "ep"):
-            values = getattr(args, k) or (1,)
+            values = (1,) if getattr(args, k) is None else getattr(args, k)
             if len(values) > 1:
                 raise ConfigError(f"--{k} {','.join(map(str, values))}: a fully given plan takes one {k} width; "
                                   "leave a plan flag out to optimise over several")
@@ -85,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         plan = Plan(global_batch=args.global_batch, **widths, **given)
         result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
     else:
-        extra = {k: getattr(args, k) for k in ("cp", "ep") if getattr(args, k)}
+        extra = {k: getattr(args, k) for k in ("cp", "ep") if getattr(args, k) is not None}
         _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given,
                                      **extra)
     if args.json:
@@ -114,32 +112,43 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    devices = int_range(1, MAX_DEVICES, " (devices in the largest cluster modelled)")
     p = sub.add_parser("train", help="evaluate or optimise a parallel training plan",
                        description="Evaluate a training plan; plan flags left out are optimised.")
-    p.add_argument("--model", required=True, help="preset name or config.json")
-    p.add_argument("--cluster", required=True, help="cluster preset (`coda hardware clusters`): dgx-a100, "
-                   "dgx-h100, tpuv4-pod, vidur-a100, vidur-h100")
-    p.add_argument("--devices", type=int, required=True, help="devices in the cluster (all are used)")
-    p.add_argument("--device", default=None, help="replace the cluster's device: a GPU or accelerator preset name")
-    p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step")
-    p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence")
-    p.add_argument("--dtype", default="bf16", help="bf16 | fp16 | fp32 (default bf16)")
+    p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
+    p.add_argument("--cluster", required=True, type=text("cluster"), help="cluster preset (`coda hardware clusters`): "
+                   "dgx-a100, dgx-h100, tpuv4-pod, vidur-a100, vidur-h100 (required)")
+    p.add_argument("--devices", type=devices, required=True,
+                   help=f"devices in the cluster, all used, at most 2^20 = {MAX_DEVICES} (required)")
+    p.add_argument("--device", type=text("device"), default=None,
+                   help="replace the cluster's device: a GPU or accelerator preset name (default: the cluster's)")
+    p.add_argument("--global-batch", type=int_range(1, MAX_GLOBAL_BATCH_TOKENS, " (sequences)"), required=True,
+                   help=f"sequences per optimizer step; global batch x seq-len at most 2^30 = "
+                        f"{MAX_GLOBAL_BATCH_TOKENS} tokens (required)")
+    p.add_argument("--seq-len", type=int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)"),
+                   required=True, help="tokens per sequence (required)")
+    p.add_argument("--dtype", type=text("dtype"), default="bf16", help="bf16 | fp16 | fp32 (default: bf16)")
     p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
-                   help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, fsdp")
-    p.add_argument("--tp", type=int, help="tensor-parallel width")
-    p.add_argument("--cp", type=_widths, help="context-parallel width (default 1; needs fused attention); a list "
-                   "such as 1,2 is searched when optimising")
-    p.add_argument("--ep", type=_widths, help="expert-parallel width (MoE; default 1; divides the experts and "
-                   "tp*cp*dp); a list such as 1,8 is searched when optimising")
-    p.add_argument("--pp", type=int, help="pipeline stages")
-    p.add_argument("--dp", type=int, help="data-parallel replicas")
-    p.add_argument("--micro-batch", dest="micro_batch", type=int, help="sequences per micro-batch")
-    p.add_argument("--recompute", choices=[r.value for r in Recompute], help="activation recomputation")
+                   help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, megatron-core, "
+                        "fsdp (default: default)")
+    p.add_argument("--tp", type=devices, help="tensor-parallel width, devices (default: optimised)")
+    p.add_argument("--cp", type=_widths, help="context-parallel width (needs fused attention); a list such as 1,2 is "
+                   "searched when optimising (default: 1)")
+    p.add_argument("--ep", type=_widths, help="expert-parallel width (MoE; divides the experts and tp*cp*dp); a list "
+                   "such as 1,8 is searched when optimising (default: 1)")
+    p.add_argument("--pp", type=devices, help="pipeline stages (default: optimised)")
+    p.add_argument("--dp", type=devices, help="data-parallel replicas (default: optimised)")
+    p.add_argument("--micro-batch", dest="micro_batch", type=int_range(1, MAX_GLOBAL_BATCH_TOKENS, " (sequences)"),
+                   help="sequences per micro-batch (default: optimised)")
+    p.add_argument("--recompute", choices=[r.value for r in Recompute],
+                   help="activation recomputation (default: optimised)")
     p.add_argument("--sequence-parallel", dest="sequence_parallel", action=argparse.BooleanOptionalAction,
-                   default=None, help="Megatron sequence parallelism")
-    p.add_argument("--schedule", choices=[s.value for s in Schedule], help="pipeline schedule")
-    p.add_argument("--virtual-stages", dest="virtual_stages", type=int, help="model chunks per device (interleaved)")
-    p.add_argument("--zero", type=int, choices=ZERO_STAGES, help="ZeRO stage")
-    p.add_argument("--top", type=int, default=10, help="alternatives to list when optimising")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+                   default=None, help="Megatron sequence parallelism (default: optimised)")
+    p.add_argument("--schedule", choices=[s.value for s in Schedule], help="pipeline schedule (default: optimised)")
+    p.add_argument("--virtual-stages", dest="virtual_stages", type=int_range(1, MAX_LAYERS, " (layers)"),
+                   help="model chunks per device, interleaved schedule (default: optimised)")
+    p.add_argument("--zero", type=int, choices=ZERO_STAGES, help="ZeRO stage (default: optimised)")
+    p.add_argument("--top", type=int_range(1, 10**6), default=10, help="alternatives to list when optimising "
+                   "(default: 10)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
     p.set_defaults(handler=_run)

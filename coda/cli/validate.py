@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from coda.cli._args import stderr_is_terminal
 from coda.cli._output import markdown_table, print_json, print_table
 
 # name -> "module:function"; the function takes no arguments and returns [(title, DataFrame)].
@@ -23,10 +27,37 @@ TARGETS: dict[str, str] = {
 }
 
 
+@contextmanager
+def _progress(label: str) -> Iterator[None]:
+    """While the body runs: a live elapsed-time line on stderr if it is a terminal and tqdm is
+    installed (`pip install tqdm`; optional), else the one line ``coda: <label> ...``."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    if tqdm is None or not stderr_is_terminal():
+        print(f"coda: {label} ...", file=sys.stderr)
+        yield
+        return
+    done = threading.Event()
+    with tqdm(desc=f"coda: {label}", total=None, bar_format="{desc} {elapsed}", file=sys.stderr, leave=False) as bar:
+        def tick() -> None:  # redraw the elapsed time twice a second until the body ends
+            while not done.wait(0.5):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()
+
+
 def _run(args: argparse.Namespace) -> int:
     module_name, func_name = TARGETS[args.target].split(":")
-    print(f"coda: validating {args.target} ...", file=sys.stderr)
-    sections = getattr(importlib.import_module(module_name), func_name)()
+    with _progress(f"validating {args.target}"):
+        sections = getattr(importlib.import_module(module_name), func_name)()
     if args.json:
         print_json({title: df.to_dict(orient="records") for title, df in sections})
     elif args.markdown:
@@ -43,6 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="compare coda's predictions with measured data")
     p.add_argument("target", choices=sorted(TARGETS), help="what to validate")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="machine-readable output")
-    out.add_argument("--markdown", action="store_true", help="markdown tables (as in the docs)")
+    out.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
+    out.add_argument("--markdown", action="store_true", help="markdown tables, as in the docs (default: off)")
     p.set_defaults(handler=_run)

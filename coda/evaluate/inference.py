@@ -67,10 +67,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from coda.arch.clusters import Cluster
+from coda.arch.clusters import MAX_DEVICES, Cluster
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.builder import activation_dtype, build
-from coda.models.config import ModelConfig
+from coda.models.config import MAX_SEQ_LEN, ModelConfig
 from coda.models.graph import ModelGraph
 from coda.placement.chain import collectives_time
 from coda.placement.costs import device_memory_bytes, graph_collectives, predictor_layer_time, time_graphs
@@ -78,6 +78,8 @@ from coda.placement.plan import Plan, balanced_stage_layers
 from coda.units import GiB, dtype_bytes, fmt_bytes
 
 TPOT_POINTS = 8  # decode contexts evaluated for TPOT (interpolated in between)
+MAX_BATCH = 2**24
+"""Most sequences served together (16777216; device memory runs out long before)."""
 DEFAULT_RESERVE_BYTES = 2 * GiB  # CUDA context + library workspaces + NCCL buffers (estimate)
 
 
@@ -340,15 +342,21 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         InfeasibleDesign: t*pp*ep does not divide the devices, or the batch does not fit in memory
             (the message gives the bytes, the largest batch that fits and a tp, pp or ep that would).
     """
-    if isinstance(cfg, str):
+    if not isinstance(cfg, ModelConfig):
         from coda.models import get
 
         cfg = get(cfg)
+    if not isinstance(cluster, Cluster):
+        raise ConfigError(f"cluster={cluster!r} must be a Cluster (e.g. coda.arch.clusters.cluster('dgx-h100', 8))")
     tp, pp, ep = (plan.tp, plan.pp, plan.ep) if isinstance(plan, Plan) else (plan, pp, ep)
-    for name, v in (("tp", tp), ("pp", pp), ("ep", ep), ("batch", batch), ("prompt_len", prompt_len),
-                    ("output_len", output_len)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name}={v!r} must be a positive integer")
+    for name, v, hi in (("tp", tp, MAX_DEVICES), ("pp", pp, MAX_DEVICES), ("ep", ep, MAX_DEVICES),
+                        ("batch", batch, MAX_BATCH), ("prompt_len", prompt_len, MAX_SEQ_LEN),
+                        ("output_len", output_len, MAX_SEQ_LEN)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise ConfigError(f"{name}={v!r} must be an integer in [1, 2^{hi.bit_length() - 1} = {hi}]")
+    if isinstance(reserve_bytes, bool) or not isinstance(reserve_bytes, (int, float)) \
+            or not 0 <= reserve_bytes < math.inf:
+        raise ConfigError(f"reserve_bytes={reserve_bytes!r} must be a finite number of bytes >= 0")
     if pp > cfg.n_layers:
         raise ConfigError(f"pp={pp} stages exceed {cfg.name}'s {cfg.n_layers} layers")
     if ep > 1 and (not cfg.is_moe or cfg.n_experts % ep or tp > 1 or pp > 1 or batch % ep):

@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from coda.arch.clusters import Cluster
+from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.placement import CostModel, Plan, Software, TrainingResult, evaluate_plan
+from coda.placement.rules import batch_tokens_bound
 
 
 def training(cfg: ModelConfig | str, cluster: Cluster, plan: Plan, seq_len: int, dtype: str = "bf16",
@@ -43,12 +45,22 @@ def training(cfg: ModelConfig | str, cluster: Cluster, plan: Plan, seq_len: int,
     Raises:
         InfeasibleDesign: a plan that does not match the model or cluster, or does not fit in
             memory; the message gives the numbers and the nearest valid choices.
-        ConfigError: unknown preset or dtype, a cluster without a device model.
+        ConfigError: unknown preset or dtype, a cluster without a device model, a seq_len that
+            is not a positive integer, or more than 2^30 tokens per step (`MAX_GLOBAL_BATCH_TOKENS`).
     """
-    if isinstance(cfg, str):
+    if not isinstance(cfg, ModelConfig):
         from coda.models import get
 
         cfg = get(cfg)
+    if not isinstance(cluster, Cluster):
+        raise ConfigError(f"cluster={cluster!r} must be a Cluster (e.g. coda.arch.clusters.cluster('dgx-a100', 8))")
+    if not isinstance(plan, Plan):
+        raise ConfigError(f"plan={plan!r} must be a coda.placement.Plan")
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+        raise ConfigError(f"seq_len={seq_len!r} must be a positive integer (tokens per sequence)")
+    too_many = batch_tokens_bound(plan.global_batch, seq_len)
+    if too_many:
+        raise ConfigError(too_many[0])
     model = CostModel(cfg, cluster, seq_len, dtype, software or Software(), layer_time)
     return evaluate_plan(model, plan, check_memory=check_memory)
 
