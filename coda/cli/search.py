@@ -148,10 +148,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.plot is not None:
         from coda.search import check_output_path
 
+        check_output_path(args.plot, "--plot")
         if not args.plot.lower().endswith(PLOT_SUFFIXES):
             raise ConfigError(f"--plot {args.plot!r}: the file name must end in {', '.join(PLOT_SUFFIXES)} "
                               "(the image format)")
-        check_output_path(args.plot, "--plot")
         pyplot("--plot")  # matplotlib missing: say so now, not after the search
     if args.gpu_reference:
         from coda.search.gpu_reference import check_gpu_reference

@@ -82,7 +82,9 @@ def summary(result: SearchResult, gpus: pd.DataFrame | None = None) -> str:
         ref = result.reference
         ref_text = (f"the TPUv4-like reference reaches {number(ref[objective])} {unit}" if ref["status"] == "ok"
                     else "the TPUv4-like reference fits under no plan either")
-        return (f"No design fits: all {_plural(len(frame), 'visited design')} of {result.n_space} are infeasible "
+        n = len(frame)
+        which = "the only visited design" if n == 1 else f"all {n} visited designs"
+        return (f"No design fits: {which} of {result.n_space} {'is' if n == 1 else 'are'} infeasible "
                 f"(first: {reason}); {ref_text}.")
     if result.complete:
         lead = "Best"
