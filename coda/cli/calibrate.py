@@ -24,9 +24,16 @@ def _progress(groups: Iterable[str]) -> Iterable[str]:
 
 
 def _bar(groups: Iterable[str]) -> Iterable[str]:
-    from tqdm import tqdm
-
-    bar = tqdm(list(groups), desc="calibrate", unit="group", file=sys.stderr)
+    """tqdm if installed (an optional dependency), else one line per group."""
+    todo = list(groups)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        for i, group in enumerate(todo, 1):
+            print(f"calibrate: group {i}/{len(todo)}: {group}", file=sys.stderr)
+            yield group
+        return
+    bar = tqdm(todo, desc="calibrate", unit="group", file=sys.stderr)
     for group in bar:
         bar.set_postfix_str(group)
         yield group
