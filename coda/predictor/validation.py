@@ -1,5 +1,5 @@
 """`coda validate predictor`: our error and the roofline's on measured kernels, split into the
-rows the shipped calibration was fitted on and the rows it never saw."""
+rows the active calibration (shipped, or `$CODA_GPU_CALIBRATION`) was fitted on and the rows it never saw."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from coda.predictor import measured
 from coda.predictor.calibrate import fit, fit_mask, with_features
 from coda.predictor.gpu_tiles import (
     FEATURE_COLUMNS,
+    active_calibration,
     gemm_candidate_times,
     gemm_params,
     predict_features,
-    shipped_calibration,
 )
 
 LEAVE_OUT_GPU = "a100-pcie-80gb"
@@ -30,7 +30,7 @@ def kernel_errors() -> pd.DataFrame:
     df = measured.kernels()
     df["split"] = np.where(fit_mask(df), "fitted", "held out")
     f = with_features(df)
-    f["ours_s"] = predict_features(f, shipped_calibration())
+    f["ours_s"] = predict_features(f, active_calibration())
     f["roofline_s"] = np.maximum(f["flops"] / f["peak"], f["bytes"] / f["peak_bw"])
     f["ours_ape"] = _ape(f["ours_s"].to_numpy(), f["latency_s"].to_numpy())
     f["roofline_ape"] = _ape(f["roofline_s"].to_numpy(), f["latency_s"].to_numpy())
@@ -42,7 +42,7 @@ def best_candidate_ape(f: pd.DataFrame) -> np.ndarray:
     time is closest to the measurement: the error if the library's kernel choice were known, a
     lower bound for any rule that picks among the model's candidates (the model itself picks
     the fastest)."""
-    cal = shipped_calibration()
+    cal = active_calibration()
     out = np.full(len(f), np.nan)
     for (cls, arch), idx in f.groupby(["cls", "arch"]).groups.items():
         sub = f.loc[idx]
@@ -69,7 +69,7 @@ def leave_one_gpu_out(f: pd.DataFrame, gpu: str = LEAVE_OUT_GPU) -> pd.DataFrame
     """Refit the FP32 GEMM parameters without `gpu` (and without the H100) and report on `gpu`."""
     neus = f[(f["source"] == "neusight") & (f["family"] == "gemm")]
     train = neus[(neus["gpu"] != gpu) & (neus["split"] == "fitted")]
-    cal = shipped_calibration()
+    cal = active_calibration()
     refit = fit(train[measured.kernels().columns.intersection(train.columns)])
     test = neus[neus["gpu"] == gpu].copy()
     test["ours_s"] = predict_features(test, replace(cal, gemm={**cal.gemm, "simt": refit.gemm["simt"]}))
