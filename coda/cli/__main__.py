@@ -1,5 +1,9 @@
 import sys
 
-from coda.cli import main
+try:
+    from coda.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the package imports, before `main` can catch it
+    print("coda: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

@@ -156,6 +156,8 @@ def cp_divides_devices(tp: int, cp: int, n_devices: int) -> list[str]:
 
 def pp_divides_devices(tp: int, cp: int, pp: int, n_devices: int) -> list[str]:
     """*enumeration*: pipelines of pp stages, each tp*cp devices wide, tile the devices."""
+    if n_devices % pp:
+        return [f"pp={pp} must divide the {n_devices} devices; valid pp: {nearest(divisors(n_devices), pp)}"]
     if n_devices % (tp * cp * pp):
         ok = nearest(divisors(n_devices // (tp * cp)), pp) if n_devices % (tp * cp) == 0 else "none"
         inner = f"tp*cp*pp = {tp}*{cp}*{pp}" if cp > 1 else f"tp*pp = {tp}*{pp}"
