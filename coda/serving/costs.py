@@ -1,0 +1,392 @@
+"""The time of one serving iteration: a mixed batch of prefill chunks and decode tokens.
+
+A batch holds prefill chunks i (s_i new tokens after c_i cached ones) and decodes j (one token
+at context c_j). With T = sum_i s_i + n_d tokens and B = n_p + n_d sequences, stage `s` of a
+replica takes (dimensions as `coda.models.build`; k runs over the distinct blocks, n_{s,k} of
+them on stage s):
+
+    t_s = [s = 0] E(T) + sum_k n_{s,k} (L_k(T) + A^dec_k(n_d, mean_j c_j) + sum_i A^pre_k(s_i, c_i))
+          + [s = P-1] (N(T) + H(B))
+
+- E, L_k, N: every op of the embedding, of block k and the head's final norm except attention,
+  predicted (`coda.predictor.op_latencies`) on the graph of T tokens (`build(cfg, "prefill", 1,
+  T)`), plus their tensor-parallel collectives over the tp ranks and expert all-to-alls over the
+  ep ranks (`Cluster.collective_time`). Every such op sees only the T token rows, so prefill and
+  decode tokens share them: Orca's selective batching (Yu et al. OSDI'22, section 4.2), Sarathi-
+  Serve's fused mixed batch (Agrawal et al. OSDI'24, section 4.3), and Vidur's split of token-
+  level operators (Agrawal et al. MLSys'24, section 4.2).
+- H(B): the LM head's other ops, on the B rows whose next token is sampled (`build(cfg,
+  "decode", B, 1)`).
+- A^dec_k(n, c): the decode attention op of `build(cfg, "decode", n, 1, context_len=c)` (c the
+  mean context, rounded, as Vidur batches decode attention by its KV-cache size);
+  A^pre_k(s, c): the attention op of a chunk, `build(cfg, "prefill", 1, s, context_len=c)`,
+  one per chunk (FlashAttention's variable-length kernel runs them together; summing their
+  times overcounts one launch per extra chunk).
+- Expert parallelism (ep > 1): each of the ep devices takes 1/ep of the tokens, sequences and
+  decodes (rounded up) and of the prefill attention.
+
+So a batch of b decodes at context c costs `build(cfg, "decode", b, 1, context_len=c)` exactly,
+and a lone prefill of p tokens `build(cfg, "prefill", 1, p)`: the decode step and the TTFT of
+`coda.evaluate.inference` at batch 1 (pp = 1). Pipeline stages pass T tokens' activations
+(`T*h` elements, send/recv between the first ranks of adjacent stages, t apart; the ring back
+from the last to the first carries the sampled tokens on to the next step), as that model does.
+
+`IterationCost` evaluates this directly (each distinct argument once, memoised on the object;
+`clear()` empties it). `CostTable` tabulates E + L + N over every token count up to a bound
+(exact at every integer up to `EXACT_TOKENS`; beyond, exact at each multiple of the kernels' row
+tile `TILE_ROWS` and the integer after it, where the tiled GEMMs jump, linear in between), H
+likewise over batch sizes, and the attention terms bilinearly on grids (chunk length: the same
+tile knots; decode batch and contexts: log-spaced), so that a
+simulation spends microseconds per iteration; `table_error` measures what that costs against
+the direct evaluation on random batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from coda.models import ops as O
+from coda.models.builder import activation_dtype, build
+from coda.placement.chain import collectives_time
+from coda.placement.costs import graph_collectives
+from coda.predictor import BasePredictor, op_latencies
+from coda.serving.deployment import Deployment
+from coda.units import dtype_bytes
+
+EXACT_TOKENS = 128
+"""Token counts (and batch sizes) up to which `CostTable` holds the exact value of every integer."""
+GRID_RATIO = 1.1
+"""Ratio of consecutive points of `CostTable`'s log grids (decode batch, contexts)."""
+TILE_ROWS = 64
+"""Row tile of the GEMM and attention kernels (`coda.predictor.gpu_tiles` picks 64, 128 or 256
+rows): `CostTable` puts knots at every multiple of it and one past, where the time jumps."""
+
+
+def _log_grid(lo: int, hi: int, exact: int, ratio: float) -> np.ndarray:
+    """Integers lo..min(exact, hi), then about geometric steps of `ratio` up to hi (included)."""
+    pts = list(range(lo, min(exact, hi) + 1))
+    x = float(pts[-1] if pts else lo)
+    while x < hi:
+        x = max(x * ratio, x + 1)
+        pts.append(min(int(round(x)), hi))
+    return np.unique(np.asarray(pts, dtype=np.int64))
+
+
+def _tile_grid(hi: int, exact: int, tile: int = TILE_ROWS) -> np.ndarray:
+    """Integers 1..min(exact, hi), then every multiple of `tile` and the integer after it, and hi:
+    the knots of a function that jumps right after each multiple of `tile` (a GEMM or attention
+    kernel's row tiles) and varies smoothly in between."""
+    k = np.arange(tile * (exact // tile), hi + 1, tile)
+    pts = np.concatenate([np.arange(1, min(exact, hi) + 1), k, k + 1, [hi]])
+    return np.unique(pts[(pts >= 1) & (pts <= hi)]).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """An iteration's batch as the cost model sees it (token counts only).
+
+    Attributes:
+        prefill_tokens: new tokens of each prefill chunk, s_i.
+        prefill_context: tokens each chunk's sequence holds in its KV cache before it, c_i.
+        decode_context: tokens each decoding sequence holds before its step, c_j.
+    """
+
+    prefill_tokens: np.ndarray
+    prefill_context: np.ndarray
+    decode_context: np.ndarray
+
+    @classmethod
+    def of(cls, prefill_tokens: Sequence[int] = (), prefill_context: Sequence[int] | None = None,
+           decode_context: Sequence[int] = ()) -> BatchShape:
+        pt = np.asarray(prefill_tokens, dtype=np.int64)
+        pc = np.zeros_like(pt) if prefill_context is None else np.asarray(prefill_context, dtype=np.int64)
+        return cls(pt, pc, np.asarray(decode_context, dtype=np.int64))
+
+    @property
+    def tokens(self) -> int:
+        return int(self.prefill_tokens.sum()) + len(self.decode_context)
+
+    @property
+    def sequences(self) -> int:
+        return len(self.prefill_tokens) + len(self.decode_context)
+
+
+class IterationCost:
+    """Direct evaluation of the iteration cost of a deployment (module docstring).
+
+    Args:
+        deployment: the model, cluster and layout (tp, pp, ep, dtype).
+        predictor: op latency model (default: the device's, as `coda.evaluate.inference`).
+    """
+
+    def __init__(self, deployment: Deployment, predictor: BasePredictor | None = None) -> None:
+        self.dep = deployment
+        self.predictor = predictor
+        cfg = deployment.model
+        self.counts = np.asarray(deployment.stage_blocks, dtype=float)  # (pp, kinds)
+        self.pp = deployment.pp
+        self.ep = deployment.ep
+        self._lin: dict[int, np.ndarray] = {}
+        self._head: dict[int, float] = {}
+        self._attn: dict[tuple[int, int, int], np.ndarray] = {}
+        tp = deployment.tp
+        self._kw: dict[str, Any] = dict(tp=tp, dtype=deployment.dtype, ep=deployment.ep)
+        assert cfg.head_dim is not None and cfg.n_kv_heads is not None
+        self._a_t, self._g_t = cfg.n_heads // tp, max(cfg.n_kv_heads // tp, 1)
+        build(cfg, "decode", 1, 1, **self._kw)  # validates tp against the heads
+        act = dtype_bytes(activation_dtype(deployment.dtype)) * cfg.hidden
+        cl = deployment.cluster
+        pairs = [(s * tp, (s + 1) * tp) for s in range(self.pp - 1)]
+        ring = pairs + [((self.pp - 1) * tp, 0)] if self.pp > 1 else []
+        self._hop_fwd = [cl.collective_cost("send_recv", p) for p in pairs]
+        self._hop_ring = [cl.collective_cost("send_recv", p) for p in ring]
+        self._act_bytes = act
+
+    def clear(self) -> None:
+        """Forget every memoised term."""
+        self._lin.clear()
+        self._head.clear()
+        self._attn.clear()
+
+    # -- terms ---------------------------------------------------------------------------------
+
+    def _latencies(self, ops: list[Any]) -> list[float]:
+        return op_latencies(ops, self.dep.cluster.device, self.predictor)
+
+    def linear_terms(self, tokens: Sequence[int]) -> np.ndarray:
+        """Per stage, E + sum_k n_{s,k} L_k + N (module docstring) for each token count; (len, pp)."""
+        missing = sorted({int(t) for t in tokens if int(t) not in self._lin})
+        if missing:
+            cfg, cl = self.dep.model, self.dep.cluster
+            graphs = [build(cfg, "prefill", 1, t, **self._kw) for t in missing]
+            ops: list[Any] = []
+            spans = []
+            for g in graphs:
+                for lg, _ in g.layers:
+                    keep = [op for op in lg.nodes if op.kind != "attention"
+                            and not (lg.name == "head" and op.name != "final_norm")]
+                    comm = (collectives_time(cl, graph_collectives(lg, expert=False), self.dep.tp)
+                            + collectives_time(cl, graph_collectives(lg, expert=True), self.ep))
+                    spans.append((len(ops), len(keep), comm))
+                    ops += keep
+            times = self._latencies(ops)
+            per = len(graphs[0].layers)
+            for i, t in enumerate(missing):
+                layer = [float(sum(times[a:a + n])) + comm for a, n, comm in spans[per * i: per * (i + 1)]]
+                emb, blocks, head = layer[0], np.asarray(layer[1:-1]), layer[-1]
+                out = self.counts @ blocks
+                out[0] += emb
+                out[-1] += head
+                self._lin[t] = out
+        return np.asarray([self._lin[int(t)] for t in tokens]).reshape(len(tokens), self.pp)
+
+    def head_terms(self, sequences: Sequence[int]) -> np.ndarray:
+        """H(B): the LM head's ops but its final norm, on B rows, for each B."""
+        missing = sorted({int(b) for b in sequences if int(b) not in self._head})
+        if missing:
+            heads = [build(self.dep.model, "decode", b, 1, **self._kw).layers[-1][0] for b in missing]
+            ops, spans = [], []
+            for hg in heads:
+                keep = [op for op in hg.nodes if op.kind != "collective" and op.name != "final_norm"]
+                comm = collectives_time(self.dep.cluster, graph_collectives(hg, expert=False), self.dep.tp)
+                spans.append((len(ops), len(keep), comm))
+                ops += keep
+            times = self._latencies(ops)
+            for b, (a, n, comm) in zip(missing, spans):
+                self._head[b] = float(sum(times[a:a + n])) + comm
+        return np.asarray([self._head[int(b)] for b in sequences], dtype=float)
+
+    def attention_op(self, window: int | None, batch: int, q_len: int, kv_len: int) -> O.Op:
+        """The fused attention op `coda.models.build` puts in a serving block (same arguments)."""
+        cfg = self.dep.model
+        assert cfg.head_dim is not None
+        return O.attention(batch, self._a_t, self._g_t, q_len, kv_len, cfg.head_dim, cfg.causal, self.dep.dtype,
+                           name="attention", kernel="fa2", window=window)
+
+    def attention_terms(self, keys: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """Per distinct block, the attention seconds of each (batch, q_len, kv_len); (len, kinds)."""
+        missing = sorted({k for k in keys if k not in self._attn})
+        if missing:
+            kinds = self.dep.model.block_kinds
+            ops = [self.attention_op(w, b, s, c) for b, s, c in missing for w, _ in kinds]
+            times = np.asarray(self._latencies(ops)).reshape(len(missing), len(kinds))
+            for k, row in zip(missing, times):
+                self._attn[k] = row
+        return np.asarray([self._attn[k] for k in keys]).reshape(len(keys), len(self.dep.model.block_kinds))
+
+    # -- a batch -------------------------------------------------------------------------------
+
+    def _local(self, n: int) -> int:
+        return -(-n // self.ep)
+
+    def stage_times(self, shape: BatchShape) -> np.ndarray:
+        """Seconds of each pipeline stage for one batch (pp values; compute + TP/EP collectives)."""
+        T, B = shape.tokens, shape.sequences
+        lin = self.linear_terms([self._local(T)])[0]
+        keys = [(1, int(s), int(c) + int(s)) for s, c in zip(shape.prefill_tokens, shape.prefill_context)]
+        n_d = len(shape.decode_context)
+        attn = np.zeros(len(self.dep.model.block_kinds))
+        if keys:
+            attn += self.attention_terms(keys).sum(axis=0) / self.ep
+        if n_d:
+            c = int(round(float(shape.decode_context.mean())))
+            attn += self.attention_terms([(self._local(n_d), 1, c + 1)])[0]
+        out = lin + self.counts @ attn
+        out[-1] += self.head_terms([self._local(B)])[0]
+        return out
+
+    def decode_steps(self, contexts: np.ndarray, steps: int) -> np.ndarray:
+        """Seconds of `steps` consecutive decode-only iterations of one replica stage (pp = 1) of
+        the sequences at `contexts`, each step one token further: the j-th at contexts + j."""
+        return np.asarray([self.stage_times(BatchShape(_EMPTY, _EMPTY, contexts + j)).sum() for j in range(steps)])
+
+    def hops(self, tokens: int, decodes: bool) -> tuple[float, float]:
+        """(between adjacent stages, from the last stage back to the first) send/recv seconds of a
+        batch of `tokens` tokens; with decodes the worst pair of the ring bounds both, as in
+        `coda.evaluate.inference`."""
+        if self.pp == 1:
+            return 0.0, 0.0
+        n = self._act_bytes * self._local(tokens)
+        ring = max(c.time(n) for c in self._hop_ring)
+        return (ring if decodes else max(c.time(n) for c in self._hop_fwd)), ring
+
+    def iteration_s(self, shape: BatchShape) -> float:
+        """Latency of one batch through the whole pipeline: sum of stages + (P-1) hops."""
+        inter, _ = self.hops(shape.tokens, len(shape.decode_context) > 0)
+        return float(self.stage_times(shape).sum()) + (self.pp - 1) * inter
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _bilinear(xg: np.ndarray, yg: np.ndarray, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """z (..., len(xg), len(yg)) interpolated bilinearly at points (x, y) inside the grids;
+    returns (len(x), ...)."""
+    i = np.clip(np.searchsorted(xg, x, side="right") - 1, 0, len(xg) - 2)
+    j = np.clip(np.searchsorted(yg, y, side="right") - 1, 0, len(yg) - 2)
+    fx = (x - xg[i]) / (xg[i + 1] - xg[i])
+    fy = (y - yg[j]) / (yg[j + 1] - yg[j])
+    z00, z10, z01, z11 = z[..., i, j], z[..., i + 1, j], z[..., i, j + 1], z[..., i + 1, j + 1]
+    out = z00 * (1 - fx) * (1 - fy) + z10 * fx * (1 - fy) + z01 * (1 - fx) * fy + z11 * fx * fy
+    return np.moveaxis(out, -1, 0)
+
+
+class CostTable:
+    """Tabulated iteration costs (module docstring): fast, within `table_error` of `IterationCost`.
+
+    Args:
+        cost: the direct model it tabulates (and falls back to outside the tables).
+        max_tokens: largest token count per iteration tabulated (per device with ep).
+        max_sequences: largest batch (sequences) tabulated.
+        max_context: largest KV context tabulated.
+    """
+
+    def __init__(self, cost: IterationCost, max_tokens: int, max_sequences: int, max_context: int) -> None:
+        self.cost = cost
+        self.pp, self.ep = cost.pp, cost.ep
+        self.counts = cost.counts
+        self.max_tokens, self.max_sequences, self.max_context = max_tokens, max_sequences, max_context
+        tg = _tile_grid(max_tokens, EXACT_TOKENS)
+        lin = cost.linear_terms(tg.tolist())  # (len, pp)
+        every = np.arange(0, max_tokens + 1)
+        self._lin = np.stack([np.interp(every, tg, lin[:, s]) for s in range(self.pp)], axis=1)
+        bg = _tile_grid(max_sequences, EXACT_TOKENS)
+        self._head = np.interp(np.arange(0, max_sequences + 1), bg, cost.head_terms(bg.tolist()))
+        # decode attention: batch n x context c (kv_len c + 1)
+        self._dn = _log_grid(1, max_sequences, 16, GRID_RATIO).astype(float)
+        self._dc = np.concatenate([[0.0], _log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
+        keys = [(int(n), 1, int(c) + 1) for n in self._dn for c in self._dc]
+        kinds = len(cost.dep.model.block_kinds)
+        self._dec = cost.attention_terms(keys).T.reshape(kinds, len(self._dn), len(self._dc))
+        # prefill attention: chunk s x cached context c (kv_len c + s)
+        self._ps = _tile_grid(max_tokens, TILE_ROWS).astype(float)
+        self._pc = np.concatenate([[0.0], _log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
+        keys = [(1, int(s), int(c) + int(s)) for s in self._ps for c in self._pc]
+        self._pre = cost.attention_terms(keys).T.reshape(kinds, len(self._ps), len(self._pc))
+        cost.clear()
+        self._last = np.zeros(self.pp)
+        self._last[-1] = 1.0
+
+    @classmethod
+    def for_deployment(cls, deployment: Deployment, max_context: int | None = None,
+                       predictor: BasePredictor | None = None) -> CostTable:
+        """A table covering what the deployment's scheduler can batch: up to max(max_tokens, the
+        longest context) tokens, max_batch sequences, contexts up to `max_context` (default the
+        model's max_seq_len)."""
+        cfg, sc = deployment.model, deployment.scheduler
+        ctx = int(max_context or cfg.max_seq_len)
+        ep = deployment.ep
+        tokens = -(-(max(sc.max_tokens, sc.chunk, ctx) + sc.max_batch) // ep)
+        return cls(IterationCost(deployment, predictor), tokens, -(-sc.max_batch // ep) + 1, ctx)
+
+    def stage_times(self, shape: BatchShape) -> np.ndarray:
+        """As `IterationCost.stage_times`, from the tables (direct evaluation outside them)."""
+        ep = self.ep
+        T, B = -(-shape.tokens // ep), -(-shape.sequences // ep)
+        pt, pc, dc = shape.prefill_tokens, shape.prefill_context, shape.decode_context
+        n_d = -(-len(dc) // ep)
+        if (T > self.max_tokens or B > self.max_sequences or n_d > self._dn[-1]
+                or (len(pt) and (pt.max() > self._ps[-1] or pc.max() > self._pc[-1]))
+                or (len(dc) and dc.max() > self._dc[-1])):
+            return self.cost.stage_times(shape)
+        attn = np.zeros(self._dec.shape[0])
+        if len(pt):
+            attn += _bilinear(self._ps, self._pc, self._pre, pt.astype(float), pc.astype(float)).sum(axis=0) / ep
+        if n_d:
+            c = float(round(float(dc.mean())))
+            attn += _bilinear(self._dn, self._dc, self._dec, np.array([float(n_d)]), np.array([c]))[0]
+        return self._lin[T] + self.counts @ attn + self._last * self._head[B]
+
+    def decode_steps(self, contexts: np.ndarray, steps: int) -> np.ndarray:
+        """As `IterationCost.decode_steps`, vectorised over the steps (pp = 1)."""
+        ep, n = self.ep, len(contexts)
+        n_d = -(-n // ep)
+        mean = float(round(float(contexts.mean())))
+        cs = mean + np.arange(steps, dtype=float)
+        if n_d > self._dn[-1] or n_d > self.max_tokens or cs[-1] > self._dc[-1]:
+            return self.cost.decode_steps(contexts, steps)
+        attn = _bilinear(self._dn, self._dc, self._dec, np.full(steps, float(n_d)), cs)  # (steps, kinds)
+        return np.asarray(self._lin[n_d, 0] + self._head[n_d] + attn @ self.counts[0])
+
+    def hops(self, tokens: int, decodes: bool) -> tuple[float, float]:
+        return self.cost.hops(tokens, decodes)
+
+
+def random_shapes(n: int, max_tokens: int, max_sequences: int, max_context: int, seed: int = 0) -> list[BatchShape]:
+    """Random batches for `table_error`: a third decode-only, a third prefill-only, a third mixed;
+    sizes and contexts log-uniform within the bounds."""
+    rng = np.random.default_rng(seed)
+
+    def logu(hi: int, size: int | None = None) -> Any:
+        return np.floor(np.exp(rng.uniform(0, math.log(hi + 1), size))).astype(np.int64).clip(1, hi)
+
+    out = []
+    for i in range(n):
+        kind = i % 3
+        n_d = 0 if kind == 1 else int(logu(max_sequences - 1))
+        dctx = logu(max_context - 1, n_d)
+        n_p = 0 if kind == 0 else int(rng.integers(1, 5))
+        left = max(max_tokens - n_d, n_p)
+        pt = logu(max(left // max(n_p, 1), 1), n_p)
+        pc = np.where(rng.uniform(size=n_p) < 0.5, 0, logu(max_context - 1, n_p))
+        pc = np.minimum(pc, max_context - pt).clip(0)
+        out.append(BatchShape(pt, pc, dctx))
+    return out
+
+
+def table_error(table: CostTable, shapes: Sequence[BatchShape]) -> np.ndarray:
+    """Relative error of the table's iteration time (sum of its stages) against the direct
+    evaluation, one value per shape: (table - direct) / direct."""
+    direct = np.asarray([table.cost.stage_times(s).sum() for s in shapes])
+    tab = np.asarray([table.stage_times(s).sum() for s in shapes])
+    table.cost.clear()
+    return np.asarray((tab - direct) / direct)
+
+
+__all__ = ["EXACT_TOKENS", "GRID_RATIO", "BatchShape", "CostTable", "IterationCost",
+           "random_shapes", "table_error"]

@@ -1,0 +1,140 @@
+"""What a serving simulation measured: per-request latencies, inter-token times, iterations, and
+their aggregates (`ServingResult.summary()`), all in SI units with unit suffixes.
+
+Definitions (per request r, times from the simulation clock):
+- queue_s: first scheduled - arrival; ttft_s: first token - arrival; e2e_s: last token - arrival;
+- tbt_s: every gap between consecutive tokens of a request (the stall of a preemption included);
+- tpot_s: (last token - first token) / (output - 1), NaN for one output token;
+- throughput over the makespan (first arrival to last token): requests/s, output tokens/s,
+  per device, per watt of the devices' TDP;
+- goodput (DistServe, Zhong et al. OSDI'24): requests/s that meet the SLO (TTFT and TPOT both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from coda.errors import ConfigError
+from coda.serving.state import Requests
+
+if TYPE_CHECKING:
+    from coda.serving.deployment import Deployment, KVBudget
+    from coda.serving.simulate import _Log
+    from coda.serving.trace import Trace
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Latency targets of one request, seconds (None: no target)."""
+
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ttft_s", "tpot_s"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
+                raise ConfigError(f"slo: {name}={v!r} must be a finite number of seconds > 0 (or None)")
+
+    def met(self, requests: pd.DataFrame) -> np.ndarray:
+        ok = np.ones(len(requests), dtype=bool)
+        if self.ttft_s is not None:
+            ok &= requests["ttft_s"].to_numpy() <= self.ttft_s
+        if self.tpot_s is not None:
+            ok &= np.nan_to_num(requests["tpot_s"].to_numpy(), nan=0.0) <= self.tpot_s
+        return ok
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """A simulation's measurements.
+
+    Attributes:
+        deployment: what was simulated (its `describe()` in `name`).
+        requests: one row per request (module docstring columns).
+        tbt: one row per inter-token gap: request, tbt_s.
+        iterations: one row per iteration: replica, start_s, end_s, prefill_tokens, decodes,
+            sequences, kv_blocks (in use at its start), kv_utilisation, steps (identical
+            decode iterations this row stands for, `coda.serving.simulate`).
+        kv_blocks: blocks of one replica's budget.
+        slo: the goodput targets, if any.
+    """
+
+    name: str
+    n_devices: int
+    tdp_w: float
+    requests: pd.DataFrame = field(repr=False)
+    tbt: pd.DataFrame = field(repr=False)
+    iterations: pd.DataFrame = field(repr=False)
+    kv_blocks: int
+    slo: SLO | None = None
+
+    def summary(self) -> dict[str, float]:
+        """Aggregates (module docstring) as a flat dict of SI numbers."""
+        rq, out = self.requests, {}
+        for col in ("ttft_s", "e2e_s", "queue_s"):
+            for p in PERCENTILES:
+                out[f"{col[:-2]}_p{p}_s"] = float(np.percentile(rq[col], p))
+        tbt = self.tbt["tbt_s"].to_numpy()
+        for p in PERCENTILES:
+            out[f"tbt_p{p}_s"] = float(np.percentile(tbt, p)) if len(tbt) else math.nan
+        out["tpot_mean_s"] = float(rq["tpot_s"].mean())
+        span = float((rq["arrival_s"] + rq["e2e_s"]).max() - rq["arrival_s"].min())
+        tokens = float(rq["output_tokens"].sum())
+        out["makespan_s"] = span
+        out["requests_per_s"] = len(rq) / span if span > 0 else math.nan
+        out["tokens_per_s"] = tokens / span if span > 0 else math.nan
+        out["tokens_per_s_per_device"] = out["tokens_per_s"] / self.n_devices
+        out["tokens_per_s_per_watt"] = out["tokens_per_s"] / self.tdp_w
+        it = self.iterations
+        dur = (it["end_s"] - it["start_s"]).to_numpy()
+        w = dur / dur.sum() if dur.sum() > 0 else np.full(len(dur), 1 / max(len(dur), 1))
+        out["batch_mean"] = float((it["sequences"].to_numpy() * w).sum())
+        out["kv_utilisation_mean"] = float((it["kv_utilisation"].to_numpy() * w).sum())
+        out["kv_utilisation_max"] = float(it["kv_utilisation"].max())
+        out["preemptions"] = float(rq["preemptions"].sum())
+        out["iterations"] = float(it["steps"].sum())
+        if self.slo is not None:
+            ok = self.slo.met(rq)
+            out["slo_attainment"] = float(ok.mean())
+            out["goodput_requests_per_s"] = float(ok.sum()) / span if span > 0 else math.nan
+        return out
+
+    def summary_frame(self) -> pd.DataFrame:
+        """`summary()` as a one-row frame named by the deployment."""
+        return pd.DataFrame([self.summary()], index=[self.name])
+
+
+def build_result(dep: Deployment, trace: Trace, req: Requests, lg: _Log, budget: KVBudget,
+                 slo: SLO | None) -> ServingResult:
+    """Frames from the simulator's arrays and logs."""
+    n = len(req)
+    tpot = np.full(n, np.nan)
+    many = req.output > 1
+    tpot[many] = (req.finish_s[many] - req.first_token_s[many]) / (req.output[many] - 1)
+    ids = np.concatenate(lg.tbt_ids) if lg.tbt_ids else np.zeros(0, dtype=np.int64)
+    gaps = np.concatenate(lg.tbt_s) if lg.tbt_s else np.zeros(0)
+    max_tbt = np.full(n, np.nan)
+    if len(ids):
+        np.fmax.at(max_tbt, ids, gaps)
+    requests = pd.DataFrame({
+        "request": np.arange(n), "replica": req.replica, "arrival_s": req.arrival_s,
+        "prompt_tokens": req.prompt, "output_tokens": req.output, "generated_tokens": req.generated,
+        "queue_s": req.scheduled_s - req.arrival_s, "ttft_s": req.first_token_s - req.arrival_s,
+        "e2e_s": req.finish_s - req.arrival_s, "tpot_s": tpot, "max_tbt_s": max_tbt,
+        "preemptions": req.preemptions})
+    iterations = pd.DataFrame({
+        "replica": lg.replica, "start_s": lg.start_s, "end_s": lg.end_s, "prefill_tokens": lg.prefill_tokens,
+        "decodes": lg.decodes, "sequences": lg.sequences, "kv_blocks": lg.kv_blocks, "steps": lg.steps})
+    iterations["kv_utilisation"] = iterations["kv_blocks"] / budget.blocks
+    return ServingResult(dep.describe(), dep.n_devices, dep.tdp_w(), requests,
+                         pd.DataFrame({"request": ids, "tbt_s": gaps}), iterations, budget.blocks, slo)
+
+

@@ -1,0 +1,189 @@
+"""The scheduler interface: `BaseScheduler.next_batch(state, requests, now_s) -> Batch | None`,
+`SchedulerConfig`, and the registry keyed by `SchedulerKind`.
+
+A scheduler decides, each time a replica can start an iteration, which requests run in it and
+how many tokens each: it admits requests from the replica's waiting queue, allocates their KV
+blocks and preempts when blocks run out. The simulator (`coda.serving.simulate`) applies the
+iteration's effects when it ends. Add a policy by subclassing `BaseScheduler` and calling
+`register(kind, cls)` with a new `SchedulerKind`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from coda.errors import ConfigError, UnknownNameError
+from coda.serving.state import Batch, ReplicaState, Requests
+
+MAX_SEQS = 2**16
+MAX_TOKENS = 2**20
+
+
+class SchedulerKind(str, Enum):
+    """The batching policies."""
+
+    STATIC = "static"
+    ORCA = "orca"
+    VLLM = "vllm"
+    SARATHI = "sarathi"
+
+    @classmethod
+    def from_str(cls, name: str | SchedulerKind) -> SchedulerKind:
+        """Parse a policy name (case-insensitive); raise `UnknownNameError` for an unknown one."""
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise UnknownNameError("scheduler", str(name), [k.value for k in cls]) from None
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How a replica batches (one config for every policy; each reads the fields it needs)."""
+
+    kind: SchedulerKind = field(default=SchedulerKind.SARATHI, metadata=_help("static | orca | vllm | sarathi"))
+    max_batch: int = field(default=256, metadata=_help("most sequences in one iteration (static: the batch size)"))
+    max_tokens: int = field(default=4096, metadata=_help("most tokens in one iteration (vLLM's "
+                                                         "max_num_batched_tokens; Sarathi's token budget)"))
+    chunk: int = field(default=512, metadata=_help("sarathi: token budget per iteration, decodes included"))
+    watermark: float = field(default=0.01, metadata=_help("vllm, sarathi: fraction of blocks kept free at admission"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", SchedulerKind.from_str(self.kind))
+        for name, hi in (("max_batch", MAX_SEQS), ("max_tokens", MAX_TOKENS), ("chunk", MAX_TOKENS)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise ConfigError(f"scheduler: {name}={v!r} must be an integer in [1, {hi}]")
+        w = self.watermark
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1:
+            raise ConfigError(f"scheduler: watermark={w!r} must be a fraction in [0, 1)")
+
+    @property
+    def iteration_tokens(self) -> int:
+        """Most tokens one iteration holds when no prompt is longer than `max_tokens`: the token
+        budget (Sarathi: the chunk, or the decodes when they are more), else `max_tokens`."""
+        if self.kind is SchedulerKind.SARATHI:
+            return max(self.chunk, self.max_batch)
+        return self.max_tokens
+
+
+class BaseScheduler(ABC):
+    """One replica's batching policy. Subclasses implement `next_batch`; the helpers below keep
+    the KV-block accounting (`ReplicaState.free_blocks`, `Requests.blocks`) consistent."""
+
+    #: whether the policy reserves a request's whole KV (prompt + output) at admission
+    reserves_whole_request: bool = False
+    #: the contract that lets the simulator aggregate iterations: once the policy returns a
+    #: decode-only batch of every running request, it returns the same requests' decodes until a
+    #: request arrives or finishes, as long as their next blocks are free (true of the four
+    #: policies here: what blocked admission -- the batch limit, the token budget, free blocks --
+    #: cannot loosen while only decodes run). A policy that breaks it sets this to False.
+    steady_decodes: bool = True
+
+    def __init__(self, config: SchedulerConfig, pp: int = 1) -> None:
+        self.config = config
+        self.pp = pp
+
+    @abstractmethod
+    def next_batch(self, st: ReplicaState, req: Requests, now_s: float) -> Batch | None:
+        """The next iteration's batch, or None if nothing can run now (the replica waits for an
+        arrival or for a batch in flight). Requests in the batch must not be `req.busy`."""
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def admit(st: ReplicaState, req: Requests, r: int, now_s: float) -> None:
+        """Move request `r` from the front of the waiting queue to the end of `running`."""
+        got = st.waiting.popleft()
+        assert got == r
+        st.running.append(r)
+        if np.isnan(req.scheduled_s[r]):
+            req.scheduled_s[r] = now_s
+
+    @staticmethod
+    def grow(st: ReplicaState, req: Requests, r: int, tokens: int) -> bool:
+        """Allocate the blocks request `r` needs to hold `tokens` in all; False if too few are free."""
+        need = st.budget.blocks_for(tokens) - int(req.blocks[r])
+        if need > st.free_blocks:
+            return False
+        if need > 0:
+            st.free_blocks -= need
+            req.blocks[r] += need
+        return True
+
+    @staticmethod
+    def release(st: ReplicaState, req: Requests, r: int) -> None:
+        st.free_blocks += int(req.blocks[r])
+        req.blocks[r] = 0
+
+    def preempt(self, st: ReplicaState, req: Requests, r: int) -> None:
+        """Preempt `r` by recomputation (vLLM SOSP'23 section 4.5): free its blocks, forget its KV
+        cache, and put it at the front of the waiting queue to re-prefill prompt + generated tokens."""
+        self.release(st, req, r)
+        st.running.remove(r)
+        req.kv[r] = 0
+        req.done[r] = 0
+        req.target[r] = req.prompt[r] + req.generated[r]
+        req.preemptions[r] += 1
+        st.waiting.appendleft(r)
+
+    @staticmethod
+    def idle_running(st: ReplicaState, req: Requests) -> np.ndarray:
+        """Running requests not in a batch in flight, in admission order."""
+        run = np.fromiter(st.running, dtype=np.int64, count=len(st.running))
+        return run[~req.busy[run]]
+
+    def decode_with_blocks(self, st: ReplicaState, req: Requests, ids: np.ndarray,
+                           candidates: np.ndarray) -> np.ndarray:
+        """Give each of `ids` (decoding requests) the block its next token needs; while blocks are
+        short, preempt the latest admitted of `candidates` (idle running requests in admission
+        order; vLLM's policy). Returns the ids that keep their place."""
+        B = st.budget.block_tokens
+        victims = list(candidates)
+        while len(ids):
+            short = req.kv[ids] + 1 > req.blocks[ids] * B
+            need = int(short.sum())
+            if need <= st.free_blocks:
+                req.blocks[ids[short]] += 1
+                st.free_blocks -= need
+                return ids
+            victim = int(victims.pop())
+            self.preempt(st, req, victim)
+            ids = ids[ids != victim]
+        return ids
+
+    def admissible_blocks(self, st: ReplicaState) -> int:
+        """Free blocks new admissions may take: all but a watermark of the total (vLLM)."""
+        return st.free_blocks - int(self.config.watermark * st.budget.blocks)
+
+
+_REGISTRY: dict[SchedulerKind, type[BaseScheduler]] = {}
+
+
+def register(kind: SchedulerKind, cls: type[BaseScheduler]) -> None:
+    """Register a policy; a second registration of the same kind is an error."""
+    if kind in _REGISTRY:
+        raise ConfigError(f"scheduler {kind.value!r} is registered already (by {_REGISTRY[kind].__name__})")
+    _REGISTRY[kind] = cls
+
+
+def scheduler_class(kind: str | SchedulerKind) -> type[BaseScheduler]:
+    """The class registered for a policy."""
+    k = SchedulerKind.from_str(kind)
+    if k not in _REGISTRY:
+        raise UnknownNameError("scheduler", k.value, [x.value for x in _REGISTRY])
+    return _REGISTRY[k]
+
+
+def make_scheduler(config: SchedulerConfig, pp: int = 1) -> BaseScheduler:
+    """An instance of the policy `config.kind` for a replica of `pp` pipeline stages."""
+    return scheduler_class(config.kind)(config, pp)

@@ -1,0 +1,239 @@
+"""The serving simulator: `simulate(deployment, trace) -> ServingResult`.
+
+A discrete-event simulation at iteration granularity (as Vidur, Agrawal et al. MLSys'24,
+section 5): requests arrive (in trace order), the router assigns each to a replica, and each
+replica's scheduler (`coda.serving.schedulers`) forms a batch whenever its first pipeline stage
+is free and fewer than pp batches are in flight. A batch's stage times come from the cost model
+(`coda.serving.costs`); it enters stage s at max(its leaving stage s-1 + hop, stage s free) and
+its tokens are emitted when it leaves the last stage; its requests may join another batch after
+the hop back to the first stage. Events (batch done, stage 0 free) sit in a heap keyed by time;
+per-iteration updates are vectorised over the batch's requests.
+
+Aggregation (pp = 1): when the scheduler returns a decode-only batch of all its running
+requests, the following iterations are the same requests' decodes (`BaseScheduler.steady_decodes`)
+until the next arrival, the first of them finishing, or their next KV blocks running out; that
+stretch of m iterations runs as one event, its step times from `decode_steps` (context + j at
+step j), every request's m tokens and inter-token times recorded as m separate iterations
+would. The iteration log then holds one row for the m (column `steps`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from coda.errors import InfeasibleDesign
+from coda.serving.costs import BatchShape, CostTable, IterationCost
+from coda.serving.deployment import Deployment
+from coda.serving.metrics import SLO, ServingResult, build_result
+from coda.serving.router import Router
+from coda.serving.schedulers import make_scheduler
+from coda.serving.state import Batch, ReplicaState, Requests
+from coda.serving.trace import Trace
+
+log = logging.getLogger(__name__)
+
+_DONE, _READY = 0, 1
+
+
+@dataclass
+class _Log:
+    """Per-iteration records and inter-token times, appended as the simulation runs."""
+
+    replica: list[int]
+    start_s: list[float]
+    end_s: list[float]
+    prefill_tokens: list[int]
+    decodes: list[int]
+    sequences: list[int]
+    kv_blocks: list[int]
+    steps: list[int]
+    tbt_ids: list[np.ndarray]
+    tbt_s: list[np.ndarray]
+
+
+def _check_fits(dep: Deployment, trace: Trace, blocks: int, block_tokens: int) -> None:
+    """Refuse a request whose whole KV cache can never fit one replica's budget (it would wait forever)."""
+    sc = dep.scheduler
+    wm = int(sc.watermark * blocks) if sc.kind.value in ("vllm", "sarathi") else 0
+    need = -(-(trace.prompt_tokens + trace.output_tokens) // block_tokens)
+    bad = np.flatnonzero(need > blocks - wm)
+    if len(bad):
+        i = int(bad[0])
+        raise InfeasibleDesign(
+            f"{dep.describe()}: request {i} needs {int(need[i])} KV blocks of {block_tokens} tokens "
+            f"({int(trace.prompt_tokens[i])} + {int(trace.output_tokens[i])} tokens) but a replica holds "
+            f"{blocks - wm} ({len(bad)} such request(s)); use a larger tp or pp, fp8 KV, or shorter requests")
+
+
+def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCost | None = None,
+             slo: SLO | None = None, aggregate: bool = True) -> ServingResult:
+    """Serve `trace` on `deployment` and measure every request (module docstring).
+
+    Args:
+        deployment: model, cluster, layout, KV paging and scheduler.
+        trace: the requests (`coda.serving.trace`).
+        cost: the iteration cost model; default `CostTable.for_deployment` (tabulated, see
+            `coda.serving.costs.table_error`); an `IterationCost` evaluates every batch directly.
+        slo: latency targets for goodput (default: none, goodput not reported).
+        aggregate: run a stretch of identical decode-only iterations as one event (same results,
+            `tests/unit/serving` checks it; module docstring).
+
+    Raises:
+        ConfigError: requests beyond the model's context.
+        InfeasibleDesign: the weights leave no KV blocks, or a request can never fit them.
+    """
+    cfg = deployment.model
+    trace.check_context(cfg)
+    budget = deployment.kv_budget()
+    _check_fits(deployment, trace, budget.blocks, budget.block_tokens)
+    if cost is None:
+        cost = CostTable.for_deployment(deployment, max_context=int((trace.prompt_tokens + trace.output_tokens).max()))
+    R, pp = deployment.n_replicas, deployment.pp
+    req = Requests(trace.arrival_s.astype(float), trace.prompt_tokens.astype(np.int64),
+                   trace.output_tokens.astype(np.int64))
+    states = [ReplicaState(budget, budget.blocks) for _ in range(R)]
+    scheds = [make_scheduler(deployment.scheduler, pp) for _ in range(R)]
+    free = np.zeros((R, pp))
+    router = Router(deployment.router, R)
+    lg = _Log([], [], [], [], [], [], [], [], [], [])
+    heap: list[tuple[float, int, int, int, Batch | None, float, np.ndarray | None]] = []
+    aggregate_ok = aggregate and pp == 1 and scheds[0].steady_decodes
+    block_tokens = budget.block_tokens
+    seq = 0
+    n, nxt = len(req), [0]  # requests, the next arrival
+    arrival = req.arrival_s
+
+    def steady_steps(k: int, b: Batch, now: float) -> np.ndarray | None:
+        """Durations of the identical decode-only iterations that start with `b` (None: just one)."""
+        st = states[k]
+        dec = b.decode_ids
+        if not aggregate_ok or len(b.prefill_ids) or len(dec) != len(st.running):
+            return None
+        left = int((req.output[dec] - req.generated[dec]).min())  # the last of them finishes a request
+        if left < 2:
+            return None
+        d = cost.decode_steps(req.kv[dec], left)
+        starts = now + np.concatenate([[0.0], np.cumsum(d[:-1])])
+        horizon = float(arrival[nxt[0]]) if nxt[0] < n else np.inf
+        steps = min(left, int(np.searchsorted(starts, horizon, side="left")))
+        if not scheds[k].reserves_whole_request:  # the blocks the next tokens need must be free
+            kv, have = req.kv[dec], req.blocks[dec]
+
+            def extra(j: int) -> int:
+                return int(np.maximum(-(-(kv + j) // block_tokens) - have, 0).sum())
+
+            lo, hi = 1, steps
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if extra(mid) <= st.free_blocks else (lo, mid - 1)
+            steps = lo
+            st.free_blocks -= extra(steps)
+            req.blocks[dec] = np.maximum(have, -(-(kv + steps) // block_tokens))
+        return d[:steps] if steps > 1 else None
+
+    def launch(k: int, b: Batch, now: float) -> None:
+        nonlocal seq
+        st = states[k]
+        ids = b.ids()
+        req.busy[ids] = True
+        st.in_flight += 1
+        steps = steady_steps(k, b, now)
+        if steps is not None:
+            emit, ring = now + float(steps.sum()), 0.0
+            free[k, 0] = emit
+        else:
+            shape = BatchShape(b.prefill_tokens, req.kv[b.prefill_ids], req.kv[b.decode_ids])
+            times = cost.stage_times(shape)
+            inter, ring = cost.hops(shape.tokens, len(b.decode_ids) > 0)
+            t = now
+            for s in range(pp):
+                end = max(t, free[k, s]) + float(times[s])
+                free[k, s] = end
+                t = end + inter
+            emit = float(free[k, pp - 1])
+        heapq.heappush(heap, (emit + ring, seq, _DONE, k, b, emit, steps))
+        seq += 1
+        if pp > 1:
+            heapq.heappush(heap, (float(free[k, 0]), seq, _READY, k, None, 0.0, None))
+            seq += 1
+        lg.replica.append(k)
+        lg.start_s.append(now)
+        lg.end_s.append(emit)
+        lg.prefill_tokens.append(int(b.prefill_tokens.sum()))
+        lg.decodes.append(len(b.decode_ids))
+        lg.sequences.append(b.n_sequences)
+        lg.kv_blocks.append(budget.blocks - st.free_blocks)
+        lg.steps.append(1 if steps is None else len(steps))
+
+    def finish(k: int, b: Batch, emit: float, steps: np.ndarray | None) -> None:
+        st = states[k]
+        st.in_flight -= 1
+        req.busy[b.ids()] = False
+        pid, did = b.prefill_ids, b.decode_ids
+        if steps is not None:  # len(steps) decode iterations of the same requests
+            m = len(steps)
+            req.kv[did] += m
+            req.generated[did] += m
+            first = (emit - float(steps[1:].sum())) - req.last_token_s[did]
+            lg.tbt_ids.append(np.repeat(did, m))
+            lg.tbt_s.append(np.column_stack([first, np.tile(steps[1:], (len(did), 1))]).ravel())
+            req.last_token_s[did] = emit
+            em = did
+        else:
+            req.done[pid] += b.prefill_tokens
+            req.kv[pid] += b.prefill_tokens
+            req.kv[did] += 1
+            em = np.concatenate([pid[req.done[pid] >= req.target[pid]], did])
+            req.generated[em] += 1
+            prev = req.last_token_s[em]
+            seen = ~np.isnan(prev)
+            req.first_token_s[em[~seen]] = emit
+            if seen.any():
+                lg.tbt_ids.append(em[seen])
+                lg.tbt_s.append(emit - prev[seen])
+            req.last_token_s[em] = emit
+        fin = em[req.generated[em] >= req.output[em]]
+        if len(fin):
+            req.finish_s[fin] = emit
+            st.free_blocks += int(req.blocks[fin].sum())
+            req.blocks[fin] = 0
+            gone = set(fin.tolist())
+            st.running = [r for r in st.running if r not in gone]
+            router.finished(k, len(fin))
+
+    def try_schedule(k: int, now: float) -> None:
+        st = states[k]
+        while st.in_flight < pp and free[k, 0] <= now:
+            b = scheds[k].next_batch(st, req, now)
+            if b is None:
+                if st.in_flight == 0 and (st.waiting or st.running):
+                    raise InfeasibleDesign(f"{deployment.describe()}: replica {k} cannot schedule its "
+                                           f"{len(st.waiting)} waiting and {len(st.running)} running request(s) "
+                                           f"with {st.free_blocks} of {budget.blocks} KV blocks free")
+                return
+            launch(k, b, now)
+
+    while nxt[0] < n or heap:
+        i = nxt[0]
+        if i < n and (not heap or arrival[i] <= heap[0][0]):
+            t = float(arrival[i])
+            k = router.route()
+            req.replica[i] = k
+            states[k].waiting.append(i)
+            nxt[0] = i + 1
+            try_schedule(k, t)
+            continue
+        t, _, kind, k, b, emit, steps = heapq.heappop(heap)
+        if kind == _DONE:
+            assert b is not None
+            finish(k, b, emit, steps)
+        try_schedule(k, t)
+    unfinished = int(np.isnan(req.finish_s).sum())
+    if unfinished:  # cannot happen: every batch makes progress and every request fits
+        raise InfeasibleDesign(f"{deployment.describe()}: {unfinished} request(s) never finished")
+    log.info("simulated %d requests, %d iterations", n, len(lg.start_s))
+    return build_result(deployment, trace, req, lg, budget, slo)
