@@ -117,7 +117,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for dest, flag, what in (("chips", "--chips", "chips per design"), ("global_batch", "--global-batch",
                              "sequences per step"), ("seq_len", "--seq-len", "tokens per sequence"),
                              ("top", "--top", "designs to list"), ("max_designs", "--max-designs",
-                             "new designs to evaluate"), ("workers", "--workers", "designs in flight")):
+                             "new designs to evaluate"), ("workers", "--workers", "designs in flight"),
+                             ("ilp_node_limit", "--ilp-node-limit", "branch-and-bound nodes per ILP solve")):
         v = getattr(args, dest)
         if v is not None and v < 1:
             raise ConfigError(f"{flag} {v} is out of range: {what} must be an integer >= 1")
@@ -180,7 +181,8 @@ def _run(args: argparse.Namespace) -> int:
     from coda.search.executors import Terminated, terminate_as_interrupt
 
     _check_args(args)
-    timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit)
+    timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit,
+                                                                                       node_limit=args.ilp_node_limit)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with terminate_as_interrupt():
         try:
@@ -223,6 +225,10 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_fr
     print(f"designs {c['designs']}: evaluated {c['evaluated']}, cached {c['cached']}, pruned by bound "
           f"{c['pruned_by_bound']}, infeasible {c['infeasible']}, unvisited {c['unvisited']} "
           f"({'exact' if c['complete'] else 'incomplete: max-designs reached'}, {c['seconds']:.1f} s)")
+    if c["ilp_clock_limited"] or c["ilp_solver_errors"]:
+        print(f"note: {c['ilp_clock_limited']} layer schedules were cut by --ilp-time-limit and "
+              f"{c['ilp_solver_errors']} solver runs failed (heuristic kept): those designs' numbers may differ on a "
+              "machine under another load")
     print()
     table = pd.concat([result.table(args.top), gpus.assign(rank="gpu")], ignore_index=True)
     n_listed = int((table["rank"] != "ref").sum() - len(gpus))
@@ -298,9 +304,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timer", choices=("ilp", "predictor"), default="ilp",
                    help="layer times: the on-chip ILP schedule (default ilp) or the sum of predicted op latencies "
                         "(predictor, ~50x faster)")
-    p.add_argument("--ilp-time-limit", type=float, default=1.0,
-                   help="ILP wall-time budget per layer graph, seconds, finite >= 0 (default 1.0; 0: the "
-                        "list-scheduling heuristic only)")
+    p.add_argument("--ilp-node-limit", type=int, default=5000,
+                   help="branch-and-bound nodes per ILP solve, integer >= 1 (default 5000): a budget that gives "
+                        "the same result on a busy and an idle machine")
+    p.add_argument("--ilp-time-limit", type=float, default=60.0,
+                   help="ILP wall-time safety net per layer graph, seconds, finite >= 0 (default 60; 0: the "
+                        "list-scheduling heuristic only); a layer it cuts is counted in the ilp_clock_limited "
+                        "column, since its result may depend on machine load")
     p.add_argument("--executor", choices=EXECUTORS, default="process",
                    help="where designs are evaluated: process (default: a local process pool whose workers end "
                         "with coda), inline (one at a time in this process) or ray (Ray tasks on RAY_ADDRESS or a "

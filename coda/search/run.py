@@ -64,7 +64,7 @@ from coda.search.executors import (
     terminate_as_interrupt,
     terminate_pool,
 )
-from coda.search.store import ResultStore, result_key
+from coda.search.store import ResultStore, cost_model_digest, result_key
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ DESIGN_FIELDS = ("n_tc", "tc_rows", "tc_cols", "n_vc", "vc_lanes", "glb_bytes", 
 PLAN_FIELDS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule",
                "virtual_stages", "stage_layers")
 RESULT_FIELDS = ("step_s", "tokens_per_s", "tokens_per_s_per_w", "mfu", "peak_memory_bytes")
+ILP_EVENT_FIELDS = ("ilp_clock_limited", "ilp_solver_errors")
+"""Per design: layer schedules the ILP's wall-clock safety net cut (results may depend on load), solver failures."""
 FRAME_COLUMNS = ("name", *DESIGN_FIELDS, "area_mm2", "tdp_w", "peak_flops", "bound_tokens_per_s", "bound_objective",
-                 "plan", *PLAN_FIELDS, *RESULT_FIELDS, "status", "reason", "seconds")
+                 "plan", *PLAN_FIELDS, *RESULT_FIELDS, "status", "reason", "seconds", *ILP_EVENT_FIELDS)
 """Columns of `SearchResult.frame`, in order."""
 
 
@@ -96,15 +98,28 @@ class SearchLayerTime:
     in GLB size) reuse each other's schedules. Equal settings compare equal (the cache is not
     part of the identity), which is what the store key and the placement profile cache see.
 
+    Deterministic by default: each MILP solve stops after `node_limit` branch-and-bound nodes, so
+    a search returns the same frame on a busy and an idle machine; the wall-clock `time_limit_s`
+    only guards against a pathological solve, and every layer time it cut (or a solver failure)
+    is counted in `events` and reported in the design's row (`ilp_clock_limited`,
+    `ilp_solver_errors`).
+
     Attributes:
-        time_limit_s: ILP wall-time budget per layer graph, heuristic included (0: heuristic only).
+        time_limit_s: ILP wall-time safety net per layer graph, heuristic included (0: heuristic only).
         gap: relative optimality gap at which the solver may stop.
+        node_limit: branch-and-bound nodes per MILP solve (None: the time limit alone decides,
+            and results depend on machine load). 5000 reproduces the 10 s time-limit schedules of
+            every real-layer case of `benchmarks/ilp.py` (max 2.7 s on 2 cores).
         cache: the shared schedule cache.
+        events: counts of clock-limited solves and solver failures (not part of the identity).
     """
 
-    time_limit_s: float = 1.0
+    time_limit_s: float = 60.0
     gap: float = 0.01
+    node_limit: int | None = 5000
     cache: ScheduleCache = field(default_factory=ScheduleCache, compare=False, repr=False, hash=False)
+    events: dict[str, int] = field(default_factory=lambda: {"ilp_clock_limited": 0, "ilp_solver_errors": 0},
+                                   compare=False, repr=False, hash=False)
 
     def __post_init__(self) -> None:
         t = self.time_limit_s
@@ -114,11 +129,18 @@ class SearchLayerTime:
         g = self.gap
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < 1:
             raise ConfigError(f"SearchLayerTime.gap={g!r} must lie in [0, 1) (0.01 = stop within 1% of optimal)")
+        n = self.node_limit
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ConfigError(f"SearchLayerTime.node_limit={n!r} must be a positive number of branch-and-bound "
+                              "nodes, or None (wall clock only: results then depend on machine load)")
 
     def __call__(self, graph: OpGraph, device: Any) -> float:
         if graph.number_of_nodes() == 0:
             return 0.0
-        s = schedule(graph, device, time_limit_s=self.time_limit_s, gap=self.gap, cache=self.cache)
+        s = schedule(graph, device, time_limit_s=self.time_limit_s, gap=self.gap, cache=self.cache,
+                     node_limit=self.node_limit)
+        self.events["ilp_clock_limited"] += s.wall_clock_limited
+        self.events["ilp_solver_errors"] += bool(s.solver_error)
         return float(s.makespan_s)
 
     def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
@@ -165,9 +187,11 @@ class SearchResult:
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
+        events = {k: int(pd.to_numeric(self.frame[k], errors="coerce").fillna(0).sum()) if k in self.frame else 0
+                  for k in ILP_EVENT_FIELDS}
         return dict(designs=self.n_space, pruned_by_bound=self.n_pruned, evaluated=self.n_evaluated,
                     cached=self.n_cached, infeasible=self.n_infeasible, unvisited=self.n_unvisited,
-                    complete=self.complete, speculative=self.n_speculative, seconds=self.seconds)
+                    complete=self.complete, speculative=self.n_speculative, seconds=self.seconds, **events)
 
     def table(self, top: int = 10) -> pd.DataFrame:
         """The `top` feasible designs and the reference row below them (column `rank`: 1.., `ref`)."""
@@ -234,10 +258,13 @@ def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_bat
         A row of `SearchResult.frame` without the bound columns.
     """
     t0 = time.perf_counter()
+    events = getattr(layer_time, "events", {})
+    before = {k: events.get(k, 0) for k in ILP_EVENT_FIELDS}
     row = _design_row(acc)
     row.update(scored_plan(lambda: optimize(cfg, cluster(CLUSTER_PRESET, n_chips, device=acc), global_batch, seq_len,
                                             layer_time=layer_time, **choices), n_chips * acc.tdp_w))
     row["seconds"] = time.perf_counter() - t0
+    row.update({k: events.get(k, 0) - before[k] for k in ILP_EVENT_FIELDS})
     return row
 
 
@@ -256,13 +283,13 @@ def scored_plan(run: Callable[[], tuple[Any, Any, Any]], cluster_tdp_w: float) -
 
 _Progress = Progress  # the progress bar of a search (tests wrap its `update`)
 
-_WORKER_TIMERS: dict[tuple[float, float], SearchLayerTime] = {}
+_WORKER_TIMERS: dict[tuple[float, float, int | None], SearchLayerTime] = {}
 
 
 def _portable_timer(timer: Any) -> Any:
     """What a worker receives: a `SearchLayerTime` as its settings (the cache stays behind), else the timer."""
     if isinstance(timer, SearchLayerTime):
-        return ("SearchLayerTime", timer.time_limit_s, timer.gap)
+        return ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
     return timer
 
 
@@ -274,9 +301,10 @@ def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_
     and settings, so its `ScheduleCache` is shared by the designs that process evaluates.
     """
     if isinstance(timer, tuple) and timer and timer[0] == "SearchLayerTime":
-        settings = (float(timer[1]), float(timer[2]))
+        settings = (float(timer[1]), float(timer[2]), timer[3])
         if settings not in _WORKER_TIMERS:
-            _WORKER_TIMERS[settings] = SearchLayerTime(time_limit_s=settings[0], gap=settings[1])
+            _WORKER_TIMERS[settings] = SearchLayerTime(time_limit_s=settings[0], gap=settings[1],
+                                                       node_limit=settings[2])
         timer = _WORKER_TIMERS[settings]
     return evaluate_design(cfg, acc, n_chips, global_batch, seq_len, choices, timer)
 
@@ -367,7 +395,7 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
     accelerators = list(space)
     common = dict(model=cfg.to_dict(), n_chips=n_chips, global_batch=global_batch, seq_len=seq_len,
                   choices=merged, layer_time=repr(timer), network=preset_description(CLUSTER_PRESET),
-                  version=_version())
+                  version=_version(), costs=cost_model_digest())
     window = workers or os.cpu_count() or 1
     window = min(window, len(order) if max_designs is None else min(len(order), max_designs))
     if executor == "process" and window <= 1:
@@ -382,7 +410,10 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
                               "use a module-level timer or executor='inline'") from None
 
     def key_of(acc: Accelerator) -> str:
-        return result_key(design=asdict(acc), **common)
+        # the derived area and power as computed now: a changed constant (even one patched in a
+        # notebook) gives another key
+        return result_key(design=asdict(acc), derived=dict(area_mm2=acc.area_mm2, power_w=acc.power_breakdown()),
+                          **common)
 
     def with_bounds(row: dict[str, Any], peak: float, vector: float, tdp: float) -> dict[str, Any]:
         return dict(row, bound_tokens_per_s=tokens_per_s_bound(peak, vector, n_chips, flops_lb),

@@ -1,8 +1,9 @@
 """An embedded SQLite store of finished design evaluations, keyed by everything they depend on.
 
 One table, `results(key PRIMARY KEY, row, created_s)`: `key` is `result_key(...)` (a SHA-256 of
-the canonical JSON of the design, the model config, the workload, the placement choices, the
-layer timer and the coda version), `row` the JSON of one row of `SearchResult.frame`. Every row
+the canonical JSON of the design with its derived area and power, the model config, the
+workload, the placement choices, the layer timer, the coda version and `cost_model_digest()`),
+`row` the JSON of one row of `SearchResult.frame`. Every row
 is committed as soon as it is written, so an interrupted search loses at most the designs in
 flight (only the searching process writes; its workers never do), and a repeated search reads
 every row back instead of evaluating it.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import tempfile
 import time
@@ -49,6 +51,37 @@ def _canonical(obj: Any) -> Any:
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         return obj.item()
     return obj
+
+
+COST_MODEL_SUFFIXES = (".py", ".json", ".json.gz", ".csv", ".csv.gz")
+"""Files of the installed package whose content a result may depend on: code (every constant of the
+area, power, predictor, ILP and placement models lives in it), catalogs, calibration and data."""
+
+
+def cost_model_digest(root: str | Path | None = None) -> str:
+    """SHA-256 (hex, 32 chars) of every cost-model file of the package under `root` (default: the
+    installed `coda`, without its command line) and of the GPU calibration file a user selected
+    with `$CODA_GPU_CALIBRATION`, so that a stored result is never read back after a constant,
+    a calibration or a data file changed.
+
+    It is deliberately coarse (any change to the package's code invalidates stored rows): a missed
+    dependency would silently return stale numbers, an extra one only costs a re-evaluation.
+    """
+    from coda.predictor.gpu_tiles import CALIBRATION_ENV
+
+    base = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    files = sorted(p for p in base.rglob("*") if p.is_file() and p.name.endswith(COST_MODEL_SUFFIXES)
+                   and "cli" not in p.relative_to(base).parts[:1] and "__pycache__" not in p.parts)
+    for path in files:
+        h.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    user = os.environ.get(CALIBRATION_ENV, "")
+    if user:
+        try:
+            h.update(b"user-calibration\0" + Path(user).read_bytes())
+        except OSError as err:
+            raise ConfigError(f"${CALIBRATION_ENV}={user}: cannot be read ({err.strerror})") from None
+    return h.hexdigest()[:32]
 
 
 def result_key(**inputs: Any) -> str:

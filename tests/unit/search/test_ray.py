@@ -33,7 +33,9 @@ def test_ray_search_returns_the_process_frame(local_ray, capsys):
     on_pool = search(MODEL, SPACE, CHIPS, BATCH, SEQ, executor="process", **kw)
     pd.testing.assert_frame_equal(on_ray.frame.drop(columns="seconds"), on_pool.frame.drop(columns="seconds"))
     pd.testing.assert_series_equal(on_ray.reference.drop("seconds"), on_pool.reference.drop("seconds"))
-    assert on_ray.counts() | {"seconds": 0} == on_pool.counts() | {"seconds": 0}
+    # designs evaluated speculatively (in flight when the incumbent rose) depend on timing, not on the executor
+    timing = {"seconds": 0, "speculative": 0}
+    assert on_ray.counts() | timing == on_pool.counts() | timing
     assert ray.is_initialized()  # a Ray instance the caller started is left running
     args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
             "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "128", "--glb-mib", "32",
