@@ -19,15 +19,17 @@ them on stage s):
   "decode", B, 1)`).
 - A^dec_k(n, c): the decode attention op of `build(cfg, "decode", n, 1, context_len=c)` (c the
   mean context, rounded, as Vidur batches decode attention by its KV-cache size);
-  A^pre_k(s, c): the attention op of a chunk, `build(cfg, "prefill", 1, s, context_len=c)`,
-  one per chunk (FlashAttention's variable-length kernel runs them together; summing their
-  times overcounts one launch per extra chunk).
+  A^pre_k(s, c): the attention op of a chunk, `build(cfg, "prefill", 1, s, context_len=c)`;
+  n chunks of equal (s, c) are one op of batch n (`build(cfg, "prefill", n, s, ...)`, as a
+  static batch of equal prompts), unequal ones one op each (FlashAttention's variable-length
+  kernel runs them together; summing their times overcounts one launch per extra chunk and
+  underuses the SMs for short chunks).
 - Expert parallelism (ep > 1): each of the ep devices takes 1/ep of the tokens, sequences and
   decodes (rounded up) and of the prefill attention.
 
 So a batch of b decodes at context c costs `build(cfg, "decode", b, 1, context_len=c)` exactly,
-and a lone prefill of p tokens `build(cfg, "prefill", 1, p)`: the decode step and the TTFT of
-`coda.evaluate.inference` at batch 1 (pp = 1). Pipeline stages pass T tokens' activations
+and b prefills of p tokens `build(cfg, "prefill", b, p)`: the decode step and the TTFT of
+`coda.evaluate.inference` (pp = 1). Pipeline stages pass T tokens' activations
 (`T*h` elements, send/recv between the first ranks of adjacent stages, t apart; the ring back
 from the last to the first carries the sampled tokens on to the next step), as that model does.
 
@@ -228,13 +230,13 @@ class IterationCost:
         """Seconds of each pipeline stage for one batch (pp values; compute + TP/EP collectives)."""
         T, B = shape.tokens, shape.sequences
         lin = self.linear_terms([self._local(T)])[0]
-        keys = [(1, int(s), int(c) + int(s)) for s, c in zip(shape.prefill_tokens, shape.prefill_context)]
+        keys = [(n, s, c + s) for (s, c), n in _groups(shape.prefill_tokens, shape.prefill_context).items()]
         n_d = len(shape.decode_context)
         attn = np.zeros(len(self.dep.model.block_kinds))
         if keys:
             attn += self.attention_terms(keys).sum(axis=0) / self.ep
         if n_d:
-            c = int(round(float(shape.decode_context.mean())))
+            c = int(math.floor(float(shape.decode_context.mean()) + 0.5))  # half up, as decode_steps
             attn += self.attention_terms([(self._local(n_d), 1, c + 1)])[0]
         out = lin + self.counts @ attn
         out[-1] += self.head_terms([self._local(B)])[0]
@@ -262,6 +264,14 @@ class IterationCost:
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _groups(tokens: np.ndarray, context: np.ndarray) -> dict[tuple[int, int], int]:
+    """Prefill chunks of equal (s, c), counted: each group is one batched attention op."""
+    out: dict[tuple[int, int], int] = {}
+    for s, c in zip(tokens.tolist(), context.tolist()):
+        out[(s, c)] = out.get((s, c), 0) + 1
+    return out
 
 
 def _bilinear(xg: np.ndarray, yg: np.ndarray, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -335,10 +345,12 @@ class CostTable:
                 or (len(dc) and dc.max() > self._dc[-1])):
             return self.cost.stage_times(shape)
         attn = np.zeros(self._dec.shape[0])
-        if len(pt):
+        if len(pt) > 1 and len(groups := _groups(pt, pc)) < len(pt):  # equal chunks batch: direct (memoised)
+            attn += self.cost.attention_terms([(n, s, c + s) for (s, c), n in groups.items()]).sum(axis=0) / ep
+        elif len(pt):
             attn += _bilinear(self._ps, self._pc, self._pre, pt.astype(float), pc.astype(float)).sum(axis=0) / ep
         if n_d:
-            c = float(round(float(dc.mean())))
+            c = float(math.floor(float(dc.mean()) + 0.5))
             attn += _bilinear(self._dn, self._dc, self._dec, np.array([float(n_d)]), np.array([c]))[0]
         return self._lin[T] + self.counts @ attn + self._last * self._head[B]
 
@@ -346,7 +358,7 @@ class CostTable:
         """As `IterationCost.decode_steps`, vectorised over the steps (pp = 1)."""
         ep, n = self.ep, len(contexts)
         n_d = -(-n // ep)
-        mean = float(round(float(contexts.mean())))
+        mean = float(math.floor(float(contexts.mean()) + 0.5))
         cs = mean + np.arange(steps, dtype=float)
         if n_d > self._dn[-1] or n_d > self.max_tokens or cs[-1] > self._dc[-1]:
             return self.cost.decode_steps(contexts, steps)

@@ -19,8 +19,12 @@ import numpy as np
 
 from coda.arch.clusters import MAX_DEVICES, Cluster
 from coda.errors import ConfigError, InfeasibleDesign
-from coda.evaluate.inference import DEFAULT_RESERVE_BYTES, kv_cache_bytes, stage_weight_bytes, \
-    workspace_bytes_per_sequence
+from coda.evaluate.inference import (
+    DEFAULT_RESERVE_BYTES,
+    kv_cache_bytes,
+    stage_weight_bytes,
+    workspace_bytes_per_sequence,
+)
 from coda.models.config import ModelConfig
 from coda.placement.costs import device_memory_bytes
 from coda.placement.plan import balanced_stage_layers

@@ -221,11 +221,16 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
         i = nxt[0]
         if i < n and (not heap or arrival[i] <= heap[0][0]):
             t = float(arrival[i])
-            k = router.route()
-            req.replica[i] = k
-            states[k].waiting.append(i)
-            nxt[0] = i + 1
-            try_schedule(k, t)
+            touched = []
+            while i < n and arrival[i] == t:  # simultaneous arrivals are all queued before scheduling
+                k = router.route()
+                req.replica[i] = k
+                states[k].waiting.append(i)
+                touched.append(k)
+                i += 1
+            nxt[0] = i
+            for k in dict.fromkeys(touched):
+                try_schedule(k, t)
             continue
         t, _, kind, k, b, emit, steps = heapq.heappop(heap)
         if kind == _DONE:

@@ -122,8 +122,8 @@ def load_trace(path: str | os.PathLike[str], model: ModelConfig | None = None) -
     for i, row in enumerate(rows, start=1):
         keys = set(row)
         if keys != set(COLUMNS):
-            raise ConfigError(f"{p}: row {i}: missing {sorted(set(COLUMNS) - keys)}, unknown {sorted(keys - set(COLUMNS))}"
-                              f"; each request has exactly {', '.join(COLUMNS)}")
+            raise ConfigError(f"{p}: row {i}: missing {sorted(set(COLUMNS) - keys)}, unknown "
+                              f"{sorted(keys - set(COLUMNS))}; each request has exactly {', '.join(COLUMNS)}")
         for j, col in enumerate(COLUMNS):
             if row[col] is None or isinstance(row[col], bool):
                 raise ConfigError(f"{p}: row {i}: {col} is empty; give a number")
