@@ -192,7 +192,8 @@ class IterationCost:
         missing = sorted({int(b) for b in sequences if int(b) not in self._head})
         if missing:
             heads = [build(self.dep.model, "decode", b, 1, **self._kw).layers[-1][0] for b in missing]
-            ops, spans = [], []
+            ops: list[Any] = []
+            spans: list[tuple[int, int, float]] = []
             for hg in heads:
                 keep = [op for op in hg.nodes if op.kind != "collective" and op.name != "final_norm"]
                 comm = collectives_time(self.dep.cluster, graph_collectives(hg, expert=False), self.dep.tp)
