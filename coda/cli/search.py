@@ -208,7 +208,7 @@ def _run(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_front: Any) -> int:
     """GPU rows, plot and output of a finished search; the summary sentence comes last."""
     front = pareto_front(result.frame) if args.pareto else None
-    gpus = gpu_reference(args.model, args.gpu_reference, args.chips, args.global_batch, args.seq_len,
+    gpus = gpu_reference(args.model, args.gpu_reference or (), args.chips, args.global_batch, args.seq_len,
                          choices=_choices(args))
     if args.plot:
         _plot(result, args.plot, gpus, front)
@@ -325,7 +325,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pareto", action="store_true",
                    help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front (default: "
                         "off, bound-pruned)")
-    p.add_argument("--gpu-reference", type=_names, default=(), metavar="GPUS",
+    p.add_argument("--gpu-reference", type=_names, default=None, metavar="GPUS",
                    help="comma list of Ampere or Hopper GPUs (e.g. a100-sxm4-80gb,h100-sxm) to also run on --chips "
                         "GPUs of their DGX nodes, for comparison (default: none)")
     p.add_argument("--plot", default=None,

@@ -29,13 +29,11 @@ TARGETS: dict[str, str] = {
 
 @contextmanager
 def _progress(label: str) -> Iterator[None]:
-    """While the body runs: a live elapsed-time line on stderr if it is a terminal and tqdm is
-    installed (`pip install tqdm`; optional), else the one line ``coda: <label> ...``."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is None or not stderr_is_terminal():
+    """While the body runs: a live elapsed-time line (tqdm) on stderr if it is a terminal, else the
+    one line ``coda: <label> ...``."""
+    from tqdm import tqdm
+
+    if not stderr_is_terminal():
         print(f"coda: {label} ...", file=sys.stderr)
         yield
         return

@@ -80,10 +80,19 @@ class Op:
         return dataclasses.replace(self, name=name)
 
 
+MAX_OP_DIM = 2**48
+"""Largest op dimension accepted (2.8e14): far above any real one (a 1M-token batch of a 64k-wide
+model has 6.9e10 activation elements) and far below where float64 FLOP and byte counts lose
+integer precision (2^53), so a larger value is a mistake, not a workload."""
+
+
 def _positive(**sizes: int) -> None:
     for field, value in sizes.items():
         if not isinstance(value, (int,)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"op dimension {field}={value!r} must be a positive integer")
+        if value > MAX_OP_DIM:
+            raise ConfigError(f"op dimension {field}={value} exceeds {MAX_OP_DIM:.3g} (2^48), far beyond any real "
+                              "workload; check the units")
 
 
 def matmul(m: int, k: int, n: int, batch: int = 1, dtype: str = "bf16", name: str = "matmul", weight: bool = False,

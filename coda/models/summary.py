@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from coda.errors import ConfigError
 from coda.models.builder import build
 from coda.models.config import ModelConfig
 
@@ -23,7 +24,10 @@ def summarize(cfg: ModelConfig, seq_len: int | None = None, source: str | None =
     2.5x, as FlashAttention-2 executes it), ``prefill`` = forward over the prompt,
     ``decode`` = the token at position `seq_len` (a cache of `seq_len - 1`).
     """
-    s = seq_len or cfg.max_seq_len
+    s = cfg.max_seq_len if seq_len is None else seq_len
+    if isinstance(s, bool) or not isinstance(s, int) or s < 1:
+        raise ConfigError(f"seq_len={seq_len!r} must be a positive integer number of tokens (default: the model's "
+                          f"maximum, {cfg.max_seq_len})")
     fwd = build(cfg, "forward", 1, s)
     bwd = build(cfg, "backward", 1, s)
     prefill = build(cfg, "prefill", 1, s)

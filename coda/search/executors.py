@@ -228,32 +228,18 @@ class RayExecutor:
 
 
 class Progress:
-    """tqdm if installed, else a carriage-return counter on stderr."""
+    """A tqdm bar of visited designs with the incumbent objective, on stderr (off when not `enabled`)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        self.enabled, self.total, self.done, self._bar = enabled, total, 0, None
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                self._bar = None
-            else:
-                self._bar = tqdm(total=total, desc="designs", unit="design", file=sys.stderr)
+        from tqdm import tqdm
+
+        self.done = 0
+        self._bar = tqdm(total=total, desc="designs", unit="design", file=sys.stderr, disable=not enabled)
 
     def update(self, best: float) -> None:
         self.done += 1
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(best=f"{best:.4g}")
-        else:
-            sys.stderr.write(f"\rsearch: {self.done}/{self.total} designs visited, best {best:.4g}")
-            sys.stderr.flush()
+        self._bar.update(1)
+        self._bar.set_postfix(best=f"{best:.4g}", refresh=False)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._bar.close()

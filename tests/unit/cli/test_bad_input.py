@@ -265,15 +265,8 @@ def _default_shown(action):
     return str(d).lower() in h
 
 
-OTHER_OWNERS = {("coda", "search"), ("coda", "calibrate")}
-"""Subcommands whose flags another change owns: covered, expected to pass once their help names
-each default (then pytest reports XPASS and the mark can go)."""
-
-
-@pytest.mark.parametrize("path, parser", [
-    pytest.param(path, parser, id=" ".join(path), marks=[pytest.mark.xfail(
-        strict=False, reason="flags of a subcommand maintained elsewhere")] if path[:2] in OTHER_OWNERS else [])
-    for path, parser in _parsers(build_parser())])
+@pytest.mark.parametrize("path, parser", [pytest.param(path, parser, id=" ".join(path))
+                                          for path, parser in _parsers(build_parser())])
 def test_every_flag_has_help_with_its_default(path, parser):
     missing = [a.option_strings[0] for a in parser._actions
                if a.option_strings and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))
