@@ -169,7 +169,7 @@ class Accelerator:
         parts = power_model.power_breakdown_w(
             self.n_tc, self.tc_rows, self.tc_cols, self.n_vc, self.vc_lanes, self.glb_bytes,
             self.hbm_bw_bytes_per_s, self.clock_hz, self.dtype_bytes, self.link_bw_bytes_per_s,
-            self.n_links, self.tech_nm,
+            self.n_links, self.tech_nm, hbm_bytes=self.hbm_bytes,
         )
         return {k: float(parts[k]) for k in power_model.COMPONENTS}
 
@@ -207,6 +207,59 @@ def tpuv4_like() -> Accelerator:
         n_tc=8, tc_rows=128, tc_cols=128, n_vc=2, vc_lanes=128, glb_bytes=128 * MiB,
         hbm_bytes=32 * GiB, hbm_bw_bytes_per_s=1200e9, clock_hz=1.05e9, dtype_bytes=2,
         link_bw_bytes_per_s=50e9, n_links=6, tech_nm=7, name="tpuv4-like",
+    )
+
+
+TPUV4_CMEM_BYTES = 128 * MiB
+"""TPU v4 CMEM, the on-chip memory shared by both TensorCores (Jouppi et al., ISCA 2023, sec. 2 and Table 1)."""
+TPUV4_VMEM_BYTES = 16 * MiB
+"""TPU v4 VMEM per TensorCore, the vector memory the MXUs and VPU are fed from (ISCA 2023, Table 1: 2 x 16 MiB)."""
+TPUV4_VPU_LANES = 128
+TPUV4_VPU_SUBLANES = 8
+"""TPU v2/v3/v4 vector unit: 128 lanes x 8 sublanes of 32-bit elements per TensorCore (Norrie et al.,
+"The Design Process for Google's Training Chips: TPUv2 and TPUv3", IEEE Micro 41(2), 2021, sec.
+"Vector unit"; v4 keeps the TensorCore microarchitecture, Jouppi et al., ISCA 2023)."""
+
+
+def tpuv4() -> Accelerator:
+    """A faithful TPU v4 chip in the template (beside PHAZE's simplified `tpuv4_like`).
+
+    Each field and where it comes from (Jouppi et al., "TPU v4", ISCA 2023 [J23]; Google Cloud
+    TPU v4 documentation [GC]; Norrie et al., IEEE Micro 2021 [N21] for the TensorCore
+    microarchitecture v4 shares with v2/v3):
+
+    - tensor cores: 2 TensorCores x 4 MXUs = 8 systolic arrays of 128 x 128 bf16 MACs [J23, GC];
+      peak 2 * 8 * 16384 * 1.05e9 = 275.3e12 FLOP/s [GC: 275 TFLOP/s bf16].
+    - vector cores: one VPU per TensorCore, `n_vc = 2`, of 128 lanes x 8 sublanes = 1024
+      element slots (`vc_lanes = 1024`) [N21], 8x the 2 x 128 lanes of `tpuv4_like`. [N21]
+      describes two vector ALUs per slot (VLIW); the template issues one operation per lane per
+      cycle, so the second ALU is not expressed: a streamed elementwise op is limited by the
+      vector load/store slots, not the ALUs, and one operation per slot is the sustained rate.
+    - on-chip memory: CMEM 128 MiB shared by both TensorCores plus VMEM 16 MiB per TensorCore
+      [J23]. The template has one global buffer and fixed local buffers (PHAZE's rows*cols/64
+      KiB per tensor core, lanes/64 KiB per vector core), so VMEM cannot be a separate level:
+      the GLB is all on-chip SRAM (CMEM + 2 x VMEM = 160 MiB) minus the template's local
+      buffers, 157.97 MiB, as `a100_like` does for L2 + SMEM + registers. This is right for
+      the HBM traffic a tile sees (CMEM and VMEM both keep data off HBM) and overstates the
+      energy of an operand read (charged at a 158 MiB array's, where the MXUs read the 16 MiB
+      VMEM). Vector and scalar register files, SMEM and the SparseCores' memories are left out.
+    - HBM: 32 GiB HBM2 at 1200 GB/s [GC, J23].
+    - clock: 1050 MHz [J23, GC]; bf16 operands (`dtype_bytes = 2`); TSMC 7 nm [J23].
+    - ICI: 6 links per chip [J23, GC] at 50 GB/s per direction, the figure `tpuv4_like` uses
+      (the `tpuv4-pod` cluster preset takes the lower end of 45-50 GB/s for its collectives).
+
+    Not in the template: the 4 SparseCores (embedding lookups, about 5% of die area and power
+    [J23]), the scalar units, PCIe, and the real die's < 600 mm^2 (the template's area is
+    PHAZE's 22 nm core-array model).
+    """
+    n_tc, rows, cols = 8, 128, 128
+    n_vc, lanes = 2, TPUV4_VPU_LANES * TPUV4_VPU_SUBLANES
+    sram = TPUV4_CMEM_BYTES + 2 * TPUV4_VMEM_BYTES
+    return Accelerator(
+        n_tc=n_tc, tc_rows=rows, tc_cols=cols, n_vc=n_vc, vc_lanes=lanes,
+        glb_bytes=_sram_matched_glb(sram, n_tc, rows * cols, n_vc, lanes),
+        hbm_bytes=32 * GiB, hbm_bw_bytes_per_s=1200e9, clock_hz=1.05e9, dtype_bytes=2,
+        link_bw_bytes_per_s=50e9, n_links=6, tech_nm=7, name="tpuv4",
     )
 
 
@@ -260,6 +313,7 @@ def h100_like() -> Accelerator:
 
 PRESETS: Mapping[str, Callable[[], Accelerator]] = MappingProxyType({
     "tpuv4-like": tpuv4_like,
+    "tpuv4": tpuv4,
     "a100-like": a100_like,
     "h100-like": h100_like,
 })
@@ -267,6 +321,7 @@ PRESETS: Mapping[str, Callable[[], Accelerator]] = MappingProxyType({
 
 REFERENCE_POWER_W: Mapping[str, tuple[float, str]] = MappingProxyType({
     "tpuv4-like": (192.0, "TPU v4 measured max power, chip + HBM (Jouppi et al., ISCA 2023, Table 4)"),
+    "tpuv4": (192.0, "TPU v4 measured max power, chip + HBM (Jouppi et al., ISCA 2023, Table 4)"),
     "a100-like": (400.0, "A100 SXM4 TDP (NVIDIA A100 datasheet)"),
     "h100-like": (700.0, "H100 SXM5 TDP (NVIDIA H100 whitepaper v1.04)"),
 })
@@ -274,7 +329,7 @@ REFERENCE_POWER_W: Mapping[str, tuple[float, str]] = MappingProxyType({
 
 
 def accelerator_preset(name: str) -> Accelerator:
-    """The reference accelerator called `name` (`tpuv4-like`, `a100-like`, `h100-like`)."""
+    """The reference accelerator called `name` (`tpuv4-like`, `tpuv4`, `a100-like`, `h100-like`)."""
     try:
         return PRESETS[name.lower()]()
     except KeyError:

@@ -1,6 +1,6 @@
 """TDP model of the accelerator template: every unit busy at once, from per-operation energies.
 
-    TDP = P_mac + P_glb + P_local + P_vector + P_hbm + P_links + P_static
+    TDP = P_mac + P_glb + P_local + P_vector + P_hbm + P_hbm_capacity + P_links + P_static
 
 Dynamic terms are energy per operation x operations per second at full activity (every cycle,
 every MAC, every lane), which is what a thermal design power must cover. Per tensor core and
@@ -14,7 +14,10 @@ cycle the model assumes a weight-stationary systolic array (TPU MXU style):
 Per vector core and cycle: `lanes` ALU operations (a `dtype` multiply and add, the lane's
 widest operation) with two operand reads and one result write in the vector core's local
 buffer. HBM is charged per bit at full bandwidth (plus the GLB writes that land the data),
-links per bit at full bandwidth in both directions, and leakage per mm^2 of node-scaled area.
+and per GiB of capacity for the DRAM dies' standby and refresh power (`hbm_capacity_w`);
+links per bit at full bandwidth in both directions, and leakage per mm^2 of node-scaled area
+(SRAM included: the GLB's share of the static term grows with its capacity, because its area
+does).
 
 Sources of the constants (no constant is fitted to any chip's TDP):
 
@@ -26,6 +29,11 @@ Sources of the constants (no constant is fitted to any chip's TDP):
 * [TSMC] TSMC N5 page: ~30% lower power than N7 at the same speed; TSMC N4P press release
   (26 Oct 2021): 22% better power efficiency than N5.
 * [J23] Jouppi et al., "TPU v4", ISCA 2023: TPU v4 chip + HBM power min 90 W, die < 600 mm^2.
+* [MT40A] Micron MT40A2G4 DDR4-2400 8 Gb datasheet (as tabulated in gem5's
+  `DDR4_2400_16x4`, src/mem/DRAMInterface.py): IDD2N 34 mA, IDD3N 38 mA, IDD5 (burst
+  refresh) 250 mA at VDD 1.2 V, tRFC 350 ns for an 8 Gb die.
+* [JESD235] JEDEC JESD235 HBM: average refresh interval tREFI 3.9 us (as gem5's HBM
+  interfaces use; twice DDR4's 7.8 us below 85 C). HBM2/HBM2e core supply VDD is 1.2 V.
 
 All functions take scalars or numpy arrays (broadcast), so a design space is evaluated at once.
 """
@@ -90,7 +98,28 @@ ENERGY_FACTOR_VS_7NM: Mapping[int, float] = MappingProxyType({
 })
 SUPPORTED_NODES_NM = tuple(ENERGY_FACTOR_VS_7NM)
 
-COMPONENTS = ("mac", "glb", "local_buffers", "vector", "hbm", "links", "static")
+# --- HBM capacity: standby and refresh of the DRAM dies [MT40A, JESD235] -------------------
+DRAM_DIE_BYTES = 2**30
+"""One 8 Gb DRAM die (1 GiB): the die the standby and refresh currents below are quoted for."""
+DRAM_VDD_V = 1.2
+"""DRAM core supply, V: DDR4 [MT40A] and HBM2/HBM2e (VDDC 1.2 V)."""
+DRAM_IDD2N_A = 0.034
+"""Precharge standby current of an 8 Gb die, A [MT40A]: the background every die draws."""
+DRAM_IDD3N_A = 0.038
+"""Active standby current of an 8 Gb die, A [MT40A]."""
+DRAM_IDD5_A = 0.250
+"""Burst-refresh current of an 8 Gb die, A [MT40A]."""
+DRAM_TRFC_S = 350e-9
+"""Refresh cycle time of an 8 Gb die, s [MT40A]."""
+HBM_TREFI_S = 3.9e-6
+"""Average refresh interval of HBM, s [JESD235]."""
+HBM_W_PER_GIB = DRAM_VDD_V * (DRAM_IDD2N_A + (DRAM_IDD5_A - DRAM_IDD3N_A) * DRAM_TRFC_S / HBM_TREFI_S)
+"""Standby + refresh power per GiB of HBM: VDD * (IDD2N + (IDD5 - IDD3N) * tRFC / tREFI)
+= 1.2 * (0.034 + 0.212 * 0.0897) = 0.0636 W/GiB (40.8 mW standby, 22.8 mW refresh). It grows
+with the number of dies, i.e. with capacity: 32 GiB 2.0 W, 80 GiB 5.1 W. The HBM I/O and
+access energy is the per-bit `HBM_PJ_PER_BIT` term, charged at full bandwidth."""
+
+COMPONENTS = ("mac", "glb", "local_buffers", "vector", "hbm", "hbm_capacity", "links", "static")
 """Keys of `power_breakdown_w`, in display order."""
 
 
@@ -148,6 +177,19 @@ def vector_op_pj(dtype_bytes: int, tech_nm: int = 7) -> float:
     return (_by_dtype(MULT_PJ_7NM, dtype_bytes) + _by_dtype(ADD_PJ_7NM, dtype_bytes)) * energy_factor(tech_nm)
 
 
+def hbm_capacity_w(hbm_bytes: np.ndarray | float) -> np.ndarray:
+    """Standby and refresh power of `hbm_bytes` of HBM, W (`HBM_W_PER_GIB` per GiB; 0 for 0 bytes).
+
+    Args:
+        hbm_bytes: HBM capacity in bytes.
+
+    Returns:
+        Watts, proportional to capacity (one 8 Gb die per GiB, each drawing IDD2N and refreshing
+        every tREFI).
+    """
+    return np.asarray(hbm_bytes, dtype=float) / DRAM_DIE_BYTES * HBM_W_PER_GIB
+
+
 def power_breakdown_w(
     n_tc: np.ndarray | int,
     tc_rows: np.ndarray | int,
@@ -161,6 +203,7 @@ def power_breakdown_w(
     link_bw_bytes_per_s: np.ndarray | float,
     n_links: np.ndarray | int,
     tech_nm: int,
+    hbm_bytes: np.ndarray | float = 32 * 2**30,
 ) -> dict[str, np.ndarray]:
     """TDP components in watts at full activity (see the module docstring for the dataflow).
 
@@ -170,6 +213,7 @@ def power_breakdown_w(
         local_buffers = n_tc * cols * 2 * 4 B * f * S(local_tc) + n_vc * lanes * 3 * dtype_bytes * f * S(local_vc)
         vector        = n_vc * lanes * f * (E_mult + E_add)
         hbm           = hbm_bw * 8 * 3.9 pJ
+        hbm_capacity  = hbm_bytes / GiB * 0.0636 W   (standby + refresh of the DRAM dies)
         links         = n_links * link_bw * 8 * 5 pJ   (link_bw per direction; TX of the bits
                         sent + RX of the bits received = one full link energy per bit)
         static        = 0.15 W/mm^2 * area scaled from 22 nm to `tech_nm`
@@ -182,6 +226,7 @@ def power_breakdown_w(
         link_bw_bytes_per_s: bandwidth of one inter-chip link per direction, bytes/s.
         n_links: inter-chip links.
         tech_nm: technology node (7, 5 or 4).
+        hbm_bytes: HBM capacity, bytes (default 32 GiB, `Accelerator`'s default).
 
     Returns:
         `{component: watts}` with the keys of `COMPONENTS`.
@@ -214,6 +259,7 @@ def power_breakdown_w(
         ) * PJ,
         "vector": n_vc * lanes * f * vector_op_pj(dtype_bytes, tech_nm) * PJ,
         "hbm": hbm_bw * 8 * HBM_PJ_PER_BIT * PJ,
+        "hbm_capacity": hbm_capacity_w(hbm_bytes) * np.ones_like(hbm_bw),
         "links": np.asarray(n_links, dtype=float) * np.asarray(link_bw_bytes_per_s, dtype=float)
         * 8 * LINK_PJ_PER_BIT * PJ,
         "static": STATIC_W_PER_MM2 * static_area_mm2,

@@ -147,17 +147,21 @@ def test_tdp_increases_with_bandwidth_clock_and_links_area_unchanged(acc, resour
 
 @settings(max_examples=30, deadline=None)
 @given(acc=configs)
-def test_hbm_capacity_does_not_change_area_or_tdp_and_newer_nodes_use_less_power(acc):
-    # HBM power is charged per bit moved at full bandwidth, independent of capacity.
+def test_hbm_capacity_costs_power_not_die_area_and_newer_nodes_use_less_power(acc):
+    # HBM capacity costs standby + refresh power per GiB (issue #17), and no 22 nm die area.
     more_hbm = dataclasses.replace(acc, hbm_bytes=acc.hbm_bytes * 2)
-    assert more_hbm.tdp_w == acc.tdp_w and more_hbm.area_mm2 == acc.area_mm2
+    assert more_hbm.tdp_w > acc.tdp_w and more_hbm.area_mm2 == acc.area_mm2
+    extra = more_hbm.power_breakdown()["hbm_capacity"] - acc.power_breakdown()["hbm_capacity"]
+    assert extra == pytest.approx(acc.hbm_bytes / 2**30 * power.HBM_W_PER_GIB)
     tdp = {n: dataclasses.replace(acc, tech_nm=n).tdp_w for n in (7, 5, 4)}
     assert tdp[7] > tdp[5] > tdp[4]
 
 
 def test_vectorised_power_matches_scalar():
-    accs = [tpuv4_like(), Accelerator(n_tc=3, tc_rows=16, tc_cols=64, n_vc=5, vc_lanes=32, glb_bytes=3 * MiB)]
+    accs = [tpuv4_like(), Accelerator(n_tc=3, tc_rows=16, tc_cols=64, n_vc=5, vc_lanes=32, glb_bytes=3 * MiB,
+                                      hbm_bytes=80 * 2**30)]
     cols = {k: np.array([getattr(a, k) for a in accs]) for k in
-            ("n_tc", "tc_rows", "tc_cols", "n_vc", "vc_lanes", "glb_bytes", "hbm_bw_bytes_per_s", "clock_hz")}
+            ("n_tc", "tc_rows", "tc_cols", "n_vc", "vc_lanes", "glb_bytes", "hbm_bw_bytes_per_s", "clock_hz",
+             "hbm_bytes")}
     vec = power.tdp_w(**cols, dtype_bytes=2, link_bw_bytes_per_s=50e9, n_links=6, tech_nm=7)
     assert vec == pytest.approx([a.tdp_w for a in accs])
