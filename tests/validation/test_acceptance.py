@@ -11,6 +11,8 @@ KNOWN_MISSES = {
     "Vidur FP16 linear layers of held-out models, h100-sxm",
     "NeuSight PyTorch eager FP32 runs, a100-pcie-80gb",
     "MosaicML MPT (FSDP) tokens/s per GPU, dgx-h100",
+    "a100-like template through the accelerator tile model vs Vidur FP16 GEMMs, a100-sxm4-80gb",
+    "h100-like template through the accelerator tile model vs Vidur FP16 GEMMs, h100-sxm",
 }
 
 
@@ -31,7 +33,10 @@ def test_only_known_misses_fail(table):
 
 def test_met_agrees_with_the_value(table):
     rows = table.set_index(["check", "target"])["value"]
-    assert rows[("tpuv4_like() TDP (W; measured max 192)", "160-230 W")] == pytest.approx(182.5, abs=0.1)
+    assert rows[("tpuv4_like() TDP (W; measured max 192)", "160-230 W")] == pytest.approx(184.6, abs=0.1)
+    # every missed target says why; met ones carry no reason
+    assert (table.loc[~table["met"] & (table["area"] == "accelerators"), "reason"].str.len() > 20).all()
+    assert (table.loc[table["met"], "reason"] == "").all()
     megatron = table[table["check"].str.startswith("Megatron-LM")]
     assert megatron["met"].all() and (megatron["value"] <= 10).all()
 
