@@ -37,6 +37,7 @@ with the residual add (`bias_dropout_add`); each writes a 1-byte mask.
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from coda.errors import ConfigError
 from coda.models import ops as O
@@ -47,6 +48,7 @@ from coda.models.ops import Op
 from coda.units import dtype_bytes
 
 PHASES = ("forward", "backward", "optimizer", "prefill", "decode")
+TRAINING_PHASES = ("forward", "backward", "optimizer")
 ATTENTION_IMPLS = ("fused", "unfused")
 
 # Approximate FLOPs per element of the MLP activation (vector-unit work only).
@@ -58,29 +60,73 @@ ROPE_FLOPS_PER_ELEMENT = 3  # x*cos + rotate(x)*sin
 ADAM_FLOPS_PER_PARAM = 12  # m, v updates (7), bias-corrected step with sqrt and divide (5)
 
 
+class GraphSplit(Protocol):
+    """What graph building needs of a parallel layout (`coda.placement.Layout` is one): the
+    tensor-, context- and expert-parallel widths and sequence parallelism."""
+
+    @property
+    def tp(self) -> int: ...
+
+    @property
+    def cp(self) -> int: ...
+
+    @property
+    def ep(self) -> int: ...
+
+    @property
+    def sequence_parallel(self) -> bool: ...
+
+
+def tp_reasons(cfg: ModelConfig, tp: int) -> list[str]:
+    """Why tensor parallelism of width `tp` cannot split `cfg` (empty = it can): tp divides the
+    attention heads, divides the kv heads or is a multiple of them (replicated kv heads), and
+    divides every MLP width (Megatron splits heads and FFN columns over the group). The one home
+    of this fact: graph building, plan validation and the plan enumeration all ask it."""
+    a, g = cfg.n_heads, cfg.n_kv_heads or cfg.n_heads
+    out = []
+    if a % tp:
+        ok = sorted(sorted((d for d in range(1, a + 1) if a % d == 0 and d <= max(tp * 2, 8)),
+                           key=lambda d: (abs(d - tp), d))[:3])
+        out.append(f"{cfg.name}: tp={tp} must divide its {a} attention heads; nearest valid tp: "
+                   f"{', '.join(map(str, ok))}")
+    if g != a and g % tp and tp % g:
+        out.append(f"{cfg.name}: tp={tp} must divide n_kv_heads={g} or be a multiple of it (to replicate)")
+    for f in ("ffn_hidden", "shared_ffn_hidden", "dense_ffn_hidden"):
+        if getattr(cfg, f) % tp:
+            out.append(f"{cfg.name}: tp={tp} must divide {f}={getattr(cfg, f)}")
+    return out
+
+
+def _check_sizes(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, context_len: int | None,
+                 cp: int, ep: int) -> None:
+    """Phase, positive sizes, context length, and the context- and expert-parallel facts of a build."""
+    if phase not in PHASES:
+        raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
+    for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp), ("ep", ep)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{name}={v!r} must be a positive integer")
+    if context_len is not None and (not isinstance(context_len, int) or context_len < 0):
+        raise ConfigError(f"context_len={context_len!r} must be a non-negative integer")
+    if phase in TRAINING_PHASES and context_len:
+        raise ConfigError(f"context_len applies to prefill and decode, not to the {phase} phase")
+    if cp > 1 and phase not in TRAINING_PHASES:
+        raise ConfigError(f"context parallelism (cp={cp}) is modelled for training phases, not {phase}")
+    if seq_len % (2 * cp) and cp > 1:
+        raise ConfigError(f"context parallelism splits each sequence into 2*cp = {2 * cp} chunks; seq_len="
+                          f"{seq_len} is not a multiple of {2 * cp}")
+    if ep > 1 and cfg.n_experts % ep:
+        raise ConfigError(f"{cfg.name}: ep={ep} must divide its {cfg.n_experts} experts"
+                          + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
+
+
 class _Dims:
-    """Resolved per-device sizes of one build, validated once."""
+    """Resolved per-device sizes of one build, validated once: sizes (`_check_sizes`), tokens and
+    keys, the tensor-parallel split (`tp_reasons`), then sequence and expert parallelism."""
 
     def __init__(self, cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int, sp: bool,
                  context_len: int | None, cp: int = 1, dtype: str = "bf16", attention_kernel: str = "fa2",
                  ep: int = 1) -> None:
-        if phase not in PHASES:
-            raise ConfigError(f"phase {phase!r} must be one of {', '.join(PHASES)}")
-        for name, v in (("batch", batch), ("seq_len", seq_len), ("tp", tp), ("cp", cp), ("ep", ep)):
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ConfigError(f"{name}={v!r} must be a positive integer")
-        if context_len is not None and (not isinstance(context_len, int) or context_len < 0):
-            raise ConfigError(f"context_len={context_len!r} must be a non-negative integer")
-        if phase in ("forward", "backward", "optimizer") and context_len:
-            raise ConfigError(f"context_len applies to prefill and decode, not to the {phase} phase")
-        if cp > 1 and phase not in ("forward", "backward", "optimizer"):
-            raise ConfigError(f"context parallelism (cp={cp}) is modelled for training phases, not {phase}")
-        if seq_len % (2 * cp) and cp > 1:
-            raise ConfigError(f"context parallelism splits each sequence into 2*cp = {2 * cp} chunks; seq_len="
-                              f"{seq_len} is not a multiple of {2 * cp}")
-        if ep > 1 and cfg.n_experts % ep:
-            raise ConfigError(f"{cfg.name}: ep={ep} must divide its {cfg.n_experts} experts"
-                              + ("" if cfg.is_moe else " (expert parallelism needs an MoE model)"))
+        _check_sizes(cfg, phase, batch, seq_len, tp, context_len, cp, ep)
         self.ep = ep
         self.b = batch
         # FP8 (Transformer Engine / TensorRT-LLM recipe): the block GEMMs run in FP8 on inputs cast
@@ -88,7 +134,15 @@ class _Dims:
         # does attention in training (its KV cache is FP8 when serving).
         self.gemm_dt = dtype
         self.attention_kernel = attention_kernel
-        self.attn_dt = activation_dtype(dtype) if phase in ("forward", "backward", "optimizer") else dtype
+        self.attn_dt = activation_dtype(dtype) if phase in TRAINING_PHASES else dtype
+        self._tokens(cfg, phase, seq_len, context_len, cp)
+        self._tensor_split(cfg, tp)
+        self._sequence_split(tp, sp, ep, cfg.is_moe)
+        self.serving = phase in ("prefill", "decode")
+        self.decode = phase == "decode"
+
+    def _tokens(self, cfg: ModelConfig, phase: str, seq_len: int, context_len: int | None, cp: int) -> None:
+        """Queries s and keys c per sequence, T = b*s tokens."""
         if phase == "decode":
             self.s = 1
             self.c = (seq_len - 1 if context_len is None else context_len) + 1
@@ -100,22 +154,22 @@ class _Dims:
                 f"{cfg.name}: {self.c} positions exceed its learned position table of {cfg.max_seq_len}; "
                 f"use seq_len + context_len <= {cfg.max_seq_len}"
             )
-        self.T = batch * self.s
+        self.T = self.b * self.s
+
+    def _tensor_split(self, cfg: ModelConfig, tp: int) -> None:
+        """Per-device heads, FFN widths and vocabulary under the Megatron split."""
+        reasons = tp_reasons(cfg, tp)
+        if reasons:
+            raise ConfigError("; ".join(reasons))
         self.t = tp
         a, g = cfg.n_heads, cfg.n_kv_heads
         assert g is not None
-        if a % tp:
-            raise ConfigError(f"{cfg.name}: tp={tp} must divide n_heads={a}; valid tp: {_divisors(a)}")
-        if g % tp and tp % g:
-            raise ConfigError(f"{cfg.name}: tp={tp} must divide n_kv_heads={g} or be a multiple of it (to replicate)")
-        if cfg.ffn_hidden % tp:
-            raise ConfigError(f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}")
-        for f in ("shared_ffn_hidden", "dense_ffn_hidden"):
-            if getattr(cfg, f) % tp:
-                raise ConfigError(f"{cfg.name}: tp={tp} must divide {f}={getattr(cfg, f)}")
         self.a_t, self.g_t, self.f_t = a // tp, max(g // tp, 1), cfg.ffn_hidden // tp
         self.fs_t, self.fd_t = cfg.shared_ffn_hidden // tp, cfg.dense_ffn_hidden // tp
         self.V_t = math.ceil(cfg.vocab_size / tp)
+
+    def _sequence_split(self, tp: int, sp: bool, ep: int, moe: bool) -> None:
+        """Sequence parallelism's token split, and the MoE layer's folding onto it."""
         self.sp = sp and tp > 1
         if self.sp and self.T % tp:
             raise ConfigError(f"sequence parallelism needs tp={tp} to divide the {self.T} tokens of the batch")
@@ -123,9 +177,7 @@ class _Dims:
         if ep > 1 and tp > 1 and not self.sp:
             raise ConfigError(f"expert parallelism with tp={tp} needs sequence parallelism (Megatron-Core): the MoE "
                               "layer routes each device's sequence-parallel shard of the tokens")
-        self.moe_folded = ep > 1 and cfg.is_moe  # expert layers: whole experts on the sequence-parallel shard
-        self.serving = phase in ("prefill", "decode")
-        self.decode = phase == "decode"
+        self.moe_folded = ep > 1 and moe  # expert layers: whole experts on the sequence-parallel shard
 
 
 def activation_dtype(dtype: str) -> str:
@@ -142,10 +194,6 @@ def _gemm(g: OpGraph, x: _Dims, m: int, k: int, n: int, name: str, after: list[O
     if x.gemm_dt == "fp8" and not after_norm:
         after = [g.add(O.cast(batch * m * k, "bf16", "fp8", name=f"{name}.cast"), after=after)]
     return g.add(O.matmul(m, k, n, batch=batch, dtype=x.gemm_dt, name=name, weight=weight, bias=bias), after=after)
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in (1, 2, 4, 8, 16, 32, 64, 128) if n % d == 0]
 
 
 def _tp_exit(g: OpGraph, x: _Dims, name: str, n_bytes: float, dtype: str, prev: Op) -> Op:
@@ -363,7 +411,8 @@ def _optimizer(fwd: OpGraph, name: str, dt: str) -> OpGraph:
 
 def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, sequence_parallel: bool = False,
           context_len: int | None = None, dtype: str = "bf16", attention: str = "fused",
-          dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2", ep: int = 1) -> ModelGraph:
+          dropout: bool = False, cp: int = 1, attention_kernel: str = "fa2", ep: int = 1, *,
+          layout: GraphSplit | None = None) -> ModelGraph:
     """Operator graphs of one device's share of `cfg` in one phase.
 
     Args:
@@ -388,6 +437,8 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
         ep: expert-parallel width (MoE models; must divide the experts; with tp > 1 it needs
             sequence parallelism): the device holds E/ep whole experts and exchanges routed
             tokens with two all-to-alls over ep devices (module doc).
+        layout: the parallel layout (`coda.placement.Layout`, or anything with tp, cp, ep and
+            sequence_parallel); when given it replaces the four keywords of the same names.
 
     Returns:
         ModelGraph with layers ``[(embedding, 1), (block, n_layers), (head, 1)]``; with several
@@ -402,6 +453,8 @@ def build(cfg: ModelConfig, phase: str, batch: int, seq_len: int, tp: int = 1, s
     if attention not in ATTENTION_IMPLS:
         raise ConfigError(f"attention={attention!r} must be one of {', '.join(ATTENTION_IMPLS)}")
     dtype_bytes(dtype)
+    if layout is not None:
+        tp, cp, ep, sequence_parallel = layout.tp, layout.cp, layout.ep, layout.sequence_parallel
     x = _Dims(cfg, phase, batch, seq_len, tp, sequence_parallel, context_len, cp, dtype, attention_kernel, ep)
     act = activation_dtype(dtype)
     if dropout and phase in ("prefill", "decode"):

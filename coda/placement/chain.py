@@ -14,20 +14,21 @@ the optimizer states by dp, ZeRO-3 all three (and gathers one unit's weights at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from coda.arch.clusters import Cluster, CollectiveCost
+from coda.caches import memoize
 from coda.errors import ConfigError
 from coda.models.builder import activation_dtype
 from coda.models.config import ModelConfig
 from coda.models.ops import ATTENTION_KERNELS
 from coda.placement import costs as C
-from coda.placement.plan import Plan
+from coda.placement import rules as R
+from coda.placement.layout import Layout
 from coda.units import dtype_bytes
 
 ATTENTION_IMPLS = ("fused", "unfused")
@@ -179,14 +180,14 @@ class PlanTerms:
     memory_limit: float
 
 
-def dp_group(plan: Plan, stage: int, tp_rank: int = 0) -> list[int]:
+def dp_group(plan: Layout, stage: int, tp_rank: int = 0) -> list[int]:
     """Ranks that hold the same weights in `stage` and reduce their gradients together: the
     data-parallel group, times the context-parallel one (Megatron layout: stride tp inside the stage)."""
     base = stage * plan.tp * plan.cp * plan.dp + tp_rank
     return [base + k * plan.tp for k in range(plan.cp * plan.dp)]
 
 
-def ep_groups(plan: Plan, stage: int) -> tuple[list[int], list[int]]:
+def ep_groups(plan: Layout, stage: int) -> tuple[list[int], list[int]]:
     """The expert-parallel group of `stage`'s first rank and its expert-data-parallel group, which
     reduces the expert gradients. Expert layers are laid out over the stage's tp*cp*dp ranks on
     their own (Megatron-Core's MoE parallel folding, experts not tensor-split): ep consecutive
@@ -195,9 +196,7 @@ def ep_groups(plan: Plan, stage: int) -> tuple[list[int], list[int]]:
     return list(range(base, base + plan.ep)), list(range(base, base + size, plan.ep))
 
 
-def optimizer_bytes_per_param(dtype: str) -> int:
-    """Optimizer-state bytes per parameter: 12 (fp32 master, m, v) with low-precision weights, 8 (m, v) in fp32."""
-    return 12 if dtype_bytes(dtype) < 4 else 8
+optimizer_bytes_per_param = R.optimizer_bytes_per_param
 
 
 @dataclass(frozen=True)
@@ -244,50 +243,37 @@ class CostModel:
     def memory_limit(self) -> float:
         return C.device_memory_bytes(self.device) - self.software.reserved_bytes
 
-    def profile(self, tp: int, micro_batch: int, sequence_parallel: bool, cp: int = 1, ep: int = 1) -> C.LayerProfile:
-        """The cached layer profile for (tp, micro-batch, SP, cp, ep)."""
-        return C.layer_profile(self.cfg, self.device, tp, micro_batch, self.seq_len, self.dtype, sequence_parallel,
-                               self.software.graph_options, self.layer_time, cp, ep)
+    def profile(self, layout: Layout | int, micro_batch: int = 1, sequence_parallel: bool = False, cp: int = 1,
+                ep: int = 1) -> C.LayerProfile:
+        """The cached layer profile of a layout (or of tp, micro-batch, SP, cp, ep given one by one)."""
+        if not isinstance(layout, Layout):
+            layout = Layout(tp=layout, micro_batch=micro_batch, sequence_parallel=sequence_parallel, cp=cp, ep=ep)
+        return C.layer_profiles(self.cfg, self.device, [layout], self.seq_len, self.dtype,
+                                self.software.graph_options, self.layer_time)[0]
 
-    def prefetch(self, keys: list[tuple[int, int, bool, int, int]]) -> None:
-        """Profile several (tp, micro-batch, SP, cp, ep) keys in one batch (one predictor call on GPUs);
-        keys the builder rejects are skipped."""
-        ok = []
-        for tp, mb, sp, cp, ep in keys:
-            try:
-                build_check(self.cfg, tp, mb, self.seq_len, sp, cp, ep)
-            except ConfigError:
-                continue
-            ok.append((tp, mb, sp, cp, ep))
+    def graph_reasons(self, layout: Layout) -> list[str]:
+        """Why the graph builder would reject `layout` for this model and sequence (empty = it builds)."""
+        return R.graph_reasons(self.cfg, layout, self.seq_len)
+
+    def prefetch(self, layouts: Iterable[Layout]) -> None:
+        """Profile several layouts in one batch (one predictor call on GPUs); the ones whose graphs
+        cannot be built (`graph_reasons`) are left out."""
+        ok = list(dict.fromkeys(lay.graph_layout for lay in layouts if not self.graph_reasons(lay)))
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.graph_options,
                          self.layer_time)
 
-    def terms(self, plan: Plan) -> PlanTerms:
-        """Chain arrays and communication constants of a (validated) plan."""
-        if plan.cp > 1 and self.software.attention != "fused":
-            raise ConfigError(f"context parallelism (cp={plan.cp}) needs fused attention (Megatron-Core runs it in "
-                              f"Transformer Engine's kernels); software {self.software.name!r} has "
-                              f"{self.software.attention!r} attention")
-        return _terms(self, plan.tp, plan.pp, plan.dp, plan.micro_batch, plan.recompute, plan.sequence_parallel,
-                      plan.zero, plan.virtual_stages, plan.cp, plan.ep)
+    def terms(self, plan: Layout) -> PlanTerms:
+        """Chain arrays and communication constants of a (validated) plan or layout."""
+        reasons = R.cp_needs_fused_attention(plan.cp, self.software.attention)
+        if reasons:
+            raise ConfigError(f"{reasons[0]}; software {self.software.name!r}")
+        return _terms(self, plan.layout)
 
 
-@lru_cache(maxsize=65536)
+@memoize("placement.collective_cost", 65536)
 def collective_cost(cluster: Cluster, kind: str, group: int | tuple[int, ...]) -> CollectiveCost:
     """`Cluster.collective_cost`, cached (groups as an int or a tuple of ranks)."""
     return cluster.collective_cost(kind, group)
-
-
-def build_check(cfg: ModelConfig, tp: int, micro_batch: int, seq_len: int, sp: bool, cp: int = 1, ep: int = 1) -> None:
-    """Raise `ConfigError` if the graph builder would reject (tp, micro-batch, SP, cp, ep) for `cfg`."""
-    if ep > 1 and cfg.n_experts % ep:
-        raise ConfigError(f"{cfg.name}: ep={ep} does not divide its {cfg.n_experts} experts")
-    if cfg.n_heads % tp or cfg.ffn_hidden % tp or ((cfg.n_kv_heads or 1) % tp and tp % (cfg.n_kv_heads or 1)):
-        raise ConfigError(f"{cfg.name}: tp={tp} does not divide its heads / FFN width")
-    if cp > 1 and seq_len % (2 * cp):
-        raise ConfigError(f"context parallelism needs seq_len={seq_len} to be a multiple of 2*cp = {2 * cp}")
-    if sp and tp > 1 and (micro_batch * (seq_len // cp)) % tp:
-        raise ConfigError(f"sequence parallelism needs tp={tp} to divide {micro_batch * (seq_len // cp)} tokens")
 
 
 def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], group: int | tuple[int, ...]) -> float:
@@ -300,7 +286,7 @@ def _worst_cost(costs: list[CollectiveCost]) -> CollectiveCost:
     return CollectiveCost(max(c.latency_s for c in costs), max(c.s_per_byte for c in costs))
 
 
-def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> float:
+def _cp_ring_exposed_s(model: CostModel, plan: Layout, attention_fwd_s: float) -> float:
     """Exposed context-parallel communication of one block and micro-batch (ring attention, as in
     Megatron-Core / Transformer Engine): each of the `cp - 1` steps passes a device's keys and
     values, `b * s/cp * 2 * g_t * d` elements, to the next device of its CP group (ranks `tp`
@@ -321,7 +307,7 @@ def _cp_ring_exposed_s(model: CostModel, plan: Plan, attention_fwd_s: float) -> 
     return fwd + bwd + (fwd if plan.recompute == "full" else 0.0)
 
 
-def _expert_sync_ratio(cluster: Cluster, plan: Plan, kind: str) -> float:
+def _expert_sync_ratio(cluster: Cluster, plan: Layout, kind: str) -> float:
     """Cost per byte of reducing gradients over the expert-data-parallel group relative to the
     data-parallel group (worst stage of each; 0 when each expert lives on one device). Expert
     gradient bytes times this ratio, added to the dense ones, give the bandwidth term of the two
@@ -333,129 +319,217 @@ def _expert_sync_ratio(cluster: Cluster, plan: Plan, kind: str) -> float:
     return expert / dense if dense > 0 else 0.0
 
 
-@lru_cache(maxsize=2048)
-def _terms(model: CostModel, tp: int, pp: int, dp: int, mb: int, recompute: str, sp: bool, zero: int,
-           v: int, cp: int = 1, ep: int = 1) -> PlanTerms:
-    cfg, cl, sw, e = model.cfg, model.cluster, model.software, dtype_bytes(model.storage_dtype)
-    prof = model.profile(tp, mb, sp, cp, ep)
-    plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=dp * mb, recompute=recompute,
-                sequence_parallel=sp, zero=zero, cp=cp, ep=ep)
-    L = cfg.n_layers
-    s_local = model.seq_len // cp  # tokens of each sequence on one device
-    shard = dp * cp  # devices holding the same weights (ZeRO shards over all of them)
-    e_shard = tp * shard // ep  # devices holding the same experts (the expert-data-parallel group)
+@dataclass(frozen=True, eq=False)
+class _Chain:
+    """One layout's profile laid over the chain of L + 2 units (embedding, L blocks, head)."""
 
-    n = len(prof.fwd_s)  # distinct layers: the embedding, each distinct block, the head
-    layer_kind = np.concatenate(([0], 1 + np.asarray(cfg.block_pattern, dtype=int), [n - 1]))
+    model: CostModel
+    lay: Layout
+    prof: C.LayerProfile
+    layer_kind: np.ndarray  # distinct-layer index of each unit
+    n: int  # distinct layers: the embedding, each distinct block, the head
 
-    def expand(values: Sequence[float]) -> np.ndarray:
+    @classmethod
+    def of(cls, model: CostModel, lay: Layout) -> _Chain:
+        prof = model.profile(lay)
+        n = len(prof.fwd_s)
+        kinds = np.concatenate(([0], 1 + np.asarray(model.cfg.block_pattern, dtype=int), [n - 1]))
+        return cls(model, lay, prof, kinds, n)
+
+    @property
+    def units(self) -> int:
+        return self.model.cfg.n_layers + 2
+
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.units)
+
+    def expand(self, values: Sequence[float]) -> np.ndarray:
         """Per-distinct-layer values laid out over the chain of L + 2 units."""
-        return np.asarray(values, dtype=float)[layer_kind]
+        return np.asarray(values, dtype=float)[self.layer_kind]
 
-    def blocks(fn: Callable[[int], float]) -> np.ndarray:
+    def blocks(self, fn: Callable[[int], float]) -> np.ndarray:
         """`fn` of each distinct block laid out over the chain, zero on the embedding and head."""
-        return expand((0.0, *(fn(i) for i in range(1, n - 1)), 0.0))
+        return self.expand((0.0, *(fn(i) for i in range(1, self.n - 1)), 0.0))
 
-    fwd, bwd = expand(prof.fwd_s), expand(prof.bwd_s)
-    tp_f = [collectives_time(cl, prof.fwd_coll[i], tp) for i in range(n)]
-    tp_b = [collectives_time(cl, prof.bwd_coll[i], tp) for i in range(n)]
-    is_block = np.zeros(L + 2, dtype=bool)
-    is_block[1:-1] = True
+    def tp_times(self, colls: tuple[tuple[tuple[str, float], ...], ...]) -> list[float]:
+        """Seconds of each distinct layer's tensor-parallel collectives."""
+        return [collectives_time(self.model.cluster, colls[i], self.lay.tp) for i in range(self.n)]
+
+
+class _Compute(NamedTuple):
+    fwd: np.ndarray
+    bwd: np.ndarray
+    rec: np.ndarray
+    tp_rec: np.ndarray  # TP collectives of the recomputed forward
+    rec_flops: np.ndarray
+
+
+def _compute(c: _Chain, tp_f: list[float]) -> _Compute:
+    """Forward, backward and recomputation time per unit (Korthikanti et al. 2022, section 5)."""
+    prof, recompute = c.prof, c.lay.recompute
+    fwd, bwd = c.expand(prof.fwd_s), c.expand(prof.bwd_s)
     if recompute == "full":
-        rec = np.where(is_block, fwd, 0.0)
-        tp_rec = blocks(lambda i: tp_f[i])
-        rec_flops = blocks(lambda i: prof.fwd_flops[i])
-    elif recompute == "selective":
-        rec = blocks(lambda i: prof.selective_s[i])
-        tp_rec = np.zeros(L + 2)
-        rec_flops = blocks(lambda i: prof.selective_flops[i])
-    else:
-        rec, tp_rec, rec_flops = np.zeros(L + 2), np.zeros(L + 2), np.zeros(L + 2)
-    tp_s = expand([tp_f[i] + tp_b[i] for i in range(n)]) + tp_rec
-    if cp > 1:
-        tp_s = tp_s + blocks(lambda i: _cp_ring_exposed_s(model, plan, prof.selective_s[i]))
-    ep_s, ep_hidden = np.zeros(L + 2), np.zeros(L + 2)
-    if ep > 1:  # dispatch and combine all-to-alls, forward, backward and a fully recomputed forward
-        a2a_group = tuple(ep_groups(plan, 0)[0])
+        is_block = np.zeros(c.units, dtype=bool)
+        is_block[1:-1] = True
+        return _Compute(fwd, bwd, np.where(is_block, fwd, 0.0), c.blocks(lambda i: tp_f[i]),
+                        c.blocks(lambda i: prof.fwd_flops[i]))
+    if recompute == "selective":
+        return _Compute(fwd, bwd, c.blocks(lambda i: prof.selective_s[i]), c.zeros(),
+                        c.blocks(lambda i: prof.selective_flops[i]))
+    return _Compute(fwd, bwd, c.zeros(), c.zeros(), c.zeros())
 
-        def a2a(i: int) -> float:
-            a2a_f = collectives_time(cl, prof.ep_fwd_coll[i], a2a_group)
-            return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if recompute == "full"
-                                                                                  else 0.0)
 
-        a2a_s = blocks(a2a)
-        ep_s = np.maximum(0.0, a2a_s - fwd - bwd) if sw.ep_overlap else a2a_s
-        ep_hidden = a2a_s - ep_s
+def _tp_comm(c: _Chain, comp: _Compute, tp_f: list[float]) -> np.ndarray:
+    """Tensor-parallel collectives per unit (forward, backward, recomputed forward), and the
+    exposed context-parallel ring exchange."""
+    tp_b = c.tp_times(c.prof.bwd_coll)
+    tp_s = c.expand([tp_f[i] + tp_b[i] for i in range(c.n)]) + comp.tp_rec
+    if c.lay.cp > 1:
+        tp_s = tp_s + c.blocks(lambda i: _cp_ring_exposed_s(c.model, c.lay, c.prof.selective_s[i]))
+    return tp_s
 
+
+def _ep_comm(c: _Chain, comp: _Compute) -> tuple[np.ndarray, np.ndarray]:
+    """Expert-parallel dispatch and combine all-to-alls per unit (forward, backward and a fully
+    recomputed forward): (exposed, hidden by `Software.ep_overlap`)."""
+    if c.lay.ep == 1:
+        return c.zeros(), c.zeros()
+    cl, prof, a2a_group = c.model.cluster, c.prof, tuple(ep_groups(c.lay, 0)[0])
+
+    def a2a(i: int) -> float:
+        a2a_f = collectives_time(cl, prof.ep_fwd_coll[i], a2a_group)
+        return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if c.lay.recompute == "full"
+                                                                              else 0.0)
+
+    a2a_s = c.blocks(a2a)
+    ep_s = np.maximum(0.0, a2a_s - comp.fwd - comp.bwd) if c.model.software.ep_overlap else a2a_s
+    return ep_s, a2a_s - ep_s
+
+
+class _Static(NamedTuple):
+    P: np.ndarray  # parameters per unit on one device (after the TP and EP split)
+    P_d: np.ndarray  # dense part
+    P_e: np.ndarray  # expert part (ep > 1)
+    weight_b: np.ndarray
+    grad_b: np.ndarray
+    optim_b: np.ndarray
+    P_opt: np.ndarray  # parameters whose optimizer states the device holds
+
+
+def _static_memory(c: _Chain, e: int) -> _Static:
+    """Weights, gradients and optimizer states per unit (module docstring: ZeRO)."""
+    cfg, lay, prof = c.model.cfg, c.lay, c.prof
+    shard, e_shard, zero = lay.replicas, lay.expert_replicas, lay.zero
     params = list(prof.params)
-    if pp > 1 and cfg.tied_embeddings:
+    if lay.pp > 1 and cfg.tied_embeddings:
         params[-1] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
-    P = expand(params)
+    P = c.expand(params)
     # with ep > 1 the (whole) experts are sharded and reduced over the expert-data-parallel group
-    P_e = expand(prof.expert_params) if ep > 1 else np.zeros(L + 2)
+    P_e = c.expand(prof.expert_params) if lay.ep > 1 else c.zeros()
     P_d = P - P_e
     P_w = P_d / shard + P_e / e_shard if zero == 3 else P  # weight (and gradient) params held
-    weight_b, grad_b = e * P_w, e * P_w
     P_opt = P_d / (shard if zero >= 1 else 1) + P_e / (e_shard if zero >= 1 else 1)  # optimizer-state params
-    optim_b = optimizer_bytes_per_param(model.dtype) * P_opt
+    optim_b = optimizer_bytes_per_param(c.model.dtype) * P_opt
+    return _Static(P, P_d, P_e, e * P_w, e * P_w, optim_b, P_opt)
 
+
+def _activation_memory(c: _Chain) -> tuple[np.ndarray, np.ndarray]:
+    """Activations stashed per in-flight micro-batch and the transient working set, per unit."""
+    cfg, lay, model = c.model.cfg, c.lay, c.model
+    s_local, mb, tp, sp = model.seq_len // lay.cp, lay.micro_batch, lay.tp, lay.sequence_parallel
     act_dt = model.storage_dtype
-    blk = [C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, sw.attention, act_dt, model.dtype, kind)
+    blk = [C.block_activation_bytes(cfg, s_local, mb, tp, sp, lay.recompute, model.software.attention, act_dt,
+                                    model.dtype, kind)
            for kind in cfg.block_kinds]  # (stored, full) of each distinct block
     emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
     head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
-    act = expand((emb_act, *(stored for stored, _ in blk), head_act))
-    work = expand((0.0, *(full - stored for stored, full in blk), head_work))
+    act = c.expand((emb_act, *(stored for stored, _ in blk), head_act))
+    work = c.expand((0.0, *(full - stored for stored, full in blk), head_work))
+    return act, work
 
-    z3, z3_hidden = np.zeros(L + 2), np.zeros(L + 2)
-    if zero == 3 and (shard > 1 or (ep > 1 and e_shard > 1)):
-        # dense weights are gathered over the data-parallel group, experts over the expert-data-parallel one
-        ag_t, rs_t = np.zeros(L + 2), np.zeros(L + 2)
-        for groups, part in (([tuple(dp_group(plan, s)) for s in range(pp)], P_d),
-                             ([tuple(ep_groups(plan, s)[1]) for s in range(pp)], P_e)):
-            if part.any() and len(groups[0]) > 1:
-                ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
-                rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
-                ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
-                rs_t += np.array([rs.time(x) if x else 0.0 for x in e * part])
-        # FSDP prefetches the next unit's weights while this one computes: per micro-batch one
-        # all-gather in forward, one all-gather + one reduce-scatter in backward.
-        exp_f = np.maximum(0.0, ag_t - fwd)
-        exp_b = np.maximum(0.0, ag_t + rs_t - (bwd + rec))
-        z3 = exp_f + exp_b
-        z3_hidden = 2 * ag_t + rs_t - z3
-        work = work + 2 * e * P  # gathered weights of this unit and the prefetched next one
-        sync = np.zeros(L + 2)
-    else:
-        sync = e * (P_d + P_e * _expert_sync_ratio(cl, plan, "reduce_scatter" if zero == 1 else "all_reduce"))
-    opt_s = prof.adam_s_per_param * P_opt
-    fwd_flops = expand(prof.fwd_flops)
-    hw_flops = fwd_flops + expand(prof.bwd_flops) + rec_flops
-    chain = ChainCosts(fwd, bwd, rec, tp_s, z3, z3_hidden, weight_b, grad_b, optim_b, act, work, sync, opt_s,
-                       3.0 * fwd_flops, hw_flops, ep_s, ep_hidden)
 
-    # pipeline messages: b*s*h activations (or their gradients), 2 per micro-batch per chunk
-    p2p_total = 0.0
+def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """ZeRO-3 gathers and reduce-scatters per unit, (exposed, hidden), or None without ZeRO-3
+    sharding: dense weights are gathered over the data-parallel group, experts over the
+    expert-data-parallel one. FSDP prefetches the next unit's weights while this one computes: per
+    micro-batch one all-gather in forward, one all-gather + one reduce-scatter in backward."""
+    lay, cl = c.lay, c.model.cluster
+    if not (lay.zero == 3 and (lay.replicas > 1 or (lay.ep > 1 and lay.expert_replicas > 1))):
+        return None
+    ag_t, rs_t = c.zeros(), c.zeros()
+    for groups, part in (([tuple(dp_group(lay, s)) for s in range(lay.pp)], st.P_d),
+                         ([tuple(ep_groups(lay, s)[1]) for s in range(lay.pp)], st.P_e)):
+        if part.any() and len(groups[0]) > 1:
+            ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
+            rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
+            ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
+            rs_t += np.array([rs.time(x) if x else 0.0 for x in e * part])
+    exp_f = np.maximum(0.0, ag_t - comp.fwd)
+    exp_b = np.maximum(0.0, ag_t + rs_t - (comp.bwd + comp.rec))
+    z3 = exp_f + exp_b
+    return z3, 2 * ag_t + rs_t - z3
+
+
+def _p2p(c: _Chain, e: int) -> tuple[float, float]:
+    """Pipeline messages per stage and micro-batch, (exposed, hidden by `Software.pp_overlap`): b*s*h
+    activations (or their gradients), 2 per micro-batch per chunk."""
+    lay, cl, sw = c.lay, c.model.cluster, c.model.software
+    tp, pp = lay.tp, lay.pp
+    total = 0.0
     if pp > 1:
-        msg = mb * s_local * cfg.hidden * e
-        split = tp > 1 and (sp or sw.scatter_gather)
+        msg = lay.micro_batch * (c.model.seq_len // lay.cp) * c.model.cfg.hidden * e
+        split = tp > 1 and (lay.sequence_parallel or sw.scatter_gather)
         per = msg / tp if split else msg
-        pairs = [(s * tp * cp * dp, (s + 1) * tp * cp * dp) for s in range(pp - 1)]
+        pairs = [(s * lay.stage_devices, (s + 1) * lay.stage_devices) for s in range(pp - 1)]
         one = max(collective_cost(cl, "send_recv", pair).time(per) for pair in pairs)
-        if split and not sp:
+        if split and not lay.sequence_parallel:
             one += collective_cost(cl, "all_gather", tp).time(msg)
-        p2p_total = 2 * v * one
-    p2p_s, p2p_hidden = (0.0, p2p_total) if sw.pp_overlap else (p2p_total, 0.0)
+        total = 2 * lay.virtual_stages * one
+    return (0.0, total) if sw.pp_overlap else (total, 0.0)
 
+
+def _dp_costs(c: _Chain) -> tuple[tuple[CollectiveCost, ...], tuple[CollectiveCost, ...]]:
+    """Per stage, the end-of-step gradient reduction and the ZeRO-1 all-gather of updated weights."""
+    lay, cl = c.lay, c.model.cluster
     zero_cost = CollectiveCost(0.0, 0.0)
-    if zero == 3 or shard == 1:
-        dp_sync = dp_gather = tuple(zero_cost for _ in range(pp))
+    if lay.zero == 3 or lay.replicas == 1:
+        none = tuple(zero_cost for _ in range(lay.pp))
+        return none, none
+    kind = "reduce_scatter" if lay.zero == 1 else "all_reduce"
+    sync = tuple(collective_cost(cl, kind, tuple(dp_group(lay, s))) for s in range(lay.pp))
+    gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(lay, s))) if lay.zero == 1 else zero_cost
+                   for s in range(lay.pp))
+    return sync, gather
+
+
+@memoize("placement.terms", 2048)
+def _terms(model: CostModel, lay: Layout) -> PlanTerms:
+    """The plan terms of a layout: compute, communication, memory (each a step above)."""
+    cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
+    c = _Chain.of(model, lay)
+    tp_f = c.tp_times(c.prof.fwd_coll)
+    comp = _compute(c, tp_f)
+    tp_s = _tp_comm(c, comp, tp_f)
+    ep_s, ep_hidden = _ep_comm(c, comp)
+    st = _static_memory(c, e)
+    act, work = _activation_memory(c)
+    z3 = _zero3(c, st, comp, e)
+    if z3 is not None:
+        work = work + 2 * e * st.P  # gathered weights of this unit and the prefetched next one
+        sync = c.zeros()
     else:
-        kind = "reduce_scatter" if zero == 1 else "all_reduce"
-        dp_sync = tuple(collective_cost(cl, kind, tuple(dp_group(plan, s))) for s in range(pp))
-        dp_gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(plan, s))) if zero == 1 else zero_cost
-                          for s in range(pp))
+        kind = "reduce_scatter" if lay.zero == 1 else "all_reduce"
+        sync = e * (st.P_d + st.P_e * _expert_sync_ratio(cl, lay, kind))
+        z3 = (c.zeros(), c.zeros())
+    fwd_flops = c.expand(c.prof.fwd_flops)
+    hw_flops = fwd_flops + c.expand(c.prof.bwd_flops) + comp.rec_flops
+    chain = ChainCosts(comp.fwd, comp.bwd, comp.rec, tp_s, z3[0], z3[1], st.weight_b, st.grad_b, st.optim_b, act,
+                       work, sync, c.prof.adam_s_per_param * st.P_opt, 3.0 * fwd_flops, hw_flops, ep_s, ep_hidden)
+    p2p_s, p2p_hidden = _p2p(c, e)
+    dp_sync, dp_gather = _dp_costs(c)
     emb_sync = 0.0
-    if pp > 1 and cfg.tied_embeddings:
-        emb_sync = collective_cost(cl, "all_reduce", (0, (pp - 1) * tp * cp * dp)).time(e * prof.table_params)
-    return PlanTerms(chain, p2p_s, p2p_hidden, dp_sync, dp_gather, sw.dp_overlap, emb_sync, model.memory_limit)
+    if lay.pp > 1 and cfg.tied_embeddings:
+        emb_sync = collective_cost(cl, "all_reduce", (0, (lay.pp - 1) * lay.stage_devices)).time(
+            e * c.prof.table_params)
+    return PlanTerms(chain, p2p_s, p2p_hidden, dp_sync, dp_gather, model.software.dp_overlap, emb_sync,
+                     model.memory_limit)

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coda.caches import lru
 from coda.errors import ConfigError
 from coda.models.builder import build
 from coda.models.config import BlockKind, ModelConfig
 from coda.models.graph import OpGraph
+from coda.placement.layout import Layout
 from coda.units import dtype_bytes
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,9 @@ class _Graphs:
         return [*self.fwd, *self.bwd, *self.cores, self.block_opt]
 
 
-def _graphs(cfg: ModelConfig, tp: int, mb: int, seq_len: int, dtype: str, sp: bool, cp: int,
-            options: GraphOptions, ep: int = 1) -> _Graphs:
-    kw: dict[str, Any] = dict(tp=tp, sequence_parallel=sp, dtype=dtype, cp=cp, ep=ep, **asdict(options))
+def _graphs(cfg: ModelConfig, layout: Layout, seq_len: int, dtype: str, options: GraphOptions) -> _Graphs:
+    kw: dict[str, Any] = dict(layout=layout, dtype=dtype, **asdict(options))
+    mb = layout.micro_batch
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
     opt = build(cfg, "optimizer", mb, seq_len, **kw).layers[1][0]
@@ -246,40 +247,27 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
         adam_s_per_param=opt_t / block_params if block_params else 0.0)
 
 
-def _bounded_cache(maxsize: int) -> tuple[Callable[[Any], Any], Callable[[Any, Any], None], Callable[[], None]]:
-    """get/put/clear of a least-recently-used dict held in this closure."""
-    store: OrderedDict[Any, Any] = OrderedDict()
-
-    def get(key: Any) -> Any:
-        if key in store:
-            store.move_to_end(key)
-            return store[key]
-        return None
-
-    def put(key: Any, value: Any) -> None:
-        store[key] = value
-        if len(store) > maxsize:
-            store.popitem(last=False)
-
-    return get, put, store.clear
+_profiles = lru("placement.profiles", 4096)
 
 
-_profile_get, _profile_put, clear_profiles = _bounded_cache(4096)
+def clear_profiles() -> None:
+    """Empty the layer-profile cache (`coda.clear_caches()` empties every cache)."""
+    _profiles.cache_clear()
 
 
-def layer_profiles(cfg: ModelConfig, device: Any, keys: list[tuple[int, int, bool, int, int]], seq_len: int,
-                   dtype: str, options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
-    """Profiles for several (tp, micro_batch, sequence_parallel, cp, ep) keys; the missing ones are
-    timed in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, tp, mb, seq_len, dtype, sp, cp, ep, options, layer_time) for tp, mb, sp, cp, ep in keys]
-    missing = list(dict.fromkeys(k for k in full if _profile_get(k) is None))
+def layer_profiles(cfg: ModelConfig, device: Any, layouts: list[Layout], seq_len: int, dtype: str,
+                   options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
+    """Profiles for several layouts (only their `Layout.graph_layout` fields matter); the missing
+    ones are timed in one batch (`time_graphs`) and cached on all arguments."""
+    full = [(cfg, device, lay.graph_layout, seq_len, dtype, options, layer_time) for lay in layouts]
+    missing = list(dict.fromkeys(k for k in full if _profiles.get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], k[3], seq_len, dtype, k[6], k[7], options, k[8]) for k in missing]
+        graphs = [_graphs(cfg, k[2], seq_len, dtype, options) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         per = 3 * len(cfg.block_kinds) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
         for i, (k, gr) in enumerate(zip(missing, graphs)):
-            _profile_put(k, _make_profile(cfg, k[2], dtype, gr, times[per * i: per * (i + 1)]))
-    return [_profile_get(k) for k in full]
+            _profiles.put(k, _make_profile(cfg, k[2].tp, dtype, gr, times[per * i: per * (i + 1)]))
+    return [_profiles.get(k) for k in full]
 
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
@@ -301,10 +289,11 @@ def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_
         ep: expert-parallel width: the device's E/ep experts and their all-to-alls (`coda.models.build`).
 
     Raises:
-        ConfigError: from the graph builder (t not dividing heads, tokens not divisible by t with SP, ...).
+        ConfigError: from the layout or the graph builder (t not dividing heads, tokens not divisible
+            by t with SP, ...).
     """
-    return layer_profiles(cfg, device, [(tp, micro_batch, sequence_parallel, cp, ep)], seq_len, dtype, options,
-                          layer_time)[0]
+    layout = Layout(tp=tp, micro_batch=micro_batch, sequence_parallel=sequence_parallel, cp=cp, ep=ep)
+    return layer_profiles(cfg, device, [layout], seq_len, dtype, options, layer_time)[0]
 
 
 def block_activation_bytes(cfg: ModelConfig, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,

@@ -27,16 +27,18 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import pandas as pd
 
 from coda.arch.clusters import Cluster
-from coda.errors import CodaError, ConfigError, InfeasibleDesign
+from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
 from coda.placement import rules as R
-from coda.placement.chain import CostModel, Software, collective_cost, optimizer_bytes_per_param
+from coda.placement.chain import CostModel, Software, collective_cost
 from coda.placement.dp import best_split
+from coda.placement.layout import Layout
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
 from coda.placement.plan import (
     ZERO_STAGES,
@@ -48,7 +50,7 @@ from coda.placement.plan import (
 )
 from coda.placement.result import TrainingResult, make_result
 from coda.placement.rules import plan_reasons
-from coda.units import GiB, dtype_bytes, fmt_bytes
+from coda.units import GiB, fmt_bytes
 
 OBJECTIVES = ("throughput",)
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
@@ -101,100 +103,162 @@ def candidate_plans(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp:
     return _candidates(cfg, n_devices, global_batch, max_tp, attention, Counter(), **choices)
 
 
+@dataclass(frozen=True)
+class _Space:
+    """One enumeration: the fixed inputs, the caller's restrictions (`want`) and the counter of the
+    reasons (`coda.placement.rules`) values were dropped for."""
+
+    cfg: ModelConfig
+    n_devices: int
+    global_batch: int
+    max_tp: int
+    attention: str
+    want: dict[str, set[Any]]
+    rejected: Counter[str]
+    given: Any  # stage_layers, or None
+
+    def keep(self, name: str, values: Iterable[Any]) -> list[Any]:
+        """The values the caller allows for `name`."""
+        allowed = self.want.get(name)
+        return [v for v in values if allowed is None or v in allowed]
+
+    def passes(self, reasons: list[str], asked: bool = True) -> bool:
+        """Whether no rule fails; the reasons are counted when the caller asked for the value."""
+        if reasons and asked:
+            self.rejected.update(reasons)
+        return not reasons
+
+    def asked(self, *names: str) -> bool:
+        return any(n in self.want for n in names)
+
+
+def _tps(sp: _Space) -> list[int]:
+    """Tensor-parallel widths: the caller's (dividing the devices), or the powers of two within the
+    innermost network domain that split the model."""
+    tp_set = sp.want.get("tp")
+    if tp_set:  # an explicit tp may exceed the default range
+        return [t for t in sorted(tp_set) if sp.passes(R.tp_divides_devices(t, sp.n_devices))]
+    return [t for t in (2 ** i for i in range(13)) if t <= min(sp.max_tp, sp.n_devices)
+            and not R.tp_divides_model(sp.cfg, t)]
+
+
+def _recomputes(sp: _Space) -> list[str]:
+    """Recomputation modes: selective only with unfused attention (module docstring)."""
+    rec_set = sp.want.get("recompute")
+    if rec_set:
+        return sorted(str(r) for r in rec_set)
+    return ["none", "full"] + ([] if sp.attention == "fused" else ["selective"])
+
+
+def _cps(sp: _Space) -> list[int]:
+    """Context-parallel widths (1 unless asked for; they need fused attention)."""
+    return sorted(sp.want["cp"]) if sp.want.get("cp") else [1]
+
+
+def _check_fused(sp: _Space, cps: list[int]) -> None:
+    """Context parallelism runs in fused attention kernels: asking for it otherwise is an error."""
+    fused = [R.cp_needs_fused_attention(c, sp.attention) for c in cps]
+    if any(fused):
+        raise ConfigError("; ".join(next(f for f in fused if f)))
+
+
+def _eps(sp: _Space) -> list[int]:
+    """Expert-parallel widths (1 unless asked for; an MoE model whose experts they divide)."""
+    ep_set = sp.want.get("ep")
+    if not ep_set:
+        return [1]
+    return [e for e in sorted(ep_set) if sp.passes(R.ep_needs_moe(sp.cfg, e) + R.ep_divides_experts(sp.cfg, e))]
+
+
+def _pps(sp: _Space, tp: int, cp: int) -> list[int]:
+    """Pipeline depths: the caller's, or every divisor of the devices left, at most the layers."""
+    pp_set = sp.want.get("pp")
+    if pp_set:
+        return [p for p in sorted(pp_set) if sp.passes(R.pp_divides_devices(tp, cp, p, sp.n_devices))
+                and sp.passes(R.pp_within_layers(sp.cfg, p))]
+    return [p for p in R.divisors(sp.n_devices // (tp * cp)) if p <= sp.cfg.n_layers]
+
+
+def _mbs(sp: _Space, dp: int) -> list[int]:
+    """Micro-batch sizes: the caller's, or the divisors of the batch per replica up to `MAX_MICRO_BATCH`."""
+    mb_set = sp.want.get("micro_batch")
+    if mb_set:
+        return [b for b in sorted(mb_set) if sp.passes(R.whole_micro_batches(sp.global_batch, dp, b))]
+    return [b for b in R.divisors(sp.global_batch // dp) if b <= MAX_MICRO_BATCH]
+
+
+def _schedules(sp: _Space, pp: int, m: int) -> list[tuple[str, int, Any]]:
+    """(schedule, virtual stages, stage_layers) choices for pp stages and m micro-batches."""
+    out: list[tuple[str, int, Any]] = []
+    v_set, asked = sp.want.get("virtual_stages"), sp.asked("schedule", "virtual_stages")
+    for sched in sp.keep("schedule", ("1f1b", "interleaved")):
+        vs = sorted(v_set) if v_set else [1] if sched == "1f1b" else range(2, MAX_VIRTUAL_STAGES + 1)
+        for v in vs:
+            why = (R.virtual_stages_need_interleaving(sched, v) + R.interleaving_needs_chunks(sched, v)
+                   + R.interleaving_needs_pipeline(sched, pp) + R.interleaved_micro_batches(sched, pp, m))
+            if not sp.passes(why, asked):
+                continue
+            layers = sp.given
+            if sched == "interleaved" and sp.given is None and sp.cfg.n_layers % (pp * v):
+                layers = lighter_ends_stage_layers(sp.cfg.n_layers, pp * v)  # embedding, loss as layers
+                if layers is None:
+                    sp.passes(R.chunks_divide_layers(sp.cfg, sched, pp, v, None), asked)
+                    continue
+            out.append((sched, v, layers))
+    return out
+
+
+def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[str], eps: list[int]) -> list[Plan]:
+    """The valid plans with sizes tp, cp, pp, dp."""
+    out = []
+    for mb, rec, seq_par, zero, ep in itertools.product(_mbs(sp, dp), recomputes,
+                                                        sp.keep("sequence_parallel", (False, True)),
+                                                        sp.keep("zero", (0, 1, 3)), eps):
+        if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), sp.asked("sequence_parallel")) or \
+                not sp.passes(R.zero_needs_replicas(zero, dp, cp), sp.asked("zero")):
+            continue
+        for sched, v, layers in _schedules(sp, pp, sp.global_batch // (dp * mb)):
+            plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=sp.global_batch, recompute=rec,
+                        sequence_parallel=seq_par, schedule=sched, virtual_stages=v, zero=zero, stage_layers=layers,
+                        cp=cp, ep=ep)
+            if sp.passes(plan_reasons(plan, sp.cfg, sp.n_devices)):
+                out.append(plan)
+    return out
+
+
 def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int, attention: str,
                 rejected: Counter[str], **choices: Any) -> list[Plan]:
     """`candidate_plans`, counting in `rejected` the reasons (`coda.placement.rules`) candidates
     were dropped for: every rule a value the caller asked for breaks, and every rule a complete
     plan breaks; values outside the default ranges are not candidates and leave no reason."""
-    want = check_choices(choices)
-
-    def keep(name: str, values: Iterable[Any]) -> list[Any]:
-        allowed = want.get(name)
-        return [v for v in values if allowed is None or v in allowed]
-
-    def passes(reasons: list[str], asked: bool = True) -> bool:
-        """Whether no rule fails; the reasons are counted when the caller asked for the value."""
-        if reasons and asked:
-            rejected.update(reasons)
-        return not reasons
-
-    tp_set, rec_set, mb_set = want.get("tp"), want.get("recompute"), want.get("micro_batch")
-    if tp_set:  # an explicit tp may exceed the default range
-        tps = [t for t in sorted(tp_set) if passes(R.tp_divides_devices(t, n_devices))]
-    else:
-        tps = [t for t in (2 ** i for i in range(13)) if t <= min(max_tp, n_devices)
-               and cfg.n_heads % t == 0 and cfg.ffn_hidden % t == 0]
-    recomputes = ["none", "full"] + ([] if attention == "fused" else ["selective"])
-    if rec_set:
-        recomputes = sorted(str(r) for r in rec_set)
-    cp_set, ep_set, v_set, pp_set = want.get("cp"), want.get("ep"), want.get("virtual_stages"), want.get("pp")
-    cps = sorted(cp_set) if cp_set else [1]
-    eps = [e for e in sorted(ep_set) if passes(R.ep_needs_moe(cfg, e) + R.ep_divides_experts(cfg, e))] \
-        if ep_set else [1]
-    fused = [R.cp_needs_fused_attention(c, attention) for c in cps]
-    if any(fused):
-        raise ConfigError("; ".join(next(f for f in fused if f)))
-    given = choices.get("stage_layers")
+    sp = _Space(cfg, n_devices, global_batch, max_tp, attention, check_choices(choices), rejected,
+                choices.get("stage_layers"))
+    tps, recomputes, cps, eps = _tps(sp), _recomputes(sp), _cps(sp), _eps(sp)
+    _check_fused(sp, cps)
     out: list[Plan] = []
     for tp, cp in itertools.product(tps, cps):
-        if not passes(R.cp_divides_devices(tp, cp, n_devices), cp_set is not None):
+        if not sp.passes(R.cp_divides_devices(tp, cp, n_devices), sp.want.get("cp") is not None):
             continue
-        rest = n_devices // (tp * cp)
-        if pp_set:
-            pps = [p for p in sorted(pp_set) if passes(R.pp_divides_devices(tp, cp, p, n_devices))
-                   and passes(R.pp_within_layers(cfg, p))]
-        else:
-            pps = [p for p in R.divisors(rest) if p <= cfg.n_layers]
-        for pp in pps:
+        for pp in _pps(sp, tp, cp):
             dp = n_devices // (tp * cp * pp)
-            if not keep("dp", [dp]):
-                rejected.update(R.devices_match(tp, cp, pp, d, n_devices)[0] for d in want["dp"])
+            if not sp.keep("dp", [dp]):
+                rejected.update(R.devices_match(tp, cp, pp, d, n_devices)[0] for d in sp.want["dp"])
                 continue
-            if not passes(R.whole_micro_batches(global_batch, dp, 1)):
-                continue
-            if mb_set:
-                mbs = [b for b in sorted(mb_set) if passes(R.whole_micro_batches(global_batch, dp, b))]
-            else:
-                mbs = [b for b in R.divisors(global_batch // dp) if b <= MAX_MICRO_BATCH]
-            for mb, rec, sp, zero, ep in itertools.product(mbs, recomputes, keep("sequence_parallel", (False, True)),
-                                                           keep("zero", (0, 1, 3)), eps):
-                if not passes(R.sequence_parallel_needs_tp(sp, tp), "sequence_parallel" in want) or \
-                        not passes(R.zero_needs_replicas(zero, dp, cp), "zero" in want):
-                    continue
-                m = global_batch // (dp * mb)
-                schedules: list[tuple[str, int, Any]] = []
-                for sched in keep("schedule", ("1f1b", "interleaved")):
-                    vs = sorted(v_set) if v_set else [1] if sched == "1f1b" else range(2, MAX_VIRTUAL_STAGES + 1)
-                    for v in vs:
-                        why = (R.virtual_stages_need_interleaving(sched, v) + R.interleaving_needs_chunks(sched, v)
-                               + R.interleaving_needs_pipeline(sched, pp) + R.interleaved_micro_batches(sched, pp, m))
-                        if not passes(why, "schedule" in want or "virtual_stages" in want):
-                            continue
-                        layers = given
-                        if sched == "interleaved" and given is None and cfg.n_layers % (pp * v):
-                            layers = lighter_ends_stage_layers(cfg.n_layers, pp * v)  # embedding, loss as layers
-                            if layers is None:
-                                passes(R.chunks_divide_layers(cfg, sched, pp, v, None), "schedule" in want
-                                       or "virtual_stages" in want)
-                                continue
-                        schedules.append((sched, v, layers))
-                for sched, v, layers in schedules:
-                    plan = Plan(tp, pp, dp, mb, global_batch, rec, sp, sched, v, zero, layers, cp, ep)
-                    if passes(plan_reasons(plan, cfg, n_devices)):
-                        out.append(plan)
+            if sp.passes(R.whole_micro_batches(global_batch, dp, 1)):
+                out += _plans_at(sp, tp, cp, pp, dp, recomputes, eps)
     return out
 
 
 def _bound_data(model: CostModel) -> Any:
-    """Per-(tp, mb, sp, recompute) sums for the lower bound, computed once per search."""
-    cache: dict[tuple[Any, ...], tuple[float, float, float]] = {}
-    cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
+    """Per-graph-layout sums for the lower bound, computed once per search."""
+    cache: dict[Layout, tuple[float, float, float]] = {}
+    cfg, cl = model.cfg, model.cluster
+    mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
 
     def sums(plan: Plan) -> tuple[float, float, float]:
-        key = (plan.tp, plan.micro_batch, plan.sequence_parallel, plan.recompute, plan.cp, plan.ep)
+        key = plan.graph_layout.with_(recompute=plan.recompute)
         if key not in cache:
-            pr = model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep)
-            mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
+            pr = model.profile(plan)
             coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
                        for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
             rec = sum(m * {"none": 0.0, "selective": pr.selective_s[i], "full": pr.fwd_s[i] + sum(
@@ -211,16 +275,13 @@ def _bound_data(model: CostModel) -> Any:
         t, params, experts = sums(plan)
         p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         if p == 1 and cfg.tied_embeddings:
-            params -= model.profile(plan.tp, plan.micro_batch, plan.sequence_parallel, plan.cp, plan.ep).table_params
-        shard = plan.dp * plan.cp
-        e_shard = plan.tp * shard // plan.ep  # devices holding the same experts
-
-        opt = optimizer_bytes_per_param(model.dtype)
+            params -= model.profile(plan).table_params
 
         def per_param(n: int) -> float:  # weight, gradient and optimizer bytes of a parameter sharded over n
-            return 2 * e / (n if plan.zero == 3 else 1) + opt / (n if plan.zero else 1)
+            return R.static_bytes_per_param(model.storage_dtype, model.dtype, n if plan.zero == 3 else 1,
+                                            n if plan.zero else 1)
 
-        static = (params - experts) * per_param(shard) + experts * per_param(e_shard)
+        static = (params - experts) * per_param(plan.replicas) + experts * per_param(plan.expert_replicas)
         return t * (m + (p - 1) / v) / p, static / p
 
     return bound
@@ -250,63 +311,86 @@ def _row(r: TrainingResult) -> dict[str, Any]:
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
 
 
-def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) -> tuple[TrainingResult, pd.DataFrame]:
-    """Branch and bound over `candidate_plans` (module docstring); returns the best and the ranking."""
-    t0 = time.perf_counter()
-    max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    plans = candidate_plans(model.cfg, n_devices, global_batch, max_tp, model.software.attention, **choices)
+def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int]:
+    """The plans whose layer graphs can be built at this sequence length (`rules.graph_reasons`),
+    and how many were dropped. Context parallelism that cannot split the sequence is refused
+    outright when it is all that was asked for."""
     split = [p for p in plans if not R.cp_splits_sequence(p.cp, model.seq_len)]
     if plans and not split:
         raise ConfigError("; ".join(dict.fromkeys(r for p in plans for r in R.cp_splits_sequence(p.cp, model.seq_len))))
-    plans = split
-    if not plans:
-        rejected: Counter[str] = Counter()
-        _candidates(model.cfg, n_devices, global_batch, max_tp, model.software.attention, rejected, **choices)
-        raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
-                               f"{global_batch} and choices {choices or 'default'}: {R.explain(rejected)}")
-    model.prefetch(sorted({(p.tp, p.micro_batch, p.sequence_parallel, p.cp, p.ep) for p in plans}))
-    bound = _bound_data(model)
+    ok = [p for p in split if not model.graph_reasons(p)]
+    return ok, len(split) - len(ok)
+
+
+def _no_plan(model: CostModel, n_devices: int, global_batch: int, max_tp: int, choices: dict[str, Any]) -> NoReturn:
+    """Raise the reasons no candidate is left (`rules.explain`)."""
+    rejected: Counter[str] = Counter()
+    _candidates(model.cfg, n_devices, global_batch, max_tp, model.software.attention, rejected, **choices)
+    raise InfeasibleDesign(f"no valid plan of {model.cfg.name} on {n_devices} devices with global batch "
+                           f"{global_batch} and choices {choices or 'default'}: {R.explain(rejected)}")
+
+
+def _nothing_fits(model: CostModel, n_devices: int, global_batch: int, least_static: float) -> NoReturn:
+    """Raise: no candidate fits in memory (with the static memory any plan needs)."""
     limit = model.memory_limit
+    total = model.cfg.param_count() * R.static_bytes_per_param(model.storage_dtype, model.dtype)
+    raise InfeasibleDesign(
+        f"{model.cfg.name} fits under no plan on {n_devices} x {model.cluster.device_name} "
+        f"({fmt_bytes(limit)} each) with global batch {global_batch}, seq {model.seq_len}: the least static memory "
+        f"per device of any plan is {fmt_bytes(least_static)} and activations come on top; weights, gradients "
+        f"and optimizer states total {fmt_bytes(total)}, i.e. at least {math.ceil(total / limit)} devices even "
+        f"fully sharded; add devices, lower the micro-batch, or use recompute='full' with zero=3")
+
+
+def _order(model: CostModel, plans: list[Plan]) -> tuple[list[tuple[float, Plan]], int, float]:
+    """The plans whose static memory bound fits, by step-time lower bound; the count pruned by
+    memory and the least static memory of any plan."""
+    bound = _bound_data(model)
     scored, mem_pruned, least_static = [], 0, math.inf
     for plan in plans:
-        try:
-            t_lb, static_lb = bound(plan)
-        except CodaError:
-            continue
+        t_lb, static_lb = bound(plan)
         least_static = min(least_static, static_lb)
-        if static_lb > limit:
+        if static_lb > model.memory_limit:
             mem_pruned += 1
             continue
         scored.append((t_lb, plan))
     scored.sort(key=lambda x: x[0])
+    return scored, mem_pruned, least_static
+
+
+def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) -> tuple[TrainingResult, pd.DataFrame]:
+    """Branch and bound over `candidate_plans` (module docstring); returns the best and the ranking.
+
+    Feasibility is decided by the rules (`coda.placement.rules`) and the memory check of each
+    evaluated plan; an exception from the cost model is a bug and propagates.
+    """
+    t0 = time.perf_counter()
+    max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
+    plans, unbuildable = _buildable(model, candidate_plans(model.cfg, n_devices, global_batch, max_tp,
+                                                           model.software.attention, **choices))
+    if not plans:
+        _no_plan(model, n_devices, global_batch, max_tp, choices)
+    model.prefetch(plans)
+    scored, mem_pruned, least_static = _order(model, plans)
     results: list[TrainingResult] = []
     best, infeasible, visited = math.inf, 0, 0
     for t_lb, plan in scored:
         if t_lb >= best:
             break
         visited += 1
-        try:
-            r = best_for_plan(model, plan)
-        except CodaError:
-            r = None
+        r = best_for_plan(model, plan)
         if r is None:
             infeasible += 1
             continue
         results.append(r)
         best = min(best, r.step_time_s)
     if not results:
-        per_param = 2 * dtype_bytes(model.storage_dtype) + optimizer_bytes_per_param(model.dtype)
-        total = model.cfg.param_count() * per_param
-        raise InfeasibleDesign(
-            f"{model.cfg.name} fits under no plan on {n_devices} x {model.cluster.device_name} "
-            f"({fmt_bytes(limit)} each) with global batch {global_batch}, seq {model.seq_len}: the least static memory "
-            f"per device of any plan is {fmt_bytes(least_static)} and activations come on top; weights, gradients "
-            f"and optimizer states total {fmt_bytes(total)}, i.e. at least {math.ceil(total / limit)} devices even "
-            f"fully sharded; add devices, lower the micro-batch, or use recompute='full' with zero=3")
+        _nothing_fits(model, n_devices, global_batch, least_static)
     results.sort(key=lambda r: r.step_time_s)
     df = pd.DataFrame([_row(r) for r in results])
-    df.attrs.update(candidates=len(plans), evaluated=visited, pruned_by_bound=len(scored) - visited,
-                    pruned_by_memory=mem_pruned, infeasible=infeasible, seconds=time.perf_counter() - t0)
+    df.attrs.update(candidates=len(plans) + unbuildable, evaluated=visited, pruned_by_bound=len(scored) - visited,
+                    pruned_by_memory=mem_pruned, infeasible=infeasible, unbuildable=unbuildable,
+                    seconds=time.perf_counter() - t0)
     return results[0], df
 
 

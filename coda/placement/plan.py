@@ -17,52 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
-from coda.placement.rules import layout_reasons, plan_reasons
+from coda.placement.layout import Layout, PipelineSchedule, Recompute, Schedule
+from coda.placement.rules import ZERO_STAGES, plan_reasons, positive_size
 
 
 def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
-class _Choice(str, Enum):
-    """A string option parsed case-insensitively; bad values raise `ConfigError` naming the field
-    (the class name, lower-case) and the valid values."""
-
-    @classmethod
-    def from_str(cls, name: Any) -> Any:
-        try:
-            return cls(str(getattr(name, "value", name)).strip().lower())
-        except ValueError:
-            raise ConfigError(f"{cls.__name__.lower()}={name!r} must be one of "
-                              f"{', '.join(c.value for c in cls)}") from None
-
-
-class Recompute(_Choice):
-    """Activation recomputation (Korthikanti et al. 2022, section 5)."""
-
-    NONE = "none"
-    SELECTIVE = "selective"
-    FULL = "full"
-
-
-class Schedule(_Choice):
-    """Pipeline schedule: 1F1B (PipeDream-Flush) or interleaved 1F1B (Narayanan et al. SC'21)."""
-
-    ONE_F_ONE_B = "1f1b"
-    INTERLEAVED = "interleaved"
-
-
-ZERO_STAGES = (0, 1, 3)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A parallel training plan. Check it against a model and a cluster with `validate_plan`.
+@dataclass(frozen=True, kw_only=True)
+class Plan(Layout):
+    """A parallel training plan: a `Layout` plus the batch and the stage split. Check it against a
+    model and a cluster with `validate_plan`; `plan.layout` is its parallel dimensions alone.
 
     `stage_layers` gives the transformer blocks of each pipeline stage (length pp), or of each
     model chunk with the interleaved schedule (length pp*v, chunk c on device stage c % pp);
@@ -70,38 +40,15 @@ class Plan:
     the last, so the first and last entries may be 0; middle ones must be >= 1.
     """
 
-    tp: int = field(default=1, metadata=_h("tensor-parallel width"))
-    pp: int = field(default=1, metadata=_h("pipeline stages"))
-    dp: int = field(default=1, metadata=_h("data-parallel replicas"))
-    micro_batch: int = field(default=1, metadata=_h("sequences per micro-batch"))
     global_batch: int = field(default=1, metadata=_h("sequences per optimizer step"))
-    recompute: str = field(default="none", metadata=_h("none | selective | full activation recomputation"))
-    sequence_parallel: bool = field(default=False, metadata=_h("Megatron sequence parallelism (needs tp > 1)"))
-    schedule: str = field(default="1f1b", metadata=_h("1f1b | interleaved"))
-    virtual_stages: int = field(default=1, metadata=_h("model chunks per device (interleaved schedule)"))
-    zero: int = field(default=0, metadata=_h("ZeRO stage 0, 1 or 3"))
     stage_layers: tuple[int, ...] | None = field(default=None,
                                                  metadata=_h("blocks per stage (or chunk); None = balanced"))
-    cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
-    ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts spread over ep of the tp*cp*dp "
-                                           "devices)"))
 
     def __post_init__(self) -> None:
-        for name in ("tp", "pp", "dp", "micro_batch", "global_batch", "virtual_stages", "cp", "ep"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"Plan.{name}={v!r} must be a positive integer")
-        object.__setattr__(self, "recompute", Recompute.from_str(self.recompute).value)
-        object.__setattr__(self, "schedule", Schedule.from_str(self.schedule).value)
-        if self.zero not in ZERO_STAGES or isinstance(self.zero, bool):
-            raise ConfigError(f"Plan.zero={self.zero!r} must be one of {ZERO_STAGES}")
-        if not isinstance(self.sequence_parallel, bool):
-            raise ConfigError(f"Plan.sequence_parallel={self.sequence_parallel!r} must be True or False")
-        if self.sequence_parallel and self.tp == 1:
-            object.__setattr__(self, "sequence_parallel", False)  # no-op without tensor parallelism
-        reasons = layout_reasons(self.schedule, self.pp, self.virtual_stages)
+        reasons = positive_size("global_batch", self.global_batch)
         if reasons:
-            raise ConfigError("; ".join(reasons))
+            raise ConfigError(f"Plan.{reasons[0]}")
+        super().__post_init__()
         if self.stage_layers is not None:
             if isinstance(self.stage_layers, (str, bytes)) or not isinstance(self.stage_layers, Iterable):
                 raise ConfigError(f"Plan.stage_layers={self.stage_layers!r} must be a sequence of layer counts")
@@ -110,20 +57,15 @@ class Plan:
                 raise ConfigError(f"Plan.stage_layers={sl!r} must be non-negative integers")
             object.__setattr__(self, "stage_layers", sl)
 
-    @property
-    def n_devices(self) -> int:
-        """Devices the plan uses, tp * cp * pp * dp."""
-        return self.tp * self.cp * self.pp * self.dp
+    @classmethod
+    def of(cls, layout: Layout, global_batch: int, stage_layers: tuple[int, ...] | None = None) -> Plan:
+        """The plan running `layout` on `global_batch` sequences per step."""
+        return cls(**vars(layout.layout), global_batch=global_batch, stage_layers=stage_layers)
 
     @property
     def micro_batches(self) -> int:
         """Micro-batches per pipeline per step, m = global_batch / (dp * micro_batch) (exact after validation)."""
         return self.global_batch // (self.dp * self.micro_batch)
-
-    @property
-    def chunks(self) -> int:
-        """Model chunks in the pipeline, pp * v."""
-        return self.pp * self.virtual_stages
 
     def replace(self, **changes: Any) -> Plan:
         """A copy with some fields changed (validated again)."""
@@ -187,3 +129,7 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
     reasons = plan_reasons(plan, cfg, n_devices)
     if reasons:
         raise InfeasibleDesign("; ".join(reasons))
+
+
+__all__ = ["ZERO_STAGES", "Layout", "PipelineSchedule", "Plan", "Recompute", "Schedule", "balanced_stage_layers",
+           "lighter_ends_stage_layers", "stage_layers_of", "validate_plan"]

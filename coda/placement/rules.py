@@ -27,9 +27,12 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from coda.arch.clusters import MAX_DEVICES
+from coda.models.builder import tp_reasons
 from coda.models.config import ModelConfig
+from coda.units import dtype_bytes
 
 if TYPE_CHECKING:
+    from coda.placement.layout import Layout
     from coda.placement.plan import Plan
 
 MAX_GLOBAL_BATCH_TOKENS = 2**30
@@ -111,9 +114,35 @@ def interleaving_needs_pipeline(schedule: str, pp: int) -> list[str]:
     return []
 
 
-def layout_reasons(schedule: str, pp: int, virtual_stages: int) -> list[str]:
-    """Every fact a `Plan` must satisfy by itself (checked in `Plan.__post_init__`)."""
-    return [*virtual_stages_need_interleaving(schedule, virtual_stages), *interleaving_needs_pipeline(schedule, pp)]
+ZERO_STAGES = (0, 1, 3)
+
+
+def positive_size(name: str, value: object) -> list[str]:
+    """A size of the layout (tp, pp, dp, micro-batch, ...) is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return [f"{name}={value!r} must be a positive integer"]
+    return []
+
+
+def zero_stage(zero: object) -> list[str]:
+    """The ZeRO stage is 0, 1 or 3."""
+    if isinstance(zero, bool) or zero not in ZERO_STAGES:
+        return [f"zero={zero!r} must be one of {ZERO_STAGES}"]
+    return []
+
+
+def boolean(name: str, value: object) -> list[str]:
+    """An on/off choice is True or False."""
+    if not isinstance(value, bool):
+        return [f"{name}={value!r} must be True or False"]
+    return []
+
+
+def layout_reasons(layout: Layout) -> list[str]:
+    """Every fact a `Layout` (or `Plan`) must satisfy by itself, after its sizes and options have
+    been checked (`Layout.__post_init__`)."""
+    return [*virtual_stages_need_interleaving(layout.schedule, layout.virtual_stages),
+            *interleaving_needs_pipeline(layout.schedule, layout.pp)]
 
 
 # ------------------------------------------------------------------- the plan, model, devices
@@ -165,20 +194,10 @@ def pp_divides_devices(tp: int, cp: int, pp: int, n_devices: int) -> list[str]:
     return []
 
 
-def tp_divides_heads(cfg: ModelConfig, tp: int) -> list[str]:
-    """tp divides the attention heads (Megatron splits heads over the tensor-parallel group)."""
-    if cfg.n_heads % tp:
-        ok = [d for d in divisors(cfg.n_heads) if d <= max(tp * 2, 8)]
-        return [f"{cfg.name}: tp={tp} must divide its {cfg.n_heads} attention heads; nearest valid tp: "
-                f"{nearest(ok, tp)}"]
-    return []
-
-
-def tp_divides_ffn(cfg: ModelConfig, tp: int) -> list[str]:
-    """tp divides the MLP width (column-split first matrix)."""
-    if cfg.ffn_hidden % tp:
-        return [f"{cfg.name}: tp={tp} must divide ffn_hidden={cfg.ffn_hidden}"]
-    return []
+def tp_divides_model(cfg: ModelConfig, tp: int) -> list[str]:
+    """tp splits the model: it divides the attention heads, the kv heads (or is a multiple of them) and
+    every MLP width (`coda.models.builder.tp_reasons`, the graph builder's own check)."""
+    return tp_reasons(cfg, tp)
 
 
 def whole_micro_batches(global_batch: int, dp: int, micro_batch: int) -> list[str]:
@@ -316,6 +335,24 @@ def cp_splits_sequence(cp: int, seq_len: int) -> list[str]:
     return []
 
 
+def sp_divides_tokens(tp: int, sequence_parallel: bool, micro_batch: int, seq_len: int, cp: int) -> list[str]:
+    """Sequence parallelism splits a micro-batch's tokens on one device, b * s/cp, over the tp devices."""
+    tokens = micro_batch * (seq_len // cp)
+    if sequence_parallel and tp > 1 and tokens % tp:
+        return [f"sequence parallelism needs tp={tp} to divide the {tokens} tokens of a micro-batch "
+                f"(micro_batch * seq_len/cp = {micro_batch} * {seq_len}/{cp})"]
+    return []
+
+
+def graph_reasons(cfg: ModelConfig, layout: Layout, seq_len: int) -> list[str]:
+    """Every fact the graph builder needs of a layout (`coda.models.build`): tp splits the model, ep
+    divides the experts, cp splits the sequence, sequence parallelism splits the tokens."""
+    lay = layout
+    return [*tp_divides_model(cfg, lay.tp), *ep_needs_moe(cfg, lay.ep), *ep_divides_experts(cfg, lay.ep),
+            *cp_splits_sequence(lay.cp, seq_len),
+            *sp_divides_tokens(lay.tp, lay.sequence_parallel, lay.micro_batch, seq_len, lay.cp)]
+
+
 def sequence_parallel_needs_tp(sequence_parallel: bool, tp: int) -> list[str]:
     """*enumeration*: sequence parallelism splits the tensor-parallel group's activations."""
     if sequence_parallel and tp == 1:
@@ -336,7 +373,7 @@ def plan_reasons(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) -> 
     stage_layers. Empty = valid."""
     p = plan
     out = devices_match(p.tp, p.cp, p.pp, p.dp, n_devices) if n_devices is not None else []
-    out += tp_divides_heads(cfg, p.tp) + tp_divides_ffn(cfg, p.tp)
+    out += tp_divides_model(cfg, p.tp)
     out += whole_micro_batches(p.global_batch, p.dp, p.micro_batch)
     out += ep_needs_moe(cfg, p.ep) + ep_divides_experts(cfg, p.ep)
     if cfg.is_moe and not ep_divides_experts(cfg, p.ep):
@@ -353,6 +390,22 @@ def plan_reasons(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) -> 
     return out
 
 
+# --------------------------------------------------------------------------------- memory
+
+
+def optimizer_bytes_per_param(dtype: str) -> int:
+    """Optimizer-state bytes per parameter: 12 (fp32 master, m, v) with low-precision weights, 8 (m, v) in fp32."""
+    return 12 if dtype_bytes(dtype) < 4 else 8
+
+
+def static_bytes_per_param(storage_dtype: str, dtype: str, weight_shards: int = 1, state_shards: int = 1) -> float:
+    """Weight, gradient and optimizer bytes of one parameter (Rajbhandari et al. SC'20, ZeRO section 3):
+    `2*e / weight_shards + optimizer / state_shards` with e the stored element size, i.e. 16 bytes
+    unsharded in mixed precision (2 + 2 + 12) and in fp32 (4 + 4 + 8). ZeRO-1 shards the optimizer
+    states, ZeRO-3 all three."""
+    return 2 * dtype_bytes(storage_dtype) / weight_shards + optimizer_bytes_per_param(dtype) / state_shards
+
+
 def explain(rejected: Counter[str], limit: int = 3) -> str:
     """The most frequent reasons a search dropped candidates for, as one clause."""
     if not rejected:
@@ -363,12 +416,13 @@ def explain(rejected: Counter[str], limit: int = 3) -> str:
 
 
 __all__ = [
-    "MAX_DEVICES", "MAX_GLOBAL_BATCH_TOKENS", "batch_tokens_bound", "chunks_divide_layers", "cp_divides_devices",
-    "cp_needs_fused_attention", "cp_splits_sequence", "devices_bound", "devices_match", "divisors",
-    "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
-    "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline", "layout_reasons",
-    "nearest", "plan_reasons", "pp_divides_devices", "pp_within_layers", "sequence_parallel_needs_tp",
-    "stage_layers_count", "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum",
-    "tp_divides_devices", "tp_divides_ffn", "tp_divides_heads", "virtual_stages_need_interleaving",
-    "whole_micro_batches", "zero_needs_replicas",
+    "MAX_DEVICES", "MAX_GLOBAL_BATCH_TOKENS", "ZERO_STAGES", "batch_tokens_bound", "boolean", "chunks_divide_layers",
+    "cp_divides_devices", "cp_needs_fused_attention", "cp_splits_sequence", "devices_bound", "devices_match",
+    "divisors", "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
+    "graph_reasons", "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline",
+    "layout_reasons", "nearest", "optimizer_bytes_per_param", "plan_reasons", "positive_size", "pp_divides_devices",
+    "pp_within_layers", "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
+    "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum", "static_bytes_per_param",
+    "tp_divides_devices", "tp_divides_model", "virtual_stages_need_interleaving", "whole_micro_batches",
+    "zero_needs_replicas", "zero_stage",
 ]
