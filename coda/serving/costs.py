@@ -46,6 +46,7 @@ the direct evaluation on random batches.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -287,6 +288,45 @@ def _bilinear(xg: np.ndarray, yg: np.ndarray, z: np.ndarray, x: np.ndarray, y: n
     return np.moveaxis(out, -1, 0)
 
 
+class _Grid:
+    """A table z (pp, len(xg), len(yg)) of per-stage seconds on a 2-D grid, interpolated
+    bilinearly: `many` at arrays of points (as `_bilinear`), `at` at one point with scalar
+    arithmetic (the simulator's hot path: one decode group or a few prefill chunks per
+    iteration). Both evaluate the same expression in the same order, so they agree to the bit."""
+
+    def __init__(self, xg: np.ndarray, yg: np.ndarray, z: np.ndarray) -> None:
+        self.xg, self.yg, self.z = xg, yg, z
+        self._x, self._y = xg.tolist(), yg.tolist()
+        self._zt = np.ascontiguousarray(np.moveaxis(z, 0, -1))  # (len(xg), len(yg), pp): z[i, j] a view
+        self._ni, self._nj = len(xg) - 2, len(yg) - 2
+
+    def many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(len(x), pp) values at the points (x, y)."""
+        return _bilinear(self.xg, self.yg, self.z, x, y)
+
+    def along_y(self, x: float, y: np.ndarray) -> np.ndarray:
+        """(len(y),) values of stage 0 at the points (x, y_k) (one row of the grid: a decode stretch)."""
+        xs, yg = self._x, self.yg
+        i = min(max(bisect_right(xs, x) - 1, 0), self._ni)
+        j = np.clip(np.searchsorted(yg, y, side="right") - 1, 0, self._nj)
+        fx = (x - xs[i]) / (xs[i + 1] - xs[i])
+        fy = (y - yg[j]) / (yg[j + 1] - yg[j])
+        z0, z1 = self.z[0, i], self.z[0, i + 1]
+        return np.asarray(z0[j] * (1 - fx) * (1 - fy) + z1[j] * fx * (1 - fy) + z0[j + 1] * (1 - fx) * fy
+                          + z1[j + 1] * fx * fy)
+
+    def at(self, x: float, y: float) -> np.ndarray:
+        """(pp,) values at the point (x, y)."""
+        xs, ys = self._x, self._y
+        i = min(max(bisect_right(xs, x) - 1, 0), self._ni)
+        j = min(max(bisect_right(ys, y) - 1, 0), self._nj)
+        fx = (x - xs[i]) / (xs[i + 1] - xs[i])
+        fy = (y - ys[j]) / (ys[j + 1] - ys[j])
+        zt = self._zt
+        return zt[i, j] * (1 - fx) * (1 - fy) + zt[i + 1, j] * fx * (1 - fy) + zt[i, j + 1] * (1 - fx) * fy \
+            + zt[i + 1, j + 1] * fx * fy
+
+
 class CostTable:
     """Tabulated iteration costs (module docstring): fast, within `table_error` of `IterationCost`.
 
@@ -319,6 +359,10 @@ class CostTable:
         self._pc = np.concatenate([[0.0], _log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
         keys = [(1, int(s), int(c) + int(s)) for s in self._ps for c in self._pc]
         self._pre = cost.attention_terms(keys).T.reshape(kinds, len(self._ps), len(self._pc))
+        # per stage (sum_k n_{s,k} A_k): interpolation is linear, so summing the kinds first changes nothing
+        self._dec_s = _Grid(self._dn, self._dc, np.einsum("sk,kxy->sxy", self.counts, self._dec))
+        self._pre_s = _Grid(self._ps, self._pc, np.einsum("sk,kxy->sxy", self.counts, self._pre))
+        self._lim = (float(self._dn[-1]), float(self._ps[-1]), float(self._pc[-1]), float(self._dc[-1]))
         cost.clear()
         self._last = np.zeros(self.pp)
         self._last[-1] = 1.0
@@ -338,33 +382,41 @@ class CostTable:
     def stage_times(self, shape: BatchShape) -> np.ndarray:
         """As `IterationCost.stage_times`, from the tables (direct evaluation outside them)."""
         ep = self.ep
-        T, B = -(-shape.tokens // ep), -(-shape.sequences // ep)
         pt, pc, dc = shape.prefill_tokens, shape.prefill_context, shape.decode_context
-        n_d = -(-len(dc) // ep)
-        if (T > self.max_tokens or B > self.max_sequences or n_d > self._dn[-1]
-                or (len(pt) and (pt.max() > self._ps[-1] or pc.max() > self._pc[-1]))
-                or (len(dc) and dc.max() > self._dc[-1])):
+        n_p, n_dec = len(pt), len(dc)
+        tokens = (int(pt.sum()) if n_p else 0) + n_dec
+        T, B = -(-tokens // ep), -(-(n_p + n_dec) // ep)
+        n_d = -(-n_dec // ep)
+        max_n, max_s, max_pc, max_dc = self._lim
+        if n_p:
+            pt_l, pc_l = pt.tolist(), pc.tolist()
+            out_p = max(pt_l) > max_s or max(pc_l) > max_pc
+        if (T > self.max_tokens or B > self.max_sequences or n_d > max_n or (n_p and out_p)
+                or (n_dec and int(dc.max()) > max_dc)):
             return self.cost.stage_times(shape)
-        attn = np.zeros(self._dec.shape[0])
-        if len(pt) > 1 and len(groups := _groups(pt, pc)) < len(pt):  # equal chunks batch: direct (memoised)
-            attn += self.cost.attention_terms([(n, s, c + s) for (s, c), n in groups.items()]).sum(axis=0) / ep
-        elif len(pt):
-            attn += _bilinear(self._ps, self._pc, self._pre, pt.astype(float), pc.astype(float)).sum(axis=0) / ep
-        if n_d:
-            c = float(math.floor(float(dc.mean()) + 0.5))
-            attn += _bilinear(self._dn, self._dc, self._dec, np.array([float(n_d)]), np.array([c]))[0]
-        return self._lin[T] + self.counts @ attn + self._last * self._head[B]
+        out = self._lin[T] + self._last * self._head[B]
+        if n_p > 1 and len(groups := _groups(pt, pc)) < n_p:  # equal chunks batch: direct (memoised)
+            attn = self.cost.attention_terms([(n, s, c + s) for (s, c), n in groups.items()]).sum(axis=0) / ep
+            out = out + self.counts @ attn
+        elif n_p == 1:
+            out = out + self._pre_s.at(float(pt_l[0]), float(pc_l[0])) / ep
+        elif n_p:
+            out = out + self._pre_s.many(pt.astype(float), pc.astype(float)).sum(axis=0) / ep
+        if n_dec:
+            c = float(math.floor(int(dc.sum()) / n_dec + 0.5))
+            out = out + self._dec_s.at(float(n_d), c)
+        return out
 
     def decode_steps(self, contexts: np.ndarray, steps: int) -> np.ndarray:
         """As `IterationCost.decode_steps`, vectorised over the steps (pp = 1)."""
         ep, n = self.ep, len(contexts)
         n_d = -(-n // ep)
-        mean = float(math.floor(float(contexts.mean()) + 0.5))
+        mean = float(math.floor(int(contexts.sum()) / n + 0.5))
         cs = mean + np.arange(steps, dtype=float)
         if n_d > self._dn[-1] or n_d > self.max_tokens or cs[-1] > self._dc[-1]:
             return self.cost.decode_steps(contexts, steps)
-        attn = _bilinear(self._dn, self._dc, self._dec, np.full(steps, float(n_d)), cs)  # (steps, kinds)
-        return np.asarray(self._lin[n_d, 0] + self._head[n_d] + attn @ self.counts[0])
+        attn = self._dec_s.along_y(float(n_d), cs)  # (steps,)
+        return np.asarray(self._lin[n_d, 0] + self._head[n_d] + attn)
 
     def hops(self, tokens: int, decodes: bool) -> tuple[float, float]:
         return self.cost.hops(tokens, decodes)

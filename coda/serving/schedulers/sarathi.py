@@ -20,12 +20,11 @@ class SarathiScheduler(BaseScheduler):
         budget = self.config.chunk - len(dec)
         pre: list[int] = []
         toks: list[int] = []
-        for r in self.idle_running(st, req):
+        idle = self.idle_running(st, req)  # after any preemption
+        for r in idle[req.done[idle] < req.target[idle]].tolist():  # unfinished prefills
             if budget <= 0:
                 break
             left = int(req.target[r] - req.done[r])
-            if left <= 0:
-                continue
             n = min(left, budget)
             if not self.grow(st, req, r, int(req.kv[r]) + n):
                 break
