@@ -164,6 +164,7 @@ class DesignSpace:
             df["n_tc"].to_numpy(), df["tc_rows"].to_numpy(), df["tc_cols"].to_numpy(), df["n_vc"].to_numpy(),
             df["vc_lanes"].to_numpy(), df["glb_bytes"].to_numpy(), df["hbm_bw_bytes_per_s"].to_numpy(),
             df["clock_hz"].to_numpy(), self.dtype_bytes, self.link_bw_bytes_per_s, self.n_links, self.tech_nm,
+            hbm_bytes=df["hbm_bytes"].to_numpy(),
         )
         df = df.assign(tdp_w=np.broadcast_to(tdp, len(df)).astype(float))
         df["peak_flops"] = 2.0 * df["n_tc"] * df["tc_rows"] * df["tc_cols"] * df["clock_hz"]

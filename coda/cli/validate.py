@@ -23,6 +23,7 @@ TARGETS: dict[str, str] = {
     "e2e": "coda.evaluate.e2e_validation:e2e_report",
     "training": "coda.evaluate.training_validation:training_report",
     "inference": "coda.evaluate.inference_validation:inference_report",
+    "accelerator": "coda.evaluate.accelerator_validation:accelerator_report",
     "acceptance": "coda.evaluate.acceptance:acceptance_report",
 }
 

@@ -157,3 +157,13 @@ def test_powers_of_two_helper():
     assert powers_of_two(1, 4096) == tuple(2**i for i in range(13))
     assert powers_of_two(2, 256) == (2, 4, 8, 16, 32, 64, 128, 256)
     assert powers_of_two(3, 3) == ()
+
+
+def test_frame_tdp_equals_each_designs_tdp_with_an_hbm_axis():
+    """The frame's TDP (used by max_tdp_w and the search bound) charges each design its own HBM capacity."""
+    ds = DesignSpace(n_tc=(8,), tc_rows=(128,), tc_cols=(128,), n_vc=(2,), glb_bytes=(32 * MiB, 128 * MiB),
+                     hbm_bytes=(32 * GiB, 80 * GiB), max_area_mm2=1e4, min_area_fraction=0)
+    df = ds.to_frame()
+    assert df["tdp_w"].tolist() == pytest.approx([a.tdp_w for a in ds], rel=1e-12)
+    wide = df.pivot_table(index="glb_bytes", columns="hbm_bytes", values="tdp_w")
+    assert (wide[80 * GiB] > wide[32 * GiB]).all()  # more HBM costs power
