@@ -61,13 +61,13 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from coda.arch.clusters import MAX_DEVICES, Cluster
+from coda.caches import memoize
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.builder import activation_dtype, build
 from coda.models.config import MAX_SEQ_LEN, ModelConfig
@@ -178,7 +178,7 @@ def stage_weight_bytes(cfg: ModelConfig, blocks: int | Sequence[int], first: boo
     return n * dtype_bytes(dtype) / tp
 
 
-@lru_cache(maxsize=256)
+@memoize("evaluate.workspace_bytes", 256)
 def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1, dtype: str = "bf16") -> float:
     """Activation workspace per prompt: the live bytes (non-weight inputs + outputs) of the largest
     op of a batch-1 prefill graph; every activation is linear in the batch, so b prompts need b times it."""

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from coda.arch.clusters import MAX_DEVICES
+from coda.caches import memoize
 from coda.models.builder import tp_reasons
 from coda.models.config import ModelConfig
 from coda.units import dtype_bytes
@@ -43,7 +43,7 @@ times the largest published batch (DeepSeek-V3: 15360 sequences of 4096 tokens, 
 # ------------------------------------------------------------------------------------ arithmetic
 
 
-@lru_cache(maxsize=4096)
+@memoize("placement.factorisations", 4096)
 def _factor(n: int) -> tuple[tuple[int, int], ...]:
     """Prime factorisation of n >= 1 by trial division up to sqrt(n): ((p, e), ...)."""
     out, p = [], 2

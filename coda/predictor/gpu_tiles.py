@@ -61,6 +61,7 @@ import pandas as pd
 
 from coda.arch.gpus import GPU
 from coda.arch.gpus import gpu as lookup_gpu
+from coda.caches import memoize
 from coda.errors import ConfigError
 from coda.models.ops import Op
 from coda.predictor.base import BasePredictor, Estimate, reject_collective
@@ -302,7 +303,7 @@ def active_calibration() -> Calibration:
     return _calibration_for(os.environ.get(CALIBRATION_ENV, ""))
 
 
-@lru_cache(maxsize=8)
+@memoize("predictor.calibrations", 8)
 def _calibration_for(path: str) -> Calibration:
     if not path:
         return shipped_calibration()
@@ -417,7 +418,7 @@ FEATURE_COLUMNS = ("flops", "bytes", "e", "peak", "simt_peak", "sms", "bw", "pea
 LABEL_COLUMNS = ("kind", "stream", "cls", "arch")
 
 
-@lru_cache(maxsize=64)
+@memoize("predictor.device_features", 64)
 def _device_features(g: GPU, dtype: str, tensor: bool) -> tuple[float, ...]:
     """(peak, simt_peak, sms, bw, peak_bw) of a GPU for ops of a dtype (cached: GPUs are frozen)."""
     probe = Op("probe", "matmul" if tensor else "elementwise", (), 0.0, 0.0, 0.0, 0.0, dtype)
@@ -545,7 +546,7 @@ class GPUTileModel(BasePredictor):
         return Estimate(latency_s, bound, self.name, details)
 
 
-@lru_cache(maxsize=8)
+@memoize("predictor.gpu_tile_models", 8)
 def _default_model(path: str) -> GPUTileModel:
     """The default model per calibration path ("" for the shipped file), cached by the path."""
     return GPUTileModel(_calibration_for(path))

@@ -29,9 +29,9 @@ time. The slowest device bounds the step: a step of `B * s` tokens takes at leas
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import NamedTuple
 
+from coda.caches import memoize
 from coda.models.builder import build
 from coda.models.config import ModelConfig
 
@@ -49,7 +49,7 @@ class FlopsPerToken(NamedTuple):
     vector: float
 
 
-@lru_cache(maxsize=64)
+@memoize("search.flops_bounds", 64)
 def training_flops_per_token_lb(cfg: ModelConfig, seq_len: int, attention: str = "fused") -> FlopsPerToken:
     """Lower bounds on tensor- and vector-core FLOPs per trained token (module docstring).
 
