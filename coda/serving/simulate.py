@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coda.errors import InfeasibleDesign
+from coda.errors import ConfigError, InfeasibleDesign
 from coda.serving.costs import BatchShape, CostTable, IterationCost
 from coda.serving.deployment import Deployment
 from coda.serving.metrics import SLO, ServingResult, build_result
@@ -73,7 +73,7 @@ def _check_fits(dep: Deployment, trace: Trace, blocks: int, block_tokens: int) -
 
 
 def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCost | None = None,
-             slo: SLO | None = None, aggregate: bool = True) -> ServingResult:
+             slo: SLO | None = None, aggregate: bool = True, concurrency: int | None = None) -> ServingResult:
     """Serve `trace` on `deployment` and measure every request (module docstring).
 
     Args:
@@ -84,6 +84,10 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
         slo: latency targets for goodput (default: none, goodput not reported).
         aggregate: run a stretch of identical decode-only iterations as one event (same results,
             `tests/unit/serving` checks it; module docstring).
+        concurrency: a closed loop of this many clients instead of the trace's arrival times (as
+            benchmark clients with a fixed concurrency run, e.g. genai-perf, `vllm bench serve
+            --max-concurrency`): the first `concurrency` requests arrive at 0, and each later one
+            arrives when an earlier one has received its last token. Default: open loop (the trace).
 
     Raises:
         ConfigError: requests beyond the model's context.
@@ -96,8 +100,15 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
     if cost is None:
         cost = CostTable.for_deployment(deployment, max_context=int((trace.prompt_tokens + trace.output_tokens).max()))
     R, pp = deployment.n_replicas, deployment.pp
-    req = Requests(trace.arrival_s.astype(float), trace.prompt_tokens.astype(np.int64),
-                   trace.output_tokens.astype(np.int64))
+    arrivals = trace.arrival_s.astype(float)
+    if concurrency is not None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"simulate: concurrency={concurrency!r} must be an integer >= 1 (clients), or None "
+                              "for the trace's arrival times")
+        arrivals = np.full(len(trace), np.inf)
+        arrivals[:concurrency] = 0.0
+    req = Requests(arrivals, trace.prompt_tokens.astype(np.int64), trace.output_tokens.astype(np.int64))
+    closed = [min(concurrency, len(req)) if concurrency is not None else len(req)]  # the next closed-loop arrival
     states = [ReplicaState(budget, budget.blocks) for _ in range(R)]
     scheds = [make_scheduler(deployment.scheduler, pp) for _ in range(R)]
     free = np.zeros((R, pp))
@@ -179,7 +190,7 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
         lg.kv_blocks.append(budget.blocks - st.free_blocks)
         lg.steps.append(1 if steps is None else len(steps))
 
-    def finish(k: int, b: Batch, emit: float, steps: np.ndarray | None) -> None:
+    def finish(k: int, b: Batch, emit: float, steps: np.ndarray | None, now: float) -> None:
         st = states[k]
         st.in_flight -= 1
         req.busy[b.ids()] = False
@@ -214,6 +225,10 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
             gone = set(fin.tolist())
             st.running = [r for r in st.running if r not in gone]
             router.finished(k, len(fin))
+            if closed[0] < n:  # closed loop: each client sends its next request on receiving the last token
+                j = min(closed[0] + len(fin), n)
+                arrival[closed[0]:j] = now
+                closed[0] = j
 
     def try_schedule(k: int, now: float) -> None:
         st = states[k]
@@ -229,6 +244,8 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
 
     while nxt[0] < n or heap:
         i = nxt[0]
+        if not heap and arrival[i] == np.inf:  # a closed loop whose clients all wait: cannot happen
+            break
         if i < n and (not heap or arrival[i] <= heap[0][0]):
             t = float(arrival[i])
             touched = []
@@ -245,7 +262,7 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
         t, _, kind, k, b, emit, steps = heapq.heappop(heap)
         if kind == _DONE:
             assert b is not None
-            finish(k, b, emit, steps)
+            finish(k, b, emit, steps, t)
         try_schedule(k, t)
     unfinished = int(np.isnan(req.finish_s).sum())
     if unfinished:  # cannot happen: every batch makes progress and every request fits
