@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 from coda.arch.clusters import MAX_DEVICES
 from coda.caches import memoize
-from coda.models.builder import tp_reasons
 from coda.models.config import ModelConfig
+from coda.models.dims import tp_reasons
 from coda.units import dtype_bytes
 
 if TYPE_CHECKING:
