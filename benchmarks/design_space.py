@@ -35,8 +35,8 @@ def main() -> None:
     cases = {
         "phaze()": DesignSpace.phaze,
         "phaze(max_tdp_w=200)": lambda: DesignSpace.phaze(max_tdp_w=200.0),
-        "phaze(3 HBM sizes x 3 clocks)": lambda: DesignSpace.phaze(
-            hbm_bytes=(32 * GiB, 64 * GiB, 80 * GiB), clock_hz=(0.9e9, 1.05e9, 1.4e9)),
+        "phaze(3 HBM sizes x 3 HBM bandwidths)": lambda: DesignSpace.phaze(
+            hbm_bytes=(32 * GiB, 64 * GiB, 80 * GiB), hbm_bw_bytes_per_s=(0.8e12, 1.2e12, 1.6e12)),
     }
     rows = []
     for label, make in cases.items():

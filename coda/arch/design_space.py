@@ -114,6 +114,14 @@ class DesignSpace:
             if v is not None and bad:
                 raise ConfigError(f"DesignSpace.{budget}={v!r} must be a finite positive number (or None for no "
                                   "budget)")
+        if len(self.clock_hz) > 1:
+            # The power model's energies per operation are at one (nominal) voltage, so a faster clock
+            # would cost only its extra operations per second: free per unit of work, and a search would
+            # always pick the fastest. Until a voltage-frequency model (with its range of validity) is
+            # in coda/arch/power.py, the clock is a fixed parameter of a space, not an axis.
+            raise ConfigError(f"DesignSpace.clock_hz has {len(self.clock_hz)} values; the clock is not a search axis "
+                              "(the power model has no voltage-frequency relation, so higher clocks would cost "
+                              "nothing per operation): give one clock and compare clocks in separate searches")
         f = self.min_area_fraction
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0.0 <= float(f) <= 1.0:
             raise ConfigError(f"DesignSpace.min_area_fraction={f!r} must lie in [0, 1] (0: no minimum area)")
