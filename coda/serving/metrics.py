@@ -7,7 +7,9 @@ Definitions (per request r, times from the simulation clock):
 - tpot_s: (last token - first token) / (output - 1), NaN for one output token;
 - throughput over the makespan (first arrival to last token): requests/s, output tokens/s,
   per device, per watt of the devices' TDP;
-- goodput (DistServe, Zhong et al. OSDI'24): requests/s that meet the SLO (TTFT and TPOT both).
+- goodput (DistServe, Zhong et al. OSDI'24): requests/s that meet the SLO (TTFT and TPOT both);
+- slo_met: whether the run meets the SLO's targets on the 99th percentiles of TTFT and TBT over
+  all requests and gaps (Vidur's and Sarathi-Serve's capacity criterion), 1.0 or 0.0.
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ PERCENTILES = (50, 90, 99)
 
 @dataclass(frozen=True)
 class SLO:
-    """Latency targets of one request, seconds (None: no target)."""
+    """Latency targets, seconds (None: no target): of each request (`ttft_s`, `tpot_s`: goodput
+    counts the requests within both) and of the run (`ttft_p99_s`, `tbt_p99_s`: the 99th
+    percentiles of TTFT over requests and of TBT over every inter-token gap; `slo_met`)."""
 
     ttft_s: float | None = None
     tpot_s: float | None = None
+    ttft_p99_s: float | None = None
+    tbt_p99_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("ttft_s", "tpot_s"):
+        for name in ("ttft_s", "tpot_s", "ttft_p99_s", "tbt_p99_s"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf):
                 raise ConfigError(f"slo: {name}={v!r} must be a finite number of seconds > 0 (or None)")
@@ -105,6 +111,12 @@ class ServingResult:
             ok = self.slo.met(rq)
             out["slo_attainment"] = float(ok.mean())
             out["goodput_requests_per_s"] = float(ok.sum()) / span if span > 0 else math.nan
+            met = True
+            if self.slo.ttft_p99_s is not None:
+                met &= out["ttft_p99_s"] <= self.slo.ttft_p99_s
+            if self.slo.tbt_p99_s is not None:
+                met &= not out["tbt_p99_s"] > self.slo.tbt_p99_s  # no gaps (one-token outputs) meets it
+            out["slo_met"] = float(met)
         return out
 
     def summary_frame(self) -> pd.DataFrame:

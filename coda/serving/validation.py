@@ -40,7 +40,7 @@ from coda.arch.clusters import cluster
 from coda.errors import ConfigError
 from coda.models import get
 from coda.serving.deployment import Deployment
-from coda.serving.schedulers import SchedulerConfig
+from coda.serving.schedulers import SchedulerConfig, SchedulerKind
 from coda.serving.simulate import simulate
 from coda.serving.trace import Trace
 
@@ -94,7 +94,8 @@ def _deployment(s: pd.Series) -> Deployment:
     name = CLUSTERS.get(str(s["gpu"]))
     if name is None:
         raise ConfigError(f"serving point: gpu {s['gpu']!r} must be one of {', '.join(CLUSTERS)}")
-    sched = SchedulerConfig(kind=str(s["scheduler"]), max_batch=int(s["max_batch"]), max_tokens=int(s["max_tokens"]))
+    sched = SchedulerConfig(kind=SchedulerKind.from_str(str(s["scheduler"])), max_batch=int(s["max_batch"]),
+                            max_tokens=int(s["max_tokens"]))
     return Deployment(cfg, cluster(name, int(s["devices"])), tp=int(s["tp"]), pp=int(s["pp"]), dtype=str(s["dtype"]),
                       kv_dtype=str(s["kv_dtype"]), scheduler=sched)
 
@@ -131,7 +132,7 @@ def validate(points: pd.DataFrame | None = None, split: str | None = None,
             raise ConfigError(f"validate: split={split!r} must be one of {', '.join(SPLITS)} (or None for both)")
         df = df[df["split"] == split]
     df = df.reset_index(drop=True)
-    keys = df[list(SETTING)].astype(str).agg("|".join, axis=1)
+    keys = pd.Series(["|".join(map(str, row)) for row in df[list(SETTING)].itertuples(index=False)], index=df.index)
     predicted = np.full(len(df), np.nan)
     groups = list(df.groupby(keys, sort=False).groups.items())
     for done, (_, idx) in enumerate(groups, 1):
