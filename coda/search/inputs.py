@@ -1,0 +1,92 @@
+"""A search's inputs, checked before any design is evaluated: the model, positive sizes, the
+placement choices, the parallel widths against the chips, and a read-only store's coverage."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from coda.errors import ConfigError
+from coda.models.config import ModelConfig
+from coda.placement.optimize import CHOICES, check_choices
+from coda.search.store import ResultStore
+
+DEFAULT_CHOICES: dict[str, Any] = {
+    "tp": (1, 2, 4, 8), "micro_batch": (1, 2, 4), "recompute": ("none", "full"), "zero": (0, 1),
+    "schedule": "1f1b", "sequence_parallel": False,
+}
+"""Placement choices of one design evaluation (a subset of `optimize`'s space, for speed)."""
+
+
+def _as_cfg(model: ModelConfig | str) -> ModelConfig:
+    if isinstance(model, ModelConfig):
+        return model
+    from coda.models import get
+
+    return get(model)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"search: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _merged_choices(choices: dict[str, Any] | None) -> dict[str, Any]:
+    """DEFAULT_CHOICES updated by `choices`; a value None lifts that restriction."""
+    merged = dict(DEFAULT_CHOICES)
+    for k, v in (choices or {}).items():
+        if k not in CHOICES:
+            raise ConfigError(f"search: unknown placement choice {k!r}; allowed: {', '.join(CHOICES)}")
+        if v is None:
+            merged.pop(k, None)
+        else:
+            merged[k] = tuple(v) if isinstance(v, (list, set, frozenset)) else v
+    check_choices(merged)  # bad values fail here, before any design is evaluated
+    return merged
+
+
+def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
+    """Refuse tp / pp lists of which no value (or no tp * pp product) divides `n_chips`.
+
+    Raises:
+        ConfigError: naming the list, `n_chips` and the divisors that would work.
+    """
+    def values(name: str) -> tuple[int, ...] | None:
+        v = choices.get(name)
+        if v is None:
+            return None
+        return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v,)))
+
+    divisors = [d for d in range(1, n_chips + 1) if n_chips % d == 0]
+    tp, pp = values("tp"), values("pp")
+    for name, vals in (("tp", tp), ("pp", pp)):
+        if vals is not None and not any(n_chips % v == 0 for v in vals):
+            raise ConfigError(f"search: {name}={','.join(map(str, vals))}: no value divides n_chips={n_chips} "
+                              f"(tp * pp * dp = n_chips); use divisors of {n_chips}: {', '.join(map(str, divisors))}")
+    if tp is not None and pp is not None and not any(n_chips % (t * p) == 0 for t in tp for p in pp):
+        raise ConfigError(f"search: no tp={','.join(map(str, tp))} times pp={','.join(map(str, pp))} divides "
+                          f"n_chips={n_chips} (tp * pp * dp = n_chips); choose tp and pp whose product divides it")
+
+
+def _refuse_read_only(db: ResultStore, ref_key: str, keys: list[str], bounds: list[float], objective: str,
+                      prune: bool) -> None:
+    """Replay the inline visit on stored rows only; refuse, before any work, if it meets a design not stored."""
+    missing = None if ref_key in db else "the TPUv4-like reference"
+    best = -math.inf
+    for key, bound in zip(keys, bounds):
+        if missing is not None or (prune and bound < best):
+            break
+        row = db.get(key)
+        if row is None:
+            missing = "a design"
+        elif row["status"] == "ok" and row[objective] > best:
+            best = float(row[objective])
+    if missing is not None:
+        raise ConfigError(f"store {str(db.path)!r} is read-only and this search must evaluate designs it does not "
+                          f"hold ({missing} first); make it writable (e.g. chmod u+w) or pass another path")
+
+
+__all__ = ["DEFAULT_CHOICES", "check_parallel_widths"]

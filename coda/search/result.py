@@ -1,0 +1,93 @@
+"""`SearchResult`: the outcome of a design search, and the ranking of its rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from coda.search.design_eval import FRAME_COLUMNS, ILP_EVENT_FIELDS
+
+
+@dataclass
+class SearchResult:
+    """Outcome of `search`.
+
+    Attributes:
+        frame: one row per visited design (evaluated or read from the store), feasible ones first
+            by descending objective: design fields, name, area_mm2 (22 nm), tdp_w, peak_flops,
+            bound_tokens_per_s, bound_objective, plan (text) and its fields, step_s,
+            tokens_per_s, tokens_per_s_per_w (per watt of cluster TDP, n_chips * tdp_w), mfu,
+            peak_memory_bytes, status (``ok`` / ``infeasible``), reason, seconds (of the evaluation).
+        best: the best feasible row, None if no visited design fits.
+        reference: the row of `tpuv4_like()` evaluated the same way (not part of the space).
+        objective: the ranking column.
+        n_space: designs in the space; n_pruned: skipped by the bound; n_evaluated: evaluated in
+            this call; n_cached: read from the store; n_infeasible: visited designs with no plan
+            that fits; n_unvisited: left out because `max_designs` was reached.
+        complete: True when `best` is proven optimal over the whole space (not cut by `max_designs`).
+        seconds: wall time of the call.
+        n_speculative: designs evaluated and stored but left out of the frame (see the module doc).
+        model: the model's name; n_chips: chips per design.
+    """
+
+    frame: pd.DataFrame
+    best: pd.Series | None
+    reference: pd.Series
+    objective: str
+    n_space: int
+    n_pruned: int
+    n_evaluated: int
+    n_cached: int
+    n_infeasible: int
+    n_unvisited: int
+    complete: bool
+    seconds: float
+    n_speculative: int = 0
+    model: str = ""
+    n_chips: int = 0
+
+    def counts(self) -> dict[str, Any]:
+        """The counters as a dict (for printing and JSON)."""
+        events = {k: int(pd.to_numeric(self.frame[k], errors="coerce").fillna(0).sum()) if k in self.frame else 0
+                  for k in ILP_EVENT_FIELDS}
+        return dict(designs=self.n_space, pruned_by_bound=self.n_pruned, evaluated=self.n_evaluated,
+                    cached=self.n_cached, infeasible=self.n_infeasible, unvisited=self.n_unvisited,
+                    complete=self.complete, speculative=self.n_speculative, seconds=self.seconds, **events)
+
+    def table(self, top: int = 10) -> pd.DataFrame:
+        """The `top` feasible designs and the reference row below them (column `rank`: 1.., `ref`)."""
+        ok = self.frame[self.frame["status"] == "ok"].head(top).copy()
+        ok.insert(0, "rank", [str(i + 1) for i in range(len(ok))])
+        ref = self.reference.to_frame().T
+        ref.insert(0, "rank", ["ref"])
+        return pd.concat([ok, ref], ignore_index=True)
+
+    def shortfall(self, top: int) -> str | None:
+        """Why `table(top)` lists fewer than `top` designs (None when it lists `top`)."""
+        from coda.search.summary import shortfall
+
+        return shortfall(self, top)
+
+    def summary(self, gpus: pd.DataFrame | None = None) -> str:
+        """The answer as one sentence: the best design in words, its plan, its objective with units, and
+        its ratio to the TPUv4-like reference and to each row of `gpus` (from `gpu_reference`)."""
+        from coda.search.summary import summary
+
+        return summary(self, gpus)
+
+
+def _ranked(rows: list[dict[str, Any]], visit_pos: list[int], objective: str) -> pd.DataFrame:
+    """Rows sorted: feasible first, by descending objective, ties by visiting order."""
+    if not rows:
+        return pd.DataFrame(columns=list(FRAME_COLUMNS))
+    df = pd.DataFrame(rows)[list(FRAME_COLUMNS)]
+    df["_infeasible"] = df["status"] != "ok"
+    df["_neg"] = -df[objective].astype(float)
+    df["_pos"] = visit_pos
+    df = df.sort_values(["_infeasible", "_neg", "_pos"], kind="stable").drop(columns=["_infeasible", "_neg", "_pos"])
+    return df.reset_index(drop=True)
+
+
+__all__ = ["SearchResult"]
