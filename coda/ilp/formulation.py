@@ -21,7 +21,6 @@ what stopped a solve, `IlpResult.wall_clock_limited` says so (that result may de
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import os
 import re
@@ -35,15 +34,14 @@ import networkx as nx
 import pulp
 
 from coda.errors import ConfigError
+from coda.ilp.equations import MAX_CLIQUE_CUTS, _Model, build_model
 from coda.ilp.fusion import TENSOR, VECTOR, Problem
 
 log = logging.getLogger(__name__)
 
-MAX_CLIQUE_CUTS = 500  # (15) is added only when a core type has at most this many (N+1)-antichains
 # CBC's generic cuts (Gomory, MIR, ...) cost more than they gain here: the model carries its own
 # cuts (13)-(15). Measured on the real-layer benchmark: the slowest case drops from ~7 s to ~2 s.
 CBC_OPTIONS = ("cuts off",)
-_SLACK = 1e-9  # scaled-time slack on bounds derived from float sums, so the warm start stays feasible
 
 
 class Solver(str, enum.Enum):
@@ -69,28 +67,6 @@ def highs_available() -> bool:
     return True
 
 
-@dataclass
-class _Model:
-    prob: pulp.LpProblem
-    S: list[pulp.LpVariable]
-    C: pulp.LpVariable
-    p: dict[int, pulp.LpVariable]
-    b: dict[tuple[int, int], pulp.LpVariable]
-    x: dict[tuple[str, int, int], pulp.LpVariable]
-
-    @property
-    def n_binaries(self) -> int:
-        return len(self.p) + len(self.b) + len(self.x)
-
-
-def _var(prob: pulp.LpProblem, name: str, lowBound: float | None = None, upBound: float | None = None,
-         cat: str = pulp.LpContinuous) -> pulp.LpVariable:
-    """A variable of `prob` (PuLP >= 3.3 API, with the PuLP 2 constructor as fallback)."""
-    if hasattr(prob, "add_variable"):
-        return prob.add_variable(name, lowBound=lowBound, upBound=upBound, cat=cat)
-    return pulp.LpVariable(name, lowBound=lowBound, upBound=upBound, cat=cat)
-
-
 def _cbc_command(**options: Any) -> Any:
     """CBC through PuLP: the binary bundled with PuLP (`PULP_CBC_CMD`, deprecated for PuLP 4 but
     the one that needs no install), else `COIN_CMD` (a `cbc` on the PATH, ``pip install pulp[cbc]``)."""
@@ -99,118 +75,6 @@ def _cbc_command(**options: Any) -> Any:
             warnings.filterwarnings("ignore", message="PULP_CBC_CMD is deprecated", category=DeprecationWarning)
             return pulp.PULP_CBC_CMD(**options)
     return pulp.COIN_CMD(**options)
-
-
-def build_model(problem: Problem, ub: float, modelled: frozenset[str]) -> _Model:
-    """The MILP for `problem` with makespan at most `ub` and core counts of the `modelled` types."""
-    n, tasks, scale = problem.n, problem.tasks, ub
-    head, tail = problem.head, problem.tail
-    prob = pulp.LpProblem("layer_schedule", pulp.LpMinimize)
-    # (V2) C: makespan, scaled; (5) C <= UB (the warm start is feasible), C >= analytic lower bound
-    C = _var(prob, "C", lowBound=min(problem.lower_bound_s / scale, 1.0) - _SLACK, upBound=1.0 + _SLACK)
-    # (V1) S_i: start of task i, head_i <= S_i <= UB - tail_i - min duration_i
-    S = [_var(prob, f"S_{i}", lowBound=max(head[i] / scale - _SLACK, 0.0),
-                         upBound=max(head[i], ub - tail[i] - tasks[i].min_duration) / scale + _SLACK) for i in range(n)]
-    # (V3) p_i = 1: task i runs parallel on all cores of its type (only where that is faster)
-    p = {i: _var(prob, f"p_{i}", cat=pulp.LpBinary) for i in range(n) if tasks[i].can_parallel}
-
-    def d(i: int) -> Any:
-        # (1) d_i = o_i - (o_i - a_i) p_i
-        t = tasks[i]
-        if i in p:
-            return t.one_core_s / scale - (t.one_core_s - t.all_cores_s) / scale * p[i]
-        return t.one_core_s / scale
-
-    prob += C  # (2) minimise the makespan
-    for i, j in problem.edges:
-        prob += S[j] >= S[i] + d(i), f"prec_{i}_{j}"  # (3) precedence (transitively reduced)
-    for i in range(n):
-        prob += C >= S[i] + d(i) + tail[i] / scale, f"mk_{i}"  # (4) makespan covers every task and its tail
-
-    def uses(i: int, r: str) -> bool:
-        return tasks[i].uses_tensor if r == TENSOR else tasks[i].uses_vector
-
-    for k, chain in enumerate(problem.chains):
-        on_chain = set(chain)
-        for r in (TENSOR, VECTOR):
-            # (13) chain work cut: the chain's tasks run one after another; every other task's work
-            # on type r (N_r a_j when parallel, o_j when single) fits in the N_r cores outside the
-            # chain's intervals, except what overlaps a chain task i (at most v_ri, eq. 14)
-            cap = problem.capacity(r)
-            if cap == 0:  # a core type the design lacks (then no task uses it)
-                continue
-            rest = []
-            for j in range(n):
-                if j in on_chain:
-                    continue
-                single = tasks[j].one_core_s if uses(j, r) else 0.0
-                rest.append(cap * tasks[j].all_cores_s * p[j] + single * (1 - p[j]) if j in p else single)
-            overlap = []
-            for i in chain:
-                free = (cap - uses(i, r)) * tasks[i].one_core_s
-                fill = [(min(tasks[i].one_core_s, tasks[j].one_core_s), j) for j in range(n)
-                        if j not in on_chain and uses(j, r) and not problem.comparable(i, j)]
-                if free <= 0 or not fill:
-                    continue
-                # (V6) v_ri >= 0: type-r work of other tasks done while chain task i runs
-                v = _var(prob, f"v_{k}_{r[0]}_{i}", lowBound=0)
-                overlap.append(v)
-                prob += v <= free / scale * (1 - p[i] if i in p else 1), f"vcap_{k}_{r[0]}_{i}"  # (14a)
-                prob += v <= pulp.lpSum(w / scale * (1 - p[j] if j in p else 1) for w, j in fill), \
-                    f"vfill_{k}_{r[0]}_{i}"  # (14b)
-            prob += C >= pulp.lpSum(d(i) for i in chain) + (pulp.lpSum(rest) / scale - pulp.lpSum(overlap)) / cap, \
-                f"work_{k}_{r[0]}"
-
-    later_twin = {pair for g in problem.identical_groups for pair in itertools.pairwise(g)}
-    forbidden = {(b, a) for a, b in later_twin}
-    b: dict[tuple[int, int], pulp.LpVariable] = {}
-    pairs = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            if problem.comparable(i, j):
-                continue
-            if i in p or j in p or any(uses(i, r) and uses(j, r) for r in modelled):
-                pairs.append((i, j))
-                for u, v in ((i, j), (j, i)):
-                    if (u, v) not in forbidden:
-                        # (V4) b_uv = 1: u ends before v starts
-                        b[u, v] = _var(prob, f"b_{u}_{v}", cat=pulp.LpBinary)
-                        big_m = max(ub - tail[u] - head[v], 0.0) / scale + _SLACK
-                        prob += S[v] >= S[u] + d(u) - big_m * (1 - b[u, v]), f"disj_{u}_{v}"  # (6) tight big-M
-    for a, c in sorted(later_twin):
-        prob += S[a] <= S[c], f"sym_{a}_{c}"  # (12) identical independent tasks start in index order
-
-    def order(i: int, j: int) -> Any:
-        return b.get((i, j), 0) + b.get((j, i), 0)
-
-    for i, j in pairs:
-        prob += order(i, j) <= 1, f"once_{i}_{j}"  # (7) at most one order
-        for k in (i, j):
-            if k in p:
-                prob += order(i, j) >= p[k], f"excl_{i}_{j}_{k}"  # (8) a parallel task overlaps nothing
-    x: dict[tuple[str, int, int], pulp.LpVariable] = {}
-    for r in sorted(modelled):
-        cap = problem.capacity(r)
-        users = [i for i in range(n) if uses(i, r)]
-        cliques = problem.antichains(users, cap + 1, MAX_CLIQUE_CUTS)
-        for k, clique in enumerate(cliques):
-            # (15) clique cut: of cap+1 pairwise unordered users of type r, two must not overlap
-            prob += pulp.lpSum(order(i, j) for i, j in itertools.combinations(clique, 2)) >= 1, f"clique_{r[0]}_{k}"
-    for r in sorted(modelled):
-        users = [i for i in range(n) if uses(i, r)]
-        cap = problem.capacity(r)
-        for rank, i in enumerate(users):
-            # (V5) x_rik = 1: task i runs on core k of type r; (11) only cores k <= rank(i)
-            row = [x.setdefault((r, i, k), _var(prob, f"x_{r[0]}_{i}_{k}", cat=pulp.LpBinary))
-                   for k in range(min(cap, rank + 1))]
-            prob += pulp.lpSum(row) == 1, f"assign_{r[0]}_{i}"  # (9) one core of type r per task
-        for i, j in pairs:
-            if uses(i, r) and uses(j, r):
-                for k in range(cap):
-                    if (r, i, k) in x and (r, j, k) in x:
-                        # (10) two tasks on the same core do not overlap
-                        prob += order(i, j) >= x[r, i, k] + x[r, j, k] - 1, f"core_{r[0]}_{i}_{j}_{k}"
-    return _Model(prob, S, C, p, b, x)
 
 
 def canonical(problem: Problem, starts: list[float], parallel: list[bool]) -> tuple[list[float], list[bool]]:
@@ -434,3 +298,7 @@ def solve_ilp(problem: Problem, warm: tuple[list[float], list[bool]], solver: So
         lb = max(lb, best_mk)
     return IlpResult(tuple(best_starts), tuple(best_par), best_mk, min(lb, best_mk), proven, confirmed, n_bin, n_solves,
                      limited and not proven, error)
+
+
+__all__ = ["CBC_OPTIONS", "MAX_CLIQUE_CUTS", "IlpResult", "Solver", "build_model", "canonical", "compact",
+           "highs_available", "overloaded", "solve_ilp"]

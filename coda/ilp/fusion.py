@@ -319,14 +319,37 @@ def make_problem(graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpLat
     if not nx.is_directed_acyclic_graph(graph):
         raise _cycle_error(graph)
     design = str(getattr(accelerator, "name", "") or "design")
+    cores = _core_counts(accelerator, design)
+    ops = graph.ops()
+    lat = {op.name: _checked_latency(op.name, latencies.get(op.name)) for op in ops if op.kind != "collective"}
+    _check_core_types(ops, lat, cores, design)
+    h, network = _bridge_collectives(graph)
+    tasks, owner = _fuse(graph, lat, fuse, fused_latency)
+    t = nx.DiGraph()
+    t.add_nodes_from(tasks)
+    t.add_edges_from((owner[u], owner[v]) for u, v in h.edges if owner[u] != owner[v])
+    order = list(nx.lexicographical_topological_sort(t))
+    index = {name: i for i, name in enumerate(order)}
+    reduced = nx.transitive_reduction(t)
+    edges = tuple(sorted((index[u], index[v]) for u, v in reduced.edges))
+    task_of = {op: index[task] for op, task in owner.items()}
+    return Problem(tuple(tasks[n] for n in order), edges, cores["n_tc"], cores["n_vc"], design, graph, network,
+                   task_of)
+
+
+def _core_counts(accelerator: Any, design: str) -> dict[str, int]:
+    """The design's `n_tc` and `n_vc`, checked to be whole numbers of cores."""
     cores = {}
     for attr in ("n_tc", "n_vc"):
         value = getattr(accelerator, attr, None)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{design}: {attr}={value!r} must be a whole number of cores")
         cores[attr] = value
-    ops = graph.ops()
-    lat = {op.name: _checked_latency(op.name, latencies.get(op.name)) for op in ops if op.kind != "collective"}
+    return cores
+
+
+def _check_core_types(ops: Any, lat: Mapping[str, OpLatency], cores: dict[str, int], design: str) -> None:
+    """Every non-collective op has a core of its type on the design."""
     for op in ops:
         if op.kind == "collective":
             continue
@@ -337,7 +360,10 @@ def make_problem(graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpLat
                 f"use a design with {field_name} >= 1"
             )
 
-    # 1. Bridge collectives out of a name-level copy of the graph.
+
+def _bridge_collectives(graph: OpGraph) -> tuple[nx.DiGraph, tuple[str, ...]]:
+    """Step 1: a name-level copy of the graph with the collectives bridged out, and their names."""
+    ops = graph.ops()
     h = nx.DiGraph()
     h.add_nodes_from(op.name for op in ops)
     h.add_edges_from((u.name, v.name) for u, v in graph.edges)
@@ -345,8 +371,13 @@ def make_problem(graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpLat
     for name in network:
         h.add_edges_from((p, s) for p in h.predecessors(name) for s in h.successors(name))
         h.remove_node(name)
+    return h, network
 
-    # 2. Fuse.
+
+def _fuse(graph: OpGraph, lat: Mapping[str, OpLatency], fuse: bool,
+          fused_latency: str) -> tuple[dict[str, Task], dict[str, str]]:
+    """Step 2: the tasks (fused matmul + consumer pairs, and single ops) and the task owning each op."""
+    ops = graph.ops()
     pairs = fusion_pairs(graph, lat) if fuse else []
     owner = {op.name: op.name for op in ops if op.kind != "collective"}
     tasks: dict[str, Task] = {}
@@ -360,17 +391,7 @@ def make_problem(graph: OpGraph, accelerator: Any, latencies: Mapping[str, OpLat
     for name, target in owner.items():
         if target == name:
             tasks[name] = Task(name, (name,), lat[name].core_type, lat[name].one_core_s, lat[name].all_cores_s)
-
-    t = nx.DiGraph()
-    t.add_nodes_from(tasks)
-    t.add_edges_from((owner[u], owner[v]) for u, v in h.edges if owner[u] != owner[v])
-    order = list(nx.lexicographical_topological_sort(t))
-    index = {name: i for i, name in enumerate(order)}
-    reduced = nx.transitive_reduction(t)
-    edges = tuple(sorted((index[u], index[v]) for u, v in reduced.edges))
-    task_of = {op: index[task] for op, task in owner.items()}
-    return Problem(tuple(tasks[n] for n in order), edges, cores["n_tc"], cores["n_vc"], design, graph, network,
-                   task_of)
+    return tasks, owner
 
 
 def roofline_latencies(graph: OpGraph, accelerator: Any) -> dict[str, OpLatency]:

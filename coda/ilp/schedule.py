@@ -301,6 +301,65 @@ def _network_entries(problem: Problem, starts: list[float], ends: list[float]) -
     return out
 
 
+def _task_errors(t: Any, e: ScheduledOp, problem: Problem, tol: float) -> list[str]:
+    """One task's entry: members, core type, duration for its mode, start >= 0, core labels."""
+    errors = []
+    if e.members != t.members or e.core_type != t.core_type:
+        errors.append(f"task {t.name!r}: members/core type {e.members}/{e.core_type} differ from the problem")
+    if abs(e.duration_s - t.duration(e.parallel)) > tol:
+        errors.append(f"task {t.name!r}: duration {e.duration_s:.9g} s != {t.duration(e.parallel):.9g} s")
+    if e.start_s < -tol:
+        errors.append(f"task {t.name!r} starts before 0")
+    want = [(p, problem.capacity(ct)) for p, ct in (("tc", TENSOR), ("vc", VECTOR)) if t.core_type in (ct, FUSED)]
+    for prefix, cap in want:
+        labels = [c for c in e.cores if c.startswith(prefix)]
+        ok = all(c[2:].isdigit() and int(c[2:]) < cap for c in labels)
+        if not ok or len(set(labels)) != (cap if e.parallel else 1):
+            errors.append(f"task {t.name!r}: cores {e.cores} are not {'all' if e.parallel else 'one'} "
+                          f"of {prefix}0..{cap - 1}")
+    return errors
+
+
+def _edge_errors(problem: Problem, by_name: dict[str, ScheduledOp], tol: float) -> list[str]:
+    """Every original edge (through fused tasks and network ops) respected; the graph acyclic."""
+    errors, graph = [], problem.graph
+    assert graph is not None
+    entry = {m: by_name.get(problem.tasks[i].name) for m, i in problem.task_of.items()}
+    entry.update({m: by_name.get(m) for m in problem.network})
+    for u, v in graph.edges:
+        a, b = entry.get(u.name), entry.get(v.name)
+        if a is None or b is None:
+            errors.append(f"edge {u.name} -> {v.name}: op missing from the schedule")
+        elif a is not b and b.start_s < a.end_s - tol:
+            errors.append(f"edge {u.name} -> {v.name}: {b.name!r} starts at {b.start_s:.9g} before "
+                          f"{a.name!r} ends at {a.end_s:.9g}")
+    if not nx.is_directed_acyclic_graph(graph):
+        errors.append("graph is cyclic")
+    return errors
+
+
+def _overlap_errors(tasks: list[ScheduledOp], problem: Problem, tol: float) -> list[str]:
+    """At every task start: no task overlapping a parallel one, at most the cores of each type
+    busy, no core shared by overlapping tasks."""
+    errors = []
+    for j in tasks:
+        if j.duration_s <= tol:
+            continue
+        t0 = j.start_s + tol
+        active = [k for k in tasks if k.start_s <= t0 and k.end_s > t0]
+        par = [k for k in active if k.parallel]
+        if par and len(active) > 1:
+            errors.append(f"parallel task {par[0].name!r} overlaps {[k.name for k in active if k is not par[0]]}")
+        for ct in (TENSOR, VECTOR):
+            used = sum(k.core_type in (ct, FUSED) for k in active if not k.parallel)
+            if used > problem.capacity(ct):
+                errors.append(f"{used} {ct} tasks run at {j.start_s:.9g} s on {problem.capacity(ct)} cores")
+        for k in active:
+            if k is not j and set(k.cores) & set(j.cores):
+                errors.append(f"tasks {k.name!r} and {j.name!r} share cores {sorted(set(k.cores) & set(j.cores))[:3]}")
+    return errors
+
+
 def check_schedule(schedule: Schedule, problem: Problem, rel_tol: float = REL_TOL) -> None:
     """Replay `schedule` against `problem` and its original graph; raise `InvalidSchedule` if wrong.
 
@@ -321,48 +380,12 @@ def check_schedule(schedule: Schedule, problem: Problem, rel_tol: float = REL_TO
             errors.append(f"task {t.name!r} missing")
             continue
         tasks.append(e)
-        if e.members != t.members or e.core_type != t.core_type:
-            errors.append(f"task {t.name!r}: members/core type {e.members}/{e.core_type} differ from the problem")
-        if abs(e.duration_s - t.duration(e.parallel)) > tol:
-            errors.append(f"task {t.name!r}: duration {e.duration_s:.9g} s != {t.duration(e.parallel):.9g} s")
-        if e.start_s < -tol:
-            errors.append(f"task {t.name!r} starts before 0")
-        want = [(p, problem.capacity(ct)) for p, ct in (("tc", TENSOR), ("vc", VECTOR)) if t.core_type in (ct, FUSED)]
-        for prefix, cap in want:
-            labels = [c for c in e.cores if c.startswith(prefix)]
-            ok = all(c[2:].isdigit() and int(c[2:]) < cap for c in labels)
-            if not ok or len(set(labels)) != (cap if e.parallel else 1):
-                errors.append(f"task {t.name!r}: cores {e.cores} are not {'all' if e.parallel else 'one'} "
-                              f"of {prefix}0..{cap - 1}")
+        errors += _task_errors(t, e, problem, tol)
     if len(schedule.ops) != problem.n + len(problem.network):
         errors.append(f"{len(schedule.ops)} entries for {problem.n} tasks and {len(problem.network)} network ops")
     if problem.graph is not None:
-        entry = {m: by_name.get(problem.tasks[i].name) for m, i in problem.task_of.items()}
-        entry.update({m: by_name.get(m) for m in problem.network})
-        for u, v in problem.graph.edges:
-            a, b = entry.get(u.name), entry.get(v.name)
-            if a is None or b is None:
-                errors.append(f"edge {u.name} -> {v.name}: op missing from the schedule")
-            elif a is not b and b.start_s < a.end_s - tol:
-                errors.append(f"edge {u.name} -> {v.name}: {b.name!r} starts at {b.start_s:.9g} before "
-                              f"{a.name!r} ends at {a.end_s:.9g}")
-        if not nx.is_directed_acyclic_graph(problem.graph):
-            errors.append("graph is cyclic")
-    for j in tasks:
-        if j.duration_s <= tol:
-            continue
-        t0 = j.start_s + tol
-        active = [k for k in tasks if k.start_s <= t0 and k.end_s > t0]
-        par = [k for k in active if k.parallel]
-        if par and len(active) > 1:
-            errors.append(f"parallel task {par[0].name!r} overlaps {[k.name for k in active if k is not par[0]]}")
-        for ct in (TENSOR, VECTOR):
-            used = sum(k.core_type in (ct, FUSED) for k in active if not k.parallel)
-            if used > problem.capacity(ct):
-                errors.append(f"{used} {ct} tasks run at {j.start_s:.9g} s on {problem.capacity(ct)} cores")
-        for k in active:
-            if k is not j and set(k.cores) & set(j.cores):
-                errors.append(f"tasks {k.name!r} and {j.name!r} share cores {sorted(set(k.cores) & set(j.cores))[:3]}")
+        errors += _edge_errors(problem, by_name, tol)
+    errors += _overlap_errors(tasks, problem, tol)
     last = max((e.end_s for e in schedule.ops), default=0.0)
     if abs(last - schedule.makespan_s) > tol:
         errors.append(f"makespan {schedule.makespan_s:.9g} s != last end {last:.9g} s")
