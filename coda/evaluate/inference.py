@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +67,28 @@ import numpy as np
 import pandas as pd
 
 from coda.arch.clusters import MAX_DEVICES, Cluster
-from coda.caches import memoize
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.evaluate.inference_memory import (
+    _infeasible,
+    _kv_per_layer,
+    _max_batch,
+    _need,
+    _Pipeline,
+    _valid_tps,
+    kv_cache_bytes,
+    serving_layout,
+    stage_weight_bytes,
+    weight_bytes,
+    workspace_bytes_per_sequence,
+)
 from coda.models.builder import activation_dtype, build
 from coda.models.config import MAX_SEQ_LEN, ModelConfig
 from coda.models.graph import ModelGraph
 from coda.placement.chain import collectives_time
 from coda.placement.costs import device_memory_bytes, graph_collectives, predictor_layer_time, time_graphs
-from coda.placement.plan import Plan, balanced_stage_layers
-from coda.units import GiB, dtype_bytes, fmt_bytes
+from coda.placement.layout import Layout
+from coda.placement.plan import Plan
+from coda.units import GiB, dtype_bytes
 
 TPOT_POINTS = 8  # decode contexts evaluated for TPOT (interpolated in between)
 MAX_BATCH = 2**24
@@ -137,71 +150,7 @@ class InferenceResult:
         return dataclasses.asdict(self)
 
 
-def _kv_per_layer(cfg: ModelConfig, batch: int, contexts: Any, tp: int, dtype: str) -> list[float]:
-    """KV-cache bytes of one layer of each distinct block (`cfg.block_kinds`), averaged over
-    `contexts`: `2 * max(g/t, 1) * d * e * b * mean(min(context, W))` (no cap without a window);
-    with multi-head latent attention the latent, `(c_kv + d_r) * e * b` per position, on every
-    tensor-parallel rank (DeepSeek-V2, section 2.1.2)."""
-    g, d = cfg.n_kv_heads, cfg.head_dim
-    assert g is not None and d is not None
-    width = cfg.kv_lora_rank + cfg.qk_rope_head_dim if cfg.mla else 2 * max(g // tp, 1) * d
-    per_token = width * dtype_bytes(dtype) * batch
-    ctx = np.asarray(contexts, dtype=float)
-    return [per_token * float(np.mean(ctx if w is None else np.minimum(ctx, w))) for w, _ in cfg.block_kinds]
-
-
-def kv_cache_bytes(cfg: ModelConfig, batch: int, context: int, tp: int = 1, dtype: str = "bf16") -> float:
-    """KV-cache bytes per device: `2 * l * max(g/t, 1) * d * e * b * context` (K and V, every
-    layer); a layer with a sliding window of W positions keeps a rolling buffer of the last W."""
-    return float(sum(n * kv for n, kv in zip(cfg.block_counts, _kv_per_layer(cfg, batch, [context], tp, dtype))))
-
-
-def weight_bytes(cfg: ModelConfig, tp: int = 1, dtype: str = "bf16") -> float:
-    """Weight bytes per device, `param_count * e / t` (norms counted as split too; < 0.01% off)."""
-    return cfg.param_count() * dtype_bytes(dtype) / tp
-
-
-def stage_weight_bytes(cfg: ModelConfig, blocks: int | Sequence[int], first: bool, last: bool, tp: int = 1,
-                       dtype: str = "bf16", ep: int = 1) -> float:
-    """Weight bytes per device of a pipeline stage of `blocks` blocks (or of that many of each of
-    `cfg.block_kinds`): the first stage holds the embedding, the last the final norm and LM head,
-    and with pp > 1 a copy of a tied embedding table, as Megatron-LM keeps; split over t; with
-    expert parallelism E/ep whole experts per MoE block."""
-    counts = (blocks,) if isinstance(blocks, int) else tuple(blocks)
-    if len(counts) != len(cfg.block_kinds):
-        raise ConfigError(f"{cfg.name} has {len(cfg.block_kinds)} kinds of block; give a count of each")
-    n = sum(c * (cfg.block_params(k) - (cfg.n_experts - cfg.n_experts // ep) * cfg.mlp_params() * k.moe)
-            for c, k in zip(counts, cfg.block_kinds))
-    n += (cfg.embedding_params() if first else 0) + (cfg.head_params() if last else 0)
-    if last and not first and cfg.tied_embeddings:
-        n += cfg.vocab_size * (cfg.embed_dim or cfg.hidden)
-    return n * dtype_bytes(dtype) / tp
-
-
-@memoize("evaluate.workspace_bytes", 256)
-def workspace_bytes_per_sequence(cfg: ModelConfig, prompt_len: int, tp: int = 1, dtype: str = "bf16") -> float:
-    """Activation workspace per prompt: the live bytes (non-weight inputs + outputs) of the largest
-    op of a batch-1 prefill graph; every activation is linear in the batch, so b prompts need b times it."""
-    g = build(cfg, "prefill", 1, prompt_len, tp=tp, dtype=dtype)
-    return max(op.bytes_written + max(op.bytes_read - op.param_bytes, 0.0)
-               for op, _ in g.ops() if op.kind != "collective")
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """How one replica spreads: t-way tensor parallelism in each of P pipeline stages, or
-    (ep > 1) ep devices that each serve b/ep sequences and hold E/ep experts."""
-
-    tp: int = 1
-    pp: int = 1
-    ep: int = 1
-
-    @property
-    def devices(self) -> int:
-        return self.tp * self.pp * self.ep
-
-
-def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: _Layout) -> list[list[tuple[float, float, float]]]:
+def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: Layout) -> list[list[tuple[float, float, float]]]:
     """Per model graph, per layer kind (embedding, block, head): seconds of one layer (compute +
     collectives: tensor-parallel over ranks 0..t-1, expert all-to-alls over 0..ep-1), of its
     collectives, and its weight bytes; compute timed in one batch."""
@@ -218,34 +167,6 @@ def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: _Layout) -> li
     return out
 
 
-@dataclass(frozen=True)
-class _Pipeline:
-    """Blocks per stage and micro-batching of a pp-stage pipeline serving a batch of b sequences."""
-
-    kinds: tuple[tuple[int, ...], ...]  # per stage, its blocks of each distinct kind (`block_kinds`)
-    micro_batches: int  # m = min(pp, b): micro-batches in flight
-    micro_batch: int  # sequences of the largest one, ceil(b/m)
-
-    @classmethod
-    def of(cls, cfg: ModelConfig, pp: int, batch: int) -> _Pipeline:
-        m = min(pp, batch)
-        starts = np.cumsum((0, *balanced_stage_layers(cfg.n_layers, pp)))
-        pattern = np.asarray(cfg.block_pattern)
-        kinds = tuple(tuple(int(c) for c in np.bincount(pattern[a:b], minlength=len(cfg.block_kinds)))
-                      for a, b in zip(starts[:-1], starts[1:]))
-        return cls(kinds, m, -(-batch // m))
-
-    @property
-    def pp(self) -> int:
-        return len(self.kinds)
-
-    def stage(self, per_layer: list[tuple[float, float, float]], field: int) -> list[float]:
-        """A quantity of each distinct layer (embedding, blocks..., head) summed over each stage's layers."""
-        return [sum(n * per_layer[1 + k][field] for k, n in enumerate(counts))
-                + (per_layer[0][field] if s == 0 else 0.0) + (per_layer[-1][field] if s == self.pp - 1 else 0.0)
-                for s, counts in enumerate(self.kinds)]
-
-
 def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: bool) -> float:
     """Worst send/recv of one micro-batch's activations between adjacent stages (their first
     ranks, t apart); with `ring` also from the last stage back to the first (the next token)."""
@@ -253,64 +174,6 @@ def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: boo
         return 0.0
     pairs = [(s * tp, (s + 1) * tp) for s in range(pipe.pp - 1)] + ([((pipe.pp - 1) * tp, 0)] if ring else [])
     return max(cluster.collective_time("send_recv", n_bytes, pair) for pair in pairs)
-
-
-def _valid_tps(cfg: ModelConfig, n_devices: int) -> list[int]:
-    g = cfg.n_kv_heads or 1
-    return [t for t in range(1, n_devices + 1) if n_devices % t == 0 and cfg.n_heads % t == 0
-            and cfg.ffn_hidden % t == 0 and (g % t == 0 or t % g == 0)]
-
-
-def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, lay: _Layout,
-          dtype: str) -> tuple[float, float, float]:
-    """(weights, KV cache, workspace) bytes of the device with the most to hold."""
-    local = -(-batch // lay.ep)  # sequences on one device of an expert-parallel group
-    pipe = _Pipeline.of(cfg, lay.pp, local)
-    kv = _kv_per_layer(cfg, local, [ctx], lay.tp, dtype)
-    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, lay.tp, dtype)
-    return max(((stage_weight_bytes(cfg, counts, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep),
-                 sum(c * k for c, k in zip(counts, kv)), ws)
-                for s, counts in enumerate(pipe.kinds)), key=sum)
-
-
-def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, lay: _Layout, dtype: str, limit: float) -> int:
-    """Largest batch whose memory fits (the need grows with the batch; a multiple of ep):
-    doubling, then bisection."""
-    def fits(b: int) -> bool:
-        return sum(_need(cfg, b * lay.ep, ctx, prompt_len, lay, dtype)) <= limit
-
-    if not fits(1):
-        return 0
-    hi = 2
-    while fits(hi):
-        hi *= 2
-    lo = hi // 2  # fits(lo), not fits(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo * lay.ep
-
-
-def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, lay: _Layout,
-                dtype: str, parts: tuple[float, float, float], limit: float, max_batch: int) -> InfeasibleDesign:
-    w, kv, ws = parts
-    hints = [f"largest batch that fits: {max_batch}" if max_batch else "the weights alone do not fit"]
-    others = cluster.n_devices // lay.devices
-    for name, values in (("tp", [t for t in _valid_tps(cfg, cluster.n_devices // (lay.pp * lay.ep)) if t > lay.tp]),
-                         ("pp", [q for q in range(lay.pp + 1, cfg.n_layers + 1) if others * lay.pp % q == 0]),
-                         ("ep", [e for e in range(lay.ep + 1, cfg.n_experts + 1)
-                                 if cfg.is_moe and cfg.n_experts % e == 0 and batch % e == 0
-                                 and lay.tp == lay.pp == 1 and cluster.n_devices % e == 0])):
-        for v in values:
-            if sum(_need(cfg, batch, ctx, prompt_len, dataclasses.replace(lay, **{name: v}), dtype)) <= limit:
-                hints.append(f"or {name}={v}")
-                break
-    return InfeasibleDesign(
-        f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={lay.tp}, pp={lay.pp}"
-        + (f", ep={lay.ep}" if lay.ep > 1 else "") + f", {dtype}: needs "
-        f"{fmt_bytes(w + kv + ws)} per device (weights {fmt_bytes(w)}, KV cache {fmt_bytes(kv)}, workspace "
-        f"{fmt_bytes(ws)}) but {cluster.device_name} offers {fmt_bytes(limit)} (HBM minus reserve); "
-        + ", ".join(hints))
 
 
 def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
@@ -342,6 +205,55 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         InfeasibleDesign: t*pp*ep does not divide the devices, or the batch does not fit in memory
             (the message gives the bytes, the largest batch that fits and a tp, pp or ep that would).
     """
+    cfg, tp, pp, ep = _checked_inputs(cfg, cluster, plan, batch, prompt_len, output_len, dtype, reserve_bytes, pp, ep)
+    lay = serving_layout(tp, pp, ep)
+    ctx = prompt_len + output_len
+    pipe = _Pipeline.of(cfg, pp, batch // ep)
+    mb = pipe.micro_batch
+    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype, ep=ep)  # validates tp against the heads
+    if cluster.n_devices % lay.n_devices:
+        raise InfeasibleDesign(f"tp*pp*ep={tp}*{pp}*{ep} must divide the cluster's {cluster.n_devices} devices; "
+                               f"valid tp: {_valid_tps(cfg, cluster.n_devices)}")
+
+    # memory (before timing: fail fast)
+    parts = _need(cfg, batch, ctx, prompt_len, lay, dtype)
+    limit = device_memory_bytes(cluster.device) - reserve_bytes
+    max_batch = _max_batch(cfg, ctx, prompt_len, lay, dtype, limit)
+    fits = batch <= max_batch
+    if check_memory and not fits:
+        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, lay, dtype, parts, limit, max_batch)
+
+    # time: prefill, then decode at evenly spaced contexts p .. p+O-1, each of m micro-batches
+    contexts = _decode_contexts(cfg, prompt_len, output_len)
+    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype, ep=ep) for c in contexts]
+    per_graph = _layer_times([prefill, *decodes], cluster, lay)
+    act = dtype_bytes(activation_dtype(dtype)) * cfg.hidden * mb
+    tm = _Timing(pipe, _hop_s(cluster, pipe, tp, act * prompt_len, ring=False), _hop_s(cluster, pipe, tp, act,
+                                                                                        ring=True))
+    every = np.arange(prompt_len, ctx)
+    steps = [tm.step_s(g, 0) for g in per_graph[1:]]
+    tpot = float(np.mean(np.interp(every, contexts, steps)))
+    tpot_comm = float(np.mean(np.interp(every, contexts, [tm.step_s(g, 1) for g in per_graph[1:]])))
+    ttft = tm.prefill_s(per_graph[0], 0)
+    e2e = ttft + output_len * tpot
+    per_replica = batch * output_len / e2e
+    devices = lay.n_devices
+    replicas = cluster.n_devices // devices
+    return InferenceResult(
+        model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,
+        pp=pp, ep=ep, micro_batches=pipe.micro_batches, replicas=replicas, batch=batch, prompt_len=prompt_len,
+        output_len=output_len, dtype=dtype, ttft_s=ttft, ttft_comm_s=tm.prefill_s(per_graph[0], 1), tpot_s=tpot,
+        tpot_comm_s=tpot_comm, tpot_first_s=steps[0], tpot_last_s=steps[-1], e2e_s=e2e,
+        tokens_per_s=per_replica * replicas, tokens_per_s_per_replica=per_replica,
+        tokens_per_s_per_device=per_replica / devices, weights_bytes=parts[0], kv_cache_bytes=parts[1],
+        workspace_bytes=parts[2], memory_limit_bytes=limit, free_bytes=limit - sum(parts), max_batch=max_batch,
+        fits=fits, mbu=_mbu(cfg, cluster, pipe, per_graph[1], batch // ep, prompt_len, ctx, tp, dtype, tpot))
+
+
+def _checked_inputs(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
+                    output_len: int, dtype: str, reserve_bytes: float, pp: int,
+                    ep: int) -> tuple[ModelConfig, int, int, int]:
+    """The model, and (tp, pp, ep) after every check of `inference`'s arguments that needs no graph."""
     if not isinstance(cfg, ModelConfig):
         from coda.models import get
 
@@ -362,81 +274,68 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
     if ep > 1 and (not cfg.is_moe or cfg.n_experts % ep or tp > 1 or pp > 1 or batch % ep):
         raise ConfigError(f"ep={ep}: expert-parallel serving needs an MoE model whose {cfg.n_experts} expert(s) ep "
                           f"divides, tp=1 and pp=1 (attention is data-parallel), and a batch ({batch}) that ep divides")
-    lay = _Layout(tp, pp, ep)
+    _check_device(cfg, cluster, dtype, prompt_len + output_len)
+    return cfg, tp, pp, ep
+
+
+def _check_device(cfg: ModelConfig, cluster: Cluster, dtype: str, ctx: int) -> None:
+    """The dtype exists and the device runs it; the positions fit a learned position table."""
     dtype_bytes(dtype)
     if isinstance(cluster.device, str):
         raise ConfigError(f"cluster {cluster.name!r} gives no model of its device {cluster.device!r}")
     supports = getattr(cluster.device, "supports", None)
     if supports is not None and not supports(dtype):
         raise ConfigError(f"{cluster.device_name} has no {dtype} support; use bf16 or fp16")
-    ctx = prompt_len + output_len
     if cfg.position == "learned" and ctx > cfg.max_seq_len:
         raise ConfigError(f"{cfg.name}: prompt_len + output_len = {ctx} positions exceed its learned "
                           f"position table of {cfg.max_seq_len}")
-    pipe = _Pipeline.of(cfg, pp, batch // ep)
-    mb = pipe.micro_batch
-    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype, ep=ep)  # validates tp against the heads
-    if cluster.n_devices % lay.devices:
-        raise InfeasibleDesign(f"tp*pp*ep={tp}*{pp}*{ep} must divide the cluster's {cluster.n_devices} devices; "
-                               f"valid tp: {_valid_tps(cfg, cluster.n_devices)}")
 
-    # memory (before timing: fail fast)
-    parts = _need(cfg, batch, ctx, prompt_len, lay, dtype)
-    limit = device_memory_bytes(cluster.device) - reserve_bytes
-    max_batch = _max_batch(cfg, ctx, prompt_len, lay, dtype, limit)
-    fits = batch <= max_batch
-    if check_memory and not fits:
-        raise _infeasible(cfg, cluster, batch, prompt_len, ctx, lay, dtype, parts, limit, max_batch)
 
-    # time: prefill, then decode at evenly spaced contexts p .. p+O-1, each of m micro-batches
+def _decode_contexts(cfg: ModelConfig, prompt_len: int, output_len: int) -> list[int]:
+    """The decode contexts timed: evenly spaced over p .. p+O-1, plus a sliding window's kink."""
+    ctx = prompt_len + output_len
     points = {int(round(c)) for c in np.linspace(prompt_len, ctx - 1, min(output_len, TPOT_POINTS))}
     if cfg.sliding_window is not None and prompt_len < cfg.sliding_window < ctx - 1:
         points.add(cfg.sliding_window)  # the step time stops growing there: keep the kink exact
-    contexts = sorted(points)
-    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype, ep=ep) for c in contexts]
-    per_graph = _layer_times([prefill, *decodes], cluster, lay)
-    act = dtype_bytes(activation_dtype(dtype)) * cfg.hidden * mb
-    hop_prefill = _hop_s(cluster, pipe, tp, act * prompt_len, ring=False)
-    hop_decode = _hop_s(cluster, pipe, tp, act, ring=True)
-    m = pipe.micro_batches
+    return sorted(points)
 
-    def prefill_s(field: int) -> float:  # the last micro-batch's first token
-        st, total = pipe.stage(per_graph[0], field), pipe.stage(per_graph[0], 0)
-        return sum(st) + (pp - 1) * hop_prefill + (m - 1) * st[int(np.argmax(total))]
 
-    def step_s(graph: list[tuple[float, float, float]], field: int) -> float:  # one token for all m micro-batches
+@dataclass(frozen=True)
+class _Timing:
+    """Prefill and decode-step times of a pipeline from per-layer times (module docstring)."""
+
+    pipe: _Pipeline
+    hop_prefill: float
+    hop_decode: float
+
+    def prefill_s(self, graph: list[tuple[float, float, float]], field: int) -> float:
+        """The last micro-batch's first token."""
+        pipe, m = self.pipe, self.pipe.micro_batches
         st, total = pipe.stage(graph, field), pipe.stage(graph, 0)
-        if pp == 1:
+        return sum(st) + (pipe.pp - 1) * self.hop_prefill + (m - 1) * st[int(np.argmax(total))]
+
+    def step_s(self, graph: list[tuple[float, float, float]], field: int) -> float:
+        """One token for all m micro-batches: the busiest stage, else the ring, bounds it."""
+        pipe, m = self.pipe, self.pipe.micro_batches
+        st, total = pipe.stage(graph, field), pipe.stage(graph, 0)
+        if pipe.pp == 1:
             return st[0]
         busiest = int(np.argmax(total))
-        if m * total[busiest] >= sum(total) + pp * hop_decode:  # the busiest stage, else the ring, bounds it
+        if m * total[busiest] >= sum(total) + pipe.pp * self.hop_decode:
             return m * st[busiest]
-        return sum(st) + pp * hop_decode
+        return sum(st) + pipe.pp * self.hop_decode
 
-    every = np.arange(prompt_len, ctx)
-    steps = [step_s(g, 0) for g in per_graph[1:]]
-    tpot = float(np.mean(np.interp(every, contexts, steps)))
-    tpot_comm = float(np.mean(np.interp(every, contexts, [step_s(g, 1) for g in per_graph[1:]])))
-    ttft = prefill_s(0)
-    e2e = ttft + output_len * tpot
-    per_replica = batch * output_len / e2e
-    devices = lay.devices
-    replicas = cluster.n_devices // devices
+
+def _mbu(cfg: ModelConfig, cluster: Cluster, pipe: _Pipeline, first_decode: list[tuple[float, float, float]],
+         local_batch: int, prompt_len: int, ctx: int, tp: int, dtype: str, tpot: float) -> float:
+    """Memory-bandwidth utilisation of decode: bytes the busiest device reads per step (its weights
+    once per micro-batch, all of a dense model's, the routed experts' of an MoE model, and its share
+    of the KV cache) over TPOT times the HBM bandwidth (NaN without one)."""
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
-    # bytes the busiest device reads per decode step: its weights once per micro-batch (all of a
-    # dense model's; the routed experts' of an MoE model) and its share of the KV cache
-    mean_kv = _kv_per_layer(cfg, batch // ep, np.arange(prompt_len, ctx), tp, dtype)  # what a step reads
-    read = max(m * w + sum(c * k for c, k in zip(counts, mean_kv))
-               for w, counts in zip(pipe.stage(per_graph[1], 2), pipe.kinds))
-    mbu = read / tpot / bw if bw else math.nan
-    return InferenceResult(
-        model=cfg.name, cluster=cluster.name, device=cluster.device_name, n_devices=cluster.n_devices, tp=tp,
-        pp=pp, ep=ep, micro_batches=m, replicas=replicas, batch=batch, prompt_len=prompt_len, output_len=output_len,
-        dtype=dtype, ttft_s=ttft, ttft_comm_s=prefill_s(1), tpot_s=tpot, tpot_comm_s=tpot_comm,
-        tpot_first_s=steps[0], tpot_last_s=steps[-1], e2e_s=e2e, tokens_per_s=per_replica * replicas,
-        tokens_per_s_per_replica=per_replica, tokens_per_s_per_device=per_replica / devices,
-        weights_bytes=parts[0], kv_cache_bytes=parts[1], workspace_bytes=parts[2], memory_limit_bytes=limit,
-        free_bytes=limit - sum(parts), max_batch=max_batch, fits=fits, mbu=mbu)
+    mean_kv = _kv_per_layer(cfg, local_batch, np.arange(prompt_len, ctx), tp, dtype)  # what a step reads
+    read = max(pipe.micro_batches * w + sum(c * k for c, k in zip(counts, mean_kv))
+               for w, counts in zip(pipe.stage(first_decode, 2), pipe.kinds))
+    return read / tpot / bw if bw else math.nan
 
 
 def inference_sweep(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batches: Iterable[int],
@@ -449,4 +348,4 @@ def inference_sweep(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, 
 
 
 __all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "inference_sweep", "kv_cache_bytes",
-           "stage_weight_bytes", "weight_bytes", "workspace_bytes_per_sequence"]
+           "serving_layout", "stage_weight_bytes", "weight_bytes", "workspace_bytes_per_sequence"]
