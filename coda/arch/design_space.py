@@ -60,6 +60,27 @@ def _h(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def _axis_values(name: str, values: Any) -> tuple[Any, ...]:
+    """A design-space axis as a sorted tuple of distinct values: finite and positive, whole numbers
+    for integer axes, powers of two where the template needs them."""
+    if isinstance(values, (numbers.Real, str)) or values is None:
+        values = (values,)
+    values = tuple(values)
+    if not values:
+        raise ConfigError(f"DesignSpace.{name} is empty; give at least one value")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < float(v) < math.inf:
+            raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a finite positive "
+                              "number")
+        if name in _INT_DIMS and not float(v).is_integer():
+            raise ConfigError(f"DesignSpace.{name} contains {v!r}; use whole numbers")
+        if name in _POW2_DIMS and int(float(v)) & (int(float(v)) - 1):
+            lo = 1 << (int(float(v)).bit_length() - 1)
+            raise ConfigError(f"DesignSpace.{name} contains {v}, not a power of two; use {lo} or {2 * lo}")
+    cast = int if name in _INT_DIMS else float
+    return tuple(sorted({cast(v) for v in values}))
+
+
 @dataclass(frozen=True)
 class DesignSpace:
     """Ranges of the `Accelerator` template and the constraints a design must meet.
@@ -87,26 +108,15 @@ class DesignSpace:
     max_tdp_w: float | None = field(default=None, metadata=_h("TDP budget, W"))
 
     def __post_init__(self) -> None:
+        """Validate in steps: each axis's values, the budgets and fractions, the template's scalars."""
         for name in _DIMS:
             values = getattr(self, name)
             if name == "vc_lanes" and values is None:
                 continue
-            if isinstance(values, (numbers.Real, str)) or values is None:
-                values = (values,)
-            values = tuple(values)
-            if not values:
-                raise ConfigError(f"DesignSpace.{name} is empty; give at least one value")
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < float(v) < math.inf:
-                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; every value must be a finite positive "
-                                      "number")
-                if name in _INT_DIMS and not float(v).is_integer():
-                    raise ConfigError(f"DesignSpace.{name} contains {v!r}; use whole numbers")
-                if name in _POW2_DIMS and int(float(v)) & (int(float(v)) - 1):
-                    lo = 1 << (int(float(v)).bit_length() - 1)
-                    raise ConfigError(f"DesignSpace.{name} contains {v}, not a power of two; use {lo} or {2 * lo}")
-            cast = int if name in _INT_DIMS else float
-            object.__setattr__(self, name, tuple(sorted({cast(v) for v in values})))
+            object.__setattr__(self, name, _axis_values(name, values))
+        self._check_budgets()
+
+    def _check_budgets(self) -> None:
         # Budgets are finite: an infinite area budget times a zero fraction is NaN, which admits designs silently.
         for budget in ("max_area_mm2", "max_tdp_w"):
             v = getattr(self, budget)

@@ -114,6 +114,13 @@ def _at_least(flag: str, value: Any, low: float, what: str) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Every flag's range, before any work (one `ConfigError` naming the flag, its value and its range)."""
+    _check_scalars(args)
+    _check_lists(args)
+    _check_outputs(args)
+
+
+def _check_scalars(args: argparse.Namespace) -> None:
+    """Counts >= 1, budgets finite and positive, the area fraction in [0, 1], the ILP time >= 0."""
     for dest, flag, what in (("chips", "--chips", "chips per design"), ("global_batch", "--global-batch",
                              "sequences per step"), ("seq_len", "--seq-len", "tokens per sequence"),
                              ("top", "--top", "designs to list"), ("max_designs", "--max-designs",
@@ -131,6 +138,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-tdp-w {args.max_tdp_w} is out of range: the TDP budget must be a finite number "
                           "of W > 0 (or leave it out for no budget)")
     _at_least("--ilp-time-limit", args.ilp_time_limit, 0, "the ILP time per layer graph (seconds; 0: heuristic)")
+
+
+def _check_lists(args: argparse.Namespace) -> None:
+    """Lists not empty, their values >= 1, tensor-core sides powers of two."""
     for dest, flag in LIST_FLAGS.items():
         v = getattr(args, dest)
         if v is not None and dest != "gpu_reference" and len(v) == 0:
@@ -146,6 +157,10 @@ def _check_args(args: argparse.Namespace) -> None:
                 lo = 1 << (v.bit_length() - 1)
                 raise ConfigError(f"{flag} {v} is not a power of two: tensor-core sides must be powers of two "
                                   f"(PHAZE: 2..256); use {lo} or {2 * lo}")
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """The plot file (writable, an image suffix, matplotlib present) and the GPU reference rows."""
     if args.plot is not None:
         from coda.search import check_output_path
 

@@ -177,12 +177,26 @@ class ModelConfig:
     v_head_dim: int = field(default=0, metadata=_help("MLA: width of each value head, d_v"))
 
     def __post_init__(self) -> None:
+        """Validate in named steps: sizes, heads, options, layer lists, attention variants."""
+        self._check_sizes()
+        self._resolve_heads()
+        self._check_options()
+        for f, needs, what in (("full_attention_layers", self.sliding_window is not None, "sliding_window set"),
+                               ("dense_layers", self.n_experts > 1 and self.dense_ffn_hidden > 0,
+                                "an MoE model and dense_ffn_hidden > 0")):
+            self._check_layer_list(f, needs, what)
+        self._check_attention_variants()
+
+    def _check_sizes(self) -> None:
         if not isinstance(self.name, str):
             raise ConfigError(f"ModelConfig.name={self.name!r} must be a string")
         for f in SIZE_BOUNDS:
             problem = size_problem(f, getattr(self, f), optional=f in _OPTIONAL_SIZES)
             if problem:
                 raise ConfigError(f"{self.name}: {problem}")
+
+    def _resolve_heads(self) -> None:
+        """head_dim = hidden / n_heads and n_kv_heads = n_heads unless given; kv heads divide the heads."""
         if self.head_dim is None:
             if self.hidden % self.n_heads:
                 raise ConfigError(
@@ -197,6 +211,9 @@ class ModelConfig:
             raise ConfigError(f"{self.name}: n_kv_heads={self.n_kv_heads} must divide n_heads={self.n_heads}")
         if self.embed_dim == self.hidden:
             object.__setattr__(self, "embed_dim", None)
+
+    def _check_options(self) -> None:
+        """String options from their lists, booleans, shared experts only on MoE models."""
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
             if not isinstance(getattr(self, f), str) or getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
@@ -206,20 +223,23 @@ class ModelConfig:
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
-        for f, needs, what in (("full_attention_layers", self.sliding_window is not None, "sliding_window set"),
-                               ("dense_layers", self.n_experts > 1 and self.dense_ffn_hidden > 0,
-                                "an MoE model and dense_ffn_hidden > 0")):
-            layers = getattr(self, f)
-            if not isinstance(layers, (list, tuple)):
-                raise ConfigError(f"{self.name}: {f}={layers!r} must be a list of layer indices in "
-                                  f"[0, {self.n_layers})")
-            if isinstance(layers, list):
-                object.__setattr__(self, f, layers := tuple(layers))  # from JSON
-            if layers and (not needs or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)
-                           or list(layers) != sorted(set(layers)) or layers[0] < 0
-                           or layers[-1] >= self.n_layers or len(layers) == self.n_layers):
-                raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
-                                  f"[0, {self.n_layers}), not all of them, with {what}")
+
+    def _check_layer_list(self, f: str, needs: bool, what: str) -> None:
+        """A list of layer indices (full-attention or dense layers): increasing, in range, not all."""
+        layers = getattr(self, f)
+        if not isinstance(layers, (list, tuple)):
+            raise ConfigError(f"{self.name}: {f}={layers!r} must be a list of layer indices in "
+                              f"[0, {self.n_layers})")
+        if isinstance(layers, list):
+            object.__setattr__(self, f, layers := tuple(layers))  # from JSON
+        if layers and (not needs or any(isinstance(i, bool) or not isinstance(i, int) for i in layers)
+                       or list(layers) != sorted(set(layers)) or layers[0] < 0
+                       or layers[-1] >= self.n_layers or len(layers) == self.n_layers):
+            raise ConfigError(f"{self.name}: {f}={layers!r} must be increasing layer indices in "
+                              f"[0, {self.n_layers}), not all of them, with {what}")
+
+    def _check_attention_variants(self) -> None:
+        """Multi-head latent attention's sizes, sliding windows only causal, experts per token."""
         if self.mla and (not self.qk_rope_head_dim or not self.v_head_dim or self.n_kv_heads != self.n_heads):
             raise ConfigError(f"{self.name}: multi-head latent attention (kv_lora_rank={self.kv_lora_rank}) needs "
                               "qk_rope_head_dim, v_head_dim and n_kv_heads = n_heads")
