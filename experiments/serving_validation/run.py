@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,16 +36,18 @@ def main() -> None:
         for split, marker in (("development", "o"), ("held_out", "s")):
             t = table[(table["metric"] == metric) & (table["split"] == split)]
             if len(t):
-                ax.scatter(t["measured"], t["predicted"], marker=marker, label=split, alpha=0.8)
+                ax.scatter(t["measured"], t["predicted"], marker=marker, label=split, alpha=0.8, zorder=3)
         t = table[table["metric"] == metric]
         lo, hi = t[["measured", "predicted"]].min().min() / 1.5, t[["measured", "predicted"]].max().max() * 1.5
         ax.plot([lo, hi], [lo, hi], color="0.5", lw=0.8)
-        ax.fill_between([lo, hi], np.array([lo, hi]) * 0.8, np.array([lo, hi]) * 1.2, color="0.9", label="±20%")
+        band = np.array([lo, hi])
+        ax.fill_between(band, band * 0.8, band * 1.2, color="0.9", label="±20%", zorder=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(f"measured {label}")
         ax.set_ylabel(f"coda {label}")
         ax.legend(fontsize=8)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(alpha=0.3)
     fig.suptitle("serving on H100: NVIDIA NIM (closed loop, Llama-3.3-70B TP2) and TensorRT-LLM (offline, "
                  "Llama-3.1-8B / 3.3-70B / 3.1-405B)", fontsize=10)
