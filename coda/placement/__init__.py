@@ -2,6 +2,7 @@
 
     plan = coda.placement.Plan(tp=8, pp=16, dp=8, micro_batch=1, global_batch=1536, recompute="full",
                                schedule="interleaved", virtual_stages=2)
+    plan.layout                  # its parallel dimensions alone: a `Layout`, passed whole to costs and graphs
     result = coda.placement.evaluate(cfg, cluster, plan, seq_len=2048)
     best_plan, best, ranked = coda.placement.optimize(cfg, cluster, global_batch=1536, seq_len=2048)
 
@@ -22,8 +23,9 @@ from coda.models.config import ModelConfig
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, CostModel, Software
 from coda.placement.costs import IlpLayerTime, layer_profile, predictor_layer_time
 from coda.placement.dp import StageSplit, best_split, brute_force_split
+from coda.placement.layout import Layout, PipelineSchedule
 from coda.placement.memory import memory_frame
-from coda.placement.optimize import candidate_plans, optimize, search
+from coda.placement.optimize import candidate_plans, optimize, search_plans
 from coda.placement.phaze import phaze_baselines
 from coda.placement.plan import Plan, Recompute, Schedule, validate_plan
 from coda.placement.result import TrainingResult
@@ -38,9 +40,10 @@ def evaluate(cfg: ModelConfig, cluster: Cluster, plan: Plan, seq_len: int, dtype
 
 
 __all__ = [
-    "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Plan", "Recompute", "Schedule",
+    "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Layout", "PipelineSchedule", "Plan",
+    "Recompute", "Schedule",
     "Software", "StageSplit",
     "TrainingResult", "best_split", "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan",
-    "layer_profile", "memory_frame", "optimize", "phaze_baselines", "predictor_layer_time", "search",
+    "layer_profile", "memory_frame", "optimize", "phaze_baselines", "predictor_layer_time", "search_plans",
     "validate_plan",
 ]

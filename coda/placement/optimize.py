@@ -358,7 +358,8 @@ def _order(model: CostModel, plans: list[Plan]) -> tuple[list[tuple[float, Plan]
     return scored, mem_pruned, least_static
 
 
-def search(model: CostModel, n_devices: int, global_batch: int, **choices: Any) -> tuple[TrainingResult, pd.DataFrame]:
+def search_plans(model: CostModel, n_devices: int, global_batch: int,
+                 **choices: Any) -> tuple[TrainingResult, pd.DataFrame]:
     """Branch and bound over `candidate_plans` (module docstring); returns the best and the ranking.
 
     Feasibility is decided by the rules (`coda.placement.rules`) and the memory check of each
@@ -437,5 +438,5 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
     if too_many:
         raise ConfigError(too_many[0])
     model = CostModel(cfg, cluster, seq_len, dtype, software or Software(), layer_time)
-    best, df = search(model, n, global_batch, **choices)
+    best, df = search_plans(model, n, global_batch, **choices)
     return best.plan, best, df

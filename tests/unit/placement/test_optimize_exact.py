@@ -18,7 +18,7 @@ from coda.arch.clusters import cluster
 from coda.errors import InfeasibleDesign
 from coda.models.config import ModelConfig
 from coda.placement.chain import CostModel, Software
-from coda.placement.optimize import candidate_plans, search
+from coda.placement.optimize import candidate_plans, search_plans
 from coda.placement.pipeline import evaluate_split, stage_layers_from_bounds
 from coda.placement.plan import stage_layers_of
 
@@ -58,10 +58,9 @@ def brute_force(model, n, gb, **choices):
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
     L = model.cfg.n_layers
     for plan in candidate_plans(model.cfg, n, gb, max_tp, model.software.attention, **choices):
-        try:
-            terms = model.terms(plan)
-        except Exception:  # noqa: BLE001 - the builder rejects some (tp, SP) pairs, as in search
+        if model.graph_reasons(plan):  # the builder rejects some (tp, SP) pairs, as in search_plans
             continue
+        terms = model.terms(plan)
         if plan.schedule == "1f1b":
             splits = []
             for cuts in itertools.combinations(range(1, L + 2), plan.pp - 1):
@@ -77,7 +76,7 @@ def brute_force(model, n, gb, **choices):
 
 
 def check(seed, n, layers, heads, gb, limit_mb, unfused, pp, cp=None, ep=None):
-    """search() == brute force, with pp free (None) or fixed (so that the stage split matters),
+    """search_plans() == brute force, with pp free (None) or fixed (so that the stage split matters),
     and context / expert parallelism among the choices when `cp` / `ep` is given (an MoE model
     with 4 experts, top-2, for `ep`)."""
     choices = {} if pp is None else {"pp": pp}
@@ -96,9 +95,9 @@ def check(seed, n, layers, heads, gb, limit_mb, unfused, pp, cp=None, ep=None):
     want = brute_force(model, n, gb, **choices)
     if not math.isfinite(want):
         with pytest.raises(InfeasibleDesign):
-            search(model, n, gb, **choices)
+            search_plans(model, n, gb, **choices)
         return
-    best, df = search(model, n, gb, **choices)
+    best, df = search_plans(model, n, gb, **choices)
     assert best.step_time_s == pytest.approx(want, rel=1e-9)
     assert best.fits and best.peak_memory_bytes <= limit_mb * 2**20 * (1 + 1e-12)
     assert df["step_s"].iloc[0] == pytest.approx(want, rel=1e-9)
