@@ -127,7 +127,7 @@ def test_user_calibration_from_the_environment(tmp_path, monkeypatch, caplog):
     op = O.softmax(64, 1024, "fp16")
     base = GPUTileModel.default().predict([op], "a100-sxm4-80gb")[0]
     monkeypatch.setenv(CALIBRATION_ENV, str(path))
-    with caplog.at_level(logging.WARNING, logger="coda.predictor.gpu_tiles"):
+    with caplog.at_level(logging.WARNING, logger="coda.predictor.gpu_calibration"):
         model = GPUTileModel.default()
     assert f"user GPU tile calibration {path}" in caplog.text
     assert model.calibration == slow and model is GPUTileModel.default()
