@@ -25,6 +25,7 @@ from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
 from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
+from coda.units import GiB
 
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
@@ -104,7 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     if ranked is not None:
         print()
         a = ranked.attrs
-        print_table(ranked.drop(columns=["stage_layers"]).head(args.top),
+        shown = ranked.drop(columns=["stage_layers"]).head(args.top)
+        shown = shown.assign(peak_memory_bytes=shown["peak_memory_bytes"] / GiB).rename(
+            columns={"peak_memory_bytes": "peak_memory_GiB"})  # SI in the frame, GiB on screen
+        print_table(shown,
                     title=f"top {args.top} of {a['evaluated']} evaluated plans ({a['candidates']} candidates, "
                           f"{a['pruned_by_bound']} pruned by bound, {a['pruned_by_memory']} by memory, "
                           f"{a['seconds']:.2f} s)")

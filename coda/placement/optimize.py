@@ -35,6 +35,7 @@ import pandas as pd
 from coda.arch.clusters import Cluster
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
+from coda.objectives import objective as as_objective
 from coda.placement import rules as R
 from coda.placement.chain import CostModel, Software, collective_cost
 from coda.placement.dp import best_split
@@ -50,9 +51,10 @@ from coda.placement.plan import (
 )
 from coda.placement.result import TrainingResult, make_result
 from coda.placement.rules import plan_reasons
-from coda.units import GiB, fmt_bytes
+from coda.units import fmt_bytes
 
-OBJECTIVES = ("throughput",)
+OBJECTIVES = ("tokens_per_s",)
+"""What `optimize` can rank by (`coda.objectives`; ``throughput`` is an alias of ``tokens_per_s``)."""
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
            "stage_layers", "cp", "ep")
 MAX_MICRO_BATCH = 16
@@ -308,7 +310,7 @@ def _row(r: TrainingResult) -> dict[str, Any]:
     return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, ep=p.ep, micro_batch=p.micro_batch, recompute=p.recompute,
                 sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
                 zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
-                tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_GiB=r.peak_memory_bytes / GiB)
+                tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_bytes=float(r.peak_memory_bytes))
 
 
 def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int]:
@@ -396,7 +398,7 @@ def search_plans(model: CostModel, n_devices: int, global_batch: int,
 
 
 def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_len: int, n_devices: int | None = None,
-             objective: str = "throughput", dtype: str = "bf16", software: Software | None = None,
+             objective: str = "tokens_per_s", dtype: str = "bf16", software: Software | None = None,
              layer_time: Any = None, **choices: Any) -> tuple[Plan, TrainingResult, pd.DataFrame]:
     """The plan with the highest training throughput that fits in memory.
 
@@ -406,7 +408,7 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
         global_batch: sequences per optimizer step.
         seq_len: tokens per sequence.
         n_devices: devices to use (default: all of the cluster's).
-        objective: ``throughput`` (tokens/s; with fixed devices and batch, the shortest step).
+        objective: ``tokens_per_s`` (alias ``throughput``; with fixed devices and batch, the shortest step).
         dtype: element type of weights and activations.
         software: framework behaviour (`Software`), default FlashAttention + overlapped DP.
         layer_time: layer timer override (see `costs`).
@@ -421,8 +423,7 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
         InfeasibleDesign: no plan fits (with the memory it would need).
         ConfigError: unknown objective or choice.
     """
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+    as_objective(objective, OBJECTIVES)
     if isinstance(cfg, str):
         from coda.models import get
 

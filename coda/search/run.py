@@ -48,6 +48,7 @@ from coda.arch.clusters import cluster, preset_description
 from coda.arch.design_space import DesignSpace
 from coda.errors import CodaError, ConfigError
 from coda.models.config import ModelConfig
+from coda.objectives import objective as as_objective
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
 from coda.search.design_eval import (
     CLUSTER_PRESET,
@@ -87,6 +88,7 @@ from coda.search.store import ResultStore, cost_model_digest, result_key
 log = logging.getLogger(__name__)
 
 OBJECTIVES = ("tokens_per_s_per_w", "tokens_per_s")
+"""What the design search can rank by (`coda.objectives`)."""
 EXECUTORS = ("inline", "process", "ray")
 
 
@@ -141,8 +143,7 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
     n_chips = _positive_int("n_chips", n_chips)
     global_batch = _positive_int("global_batch", global_batch)
     seq_len = _positive_int("seq_len", seq_len)
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"search: unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+    objective = as_objective(objective, OBJECTIVES, "search: objective")
     if max_designs is not None:
         max_designs = _positive_int("max_designs", max_designs)
     if executor not in EXECUTORS:
