@@ -3,7 +3,8 @@
 from coda.arch.accelerators import Accelerator, tpuv4_like
 from coda.arch.clusters import Cluster, Level, cluster, list_clusters
 from coda.arch.design_space import DesignSpace
+from coda.arch.device import Device
 from coda.arch.gpus import GPU, gpu, list_gpus
 
-__all__ = ["GPU", "Accelerator", "Cluster", "DesignSpace", "Level", "cluster", "gpu", "list_clusters", "list_gpus",
-           "tpuv4_like"]
+__all__ = ["GPU", "Accelerator", "Cluster", "DesignSpace", "Device", "Level", "cluster", "gpu", "list_clusters",
+           "list_gpus", "tpuv4_like"]

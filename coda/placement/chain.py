@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from coda.arch.clusters import Cluster, CollectiveCost
+from coda.arch.device import Device
 from coda.caches import memoize
 from coda.errors import ConfigError
 from coda.models.builder import activation_dtype
@@ -168,7 +169,8 @@ class CostModel:
             object.__setattr__(self, "layer_time", C.default_layer_time(self.cluster.device))
 
     @property
-    def device(self) -> Any:
+    def device(self) -> Device:
+        """The cluster's device (`__post_init__` refused a bare name)."""
         return self.cluster.device
 
     @property

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from coda.arch.device import Device
 from coda.caches import lru
 from coda.errors import ConfigError
 from coda.models.builder import build
@@ -115,7 +116,7 @@ def default_layer_time(device: Any) -> LayerTimer:
     return predictor_layer_time
 
 
-def device_memory_bytes(device: Any) -> float:
+def device_memory_bytes(device: Device) -> float:
     """HBM capacity of a GPU or an Accelerator."""
     mem = getattr(device, "hbm_bytes", None)
     if mem is None:
@@ -124,7 +125,7 @@ def device_memory_bytes(device: Any) -> float:
     return float(mem)
 
 
-def device_peak_flops(device: Any, dtype: str) -> float:
+def device_peak_flops(device: Device, dtype: str) -> float:
     """Dense peak FLOP/s of the device for `dtype` (GPU: tensor cores, else CUDA cores for fp32)."""
     from coda.arch.gpus import GPU
 
