@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from coda.errors import CodaError, InfeasibleDesign
+from coda.errors import InfeasibleDesign
 from coda.placement.chain import CostModel
 from coda.placement.plan import Plan
 from coda.placement.result import TrainingResult
+from coda.placement.rules import plan_reasons
 from coda.units import GiB, fmt_bytes
 
 
@@ -30,11 +31,8 @@ def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> lis
     """Single changes that reduce memory, on the same devices."""
     out: list[tuple[str, Plan]] = []
 
-    def add(label: str, **kw: object) -> None:
-        try:
-            out.append((label, plan.replace(stage_layers=None, **kw)))
-        except CodaError:
-            pass
+    def add(label: str, **kw: object) -> None:  # each change keeps a valid layout (pp and tp only grow)
+        out.append((label, plan.replace(stage_layers=None, **kw)))
 
     if plan.recompute != "full":
         add("recompute='full'", recompute="full")
@@ -77,10 +75,9 @@ def memory_error(model: CostModel, result: TrainingResult, n_devices: int) -> In
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
     for label, variant in _variants(plan.replace(stage_layers=None), model.cfg.n_layers, max_tp,
                                     model.cfg.n_experts):
-        try:
-            r = evaluate_plan(model, variant, n_devices, check_memory=False)
-        except CodaError:
-            continue
+        if plan_reasons(variant, model.cfg, n_devices) or model.graph_reasons(variant):
+            continue  # the rules refuse it (e.g. ep not dividing the stage, tokens not split by tp)
+        r = evaluate_plan(model, variant, n_devices, check_memory=False)
         if r.fits:
             fits.append((r.step_time_s, label, r.peak_memory_bytes))
     if fits:

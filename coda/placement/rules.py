@@ -339,8 +339,8 @@ def sp_divides_tokens(tp: int, sequence_parallel: bool, micro_batch: int, seq_le
     """Sequence parallelism splits a micro-batch's tokens on one device, b * s/cp, over the tp devices."""
     tokens = micro_batch * (seq_len // cp)
     if sequence_parallel and tp > 1 and tokens % tp:
-        return [f"sequence parallelism needs tp={tp} to divide the {tokens} tokens of a micro-batch "
-                f"(micro_batch * seq_len/cp = {micro_batch} * {seq_len}/{cp})"]
+        return [f"sequence parallelism needs tp={tp} to divide the micro-batch's {tokens} tokens per device "
+                f"(micro_batch * seq_len/cp = {micro_batch} * {seq_len}/{cp}); turn it off or change micro_batch"]
     return []
 
 

@@ -22,20 +22,17 @@ def evaluate_plan(model: CostModel, plan: Plan, n_devices: int | None = None,
     Raises:
         InfeasibleDesign: the plan does not match the model or device count (with the nearest
             valid choices), or does not fit in memory (with what it needs and what would fit).
-        ConfigError: sizes the graph builder rejects (e.g. tokens not divisible by tp with SP).
+        InfeasibleDesign: also sizes the graph builder would reject at this sequence length
+            (`rules.graph_reasons`: tokens not divisible by tp with SP, seq_len not split by 2*cp).
     """
     n = model.cluster.n_devices if n_devices is None else n_devices
     if n > model.cluster.n_devices:
         raise InfeasibleDesign(f"{n} devices requested but cluster {model.cluster.name!r} has "
                                f"{model.cluster.n_devices}; build a larger cluster")
     validate_plan(plan, model.cfg, n)
-    tokens = plan.micro_batch * (model.seq_len // plan.cp)
-    if plan.sequence_parallel and tokens % plan.tp:
-        raise InfeasibleDesign(f"sequence parallelism needs tp={plan.tp} to divide the micro-batch's "
-                               f"{tokens} tokens per device; turn it off or change micro_batch")
-    if plan.cp > 1 and model.seq_len % (2 * plan.cp):
-        raise InfeasibleDesign(f"context parallelism splits each sequence into 2*cp = {2 * plan.cp} chunks; "
-                               f"seq_len={model.seq_len} is not a multiple of {2 * plan.cp}")
+    reasons = model.graph_reasons(plan)  # sequence and context parallelism against this sequence length
+    if reasons:
+        raise InfeasibleDesign("; ".join(reasons))
     terms = model.terms(plan)
     pr = evaluate_split(terms, plan, stage_layers_of(plan, model.cfg.n_layers))
     result = make_result(model, plan, pr)
