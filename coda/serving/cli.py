@@ -42,9 +42,14 @@ SIM_ONLY = ("prompt_dist", "output_dist", "arrival", "cv", "seed", "duration", "
 """Flags (dests) that shape a generated trace; `--trace` refuses them."""
 
 
+def _show(v: float) -> str:
+    """`1048576` rather than `1.04858e+06` for a whole bound; `0.5` as it is."""
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
 def _number(lo: float, hi: float, unit: str, integer: bool = False, lo_open: bool = True) -> Any:
     """A `type=` for a finite number in (lo, hi] (or [lo, hi]), message naming the value and range."""
-    span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}] {unit}"
+    span = f"{'(' if lo_open else '['}{_show(lo)}, {_show(hi)}] {unit}".rstrip()
 
     def parse(text: str) -> float | int:
         try:

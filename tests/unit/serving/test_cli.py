@@ -104,7 +104,7 @@ def test_closed_loop(capsys):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--qps", "0", "--prompt-len", "1", "--output-len", "1"], "--qps: '0' is outside (0, 1e+06] requests/s"),
+    (["--qps", "0", "--prompt-len", "1", "--output-len", "1"], "--qps: '0' is outside (0, 1000000] requests/s"),
     (["--qps", "nan"], "--qps: 'nan' is outside"),
     (["--qps", "1", "--trace", "x.csv"], "not allowed with argument"),
     (["--qps", "1", "--prompt-dist", "uniform:5"], "is not a length distribution"),

@@ -133,3 +133,17 @@ def test_long_stretches_beyond_the_probe_change_nothing(llama70, h100x8, kind):
     np.testing.assert_allclose(a.requests[cols].to_numpy(float), b.requests[cols].to_numpy(float), rtol=1e-9,
                                atol=1e-9)
     assert len(a.tbt) == len(b.tbt)
+
+
+def test_serving_report_sections(monkeypatch):
+    """`coda validate serving`'s sections (on the three concurrency-1 points, to stay quick)."""
+    import coda.serving.validation as v
+
+    few = load_points()
+    few = few[few["id"].isin(["nim-01", "nim-02", "nim-03"])]
+    monkeypatch.setattr(v, "load_points", lambda path=None: few)
+    sections = v.serving_report()
+    assert [t for t, _ in sections][-1] == "summary"
+    table, summary = sections[0][1], sections[1][1]
+    assert len(table) == 3 and {"measured", "predicted", "error"} <= set(table.columns)
+    assert summary["points"].sum() == 3
