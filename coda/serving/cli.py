@@ -1,10 +1,10 @@
-"""`coda serve --trace FILE | --qps R ...`: the iteration-level serving simulation from the shell.
+"""`coda serve --trace FILE | --qps R | --concurrency N ...`: the serving simulation from the shell.
 
     coda serve --model llama2-70b --cluster dgx-h100 --devices 8 --tp 4 --qps 8 \\
         --prompt-dist uniform:64:2048 --output-dist uniform:16:512 --scheduler sarathi --chunk 512 \\
         --duration 600 --slo-ttft-p99-s 2 --slo-tbt-p99-s 0.1 --plot serve.png
 
-`coda serve` keeps its static mode; `--trace` or `--qps` selects this one. `add_simulation_flags`
+`coda serve` keeps its static mode; `--trace`, `--qps` or `--concurrency` selects this one. `add_simulation_flags`
 adds the simulation's flags to the `serve` parser (which already has --model, --cluster,
 --devices, --device, --tp, --pp, --ep, --dtype, --prompt-len, --output-len, --plot and --json);
 `simulating(args)` says whether to run `run_simulation(args)`. Every flag is checked where it
@@ -38,8 +38,8 @@ DEFAULT_DURATION_S = 600.0
 MAX_QPS = 1e6
 MAX_DURATION_S = 1e7
 DTYPES = ("bf16", "fp16", "fp8")
-SIM_ONLY = ("prompt_dist", "output_dist", "arrival", "cv", "seed", "duration", "concurrency")
-"""Flags (dests) that shape a generated trace; `--trace` refuses them."""
+CLOSED_LOOP_REQUESTS_PER_CLIENT = 10
+"""A closed loop's default request count per client (`--requests`)."""
 
 
 def _show(v: float) -> str:
@@ -104,14 +104,14 @@ lengths_spec.__name__ = "length distribution"
 
 def add_simulation_flags(parser: argparse.ArgumentParser) -> None:
     """Add the simulation's flags to `parser` (the `serve` subcommand's; module docstring)."""
-    g = parser.add_argument_group("serving simulation (selected by --trace or --qps)")
+    g = parser.add_argument_group("serving simulation (selected by --trace, --qps or --concurrency)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--trace", metavar="FILE", default=None,
                      help="simulate this trace: a CSV or JSON of arrival_s, prompt_tokens, output_tokens per request "
-                          "(default: none, static mode unless --qps)")
+                          "(default: none, static mode unless --qps or --concurrency)")
     src.add_argument("--qps", type=_number(0, MAX_QPS, "requests/s"), default=None,
-                     help="simulate generated arrivals at this rate, requests/s in (0, 1e6] (default: none, static "
-                          "mode unless --trace)")
+                     help="simulate generated arrivals at this rate, requests/s in (0, 1000000] (default: none, "
+                          "static mode unless --trace or --concurrency)")
     g.add_argument("--duration", type=_number(0, MAX_DURATION_S, "s"), default=None,
                    help=f"seconds of arrivals: --qps generates round(qps x duration) requests; with --trace only "
                         f"requests arriving before it (default: {DEFAULT_DURATION_S:g} s with --qps, the whole trace)")
@@ -128,9 +128,13 @@ def add_simulation_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=_number(0, 2**63 - 1, "", integer=True, lo_open=False), default=None,
                    help="seed of the generated trace, an integer >= 0 (default: 0)")
     g.add_argument("--concurrency", type=_number(0, MAX_REQUESTS, "clients", integer=True), default=None,
-                   help="a closed loop of this many clients, each sending its next request when the last one is "
-                        "answered, instead of arrivals at --qps (needs --qps for the request count x duration or "
-                        "--trace for the lengths) (default: none, open loop)")
+                   help="simulate a closed loop of this many clients, each sending its next request when its last "
+                        "one is answered (as genai-perf or `vllm bench serve --max-concurrency`); instead of --qps, "
+                        "or with --trace for its lengths (default: none, open loop)")
+    g.add_argument("--requests", type=_number(0, MAX_REQUESTS, "requests", integer=True), default=None,
+                   help=f"requests to simulate: generated ones with --qps or --concurrency, or the trace's first "
+                        f"(default: round(qps x duration) with --qps, {CLOSED_LOOP_REQUESTS_PER_CLIENT} per client "
+                        "with --concurrency, the whole trace)")
     g.add_argument("--scheduler", choices=[k.value for k in SchedulerKind], default=SchedulerKind.SARATHI.value,
                    help="batching policy: static, orca (iteration-level, whole prefills), vllm (paged KV, "
                         "preemption), sarathi (chunked prefills, decodes first) (default: sarathi)")
@@ -159,8 +163,8 @@ def add_simulation_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def simulating(args: argparse.Namespace) -> bool:
-    """Whether the parsed `serve` flags ask for the simulation (`--trace` or `--qps`)."""
-    return getattr(args, "trace", None) is not None or getattr(args, "qps", None) is not None
+    """Whether the parsed `serve` flags ask for the simulation (`--trace`, `--qps` or `--concurrency`)."""
+    return any(getattr(args, k, None) is not None for k in ("trace", "qps", "concurrency"))
 
 
 def _refuse(args: argparse.Namespace, dests: tuple[str, ...], why: str) -> None:
@@ -187,6 +191,9 @@ def _trace(args: argparse.Namespace, cfg: Any) -> Trace:
         _refuse(args, ("prompt_len", "output_len", "prompt_dist", "output_dist", "arrival", "cv", "seed"),
                 "the trace gives the lengths and arrivals; leave it out with --trace")
         tr = load_trace(args.trace, cfg)
+        if args.requests is not None:
+            tr = Trace(tr.arrival_s[:args.requests], tr.prompt_tokens[:args.requests],
+                       tr.output_tokens[:args.requests], source=tr.source)
         if args.duration is not None:
             keep = tr.arrival_s < args.duration
             if not keep.any():
@@ -197,8 +204,19 @@ def _trace(args: argparse.Namespace, cfg: Any) -> Trace:
     prompt, output = _lengths(args, "prompt"), _lengths(args, "output")
     if args.cv is not None and args.arrival != "gamma":
         raise ConfigError(f"--cv {args.cv:g} shapes gamma arrivals; add --arrival gamma or leave --cv out")
+    if args.qps is None:  # a closed loop: the arrival times come from the loop
+        _refuse(args, ("duration", "arrival", "cv"), "a closed loop (--concurrency) sets its own arrivals; bound "
+                "it with --requests")
+        n = args.requests or CLOSED_LOOP_REQUESTS_PER_CLIENT * args.concurrency
+        if n > MAX_REQUESTS:
+            raise ConfigError(f"--concurrency {args.concurrency} x {CLOSED_LOOP_REQUESTS_PER_CLIENT} = {n} requests "
+                              f"exceed {MAX_REQUESTS}; give --requests")
+        return generate(n, 1.0, prompt, output, seed=args.seed or 0, model=cfg)
+    if args.requests is not None and args.duration is not None:
+        raise ConfigError(f"--requests {args.requests} and --duration {args.duration:g}: give one (the request count "
+                          "of --qps is round(qps x duration))")
     duration = DEFAULT_DURATION_S if args.duration is None else args.duration
-    n = max(1, int(round(args.qps * duration)))
+    n = args.requests or max(1, int(round(args.qps * duration)))
     if n > MAX_REQUESTS:
         raise ConfigError(f"--qps {args.qps:g} x --duration {duration:g} s = {n} requests exceed {MAX_REQUESTS}; "
                           "shorten the duration")
@@ -253,8 +271,9 @@ def run_simulation(args: argparse.Namespace) -> int:
     if getattr(args, "batch", None) is not None:
         raise ConfigError("--batch is the static mode's; the simulation batches by --scheduler (bound it with "
                           "--max-batch) -- leave --batch out with --trace or --qps")
-    if args.concurrency is not None and args.trace is None and args.qps is None:
-        raise ConfigError("--concurrency needs --qps (with --duration: the request count) or --trace")
+    if args.concurrency is not None and args.qps is not None:
+        raise ConfigError(f"--qps {args.qps:g} and --concurrency {args.concurrency}: a closed loop of clients sets "
+                          "its own arrival rate; give one")
     if args.plot:
         from coda.plotting import pyplot
 

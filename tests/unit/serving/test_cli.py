@@ -56,6 +56,7 @@ def _run(argv, capsys):
 def test_simulating_selects_the_mode():
     p = _parser()
     assert simulating(p.parse_args(SMALL + ["--qps", "2", "--prompt-len", "100", "--output-len", "10"]))
+    assert simulating(p.parse_args(SMALL + ["--concurrency", "2", "--prompt-len", "100", "--output-len", "10"]))
     assert not simulating(p.parse_args(SMALL + ["--batch", "8", "--prompt-len", "100", "--output-len", "10"]))
 
 
@@ -97,10 +98,15 @@ def test_trace_file_and_duration(tmp_path, capsys):
 
 
 def test_closed_loop(capsys):
-    code, out, err = _run(SMALL + ["--qps", "1", "--duration", "12", "--prompt-len", "300", "--output-len", "10",
-                                   "--concurrency", "3", "--json"], capsys)
+    code, out, err = _run(SMALL + ["--concurrency", "3", "--prompt-len", "300", "--output-len", "10", "--json"],
+                          capsys)
     assert code == 0, err
-    assert json.loads(out)["concurrency"] == 3
+    data = json.loads(out)
+    assert data["concurrency"] == 3 and data["requests"] == 30  # 10 per client by default
+    code, out, err = _run(SMALL + ["--concurrency", "2", "--requests", "7", "--prompt-dist", "uniform:10:90",
+                                   "--output-len", "4", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["requests"] == 7
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -129,6 +135,9 @@ def test_bad_flags_fail_at_parse_time(capsys, extra, needle):
     (["--qps", "1", "--batch", "8", "--prompt-len", "4", "--output-len", "4"], "--batch is the static mode's"),
     (["--qps", "1", "--prompt-len", "4", "--output-len", "4", "--cv", "2"], "add --arrival gamma"),
     (["--trace", "/no/such.csv"], "no such file"),
+    (["--qps", "1", "--concurrency", "4", "--prompt-len", "4", "--output-len", "4"], "give one"),
+    (["--concurrency", "4", "--duration", "9", "--prompt-len", "4", "--output-len", "4"], "bound it with --requests"),
+    (["--qps", "1", "--requests", "4", "--duration", "9", "--prompt-len", "4", "--output-len", "4"], "give one"),
     (["--qps", "1", "--prompt-len", "5000", "--output-len", "4"], "exceeds llama2-7b's context"),
     (["--qps", "1", "--prompt-len", "4", "--output-len", "4", "--tp", "3"], "tp"),
     (["--qps", "1", "--prompt-len", "4", "--output-len", "4", "--replicas", "2"], "replicas=2"),
