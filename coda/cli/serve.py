@@ -23,6 +23,7 @@ from coda.errors import ConfigError
 from coda.evaluate.inference import MAX_BATCH
 from coda.models.config import MAX_SEQ_LEN
 from coda.plotting import pyplot
+from coda.serving.cli import add_simulation_flags, run_simulation, simulating
 from coda.units import GiB
 
 DTYPES = ("bf16", "fp16", "fp8")
@@ -88,6 +89,12 @@ def _run(args: argparse.Namespace) -> int:
     from coda.evaluate.inference import inference
     from coda.models import get
 
+    if simulating(args):
+        return run_simulation(args)
+    for flag in ("batch", "prompt_len", "output_len"):
+        if getattr(args, flag) is None:
+            raise ConfigError(f"--{flag.replace('_', '-')} is required for a static batch (or give --trace, --qps "
+                              "or --concurrency to simulate serving)")
     if args.plot:
         pyplot("--plot")  # matplotlib is there before the work
     cfg = get(args.model)
@@ -115,8 +122,10 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     devices = int_range(1, MAX_DEVICES, " (devices in the largest cluster modelled)")
     tokens = int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)")
-    p = sub.add_parser("serve", help="TTFT, TPOT, tokens/s and memory of serving a static batch",
-                       description="Evaluate static-batched inference of a model on a cluster.")
+    p = sub.add_parser("serve", help="serving: a static batch (TTFT, TPOT, tokens/s, memory), or a simulation of "
+                       "requests under load (--trace, --qps or --concurrency)",
+                       description="Evaluate static-batched inference of a model on a cluster, or simulate serving "
+                                   "a request trace with iteration-level batching (docs/serving.md).")
     p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
     p.add_argument("--cluster", required=True, type=text("cluster"), help="cluster preset: dgx-a100, dgx-h100, "
                    "vidur-a100, vidur-h100 (`coda hardware clusters`) (required)")
@@ -124,13 +133,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    f"rest replicas; at most 2^20 = {MAX_DEVICES} (required)")
     p.add_argument("--device", type=text("device"), default=None,
                    help="replace the cluster's device: a GPU preset name (default: the cluster's)")
-    p.add_argument("--batch", type=int_list(1, MAX_BATCH, " (sequences)"), required=True,
+    p.add_argument("--batch", type=int_list(1, MAX_BATCH, " (sequences)"), default=None,
                    help="sequences served together; a list such as 1,8,32,128 prints the latency-throughput sweep "
-                        "(required)")
-    p.add_argument("--prompt-len", dest="prompt_len", type=tokens, required=True,
-                   help="input tokens per sequence (required)")
-    p.add_argument("--output-len", dest="output_len", type=tokens, required=True,
-                   help="generated tokens per sequence (required)")
+                        "(required in the static mode; default: none)")
+    p.add_argument("--prompt-len", dest="prompt_len", type=tokens, default=None,
+                   help="input tokens per sequence (required in the static mode and with --qps unless --prompt-dist; "
+                        "default: none)")
+    p.add_argument("--output-len", dest="output_len", type=tokens, default=None,
+                   help="generated tokens per sequence (required in the static mode and with --qps unless "
+                        "--output-dist; default: none)")
     p.add_argument("--tp", type=devices, default=1, help="tensor-parallel width, devices (default: 1)")
     p.add_argument("--pp", type=devices, default=1, help="pipeline stages; the batch runs as min(pp, batch) "
                    "micro-batches (default: 1)")
@@ -139,6 +150,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="bf16",
                    help="weights, activations and KV cache (default: bf16)")
     p.add_argument("--plot", metavar="OUT.png", type=output_file(PLOT_SUFFIXES), default=None,
-                   help="write tokens/s per device against TPOT over the batches, needs matplotlib (default: none)")
+                   help="write tokens/s per device against TPOT over the batches, or with --trace/--qps the latency "
+                        "CDFs and batch size and KV use over time; needs matplotlib (default: none)")
     p.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
+    add_simulation_flags(p)
     p.set_defaults(handler=_run)

@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     "training": "coda.evaluate.training_validation:training_report",
     "inference": "coda.evaluate.inference_validation:inference_report",
     "accelerator": "coda.evaluate.accelerator_validation:accelerator_report",
+    "serving": "coda.serving.validation:serving_report",
     "acceptance": "coda.evaluate.acceptance:acceptance_report",
 }
 
