@@ -6,6 +6,11 @@ Capacities use binary prefixes (KiB = 1024 B); rates and counts use decimal SI p
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
 KiB = 1024
 MiB = 1024**2
 GiB = 1024**3
@@ -69,3 +74,14 @@ def fmt_count(value: float, digits: int = 4) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.{digits}g}{suffix}"
     return f"{value:.{digits}g}"
+
+
+def markdown_table(df: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4g}") -> str:
+    """A GitHub-flavoured Markdown table of `df` (a bold title line above it), floats as `floatfmt`."""
+    def cell(v: Any) -> str:
+        return floatfmt.format(v) if isinstance(v, float) else str(v).replace("|", "\\|")
+
+    lines = [f"**{title}**", ""] if title else []
+    lines += ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)

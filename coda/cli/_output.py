@@ -29,17 +29,6 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def markdown_table(df: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4g}") -> str:
-    """A GitHub-flavoured markdown table (bold title line above it), floats as in `print_table`."""
-    def cell(v: Any) -> str:
-        return floatfmt.format(v) if isinstance(v, float) else str(v).replace("|", "\\|")
-
-    lines = [f"**{title}**", ""] if title else []
-    lines += ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def print_table(df: pd.DataFrame, title: str | None = None, floatfmt: str = "{:.4g}") -> None:
     """A plain-text table with an optional title line."""
     if title:

@@ -138,6 +138,9 @@ def _check_scalars(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-tdp-w {args.max_tdp_w} is out of range: the TDP budget must be a finite number "
                           "of W > 0 (or leave it out for no budget)")
     _at_least("--ilp-time-limit", args.ilp_time_limit, 0, "the ILP time per layer graph (seconds; 0: heuristic)")
+    if not (math.isfinite(args.tie_tol) and 0 <= args.tie_tol < 1):
+        raise ConfigError(f"--tie-tol {args.tie_tol} is out of range: the near-tie tolerance must lie in [0, 1) "
+                          "(default 0.02)")
 
 
 def _check_lists(args: argparse.Namespace) -> None:
@@ -204,7 +207,7 @@ def _run(args: argparse.Namespace) -> int:
             result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len,
                             objective=args.objective, store=args.store, max_designs=args.max_designs,
                             progress=progress, layer_time=timer, executor=args.executor, workers=args.workers,
-                            prune=not args.pareto, choices=_choices(args))
+                            prune=not args.pareto, choices=_choices(args), tie_tol=args.tie_tol)
         except SearchInterrupted as stop:
             return _interrupted(stop)
         except KeyboardInterrupt as err:  # before the first design: nothing was evaluated
@@ -234,7 +237,8 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_fr
                         reference=result.reference.to_dict(), gpu_references=gpus.to_dict(orient="records"),
                         pareto=None if front is None else front.to_dict(orient="records"),
                         infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
-                        .to_dict(orient="records"), shortfall=short, summary=summary))
+                        .to_dict(orient="records"), near_ties=result.near_ties()["name"].tolist(),
+                        tie_tol=result.tie_tol, shortfall=short, summary=summary))
         return 0
     c = result.counts()
     print(f"designs {c['designs']}: evaluated {c['evaluated']}, cached {c['cached']}, pruned by bound "
@@ -337,6 +341,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar on stderr (default: on when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables (default: tables)")
+    p.add_argument("--tie-tol", dest="tie_tol", type=float, default=0.02,
+                   help="relative tolerance of the near ties reported with the best design: every design within it "
+                        "is evaluated, never pruned, fraction in [0, 1) (default 0.02)")
     p.add_argument("--pareto", action="store_true",
                    help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front (default: "
                         "off, bound-pruned)")

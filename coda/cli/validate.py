@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from coda.cli._args import stderr_is_terminal
-from coda.cli._output import markdown_table, print_json, print_table
+from coda.cli._output import print_json, print_table
+from coda.units import markdown_table
 
 # name -> "module:function"; the function takes no arguments and returns [(title, DataFrame)].
 TARGETS: dict[str, str] = {

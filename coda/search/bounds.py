@@ -77,3 +77,16 @@ def objective_bound(objective: str, peak_flops: float, vector_flops: float, tdp_
     """Upper bound on `objective` (``tokens_per_s``, or ``tokens_per_s_per_w`` per cluster watt)."""
     bound = tokens_per_s_bound(peak_flops, vector_flops, n_chips, fpt)
     return bound if objective == "tokens_per_s" else bound / (n_chips * tdp_w)
+
+
+DEFAULT_TIE_TOL = 0.02
+"""Relative tolerance of the near ties a search reports: designs within 2% of the best. The ILP
+and predictor timers differ by 1-2% on the same design, so a single best point is not the answer."""
+
+
+def pruned(bound: float, best: float, tie_tol: float = DEFAULT_TIE_TOL) -> bool:
+    """Whether a design with objective upper bound `bound` can be skipped when the best objective so
+    far is `best`: its bound is below `best * (1 - tie_tol)`, so it can neither beat the best nor
+    come within `tie_tol` of it (objectives are positive). With nothing evaluated yet, nothing is
+    pruned. The one pruning rule of the visit, its replay and the read-only store check."""
+    return best > float("-inf") and bound < best * (1.0 - tie_tol)

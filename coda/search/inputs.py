@@ -11,6 +11,7 @@ import numpy as np
 from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.placement.optimize import CHOICES, check_choices
+from coda.search.bounds import pruned
 from coda.search.store import ResultStore
 
 DEFAULT_CHOICES: dict[str, Any] = {
@@ -72,12 +73,12 @@ def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
 
 
 def _refuse_read_only(db: ResultStore, ref_key: str, keys: list[str], bounds: list[float], objective: str,
-                      prune: bool) -> None:
+                      prune: bool, tie_tol: float) -> None:
     """Replay the inline visit on stored rows only; refuse, before any work, if it meets a design not stored."""
     missing = None if ref_key in db else "the TPUv4-like reference"
     best = -math.inf
     for key, bound in zip(keys, bounds):
-        if missing is not None or (prune and bound < best):
+        if missing is not None or (prune and pruned(bound, best, tie_tol)):
             break
         row = db.get(key)
         if row is None:

@@ -30,6 +30,8 @@ class SearchResult:
         seconds: wall time of the call.
         n_speculative: designs evaluated and stored but left out of the frame (see the module doc).
         model: the model's name; n_chips: chips per design.
+        tie_tol: the relative tolerance within which every design of the space is in the frame
+            (`near_ties`).
     """
 
     frame: pd.DataFrame
@@ -47,6 +49,7 @@ class SearchResult:
     n_speculative: int = 0
     model: str = ""
     n_chips: int = 0
+    tie_tol: float = 0.0
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
@@ -63,6 +66,25 @@ class SearchResult:
         ref = self.reference.to_frame().T
         ref.insert(0, "rank", ["ref"])
         return pd.concat([ok, ref], ignore_index=True)
+
+    def near_ties(self) -> pd.DataFrame:
+        """The feasible designs within `tie_tol` of the best (the best first): the answer is this
+        family, since the layer timers differ by 1-2% on one design (empty if nothing fits)."""
+        ok = self.frame[self.frame["status"] == "ok"]
+        if ok.empty:
+            return ok
+        best = float(ok[self.objective].iloc[0])
+        return ok[ok[self.objective].astype(float) >= best * (1.0 - self.tie_tol)]
+
+    def to_csv(self, path: str) -> None:
+        """Write the frame (SI units, one row per visited design) and the reference row to a CSV file."""
+        pd.concat([self.frame, self.reference.to_frame().T], ignore_index=True).to_csv(path, index=False)
+
+    def to_markdown(self, top: int = 10) -> str:
+        """The `table(top)` as a GitHub-flavoured Markdown table (no optional dependency)."""
+        from coda.units import markdown_table
+
+        return markdown_table(self.table(top), title=f"top {top} by {self.objective}")
 
     def shortfall(self, top: int) -> str | None:
         """Why `table(top)` lists fewer than `top` designs (None when it lists `top`)."""

@@ -8,10 +8,11 @@ call (the fastest plan that fits; layer times from the on-chip ILP) restricted t
 
 Exactness (branch and bound over designs): every design has an upper bound on the objective
 (`coda.search.bounds`: roofline peak over a lower bound on executed FLOPs per token, perfect
-placement). Designs are visited in descending bound order; once the next bound is strictly
-below the best objective achieved so far, every remaining design is provably worse and the
-search stops. Ties are visited, and broken by visiting order, so pruned and exhaustive
-searches return the same best design.
+placement). Designs are visited in descending bound order; once the next bound is below the
+best objective achieved so far less `tie_tol` of it (`bounds.pruned`), every remaining design is
+provably worse than the best by more than `tie_tol`, and the search stops. So the frame holds the
+best design and every design within `tie_tol` of it (`SearchResult.near_ties()`), exactly as an
+exhaustive search would; ties are broken by visiting order.
 
 Results go to an optional SQLite `ResultStore` as each design finishes; a stored design is
 read back instead of evaluated (`n_cached`).
@@ -49,7 +50,13 @@ from coda.arch.design_space import DesignSpace
 from coda.errors import CodaError, ConfigError
 from coda.models.config import ModelConfig
 from coda.objectives import objective as as_objective
-from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
+from coda.search.bounds import (
+    DEFAULT_TIE_TOL,
+    objective_bound,
+    pruned,
+    tokens_per_s_bound,
+    training_flops_per_token_lb,
+)
 from coda.search.design_eval import (
     CLUSTER_PRESET,
     DESIGN_FIELDS,
@@ -98,7 +105,8 @@ _Progress = Progress  # the progress bar of a search (tests wrap its `update`)
 def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
            objective: str = "tokens_per_s_per_w", store: str | Path | None = None, max_designs: int | None = None,
            choices: dict[str, Any] | None = None, progress: bool = False, prune: bool = True,
-           layer_time: Any = None, executor: str = "process", workers: int | None = None) -> SearchResult:
+           layer_time: Any = None, executor: str = "process", workers: int | None = None,
+           tie_tol: float = DEFAULT_TIE_TOL) -> SearchResult:
     """The design of `space` that trains `model` best on `n_chips` chips, by exact branch and bound.
 
     Args:
@@ -126,6 +134,8 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
             needs ``pip install coda-llm[ray]``). All return the same frame and best.
         workers: designs in flight for ``process`` / ``ray``; default `os.cpu_count()`. It is
             capped by the designs to evaluate, and ``process`` with one worker runs inline.
+        tie_tol: relative tolerance of the near ties the result must hold (default 0.02): no
+            design within it of the best is pruned; 0 prunes everything that cannot win.
 
     Returns:
         A `SearchResult`.
@@ -150,6 +160,8 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         raise ConfigError(f"search: unknown executor {executor!r}; use one of {', '.join(EXECUTORS)}")
     if workers is not None:
         workers = _positive_int("workers", workers)
+    if isinstance(tie_tol, bool) or not isinstance(tie_tol, (int, float)) or not 0 <= tie_tol < 1:
+        raise ConfigError(f"search: tie_tol={tie_tol!r} must lie in [0, 1) (0.02: designs within 2% of the best)")
     if not isinstance(space, DesignSpace):
         raise ConfigError(f"search: space must be a DesignSpace, got {type(space).__name__}")
     cfg = _as_cfg(model)
@@ -160,7 +172,7 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
     db = ResultStore(store) if store is not None else None  # a bad store is refused before any work
     try:
         return _search(cfg, space, n_chips, global_batch, seq_len, objective, db, max_designs, merged, prune, timer,
-                       executor, workers, progress, t0)
+                       executor, workers, progress, t0, float(tie_tol))
     finally:
         if db is not None:
             db.close()
@@ -181,6 +193,7 @@ class _Job:
     max_designs: int | None
     flops_lb: Any
     common: dict[str, Any]
+    tie_tol: float
 
     def key_of(self, acc: Accelerator) -> str:
         """The store key of a design: its fields, its derived area and power as computed now (a
@@ -239,7 +252,7 @@ def _replay(job: _Job, found: dict[int, tuple[dict[str, Any], bool]], order: lis
     rows, visit_pos = [], []
     best, n_new, stopped_at, unvisited = -math.inf, 0, len(order), 0
     for pos, i in enumerate(order):
-        if job.prune and bound_obj[i] < best:
+        if job.prune and pruned(bound_obj[i], best, job.tie_tol):
             stopped_at = pos
             break
         if job.max_designs is not None and n_new >= job.max_designs:
@@ -256,7 +269,7 @@ def _replay(job: _Job, found: dict[int, tuple[dict[str, Any], bool]], order: lis
 
 def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int, objective: str,
             db: ResultStore | None, max_designs: int | None, merged: dict[str, Any], prune: bool, timer: Any,
-            executor: str, workers: int | None, progress: bool, t0: float) -> SearchResult:
+            executor: str, workers: int | None, progress: bool, t0: float, tie_tol: float) -> SearchResult:
     """`search` after its arguments were checked and its store opened: order the designs, dispatch
     them, collect the rows, replay the inline visit."""
     designs = space.to_frame()  # raises InfeasibleDesign when nothing is admitted
@@ -264,14 +277,14 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
                   choices=merged, layer_time=repr(timer), network=preset_description(CLUSTER_PRESET),
                   version=_version(), costs=cost_model_digest())
     job = _Job(cfg, n_chips, global_batch, seq_len, objective, merged, timer, prune, max_designs,
-               training_flops_per_token_lb(cfg, seq_len), common)
+               training_flops_per_token_lb(cfg, seq_len), common, tie_tol)
     peaks, bound_obj, order = _order_designs(designs, job)
     accelerators = list(space)
     executor, window = _dispatch_window(executor, workers, len(order), max_designs, timer)
     ref_acc = tpuv4_like()
     if db is not None and not db.writable:
         _refuse_read_only(db, job.key_of(ref_acc), [job.key_of(accelerators[i]) for i in order],
-                          [bound_obj[i] for i in order], objective, prune)
+                          [bound_obj[i] for i in order], objective, prune, tie_tol)
     visit = _Visit(job, db, order, accelerators, bound_obj, ref_acc, executor, window, progress)
     found, n_spec = visit.run()
     rep = _replay(job, found, order, bound_obj, peaks)
@@ -284,7 +297,7 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
         objective=objective, n_space=len(designs), n_pruned=len(order) - rep.stopped_at - rep.unvisited,
         n_evaluated=rep.n_new, n_cached=len(rep.rows) - rep.n_new, n_infeasible=len(frame) - n_ok,
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
-        n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips)
+        n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol)
 
 
 class _Visit:
@@ -346,8 +359,8 @@ class _Visit:
     def _beaten(self, i: int) -> bool:
         """Whether the design at order index i is pruned by the bound or cut by `max_designs`."""
         j = self.job
-        return (j.prune and self.bound_obj[i] < self.best) or (j.max_designs is not None
-                                                               and self.submitted >= j.max_designs)
+        return (j.prune and pruned(self.bound_obj[i], self.best, j.tie_tol)) or (j.max_designs is not None
+                                                                                 and self.submitted >= j.max_designs)
 
     def _fill(self) -> None:
         """Dispatch: read stored designs, submit the others while the window has room."""

@@ -98,7 +98,10 @@ def summary(result: SearchResult, gpus: pd.DataFrame | None = None) -> str:
         work = f"trains {model} at {tps} tokens/s on {chips} with {plan_words(best)}, {tpsw} {unit}"
     else:
         work = f"trains {model} on {chips} with {plan_words(best)} at {tps} {unit} ({tpsw} tokens/s/W)"
-    return f"{lead}: {design_words(best)} {work}: {_ratios(best, result.reference, gpus, objective)}."
+    ties = result.near_ties()["name"].iloc[1:].tolist()
+    family = "" if not ties else (f" Within {result.tie_tol:.0%} of it: {', '.join(map(str, ties[:5]))}"
+                                  f"{f' and {len(ties) - 5} more' if len(ties) > 5 else ''}.")
+    return f"{lead}: {design_words(best)} {work}: {_ratios(best, result.reference, gpus, objective)}.{family}"
 
 
 def shortfall(result: SearchResult, top: int) -> str | None:
@@ -109,7 +112,8 @@ def shortfall(result: SearchResult, top: int) -> str | None:
         return None
     why: list[Any] = []
     if result.n_pruned:
-        why.append(f"{result.n_pruned} pruned by the bound (provably worse than the best)")
+        why.append(f"{result.n_pruned} pruned by the bound (provably worse than the best by more than "
+                   f"{result.tie_tol:.0%})")
     if result.n_infeasible:
         why.append(f"{result.n_infeasible} infeasible")
     if result.n_unvisited:

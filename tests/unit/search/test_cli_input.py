@@ -148,7 +148,7 @@ def test_short_table_says_why_and_cli_prints_the_sentence_last(result, capsys):
     assert result.shortfall(n_ok) is None
     why = result.shortfall(n_ok + 5)
     assert why == f"only {n_ok} feasible designs were visited of {result.n_space}: {result.n_pruned} pruned by " \
-                  "the bound (provably worse than the best)"
+                  "the bound (provably worse than the best by more than 2%)"
     assert main(BASE + ["--top", "100"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("top 100 by") and f"; {n_ok} listed: only {n_ok} feasible" in line for line in out)

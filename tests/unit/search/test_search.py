@@ -41,6 +41,43 @@ def test_pruned_search_returns_the_exhaustive_best(exhaustive):
     assert (skipped["bound_objective"] < pruned.best["tokens_per_s_per_w"]).all()
 
 
+@pytest.mark.parametrize("tie_tol", [0.0, 0.02, 0.1, 0.3])
+def test_near_ties_equal_the_exhaustive_family(exhaustive, tie_tol):
+    """Every design within tie_tol of the best is in the pruned frame, exactly as an exhaustive
+    search finds them; a wider tolerance prunes less."""
+    pruned = run(tie_tol=tie_tol)
+    ok = exhaustive.frame[exhaustive.frame["status"] == "ok"]
+    best = ok["tokens_per_s_per_w"].max()
+    family = set(ok.loc[ok["tokens_per_s_per_w"] >= best * (1 - tie_tol), "name"])
+    assert set(pruned.near_ties()["name"]) == family
+    assert pruned.near_ties()["name"].iloc[0] == exhaustive.best["name"]
+    skipped = exhaustive.frame[~exhaustive.frame["name"].isin(set(pruned.frame["name"]))]
+    assert (skipped["bound_objective"] < best * (1 - tie_tol)).all()
+
+
+def test_wider_tolerance_never_prunes_more():
+    counts = [run(tie_tol=t).n_pruned for t in (0.0, 0.05, 0.2)]
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_frame_exports_without_optional_dependencies(tmp_path):
+    res = run()
+    path = tmp_path / "designs.csv"
+    res.to_csv(str(path))
+    back = pd.read_csv(path)
+    assert len(back) == len(res.frame) + 1 and "tokens_per_s_per_w" in back.columns
+    md = res.to_markdown(top=3)
+    lines = md.splitlines()
+    assert lines[0] == "**top 3 by tokens_per_s_per_w**" and lines[2].startswith("| rank | name |")
+    assert [row.split(" | ")[0] for row in lines[4:]] == ["| 1", "| 2", "| 3", "| ref"]
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), True])
+def test_tie_tolerance_is_checked(bad):
+    with pytest.raises(ConfigError, match="tie_tol"):
+        run(tie_tol=bad)
+
+
 def test_pruned_equals_exhaustive_for_throughput_objective():
     a, b = run(objective="tokens_per_s"), run(objective="tokens_per_s", prune=False)
     assert a.best["name"] == b.best["name"] and a.best["tokens_per_s"] == b.best["tokens_per_s"]
