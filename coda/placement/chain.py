@@ -188,8 +188,8 @@ class CostModel:
         """The cached layer profile of a layout (or of tp, micro-batch, SP, cp, ep given one by one)."""
         if not isinstance(layout, Layout):
             layout = Layout(tp=layout, micro_batch=micro_batch, sequence_parallel=sequence_parallel, cp=cp, ep=ep)
-        return C.layer_profiles(self.cfg, self.device, [layout], self.seq_len, self.dtype,
-                                self.software.graph_options, self.layer_time)[0]
+        return C.layer_profile_of(self.cfg, self.device, layout, self.seq_len, self.dtype,
+                                  self.software.graph_options, self.layer_time)
 
     def graph_reasons(self, layout: Layout) -> list[str]:
         """Why the graph builder would reject `layout` for this model and sequence (empty = it builds)."""
@@ -198,7 +198,8 @@ class CostModel:
     def prefetch(self, layouts: Iterable[Layout]) -> None:
         """Profile several layouts in one batch (one predictor call on GPUs); the ones whose graphs
         cannot be built (`graph_reasons`) are left out."""
-        ok = list(dict.fromkeys(lay.graph_layout for lay in layouts if not self.graph_reasons(lay)))
+        unique = dict.fromkeys(lay.graph_layout for lay in layouts)
+        ok = [lay for lay in unique if not self.graph_reasons(lay)]
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.graph_options,
                          self.layer_time)
 

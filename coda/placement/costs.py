@@ -271,6 +271,15 @@ def layer_profiles(cfg: ModelConfig, device: Any, layouts: list[Layout], seq_len
     return [_profiles.get(k) for k in full]
 
 
+def layer_profile_of(cfg: ModelConfig, device: Any, layout: Layout, seq_len: int, dtype: str, options: GraphOptions,
+                     layer_time: LayerTimer) -> LayerProfile:
+    """The (cached) profile of one layout: `layer_profiles` for a single layout, with a direct cache hit."""
+    hit = _profiles.get((cfg, device, layout.graph_layout, seq_len, dtype, options, layer_time))
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    return layer_profiles(cfg, device, [layout], seq_len, dtype, options, layer_time)[0]
+
+
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
                   sequence_parallel: bool, options: GraphOptions, layer_time: LayerTimer, cp: int = 1,
                   ep: int = 1) -> LayerProfile:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from coda.errors import ConfigError
@@ -38,6 +39,8 @@ class _Choice(str, Enum):
 
     @classmethod
     def from_str(cls, name: Any) -> Any:
+        if isinstance(name, str) and name in cls._value2member_map_:  # already canonical
+            return cls._value2member_map_[name]
         try:
             return cls(str(getattr(name, "value", name)).strip().lower())
         except ValueError:
@@ -93,12 +96,10 @@ class Layout:
                                            "devices)"))
 
     def __post_init__(self) -> None:
-        owner = type(self).__name__
-        reasons = [f"{owner}.{r}" for name in SIZE_FIELDS for r in R.positive_size(name, getattr(self, name))]
-        reasons += [f"{owner}.{r}" for r in R.zero_stage(self.zero) + R.boolean("sequence_parallel",
-                                                                                self.sequence_parallel)]
+        reasons = R.layout_value_reasons(self, SIZE_FIELDS)
         if reasons:
-            raise ConfigError("; ".join(reasons))
+            owner = type(self).__name__
+            raise ConfigError("; ".join(f"{owner}.{r}" for r in reasons))
         object.__setattr__(self, "recompute", Recompute.from_str(self.recompute).value)
         object.__setattr__(self, "schedule", Schedule.from_str(self.schedule).value)
         if R.sequence_parallel_needs_tp(self.sequence_parallel, self.tp):
@@ -132,22 +133,34 @@ class Layout:
         """Model chunks in the pipeline, pp * v."""
         return self.pp * self.virtual_stages
 
-    @property
+    @cached_property
     def layout(self) -> Layout:
-        """The parallel dimensions alone (a `Plan` drops its batch and stage split)."""
+        """The parallel dimensions alone (a `Plan` drops its batch and stage split); computed once."""
         if type(self) is Layout:
             return self
-        return Layout(**{f.name: getattr(self, f.name) for f in fields(Layout)})
+        return _trusted({name: getattr(self, name) for name in _FIELDS})
 
-    @property
+    @cached_property
     def graph_layout(self) -> Layout:
         """The fields a layer's operator graphs depend on (`GRAPH_FIELDS`), the others at their defaults:
-        the key of a layer profile."""
-        return Layout(**{name: getattr(self, name) for name in GRAPH_FIELDS})
+        the key of a layer profile; computed once."""
+        values = {name: getattr(self, name) for name in GRAPH_FIELDS}
+        return _trusted({**_NON_GRAPH_DEFAULTS, **values})
 
     def with_(self, **changes: Any) -> Layout:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+_FIELDS = tuple(f.name for f in fields(Layout))
+_NON_GRAPH_DEFAULTS = {f.name: f.default for f in fields(Layout) if f.name not in GRAPH_FIELDS}
+
+
+def _trusted(values: dict[str, Any]) -> Layout:
+    """A `Layout` of values taken from validated layouts (or the defaults), without validating again."""
+    out = object.__new__(Layout)
+    out.__dict__.update(values)
+    return out
 
 
 __all__ = ["GRAPH_FIELDS", "SIZE_FIELDS", "Layout", "PipelineSchedule", "Recompute", "Schedule"]

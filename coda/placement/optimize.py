@@ -213,11 +213,12 @@ def _schedules(sp: _Space, pp: int, m: int) -> list[tuple[str, int, Any]]:
 def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[str], eps: list[int]) -> list[Plan]:
     """The valid plans with sizes tp, cp, pp, dp."""
     out = []
+    asked_sp, asked_zero = sp.asked("sequence_parallel"), sp.asked("zero")
     for mb, rec, seq_par, zero, ep in itertools.product(_mbs(sp, dp), recomputes,
                                                         sp.keep("sequence_parallel", (False, True)),
                                                         sp.keep("zero", (0, 1, 3)), eps):
-        if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), sp.asked("sequence_parallel")) or \
-                not sp.passes(R.zero_needs_replicas(zero, dp, cp), sp.asked("zero")):
+        if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), asked_sp) or \
+                not sp.passes(R.zero_needs_replicas(zero, dp, cp), asked_zero):
             continue
         for sched, v, layers in _schedules(sp, pp, sp.global_batch // (dp * mb)):
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=sp.global_batch, recompute=rec,
@@ -253,12 +254,13 @@ def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int
 
 def _bound_data(model: CostModel) -> Any:
     """Per-graph-layout sums for the lower bound, computed once per search."""
-    cache: dict[Layout, tuple[float, float, float]] = {}
+    cache: dict[tuple[Layout, str], tuple[float, float, float]] = {}
+    per_param_bytes: dict[tuple[int, int], float] = {}  # by (weight shards, state shards)
     cfg, cl = model.cfg, model.cluster
     mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
 
     def sums(plan: Plan) -> tuple[float, float, float]:
-        key = plan.graph_layout.with_(recompute=plan.recompute)
+        key = (plan.graph_layout, plan.recompute)
         if key not in cache:
             pr = model.profile(plan)
             coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
@@ -280,8 +282,10 @@ def _bound_data(model: CostModel) -> Any:
             params -= model.profile(plan).table_params
 
         def per_param(n: int) -> float:  # weight, gradient and optimizer bytes of a parameter sharded over n
-            return R.static_bytes_per_param(model.storage_dtype, model.dtype, n if plan.zero == 3 else 1,
-                                            n if plan.zero else 1)
+            shards = (n if plan.zero == 3 else 1, n if plan.zero else 1)
+            if shards not in per_param_bytes:
+                per_param_bytes[shards] = R.static_bytes_per_param(model.storage_dtype, model.dtype, *shards)
+            return per_param_bytes[shards]
 
         static = (params - experts) * per_param(plan.replicas) + experts * per_param(plan.expert_replicas)
         return t * (m + (p - 1) / v) / p, static / p
@@ -320,7 +324,11 @@ def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int]:
     split = [p for p in plans if not R.cp_splits_sequence(p.cp, model.seq_len)]
     if plans and not split:
         raise ConfigError("; ".join(dict.fromkeys(r for p in plans for r in R.cp_splits_sequence(p.cp, model.seq_len))))
-    ok = [p for p in split if not model.graph_reasons(p)]
+    builds: dict[Layout, bool] = {}
+    for p in split:
+        if p.graph_layout not in builds:
+            builds[p.graph_layout] = not model.graph_reasons(p.graph_layout)
+    ok = [p for p in split if builds[p.graph_layout]]
     return ok, len(split) - len(ok)
 
 

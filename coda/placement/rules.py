@@ -138,6 +138,20 @@ def boolean(name: str, value: object) -> list[str]:
     return []
 
 
+def layout_value_reasons(layout: Layout, sizes: Iterable[str]) -> list[str]:
+    """Each size of the layout a positive integer, the ZeRO stage valid, sequence parallelism a bool."""
+    out = []
+    for name in sizes:
+        v = getattr(layout, name)
+        if type(v) is not int or v < 1:  # fast path: a plain positive int passes `positive_size`
+            out += positive_size(name, v)
+    if type(layout.zero) is not int or layout.zero not in ZERO_STAGES:
+        out += zero_stage(layout.zero)
+    if type(layout.sequence_parallel) is not bool:
+        out += boolean("sequence_parallel", layout.sequence_parallel)
+    return out
+
+
 def layout_reasons(layout: Layout) -> list[str]:
     """Every fact a `Layout` (or `Plan`) must satisfy by itself, after its sizes and options have
     been checked (`Layout.__post_init__`)."""
@@ -420,8 +434,8 @@ __all__ = [
     "cp_divides_devices", "cp_needs_fused_attention", "cp_splits_sequence", "devices_bound", "devices_match",
     "divisors", "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
     "graph_reasons", "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline",
-    "layout_reasons", "nearest", "optimizer_bytes_per_param", "plan_reasons", "positive_size", "pp_divides_devices",
-    "pp_within_layers", "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
+    "layout_reasons", "layout_value_reasons", "nearest", "optimizer_bytes_per_param", "plan_reasons", "positive_size",
+    "pp_divides_devices", "pp_within_layers", "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
     "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum", "static_bytes_per_param",
     "tp_divides_devices", "tp_divides_model", "virtual_stages_need_interleaving", "whole_micro_batches",
     "zero_needs_replicas", "zero_stage",
