@@ -14,6 +14,7 @@ Definitions (per step of `global_batch` sequences of `seq_len` tokens, N = tp*pp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,7 +144,8 @@ class TrainingResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything, JSON-ready (SI units in the breakdown)."""
         out = self.summary()
-        out["plan_fields"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.plan.__dict__.items()}
+        out["plan_fields"] = {f.name: (list(v) if isinstance(v := getattr(self.plan, f.name), tuple) else v)
+                              for f in dataclasses.fields(self.plan)}
         out["breakdown_s"] = self.breakdown()
         out["overlapped_s"] = self.overlapped()
         out["stages"] = self.stages_frame().to_dict(orient="records")
