@@ -19,6 +19,7 @@ import pandas as pd
 
 from coda.arch import area as area_model
 from coda.arch import power as power_model
+from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError, UnknownNameError
 from coda.units import GiB, KiB, MiB, fmt_bytes
 
@@ -53,6 +54,8 @@ class Accelerator:
     n_links: int = field(default=6, metadata=_h("inter-chip links"))
     tech_nm: int = field(default=7, metadata=_h("technology node for power and scaled area: 7, 5 or 4"))
     name: str = field(default="", metadata=_h("display name; derived from the configuration when empty"))
+    technology: Technology = field(default=DEFAULT_TECHNOLOGY,
+                                   metadata=_h("energy, leakage and HBM constants of the power model, with sources"))
 
     def __post_init__(self) -> None:
         for name in _POSITIVE_INT_FIELDS + ("dtype_bytes", "n_links", "tech_nm"):
@@ -91,11 +94,15 @@ class Accelerator:
             )
         if self.vc_lanes > 65536:
             raise ConfigError(f"Accelerator.vc_lanes={self.vc_lanes} exceeds 65536; use more vector cores instead")
-        if self.dtype_bytes not in power_model.MULT_PJ_7NM:
+        if not isinstance(self.technology, Technology):
+            raise ConfigError(f"Accelerator.technology must be a coda.arch.technology.Technology, got "
+                              f"{type(self.technology).__name__} (load one with Technology.from_json)")
+        if self.dtype_bytes not in dict(self.technology.mult_pj):
             raise ConfigError(f"Accelerator.dtype_bytes={self.dtype_bytes} is not modelled; use 1, 2 or 4")
-        if self.tech_nm not in power_model.SUPPORTED_NODES_NM:
+        if self.tech_nm not in self.technology.nodes_nm:
             raise ConfigError(
-                f"Accelerator.tech_nm={self.tech_nm} has no sourced energy factors; use 7, 5 or 4 "
+                f"Accelerator.tech_nm={self.tech_nm} has no sourced energy factors in technology "
+                f"{self.technology.name!r}; use {_one_of(self.technology.nodes_nm)} "
                 "(area_mm2 is always PHAZE's 22 nm model)"
             )
         if not isinstance(self.name, str):
@@ -169,7 +176,7 @@ class Accelerator:
         parts = power_model.power_breakdown_w(
             self.n_tc, self.tc_rows, self.tc_cols, self.n_vc, self.vc_lanes, self.glb_bytes,
             self.hbm_bw_bytes_per_s, self.clock_hz, self.dtype_bytes, self.link_bw_bytes_per_s,
-            self.n_links, self.tech_nm, hbm_bytes=self.hbm_bytes,
+            self.n_links, self.tech_nm, hbm_bytes=self.hbm_bytes, tech=self.technology,
         )
         return {k: float(parts[k]) for k in power_model.COMPONENTS}
 
@@ -187,12 +194,18 @@ class Accelerator:
         """Fields plus derived quantities, SI units, for tables and JSON."""
         out = asdict(self)
         out.update(
-            local_tc_bytes=self.local_tc_bytes, local_vc_bytes=self.local_vc_bytes,
+            technology=self.technology.name, local_tc_bytes=self.local_tc_bytes, local_vc_bytes=self.local_vc_bytes,
             sram_bytes=self.sram_bytes, peak_flops=self.peak_flops, vector_flops=self.vector_flops,
             area_mm2=self.area_mm2, area_mm2_at_node=self.area_mm2_at_node, tdp_w=self.tdp_w,
             peak_flops_per_w=self.peak_flops_per_w,
         )
         return out
+
+
+def _one_of(values: tuple[int, ...]) -> str:
+    """`7, 5 or 4`."""
+    words = [str(v) for v in values]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 # --- reference chips -------------------------------------------------------------------

@@ -30,6 +30,7 @@ import pandas as pd
 from coda.arch import area as area_model
 from coda.arch import power as power_model
 from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.units import GiB, MiB
 
@@ -102,6 +103,8 @@ class DesignSpace:
     link_bw_bytes_per_s: float = field(default=50e9, metadata=_h("per link, per direction, bytes/s"))
     n_links: int = field(default=6, metadata=_h("inter-chip links"))
     tech_nm: int = field(default=7, metadata=_h("node for TDP (area budget stays in the 22 nm model)"))
+    technology: Technology = field(default=DEFAULT_TECHNOLOGY,
+                                   metadata=_h("energy, leakage and HBM constants of the TDP model, with sources"))
     max_area_mm2: float | None = field(default=None, metadata=_h("area budget, 22 nm model, mm^2"))
     min_area_fraction: float = field(default=0.0, metadata=_h("minimum fraction of max_area_mm2 used"))
     exempt_single_core: bool = field(default=True, metadata=_h("n_tc == 1 or n_vc == 1 skip min_area_fraction (PHAZE)"))
@@ -139,7 +142,8 @@ class DesignSpace:
             raise ConfigError("DesignSpace.min_area_fraction needs max_area_mm2 (it is a fraction of that budget)")
         # Validate the scalar fields once, through the template itself.
         Accelerator(n_tc=1, tc_rows=2, tc_cols=2, n_vc=1, vc_lanes=2, glb_bytes=1, dtype_bytes=self.dtype_bytes,
-                    link_bw_bytes_per_s=self.link_bw_bytes_per_s, n_links=self.n_links, tech_nm=self.tech_nm)
+                    link_bw_bytes_per_s=self.link_bw_bytes_per_s, n_links=self.n_links, tech_nm=self.tech_nm,
+                    technology=self.technology)
         cells = max(self.tc_rows) * max(self.tc_cols)
         if cells > 65536 or max(self.vc_lanes or (0,)) > 65536:
             raise ConfigError("DesignSpace: tc_rows*tc_cols and vc_lanes must stay <= 65536 (22 nm local-buffer table)")
@@ -182,7 +186,7 @@ class DesignSpace:
             df["n_tc"].to_numpy(), df["tc_rows"].to_numpy(), df["tc_cols"].to_numpy(), df["n_vc"].to_numpy(),
             df["vc_lanes"].to_numpy(), df["glb_bytes"].to_numpy(), df["hbm_bw_bytes_per_s"].to_numpy(),
             df["clock_hz"].to_numpy(), self.dtype_bytes, self.link_bw_bytes_per_s, self.n_links, self.tech_nm,
-            hbm_bytes=df["hbm_bytes"].to_numpy(),
+            hbm_bytes=df["hbm_bytes"].to_numpy(), tech=self.technology,
         )
         df = df.assign(tdp_w=np.broadcast_to(tdp, len(df)).astype(float))
         df["peak_flops"] = 2.0 * df["n_tc"] * df["tc_rows"] * df["tc_cols"] * df["clock_hz"]
@@ -238,7 +242,7 @@ class DesignSpace:
         """Admitted designs as `Accelerator`s, built lazily in `to_frame()` order."""
         cols = list(_DIMS)
         fixed: dict[str, Any] = dict(dtype_bytes=self.dtype_bytes, link_bw_bytes_per_s=self.link_bw_bytes_per_s,
-                     n_links=self.n_links, tech_nm=self.tech_nm)
+                     n_links=self.n_links, tech_nm=self.tech_nm, technology=self.technology)
         for row in self._admitted[cols].itertuples(index=False, name=None):
             values: dict[str, Any] = {k: (int(v) if k in _INT_DIMS else float(v)) for k, v in zip(cols, row)}
             yield Accelerator(**values, **fixed)
@@ -249,4 +253,6 @@ class DesignSpace:
 
     def describe(self) -> dict[str, Any]:
         """The ranges and constraints as plain data (for printing next to results)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["technology"] = self.technology.name
+        return out

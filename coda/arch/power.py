@@ -40,108 +40,53 @@ All functions take scalars or numpy arrays (broadcast), so a design space is eva
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-
 import numpy as np
 
 from coda.arch import area as area_model
+from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError
-from coda.units import KiB, MiB
+from coda.units import KiB
 
 PJ = 1e-12
 
-# --- Arithmetic at 7 nm, pJ per operation [J21, Table 2] ---------------------------------
-MULT_PJ_7NM: Mapping[int, float] = MappingProxyType({
-    1: 0.07,   # int8 multiply [J21]
-    2: 0.34,   # fp16 multiply [J21] (bf16 is 0.21; fp16 is the conservative 16-bit choice)
-    4: 1.31,   # fp32 multiply [J21]
-})
-ADD_PJ_7NM: Mapping[int, float] = MappingProxyType({
-    1: 0.007,  # int8 add [J21]
-    2: 0.16,   # fp16 add [J21]
-    4: 0.38,   # fp32 add [J21]
-})
-ACCUMULATE_PJ_7NM: Mapping[int, float] = MappingProxyType({
-    1: 0.03,   # int32 add: int8 products accumulate in 32 bits [J21]
-    2: 0.38,   # fp32 add: 16-bit products accumulate in fp32 (TPU MXU, NVIDIA tensor cores) [J21]
-    4: 0.38,   # fp32 add [J21]
-})
 ACCUMULATOR_BYTES = 4
 """Width of an accumulator (fp32 or int32) in the tensor core's local buffer."""
-
-# --- SRAM at 7 nm, pJ per 64-bit access [J21, Table 2] -----------------------------------
-_SRAM_BYTES = np.array([8 * KiB, 32 * KiB, 1 * MiB], dtype=float)
-_SRAM_PJ_PER_64B = np.array([7.5, 8.5, 14.0])
 SRAM_ACCESS_BYTES = 8
 """[J21] quotes SRAM energy per 64-bit (8-byte) access."""
-
-# --- Off-chip ---------------------------------------------------------------------------
-HBM_PJ_PER_BIT = 3.9
-"""HBM2 energy per bit transferred [OC17]; also used for HBM2e/HBM3 (published HBM3 figures are
-3-4 pJ/bit); independent of the logic node."""
-LINK_PJ_PER_BIT = 5.0
-"""Off-package electrical SerDes (25-112 Gb/s lanes, TX+RX with equalisation): the ~5 pJ/bit
-class figure of long-reach transceivers in the ISSCC literature; one figure for ICI and NVLink."""
-
-# --- Leakage ---------------------------------------------------------------------------
-STATIC_W_PER_MM2 = 90.0 / 600.0
-"""0.15 W/mm^2: TPU v4's minimum measured power (90 W, chip + HBM) over its die (< 600 mm^2)
-[J23]. An upper bound on leakage density (it includes HBM self-refresh and idle clocks); held
-constant across 7/5/4 nm (leakage per transistor falls about as fast as density rises)."""
-
-# --- Technology scaling of on-chip dynamic energy, relative to 7 nm ----------------------
-ENERGY_FACTOR_VS_7NM: Mapping[int, float] = MappingProxyType({
-    7: 1.0,
-    5: 0.70,          # TSMC N5: ~30% lower power than N7 at the same speed [TSMC]
-    4: 0.70 / 1.22,   # TSMC N4(P): 22% better power efficiency than N5 [TSMC]
-})
-SUPPORTED_NODES_NM = tuple(ENERGY_FACTOR_VS_7NM)
-
-# --- HBM capacity: standby and refresh of the DRAM dies [MT40A, JESD235] -------------------
 DRAM_DIE_BYTES = 2**30
-"""One 8 Gb DRAM die (1 GiB): the die the standby and refresh currents below are quoted for."""
-DRAM_VDD_V = 1.2
-"""DRAM core supply, V: DDR4 [MT40A] and HBM2/HBM2e (VDDC 1.2 V)."""
-DRAM_IDD2N_A = 0.034
-"""Precharge standby current of an 8 Gb die, A [MT40A]: the background every die draws."""
-DRAM_IDD3N_A = 0.038
-"""Active standby current of an 8 Gb die, A [MT40A]."""
-DRAM_IDD5_A = 0.250
-"""Burst-refresh current of an 8 Gb die, A [MT40A]."""
-DRAM_TRFC_S = 350e-9
-"""Refresh cycle time of an 8 Gb die, s [MT40A]."""
-HBM_TREFI_S = 3.9e-6
-"""Average refresh interval of HBM, s [JESD235]."""
-HBM_W_PER_GIB = DRAM_VDD_V * (DRAM_IDD2N_A + (DRAM_IDD5_A - DRAM_IDD3N_A) * DRAM_TRFC_S / HBM_TREFI_S)
-"""Standby + refresh power per GiB of HBM: VDD * (IDD2N + (IDD5 - IDD3N) * tRFC / tREFI)
-= 1.2 * (0.034 + 0.212 * 0.0897) = 0.0636 W/GiB (40.8 mW standby, 22.8 mW refresh). It grows
-with the number of dies, i.e. with capacity: 32 GiB 2.0 W, 80 GiB 5.1 W. The HBM I/O and
-access energy is the per-bit `HBM_PJ_PER_BIT` term, charged at full bandwidth."""
+"""One 8 Gb DRAM die (1 GiB): the die `Technology.hbm_w_per_gib` is quoted for."""
+
+# The energy, leakage and HBM constants, with their sources, are a `Technology`
+# (`coda/arch/technology.py`); every function below takes one (default `DEFAULT_TECHNOLOGY`).
+# With the defaults, HBM standby + refresh is 1.2 * (0.034 + 0.212 * 0.0897) = 0.0636 W/GiB
+# (40.8 mW standby, 22.8 mW refresh): 32 GiB 2.0 W, 80 GiB 5.1 W; the HBM I/O and access energy
+# is the per-bit term, charged at full bandwidth.
 
 COMPONENTS = ("mac", "glb", "local_buffers", "vector", "hbm", "hbm_capacity", "links", "static")
 """Keys of `power_breakdown_w`, in display order."""
 
 
-def energy_factor(tech_nm: int) -> float:
+def energy_factor(tech_nm: int, tech: Technology = DEFAULT_TECHNOLOGY) -> float:
     """On-chip dynamic energy at `tech_nm` relative to 7 nm (1.0 at 7 nm)."""
+    factors = dict(tech.energy_factor_vs_7nm)
     try:
-        return ENERGY_FACTOR_VS_7NM[tech_nm]
+        return factors[tech_nm]
     except KeyError:
         raise ConfigError(
-            f"tech_nm={tech_nm} has no sourced energy factors; use one of "
-            f"{', '.join(str(n) for n in SUPPORTED_NODES_NM)} (the area model itself is 22 nm)"
+            f"tech_nm={tech_nm} has no sourced energy factors in technology {tech.name!r}; use one of "
+            f"{', '.join(str(n) for n in tech.nodes_nm)} (the area model itself is 22 nm)"
         ) from None
 
 
-def _by_dtype(table: Mapping[int, float], dtype_bytes: int) -> float:
+def _by_dtype(table: tuple[tuple[int, float], ...], dtype_bytes: int) -> float:
     try:
-        return table[dtype_bytes]
+        return dict(table)[dtype_bytes]
     except KeyError:
         raise ConfigError(f"dtype_bytes={dtype_bytes} is not modelled; use 1, 2 or 4") from None
 
 
-def sram_pj_per_byte(capacity_bytes: np.ndarray | float, tech_nm: int = 7) -> np.ndarray:
+def sram_pj_per_byte(capacity_bytes: np.ndarray | float, tech_nm: int = 7,
+                     tech: Technology = DEFAULT_TECHNOLOGY) -> np.ndarray:
     """Energy per byte of one SRAM access at `tech_nm`, for an array of `capacity_bytes`.
 
     [J21] gives 7.5, 8.5 and 14 pJ per 64-bit access for 8 KiB, 32 KiB and 1 MiB at 7 nm. The
@@ -152,33 +97,34 @@ def sram_pj_per_byte(capacity_bytes: np.ndarray | float, tech_nm: int = 7) -> np
     Args:
         capacity_bytes: SRAM capacity in bytes.
         tech_nm: technology node (7, 5 or 4).
+        tech: the constants (`sram_pj_per_64b`, `energy_factor_vs_7nm`).
 
     Returns:
         pJ per byte.
     """
-    log_cap = np.log2(np.maximum(np.asarray(capacity_bytes, dtype=float), _SRAM_BYTES[0]))
-    log_pts = np.log2(_SRAM_BYTES)
-    slope = (_SRAM_PJ_PER_64B[-1] - _SRAM_PJ_PER_64B[-2]) / (log_pts[-1] - log_pts[-2])
-    pj = np.where(
-        log_cap > log_pts[-1],
-        _SRAM_PJ_PER_64B[-1] + slope * (log_cap - log_pts[-1]),
-        np.interp(log_cap, log_pts, _SRAM_PJ_PER_64B),
-    )
-    return pj / SRAM_ACCESS_BYTES * energy_factor(tech_nm)
+    sizes = np.array([b for b, _ in tech.sram_pj_per_64b], dtype=float)
+    pj_pts = np.array([e for _, e in tech.sram_pj_per_64b], dtype=float)
+    log_cap = np.log2(np.maximum(np.asarray(capacity_bytes, dtype=float), sizes[0]))
+    log_pts = np.log2(sizes)
+    slope = (pj_pts[-1] - pj_pts[-2]) / (log_pts[-1] - log_pts[-2])
+    pj = np.where(log_cap > log_pts[-1], pj_pts[-1] + slope * (log_cap - log_pts[-1]),
+                  np.interp(log_cap, log_pts, pj_pts))
+    return pj / SRAM_ACCESS_BYTES * energy_factor(tech_nm, tech)
 
 
-def mac_pj(dtype_bytes: int, tech_nm: int = 7) -> float:
+def mac_pj(dtype_bytes: int, tech_nm: int = 7, tech: Technology = DEFAULT_TECHNOLOGY) -> float:
     """Energy of one MAC: a `dtype` multiply plus a 32-bit accumulate [J21], at `tech_nm`."""
-    return (_by_dtype(MULT_PJ_7NM, dtype_bytes) + _by_dtype(ACCUMULATE_PJ_7NM, dtype_bytes)) * energy_factor(tech_nm)
+    return (_by_dtype(tech.mult_pj, dtype_bytes) + _by_dtype(tech.accumulate_pj, dtype_bytes)) \
+        * energy_factor(tech_nm, tech)
 
 
-def vector_op_pj(dtype_bytes: int, tech_nm: int = 7) -> float:
+def vector_op_pj(dtype_bytes: int, tech_nm: int = 7, tech: Technology = DEFAULT_TECHNOLOGY) -> float:
     """ALU energy of one vector-lane operation: a `dtype` multiply and add [J21], at `tech_nm`."""
-    return (_by_dtype(MULT_PJ_7NM, dtype_bytes) + _by_dtype(ADD_PJ_7NM, dtype_bytes)) * energy_factor(tech_nm)
+    return (_by_dtype(tech.mult_pj, dtype_bytes) + _by_dtype(tech.add_pj, dtype_bytes)) * energy_factor(tech_nm, tech)
 
 
-def hbm_capacity_w(hbm_bytes: np.ndarray | float) -> np.ndarray:
-    """Standby and refresh power of `hbm_bytes` of HBM, W (`HBM_W_PER_GIB` per GiB; 0 for 0 bytes).
+def hbm_capacity_w(hbm_bytes: np.ndarray | float, tech: Technology = DEFAULT_TECHNOLOGY) -> np.ndarray:
+    """Standby and refresh power of `hbm_bytes` of HBM, W (`tech.hbm_w_per_gib` per GiB; 0 for 0 bytes).
 
     Args:
         hbm_bytes: HBM capacity in bytes.
@@ -187,7 +133,7 @@ def hbm_capacity_w(hbm_bytes: np.ndarray | float) -> np.ndarray:
         Watts, proportional to capacity (one 8 Gb die per GiB, each drawing IDD2N and refreshing
         every tREFI).
     """
-    return np.asarray(hbm_bytes, dtype=float) / DRAM_DIE_BYTES * HBM_W_PER_GIB
+    return np.asarray(hbm_bytes, dtype=float) / DRAM_DIE_BYTES * tech.hbm_w_per_gib
 
 
 def power_breakdown_w(
@@ -204,6 +150,7 @@ def power_breakdown_w(
     n_links: np.ndarray | int,
     tech_nm: int,
     hbm_bytes: np.ndarray | float = 32 * 2**30,
+    tech: Technology = DEFAULT_TECHNOLOGY,
 ) -> dict[str, np.ndarray]:
     """TDP components in watts at full activity (see the module docstring for the dataflow).
 
@@ -227,6 +174,7 @@ def power_breakdown_w(
         n_links: inter-chip links.
         tech_nm: technology node (7, 5 or 4).
         hbm_bytes: HBM capacity, bytes (default 32 GiB, `Accelerator`'s default).
+        tech: the energy, leakage and HBM constants (`coda.arch.technology`).
 
     Returns:
         `{component: watts}` with the keys of `COMPONENTS`.
@@ -251,18 +199,18 @@ def power_breakdown_w(
         ).values()
     ) / 1e6
     return {
-        "mac": n_tc * rows * cols * f * mac_pj(dtype_bytes, tech_nm) * PJ,
-        "glb": glb_bytes_per_s * sram_pj_per_byte(glb_bytes, tech_nm) * PJ,
+        "mac": n_tc * rows * cols * f * mac_pj(dtype_bytes, tech_nm, tech) * PJ,
+        "glb": glb_bytes_per_s * sram_pj_per_byte(glb_bytes, tech_nm, tech) * PJ,
         "local_buffers": (
-            local_tc_bytes_per_s * sram_pj_per_byte(local_tc_bytes, tech_nm)
-            + local_vc_bytes_per_s * sram_pj_per_byte(local_vc_bytes, tech_nm)
+            local_tc_bytes_per_s * sram_pj_per_byte(local_tc_bytes, tech_nm, tech)
+            + local_vc_bytes_per_s * sram_pj_per_byte(local_vc_bytes, tech_nm, tech)
         ) * PJ,
-        "vector": n_vc * lanes * f * vector_op_pj(dtype_bytes, tech_nm) * PJ,
-        "hbm": hbm_bw * 8 * HBM_PJ_PER_BIT * PJ,
-        "hbm_capacity": hbm_capacity_w(hbm_bytes) * np.ones_like(hbm_bw),
+        "vector": n_vc * lanes * f * vector_op_pj(dtype_bytes, tech_nm, tech) * PJ,
+        "hbm": hbm_bw * 8 * tech.hbm_pj_per_bit * PJ,
+        "hbm_capacity": hbm_capacity_w(hbm_bytes, tech) * np.ones_like(hbm_bw),
         "links": np.asarray(n_links, dtype=float) * np.asarray(link_bw_bytes_per_s, dtype=float)
-        * 8 * LINK_PJ_PER_BIT * PJ,
-        "static": STATIC_W_PER_MM2 * static_area_mm2,
+        * 8 * tech.link_pj_per_bit * PJ,
+        "static": tech.static_w_per_mm2 * static_area_mm2,
     }
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from coda.arch import area, power
 from coda.arch.accelerators import Accelerator, tpuv4_like
 from coda.arch.design_space import phaze_cores
+from coda.arch.technology import DEFAULT_TECHNOLOGY
 from coda.errors import ConfigError
 from coda.units import KiB, MiB
 
@@ -152,7 +153,7 @@ def test_hbm_capacity_costs_power_not_die_area_and_newer_nodes_use_less_power(ac
     more_hbm = dataclasses.replace(acc, hbm_bytes=acc.hbm_bytes * 2)
     assert more_hbm.tdp_w > acc.tdp_w and more_hbm.area_mm2 == acc.area_mm2
     extra = more_hbm.power_breakdown()["hbm_capacity"] - acc.power_breakdown()["hbm_capacity"]
-    assert extra == pytest.approx(acc.hbm_bytes / 2**30 * power.HBM_W_PER_GIB)
+    assert extra == pytest.approx(acc.hbm_bytes / 2**30 * DEFAULT_TECHNOLOGY.hbm_w_per_gib)
     tdp = {n: dataclasses.replace(acc, tech_nm=n).tdp_w for n in (7, 5, 4)}
     assert tdp[7] > tdp[5] > tdp[4]
 

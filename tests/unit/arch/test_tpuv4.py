@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coda.arch import power
 from coda.arch.accelerators import (
     PRESETS,
     TPUV4_CMEM_BYTES,
@@ -16,6 +15,7 @@ from coda.arch.accelerators import (
     tpuv4,
     tpuv4_like,
 )
+from coda.arch.technology import DEFAULT_TECHNOLOGY
 from coda.units import GiB, KiB, MiB
 
 
@@ -60,7 +60,7 @@ def test_tdp_near_measured_power():
 
 def test_hbm_capacity_power_closed_form():
     per_gib = 1.2 * (0.034 + (0.250 - 0.038) * 350e-9 / 3.9e-6)
-    assert power.HBM_W_PER_GIB == pytest.approx(per_gib)
+    assert DEFAULT_TECHNOLOGY.hbm_w_per_gib == pytest.approx(per_gib)
     t = tpuv4()
     assert t.power_breakdown()["hbm_capacity"] == pytest.approx(32 * per_gib)
     big = dataclasses.replace(t, hbm_bytes=80 * GiB)

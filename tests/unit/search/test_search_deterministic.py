@@ -90,3 +90,17 @@ def test_digest_follows_every_cost_file_and_the_user_calibration(tmp_path, monke
 def test_node_limit_is_checked(bad):
     with pytest.raises(ConfigError, match="node_limit"):
         SearchLayerTime(node_limit=bad)
+
+
+def test_another_technology_is_not_read_from_the_store(tmp_path):
+    import dataclasses
+
+    from coda.arch.technology import DEFAULT_TECHNOLOGY
+
+    store = tmp_path / "runs.sqlite"
+    assert _run(store=store).n_evaluated == 1
+    other = dataclasses.replace(SPACE, technology=dataclasses.replace(DEFAULT_TECHNOLOGY, name="other",
+                                                                     link_pj_per_bit=6.0))
+    res = search("bert-large", other, 4, 16, 512, executor="inline", layer_time=SearchLayerTime(), choices=CHOICES,
+                 store=store)
+    assert res.n_cached == 0 and res.n_evaluated == 1
