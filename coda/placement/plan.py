@@ -16,7 +16,7 @@ reduced (and ZeRO states sharded) over the `cp*dp` ranks that hold the same weig
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from coda.errors import ConfigError, InfeasibleDesign
@@ -60,7 +60,9 @@ class Plan(Layout):
     @classmethod
     def of(cls, layout: Layout, global_batch: int, stage_layers: tuple[int, ...] | None = None) -> Plan:
         """The plan running `layout` on `global_batch` sequences per step."""
-        return cls(**vars(layout.layout), global_batch=global_batch, stage_layers=stage_layers)
+        lay = layout.layout
+        return cls(**{f.name: getattr(lay, f.name) for f in fields(Layout)}, global_batch=global_batch,
+                   stage_layers=stage_layers)
 
     @property
     def micro_batches(self) -> int:
