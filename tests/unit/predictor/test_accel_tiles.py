@@ -16,6 +16,7 @@ from coda.errors import ConfigError
 from coda.models import ops as O
 from coda.predictor import explain
 from coda.predictor.accel_tiles import (
+    HBM_STREAM_FRACTION,
     AcceleratorTileModel,
     causal_fraction,
     core_type,
@@ -80,7 +81,7 @@ def test_gemv_is_hbm_bound():
     op = O.matmul(1, 8192, 8192)
     est = MODEL.estimate(op, acc)
     assert est.bound == "memory"
-    assert est.latency_s == pytest.approx(op.bytes / acc.hbm_bw_bytes_per_s, rel=0.03)
+    assert est.latency_s == pytest.approx(op.bytes / (acc.hbm_bw_bytes_per_s * HBM_STREAM_FRACTION), rel=0.03)
 
 
 def test_vector_ops_bound_by_lanes_or_hbm():
@@ -89,7 +90,7 @@ def test_vector_ops_bound_by_lanes_or_hbm():
     for op in (O.norm(2048, 4096), O.elementwise(1 << 24, 1, 2), O.softmax(4096, 2048), O.elementwise(10**6 + 3, 5)):
         n = op.dims["n_elements"] if op.kind == "elementwise" else op.dims["rows"] * op.dims["cols"]
         lane_s = -(-n // lanes) * (op.flops / n) / acc.clock_hz
-        hbm_s = op.bytes / acc.hbm_bw_bytes_per_s
+        hbm_s = op.bytes / (acc.hbm_bw_bytes_per_s * HBM_STREAM_FRACTION)
         est = MODEL.estimate(op, acc)
         assert est.latency_s == pytest.approx(max(lane_s, hbm_s), rel=1e-12)
         assert est.bound == ("compute" if lane_s >= hbm_s else "memory")
