@@ -124,7 +124,10 @@ def test_killed_search_leaves_no_process_keeps_designs_and_resumes(tmp_path, sig
 
 
 def test_sigint_without_store_says_nothing_was_kept(tmp_path):
-    proc = start(COMMAND, tmp_path)
+    # 48 designs (~12 s on 2 workers): the search cannot finish before the signal, however idle the machine
+    longer = [*COMMAND[:COMMAND.index("--tc-cols")], "--tc-cols", "64,128", "--glb-mib", "32,64,128",
+              *COMMAND[COMMAND.index("--min-area-fraction"):]]
+    proc = start(longer, tmp_path)
     time.sleep(3)  # imports, the space, the first designs in flight
     os.killpg(proc.pid, signal.SIGINT)
     err = finish(proc, tmp_path)
