@@ -90,6 +90,12 @@ class Deployment:
     router: str = field(default="round_robin", metadata=_help("round_robin | least_outstanding"))
 
     def __post_init__(self) -> None:
+        self._check_types_and_sizes()
+        self._check_layout()
+        self._check_dtypes_and_memory()
+        self._settle_replicas()
+
+    def _check_types_and_sizes(self) -> None:
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"model={self.model!r} must be a ModelConfig (coda.models.get('llama2-70b'))")
         if not isinstance(self.cluster, Cluster):
@@ -99,6 +105,12 @@ class Deployment:
             hi = MAX_BLOCK_TOKENS if name == "kv_block_tokens" else MAX_DEVICES
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
                 raise ConfigError(f"deployment: {name}={v!r} must be an integer in [1, {hi}]")
+        if self.router not in ROUTERS:
+            raise ConfigError(f"deployment: router={self.router!r} must be one of {', '.join(ROUTERS)}")
+        if not isinstance(self.scheduler, SchedulerConfig):
+            raise ConfigError(f"deployment: scheduler={self.scheduler!r} must be a SchedulerConfig")
+
+    def _check_layout(self) -> None:
         cfg = self.model
         if self.mla_unsupported():
             raise ConfigError(f"{cfg.name}: multi-head latent attention runs different ops in prefill and decode; "
@@ -109,6 +121,8 @@ class Deployment:
         if self.ep > 1 and (not cfg.is_moe or cfg.n_experts % self.ep or self.tp > 1 or self.pp > 1):
             raise ConfigError(f"deployment: ep={self.ep} needs an MoE model whose {cfg.n_experts} expert(s) it "
                               "divides, with tp=1 and pp=1 (attention is data-parallel); use ep=1")
+
+    def _check_dtypes_and_memory(self) -> None:
         dtype_bytes(self.dtype)
         object.__setattr__(self, "kv_dtype", self.kv_dtype or self.dtype)
         dtype_bytes(self.kv_dtype or self.dtype)
@@ -118,10 +132,8 @@ class Deployment:
         if isinstance(self.reserve_bytes, bool) or not isinstance(self.reserve_bytes, (int, float)) \
                 or not 0 <= self.reserve_bytes < math.inf:
             raise ConfigError(f"deployment: reserve_bytes={self.reserve_bytes!r} must be a finite number >= 0")
-        if self.router not in ROUTERS:
-            raise ConfigError(f"deployment: router={self.router!r} must be one of {', '.join(ROUTERS)}")
-        if not isinstance(self.scheduler, SchedulerConfig):
-            raise ConfigError(f"deployment: scheduler={self.scheduler!r} must be a SchedulerConfig")
+
+    def _settle_replicas(self) -> None:
         fit = self.cluster.n_devices // self.devices_per_replica
         if fit == 0:
             raise InfeasibleDesign(f"deployment: a replica needs tp*pp*ep = {self.devices_per_replica} devices but "
