@@ -39,7 +39,7 @@ from coda.arch.accelerators import (
     h100_like,
     tpuv4,
 )
-from coda.predictor.accel_tiles import AcceleratorTileModel
+from coda.predictor.accel_tiles import HBM_STREAM_FRACTION, AcceleratorTileModel
 from coda.predictor.measured import kernels
 from coda.units import GiB, MiB
 
@@ -111,6 +111,7 @@ def kernel_predictions(gpus: tuple[str, ...] = tuple(TEMPLATE_OF_GPU)) -> pd.Dat
 
 def _cause(family: str, g: pd.DataFrame) -> str:
     """What in the template explains the error of one (gpu, family) group, with its numbers."""
+    stream = f"{100 * HBM_STREAM_FRACTION:.0f}% of HBM peak"
     mem = g[g["bound"] == "memory"]
     comp = g[g["bound"] == "compute"]
     hbm = f"{100 * mem['measured_hbm_fraction'].median():.0f}%" if len(mem) else "n/a"
@@ -118,12 +119,12 @@ def _cause(family: str, g: pd.DataFrame) -> str:
         tens = f"{100 * comp['measured_tensor_fraction'].median():.0f}%" if len(comp) else "n/a"
         return (f"template assumes ideal systolic arrays ({len(comp)} compute-bound rows; measured kernels reach "
                 f"a median {tens} of tensor peak: warp scheduling, register-file operand delivery, wave "
-                f"tails over SMs) and 100% of HBM peak ({len(mem)} memory-bound rows; measured {hbm}); no "
+                f"tails over SMs) and {stream} ({len(mem)} memory-bound rows; measured {hbm}); no "
                 "kernel launch time")
     if family == "embedding":
-        return (f"template treats the gather as a DMA at 100% of HBM peak; the measured kernels move the "
+        return (f"template treats the gather as a DMA at {stream}; the measured kernels move the "
                 f"looked-up rows at a median {hbm} of it (random row gathers, launch time)")
-    return (f"memory-bound in the template ({len(mem)} of {len(g)} rows) at 100% of HBM peak with no launch "
+    return (f"memory-bound in the template ({len(mem)} of {len(g)} rows) at {stream} with no launch "
             f"time; the measured kernels reach a median {hbm} of HBM peak (launch, DRAM efficiency, "
             "reductions over rows)")
 
