@@ -18,3 +18,16 @@ def pyplot(purpose: str) -> Any:
     except ImportError:
         raise ConfigError(f"{purpose} needs matplotlib; install it with `pip install coda-llm[plot]`") from None
     return plt
+
+
+def save_figure(fig: Any, path: Any, purpose: str) -> None:
+    """Write `fig` to `path` (120 dpi) and close it; a failed write (the path was checked before the
+    work, but a disk may still fill or vanish) is a one-line `ConfigError` naming `purpose`."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, dpi=120)
+    except OSError as err:
+        raise ConfigError(f"{purpose} {path}: cannot write ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)

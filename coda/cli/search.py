@@ -20,7 +20,7 @@ import pandas as pd
 
 from coda.cli._output import print_json, print_table
 from coda.errors import CodaError, ConfigError
-from coda.plotting import pyplot
+from coda.plotting import pyplot, save_figure
 
 TABLE_COLUMNS = ("rank", "name", "hbm_bytes", "area_mm2", "tdp_w", "peak_flops", "plan", "tokens_per_s",
                  "tokens_per_s_per_w", "mfu", "peak_memory_bytes", "bound_objective")
@@ -95,8 +95,7 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None
     ax.set_ylabel("training tokens/s (cluster)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, "--plot")
 
 
 LIST_FLAGS = {"n_tc": "--n-tc", "n_vc": "--n-vc", "tc_rows": "--tc-rows", "tc_cols": "--tc-cols",

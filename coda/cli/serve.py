@@ -22,7 +22,7 @@ from coda.cli.train import _cluster
 from coda.errors import ConfigError
 from coda.evaluate.inference import MAX_BATCH
 from coda.models.config import MAX_SEQ_LEN
-from coda.plotting import pyplot
+from coda.plotting import pyplot, save_figure
 from coda.serving.cli import add_simulation_flags, run_simulation, simulating
 from coda.units import GiB
 
@@ -59,12 +59,7 @@ def _plot(df: pd.DataFrame, path: str) -> None:
     ax.set_title(_title(df.iloc[0]), fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:  # checked writable at parse time; the disk may still fill or vanish
-        raise ConfigError(f"--plot {path}: cannot write ({err.strerror or err})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, "--plot")
 
 
 def _sweep(args: argparse.Namespace, cfg: Any) -> int:

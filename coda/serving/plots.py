@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coda.errors import ConfigError
-from coda.plotting import pyplot
+from coda.plotting import pyplot, save_figure
 from coda.serving.metrics import ServingResult
 
 CDF_POINTS = 2000
@@ -78,12 +77,7 @@ def plot_result(result: ServingResult, path: str, title: str | None = None, purp
         ax.grid(alpha=0.3)
     fig.suptitle(title or result.name, fontsize=10)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as err:  # checked writable before the work; the disk may still fill or vanish
-        raise ConfigError(f"{purpose} {path}: cannot write ({err.strerror or err})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, purpose)
 
 
 __all__ = ["cdf", "plot_result"]
