@@ -20,8 +20,8 @@ from coda.arch.clusters import cluster
 from coda.evaluate.training import training
 from coda.models import get
 from coda.placement import Plan, optimize
-from coda.placement.terms import _terms
 from coda.placement.costs import clear_profiles
+from coda.placement.terms import _terms
 
 CASES = (("llama2-7b", 4096, 512), ("llama3-70b", 4096, 1024), ("gpt3-175b", 2048, 1536))
 SIZES = (64, 256, 1024)
