@@ -86,9 +86,9 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None
     if result.best is not None:
         ax.scatter([result.best["tdp_w"]], [result.best["tokens_per_s"]], marker="*", s=150, c="tab:red",
                    label=f"best ({result.objective})")
-    ref = result.reference
-    if ref["status"] == "ok":
-        ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker="s", s=50, c="black", label="TPUv4-like")
+    for marker, (_, ref) in zip("sP", result.references().iterrows()):
+        if ref["status"] == "ok":
+            ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker=marker, s=50, c="black", label=ref["name"])
     for marker, (_, g) in zip("^vD", gpus[gpus["status"] == "ok"].iterrows()):
         ax.scatter([g["tdp_w"]], [g["tokens_per_s"]], marker=marker, s=60, c="tab:green", label=f"{g['name']} (board)")
     ax.set_xlabel("TDP per chip (W)")
@@ -234,6 +234,8 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_fr
         print_json(dict(counts=result.counts(), objective=result.objective,
                         top=result.frame[result.frame["status"] == "ok"].head(args.top).to_dict(orient="records"),
                         reference=result.reference.to_dict(), gpu_references=gpus.to_dict(orient="records"),
+                        faithful_reference=None if result.faithful_reference is None
+                        else result.faithful_reference.to_dict(),
                         pareto=None if front is None else front.to_dict(orient="records"),
                         infeasible=result.frame[result.frame["status"] != "ok"][["name", "reason"]]
                         .to_dict(orient="records"), near_ties=result.near_ties()["name"].tolist(),
@@ -250,8 +252,9 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_fr
     print()
     table = pd.concat([result.table(args.top), gpus.assign(rank="gpu")], ignore_index=True)
     n_listed = int((table["rank"] != "ref").sum() - len(gpus))
-    title = (f"top {args.top} by {result.objective} (per W of cluster TDP), the TPUv4-like reference"
-             f"{' and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
+    title = (f"top {args.top} by {result.objective} (per W of cluster TDP), PHAZE's TPUv4-like reference, the "
+             "faithful TPU v4"
+             f"{', and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
     if short is not None:
         title += f"; {n_listed} listed: {short}"
     print_table(_display(table), title=title)

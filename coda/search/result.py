@@ -21,7 +21,8 @@ class SearchResult:
             tokens_per_s, tokens_per_s_per_w (per watt of cluster TDP, n_chips * tdp_w), mfu,
             peak_memory_bytes, status (``ok`` / ``infeasible``), reason, seconds (of the evaluation).
         best: the best feasible row, None if no visited design fits.
-        reference: the row of `tpuv4_like()` evaluated the same way (not part of the space).
+        reference: the row of `tpuv4_like()` (PHAZE's reference) evaluated the same way (not part of the space).
+        faithful_reference: the row of `tpuv4()`, the TPU v4 with its real vector unit and memories.
         objective: the ranking column.
         n_space: designs in the space; n_pruned: skipped by the bound; n_evaluated: evaluated in
             this call; n_cached: read from the store; n_infeasible: visited designs with no plan
@@ -50,6 +51,7 @@ class SearchResult:
     model: str = ""
     n_chips: int = 0
     tie_tol: float = 0.0
+    faithful_reference: pd.Series | None = None
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
@@ -60,12 +62,17 @@ class SearchResult:
                     complete=self.complete, speculative=self.n_speculative, seconds=self.seconds, **events)
 
     def table(self, top: int = 10) -> pd.DataFrame:
-        """The `top` feasible designs and the reference row below them (column `rank`: 1.., `ref`)."""
+        """The `top` feasible designs and the reference rows below them (column `rank`: 1.., `ref`)."""
         ok = self.frame[self.frame["status"] == "ok"].head(top).copy()
         ok.insert(0, "rank", [str(i + 1) for i in range(len(ok))])
-        ref = self.reference.to_frame().T
-        ref.insert(0, "rank", ["ref"])
-        return pd.concat([ok, ref], ignore_index=True)
+        refs = self.references()
+        refs.insert(0, "rank", ["ref"] * len(refs))
+        return pd.concat([ok, refs], ignore_index=True)
+
+    def references(self) -> pd.DataFrame:
+        """The reference rows: the TPUv4-like chip, then the faithful TPU v4 (when evaluated)."""
+        rows = [r for r in (self.reference, self.faithful_reference) if r is not None]
+        return pd.DataFrame([r.to_dict() for r in rows])
 
     def near_ties(self) -> pd.DataFrame:
         """The feasible designs within `tie_tol` of the best (the best first): the answer is this
@@ -77,8 +84,8 @@ class SearchResult:
         return ok[ok[self.objective].astype(float) >= best * (1.0 - self.tie_tol)]
 
     def to_csv(self, path: str) -> None:
-        """Write the frame (SI units, one row per visited design) and the reference row to a CSV file."""
-        pd.concat([self.frame, self.reference.to_frame().T], ignore_index=True).to_csv(path, index=False)
+        """Write the frame (SI units, one row per visited design) and the reference rows to a CSV file."""
+        pd.concat([self.frame, self.references()], ignore_index=True).to_csv(path, index=False)
 
     def to_markdown(self, top: int = 10) -> str:
         """The `table(top)` as a GitHub-flavoured Markdown table (no optional dependency)."""

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
 from coda.arch.clusters import cluster, preset_description
 from coda.arch.design_space import DesignSpace
 from coda.errors import CodaError, ConfigError
@@ -97,6 +97,9 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("tokens_per_s_per_w", "tokens_per_s")
 """What the design search can rank by (`coda.objectives`)."""
 EXECUTORS = ("inline", "process", "ray")
+REFERENCES = (tpuv4_like(), tpuv4())
+"""Reference chips evaluated beside every search: PHAZE's TPUv4-like chip (its reference, 2 x 128
+vector lanes) and the faithful TPU v4 (2 x 1024 lanes, its real memories; `coda.arch.accelerators`)."""
 
 
 
@@ -281,19 +284,20 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
     peaks, bound_obj, order = _order_designs(designs, job)
     accelerators = list(space)
     executor, window = _dispatch_window(executor, workers, len(order), max_designs, timer)
-    ref_acc = tpuv4_like()
+    refs = REFERENCES
     if db is not None and not db.writable:
-        _refuse_read_only(db, job.key_of(ref_acc), [job.key_of(accelerators[i]) for i in order],
+        _refuse_read_only(db, [job.key_of(acc) for acc in refs], [job.key_of(accelerators[i]) for i in order],
                           [bound_obj[i] for i in order], objective, prune, tie_tol)
-    visit = _Visit(job, db, order, accelerators, bound_obj, ref_acc, executor, window, progress)
+    visit = _Visit(job, db, order, accelerators, bound_obj, refs, executor, window, progress)
     found, n_spec = visit.run()
     rep = _replay(job, found, order, bound_obj, peaks)
-    reference = job.with_bounds(found[-1][0], ref_acc.peak_flops, ref_acc.vector_flops, ref_acc.tdp_w)
+    ref_rows = [job.with_bounds(found[-1 - k][0], acc.peak_flops, acc.vector_flops, acc.tdp_w)
+                for k, acc in enumerate(refs)]
     frame = _ranked(rep.rows, rep.visit_pos, objective)
     n_ok = int((frame["status"] == "ok").sum()) if len(frame) else 0
-    ref_series = pd.Series({c: reference[c] for c in FRAME_COLUMNS}, name="reference")
+    ref_series = [pd.Series({c: row[c] for c in FRAME_COLUMNS}, name="reference") for row in ref_rows]
     return SearchResult(
-        frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_series,
+        frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_series[0], faithful_reference=ref_series[1],
         objective=objective, n_space=len(designs), n_pruned=len(order) - rep.stopped_at - rep.unvisited,
         n_evaluated=rep.n_new, n_cached=len(rep.rows) - rep.n_new, n_infeasible=len(frame) - n_ok,
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
@@ -305,14 +309,15 @@ class _Visit:
     recording each finished row in the store and in `found` (collect).
 
     `run()` returns `found[pos]` = (row, evaluated in this call) for each visited position of
-    `order` (-1: the reference), and the number of designs evaluated in this call; on Ctrl-C or
+    `order` (-1 - k: reference k of `REFERENCES`), and the number of designs evaluated in this call; on Ctrl-C or
     SIGTERM it stores every finished design, ends the workers and raises `SearchInterrupted`.
     """
 
     def __init__(self, job: _Job, db: ResultStore | None, order: list[int], accelerators: list[Accelerator],
-                 bound_obj: np.ndarray, ref_acc: Accelerator, executor: str, window: int, progress: bool) -> None:
+                 bound_obj: np.ndarray, refs: tuple[Accelerator, ...], executor: str, window: int,
+                 progress: bool) -> None:
         self.job, self.db, self.order, self.accelerators, self.bound_obj = job, db, order, accelerators, bound_obj
-        self.ref_acc, self.executor, self.window = ref_acc, executor, window
+        self.refs, self.executor, self.window = refs, executor, window
         self.found: dict[int, tuple[dict[str, Any], bool]] = {}
         self.inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
         self.best, self.submitted, self.nxt, self.stop = -math.inf, 0, 0, False
@@ -348,13 +353,14 @@ class _Visit:
         return sum(new for pos, (_, new) in self.found.items() if pos >= 0)
 
     def _start(self) -> None:
-        """The reference design: from the store, or submitted first."""
-        ref_key = self.job.key_of(self.ref_acc)
-        ref_row = self.db.get(ref_key) if self.db is not None else None
-        if ref_row is None:
-            self.inflight[self.submit(self.ref_acc)] = (-1, self.ref_acc, ref_key)
-        else:
-            self.found[-1] = (ref_row, False)
+        """The reference designs: from the store, or submitted first."""
+        for k, acc in enumerate(self.refs):
+            key = self.job.key_of(acc)
+            row = self.db.get(key) if self.db is not None else None
+            if row is None:
+                self.inflight[self.submit(acc)] = (-1 - k, acc, key)
+            else:
+                self.found[-1 - k] = (row, False)
 
     def _beaten(self, i: int) -> bool:
         """Whether the design at order index i is pruned by the bound or cut by `max_designs`."""

@@ -55,12 +55,16 @@ def plan_words(row: pd.Series) -> str:
             f"(recompute {row['recompute']}, ZeRO-{int(row['zero'])})")
 
 
-def _ratios(best: pd.Series, reference: pd.Series, gpus: pd.DataFrame | None, objective: str) -> str:
+def _ratios(best: pd.Series, reference: pd.Series, gpus: pd.DataFrame | None, objective: str,
+            faithful: pd.Series | None = None) -> str:
     value = float(best[objective])
     if reference["status"] == "ok":
-        parts = [f"{value / float(reference[objective]):.2f}x the TPUv4-like reference"]
+        parts = [f"{value / float(reference[objective]):.2f}x PHAZE's TPUv4-like reference"]
     else:
-        parts = ["the TPUv4-like reference fits under no plan"]
+        parts = ["PHAZE's TPUv4-like reference fits under no plan"]
+    if faithful is not None:
+        parts.append(f"{value / float(faithful[objective]):.2f}x the faithful TPU v4" if faithful["status"] == "ok"
+                     else "the faithful TPU v4 fits under no plan")
     if gpus is not None and len(gpus):
         ok = gpus[gpus["status"] == "ok"]
         if len(ok):
@@ -101,7 +105,8 @@ def summary(result: SearchResult, gpus: pd.DataFrame | None = None) -> str:
     ties = result.near_ties()["name"].iloc[1:].tolist()
     family = "" if not ties else (f" Within {result.tie_tol:.0%} of it: {', '.join(map(str, ties[:5]))}"
                                   f"{f' and {len(ties) - 5} more' if len(ties) > 5 else ''}.")
-    return f"{lead}: {design_words(best)} {work}: {_ratios(best, result.reference, gpus, objective)}.{family}"
+    ratios = _ratios(best, result.reference, gpus, objective, result.faithful_reference)
+    return f"{lead}: {design_words(best)} {work}: {ratios}.{family}"
 
 
 def shortfall(result: SearchResult, top: int) -> str | None:

@@ -121,9 +121,11 @@ def test_summary_says_the_answer(result):
         f"pp={best['pp']} dp={best['dp']} mb={best['micro_batch']}" in text
     assert f"{run_mod_number(best['tokens_per_s_per_w'])} tokens/s/W" in text
     ratio = best["tokens_per_s_per_w"] / ref["tokens_per_s_per_w"]
+    faithful = best["tokens_per_s_per_w"] / result.faithful_reference["tokens_per_s_per_w"]
     gpu_ratios = [best["tokens_per_s_per_w"] / g for g in gpus["tokens_per_s_per_w"]]
-    assert f"{ratio:.2f}x the TPUv4-like reference and {gpu_ratios[0]:.2f}x / {gpu_ratios[1]:.2f}x the " \
-        "a100-sxm4-80gb / h100-sxm rows." in text
+    assert f"{ratio:.2f}x PHAZE's TPUv4-like reference, {faithful:.2f}x the faithful TPU v4 and " \
+        f"{gpu_ratios[0]:.2f}x / {gpu_ratios[1]:.2f}x the a100-sxm4-80gb / h100-sxm rows." in text
+    assert list(result.table(3)["name"].iloc[-2:]) == ["tpuv4-like", "tpuv4"]
     assert " W, " in text and " mm2 at 22 nm)" in text and f"{int(best['glb_bytes']) // MiB} MiB GLB" in text
     throughput = search(MODEL, DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(64,),
                                            glb_bytes=(32 * MiB,)), CHIPS, BATCH, SEQ, objective="tokens_per_s",

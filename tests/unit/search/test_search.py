@@ -65,11 +65,11 @@ def test_frame_exports_without_optional_dependencies(tmp_path):
     path = tmp_path / "designs.csv"
     res.to_csv(str(path))
     back = pd.read_csv(path)
-    assert len(back) == len(res.frame) + 1 and "tokens_per_s_per_w" in back.columns
+    assert len(back) == len(res.frame) + 2 and "tokens_per_s_per_w" in back.columns
     md = res.to_markdown(top=3)
     lines = md.splitlines()
     assert lines[0] == "**top 3 by tokens_per_s_per_w**" and lines[2].startswith("| rank | name |")
-    assert [row.split(" | ")[0] for row in lines[4:]] == ["| 1", "| 2", "| 3", "| ref"]
+    assert [row.split(" | ")[0] for row in lines[4:]] == ["| 1", "| 2", "| 3", "| ref", "| ref"]
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan"), True])
@@ -155,7 +155,9 @@ def test_reference_row_is_the_tpuv4_like_chip():
     assert ref["name"] == "tpuv4-like" and ref["status"] == "ok" and ref["n_tc"] == 8
     assert ref["bound_tokens_per_s"] >= ref["tokens_per_s"] > 0
     table = res.table(5)
-    assert list(table["rank"]) == ["1", "ref"] and table["name"].iloc[-1] == "tpuv4-like"
+    assert list(table["rank"]) == ["1", "ref", "ref"] and list(table["name"].iloc[-2:]) == ["tpuv4-like", "tpuv4"]
+    faithful = res.faithful_reference
+    assert faithful["status"] == "ok" and faithful["vc_lanes"] == 1024 and faithful["n_vc"] == 2
 
 
 def test_gpu_reference_rows_are_the_dgx_optimum_per_board_watt():
