@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from coda.errors import ConfigError
+from coda.paths import writable_file
+
 PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 """File suffixes `--plot` and `--timeline` accept (matplotlib picks the format from it)."""
 
@@ -136,31 +139,16 @@ def output_file(suffixes: Iterable[str] | None = None) -> Callable[[str], str]:
 
 
 def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
-    """`value` as a path that can be written (see `output_file`); raises `ArgumentTypeError`."""
+    """`value` as a path that can be written (`coda.paths.writable_file`) with one of `suffixes`;
+    raises `ArgumentTypeError`."""
     if not value.strip():
         raise argparse.ArgumentTypeError("is an empty path; give a file name")
-    path = Path(value)
     try:
-        if path.is_dir():
-            raise argparse.ArgumentTypeError("is a directory; give a file in it, e.g. "
-                                             f"{str(path / ('out' + (suffixes[0] if suffixes else '.json')))!r}")
-        if suffixes is not None and path.suffix.lower() not in suffixes:
-            raise argparse.ArgumentTypeError("has no image suffix; end it with one of "
-                                             f"{', '.join(suffixes)}")
-        parent = path.parent
-        if not parent.is_dir():
-            raise argparse.ArgumentTypeError(f"is in a directory that does not exist, {str(parent)!r}; create it "
-                                             "first")
-        existed = path.exists()
-        with open(path, "ab"):
-            pass
-        if not existed:
-            path.unlink()
-    except argparse.ArgumentTypeError:
-        raise
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise argparse.ArgumentTypeError(f"cannot be written ({reason}); give a writable file") from None
+        path = writable_file(value, "file")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        raise argparse.ArgumentTypeError(f"has no image suffix; end it with one of {', '.join(suffixes)}")
     return path
 
 

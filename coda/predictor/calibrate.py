@@ -24,7 +24,6 @@ What each group is fitted on (everything else is held out and reported by
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -35,7 +34,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from coda.arch.gpus import gpu as lookup_gpu
-from coda.errors import ConfigError
+from coda.paths import writable_file
 from coda.predictor import measured
 from coda.predictor.gpu_tiles import (
     MEASURED_STREAM_FRACTION,
@@ -350,20 +349,8 @@ def fit(df: pd.DataFrame | None = None) -> Calibration:
 
 
 def check_out_path(path: str | Path) -> Path:
-    """The path `coda calibrate` will write, checked before fitting.
-
-    Raises:
-        ConfigError: the directory does not exist or is not writable, or the path is a directory.
-    """
-    out = Path(path).expanduser()
-    parent = out.parent if str(out.parent) else Path(".")
-    if out.is_dir():
-        raise ConfigError(f"--out {path}: is a directory; name a file such as {out / 'gpu_tiles.json'}")
-    if not parent.is_dir():
-        raise ConfigError(f"--out {path}: directory {parent} does not exist; create it or name another path")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ConfigError(f"--out {path}: not writable; name a path in a directory you can write to")
-    return out
+    """The path `coda calibrate` will write, checked before fitting (`coda.paths.writable_file`)."""
+    return writable_file(Path(path).expanduser(), "--out")
 
 
 def write(cal: Calibration, path: str | Path) -> Path:

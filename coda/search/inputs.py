@@ -10,6 +10,7 @@ import numpy as np
 
 from coda.errors import ConfigError
 from coda.models.config import ModelConfig
+from coda.placement import rules as R
 from coda.placement.optimize import CHOICES, check_choices
 from coda.search.bounds import pruned
 from coda.search.store import ResultStore
@@ -61,7 +62,7 @@ def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
             return None
         return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v,)))
 
-    divisors = [d for d in range(1, n_chips + 1) if n_chips % d == 0]
+    divisors = R.divisors(n_chips)
     tp, pp = values("tp"), values("pp")
     for name, vals in (("tp", tp), ("pp", pp)):
         if vals is not None and not any(n_chips % v == 0 for v in vals):

@@ -23,13 +23,13 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from coda.errors import ConfigError
+from coda.paths import can_append, can_create_in, writable_file
 
 SCHEMA = "coda.search.store/1"
 APPLICATION_ID = 0x436F4441
@@ -90,53 +90,8 @@ def result_key(**inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _can_create_in(directory: Path) -> str | None:
-    """None when a file can be created in `directory`, else the reason (an unlinked temporary file is the test)."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
-
-
-def _can_append(path: Path) -> str | None:
-    """None when `path` (an existing file) can be opened for writing, else the reason. Nothing is written."""
-    try:
-        with open(path, "ab"):
-            pass
-    except OSError as err:
-        return err.strerror or str(err)
-    return None
-
-
-def check_output_path(path: str | Path, what: str) -> Path:
-    """`path` as a file coda can write, checked before any computation.
-
-    Args:
-        path: the file to write (it may exist; it is not modified here).
-        what: how the user named it, for messages (``--plot``, ``store``).
-
-    Returns:
-        The path.
-
-    Raises:
-        ConfigError: `path` is a directory, its directory is missing or not a directory, or
-            the file (or a new file in its directory) cannot be written.
-    """
-    p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{what} {str(path)!r} is a directory; give a file path inside it, e.g. {p / 'out'}")
-    parent = p.parent
-    if not parent.exists():
-        raise ConfigError(f"{what} {str(path)!r}: directory {str(parent)!r} does not exist; create it first "
-                          "or choose a path in an existing directory")
-    if not parent.is_dir():
-        raise ConfigError(f"{what} {str(path)!r}: {str(parent)!r} is not a directory; choose another path")
-    reason = _can_append(p) if p.exists() else _can_create_in(parent)
-    if reason is not None:
-        raise ConfigError(f"{what} {str(path)!r} cannot be written ({reason}); choose a writable place")
-    return p
+check_output_path = writable_file
+"""`coda.paths.writable_file`: the one check of every output path (kept here for `coda.search` users)."""
 
 
 def _header(path: Path) -> bytes:
@@ -177,8 +132,8 @@ class ResultStore:
             raise ConfigError(f"store {name!r} cannot be read ({err.strerror}); check its permissions") from None
         if exists and header:
             self._check_marker(header)
-        reason = (_can_append(self.path) or _can_create_in(self.path.parent)) if exists else \
-            _can_create_in(self.path.parent)
+        reason = (can_append(self.path) or can_create_in(self.path.parent)) if exists else \
+            can_create_in(self.path.parent)
         if reason is not None and not (exists and header):
             raise ConfigError(f"store {name!r} cannot be created ({reason}); choose a writable directory")
         self.writable = reason is None
