@@ -145,8 +145,8 @@ def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
         raise argparse.ArgumentTypeError("is an empty path; give a file name")
     try:
         path = writable_file(value, "file")
-    except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    except ConfigError as err:  # argparse names the flag and the value already
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"file {value!r}").lstrip(": ")) from None
     if suffixes is not None and path.suffix.lower() not in suffixes:
         raise argparse.ArgumentTypeError(f"has no image suffix; end it with one of {', '.join(suffixes)}")
     return path
