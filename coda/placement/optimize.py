@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import pandas as pd
@@ -39,7 +40,7 @@ from coda.objectives import objective as as_objective
 from coda.placement import rules as R
 from coda.placement.chain import CostModel, Software, collective_cost
 from coda.placement.dp import best_split
-from coda.placement.layout import Layout
+from coda.placement.layout import GRAPH_FIELDS
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
 from coda.placement.plan import (
     ZERO_STAGES,
@@ -59,6 +60,11 @@ CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "z
            "stage_layers", "cp", "ep")
 MAX_MICRO_BATCH = 16
 MAX_VIRTUAL_STAGES = 8
+
+_graph_key = operator.attrgetter(*GRAPH_FIELDS)
+"""A plan's `GRAPH_FIELDS` as a tuple: equal exactly when the plans' `graph_layout`s are equal, and far
+cheaper to build and hash per candidate than the `Layout` itself (the search groups tens of
+thousands of candidates by it)."""
 
 
 def _as_set(value: Any) -> set[Any] | None:
@@ -118,6 +124,8 @@ class _Space:
     want: dict[str, set[Any]]
     rejected: Counter[str]
     given: Any  # stage_layers, or None
+    schedules: dict[tuple[int, int], tuple[list[tuple[str, int, Any]], list[str]]] = field(default_factory=dict)
+    """`_schedules` by (pp, m): its choices and the reasons it counted (counted again on a hit)."""
 
     def keep(self, name: str, values: Iterable[Any]) -> list[Any]:
         """The values the caller allows for `name`."""
@@ -190,24 +198,37 @@ def _mbs(sp: _Space, dp: int) -> list[int]:
 
 
 def _schedules(sp: _Space, pp: int, m: int) -> list[tuple[str, int, Any]]:
-    """(schedule, virtual stages, stage_layers) choices for pp stages and m micro-batches."""
+    """(schedule, virtual stages, stage_layers) choices for pp stages and m micro-batches, computed
+    once per (pp, m) in a search (the reasons they drop are counted at every call, as if computed again)."""
+    hit = sp.schedules.get((pp, m))
+    if hit is None:
+        hit = sp.schedules[(pp, m)] = _schedules_of(sp, pp, m)
+    out, counted = hit
+    sp.rejected.update(counted)
+    return out
+
+
+def _schedules_of(sp: _Space, pp: int, m: int) -> tuple[list[tuple[str, int, Any]], list[str]]:
+    """`_schedules`, and the reasons to count (those of values the caller asked for)."""
     out: list[tuple[str, int, Any]] = []
+    counted: list[str] = []
     v_set, asked = sp.want.get("virtual_stages"), sp.asked("schedule", "virtual_stages")
     for sched in sp.keep("schedule", ("1f1b", "interleaved")):
         vs = sorted(v_set) if v_set else [1] if sched == "1f1b" else range(2, MAX_VIRTUAL_STAGES + 1)
         for v in vs:
             why = (R.virtual_stages_need_interleaving(sched, v) + R.interleaving_needs_chunks(sched, v)
                    + R.interleaving_needs_pipeline(sched, pp) + R.interleaved_micro_batches(sched, pp, m))
-            if not sp.passes(why, asked):
+            if why:
+                counted += why if asked else []
                 continue
             layers = sp.given
             if sched == "interleaved" and sp.given is None and sp.cfg.n_layers % (pp * v):
                 layers = lighter_ends_stage_layers(sp.cfg.n_layers, pp * v)  # embedding, loss as layers
                 if layers is None:
-                    sp.passes(R.chunks_divide_layers(sp.cfg, sched, pp, v, None), asked)
+                    counted += R.chunks_divide_layers(sp.cfg, sched, pp, v, None) if asked else []
                     continue
             out.append((sched, v, layers))
-    return out
+    return out, counted
 
 
 def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[str], eps: list[int]) -> list[Plan]:
@@ -254,13 +275,14 @@ def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int
 
 def _bound_data(model: CostModel) -> Any:
     """Per-graph-layout sums for the lower bound, computed once per search."""
-    cache: dict[tuple[Layout, str], tuple[float, float, float]] = {}
+    cache: dict[tuple[Any, str], tuple[float, float, float, float]] = {}
     per_param_bytes: dict[tuple[int, int], float] = {}  # by (weight shards, state shards)
     cfg, cl = model.cfg, model.cluster
     mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
 
-    def sums(plan: Plan) -> tuple[float, float, float]:
-        key = (plan.graph_layout, plan.recompute)
+    def sums(plan: Plan) -> tuple[float, float, float, float]:
+        """(time, parameters, expert parameters, embedding table parameters) of the plan's layers."""
+        key = (_graph_key(plan), plan.recompute)
         if key not in cache:
             pr = model.profile(plan)
             coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
@@ -271,15 +293,15 @@ def _bound_data(model: CostModel) -> Any:
             t = sum(m * (pr.fwd_s[i] + pr.bwd_s[i]) for i, m in enumerate(mult)) + rec + coll
             params = sum(m * pr.params[i] for i, m in enumerate(mult))
             experts = sum(m * pr.expert_params[i] for i, m in enumerate(mult)) if plan.ep > 1 else 0.0
-            cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0), experts)
+            cache[key] = (t, params + (pr.table_params if cfg.tied_embeddings else 0.0), experts, pr.table_params)
         return cache[key]
 
     def bound(plan: Plan) -> tuple[float, float]:
         """(step-time lower bound, static-memory lower bound per device)."""
-        t, params, experts = sums(plan)
+        t, params, experts, table_params = sums(plan)
         p, v, m = plan.pp, plan.virtual_stages, plan.micro_batches
         if p == 1 and cfg.tied_embeddings:
-            params -= model.profile(plan).table_params
+            params -= table_params
 
         def per_param(n: int) -> float:  # weight, gradient and optimizer bytes of a parameter sharded over n
             shards = (n if plan.zero == 3 else 1, n if plan.zero else 1)
@@ -317,19 +339,20 @@ def _row(r: TrainingResult) -> dict[str, Any]:
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_bytes=float(r.peak_memory_bytes))
 
 
-def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int]:
+def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int, list[Plan]]:
     """The plans whose layer graphs can be built at this sequence length (`rules.graph_reasons`),
-    and how many were dropped. Context parallelism that cannot split the sequence is refused
-    outright when it is all that was asked for."""
+    how many were dropped, and one of them per graph layout (what `CostModel.prefetch` needs).
+    Context parallelism that cannot split the sequence is refused outright when it is all that
+    was asked for."""
     split = [p for p in plans if not R.cp_splits_sequence(p.cp, model.seq_len)]
     if plans and not split:
         raise ConfigError("; ".join(dict.fromkeys(r for p in plans for r in R.cp_splits_sequence(p.cp, model.seq_len))))
-    builds: dict[Layout, bool] = {}
+    first: dict[Any, Plan] = {}
     for p in split:
-        if p.graph_layout not in builds:
-            builds[p.graph_layout] = not model.graph_reasons(p.graph_layout)
-    ok = [p for p in split if builds[p.graph_layout]]
-    return ok, len(split) - len(ok)
+        first.setdefault(_graph_key(p), p)
+    builds = {key: not model.graph_reasons(p.graph_layout) for key, p in first.items()}
+    ok = [p for p in split if builds[_graph_key(p)]]
+    return ok, len(split) - len(ok), [p for key, p in first.items() if builds[key]]
 
 
 def _no_plan(model: CostModel, n_devices: int, global_batch: int, max_tp: int, choices: dict[str, Any]) -> NoReturn:
@@ -377,11 +400,11 @@ def search_plans(model: CostModel, n_devices: int, global_batch: int,
     """
     t0 = time.perf_counter()
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    plans, unbuildable = _buildable(model, candidate_plans(model.cfg, n_devices, global_batch, max_tp,
-                                                           model.software.attention, **choices))
+    plans, unbuildable, per_graph = _buildable(model, candidate_plans(model.cfg, n_devices, global_batch, max_tp,
+                                                                      model.software.attention, **choices))
     if not plans:
         _no_plan(model, n_devices, global_batch, max_tp, choices)
-    model.prefetch(plans)
+    model.prefetch(per_graph)
     scored, mem_pruned, least_static = _order(model, plans)
     results: list[TrainingResult] = []
     best, infeasible, visited = math.inf, 0, 0
