@@ -12,6 +12,20 @@ for sequence parallelism):
   ln1 -> [all_gather] -> qkv -> [rope] -> attention (fused, or bmm/mask/softmax/bmm) -> out_proj
   -> [all_reduce | reduce_scatter] -> add -> ln2 -> [all_gather] -> mlp_up -> act -> mlp_down
   -> [all_reduce | reduce_scatter] -> add
+A parallel block (`cfg.parallel_block`: GPT-J, Falcon, GPT-NeoX, PaLM) feeds one normed input
+(or, with `norms_per_block` = 2, two norms of the same input) to both attention and MLP:
+  ln1 [ln2] -> [all_gather] -> qkv -> ... -> out_proj  |  mlp_up -> act -> mlp_down
+  -> add (the two tensor-parallel partial sums, tp > 1 or dropout) -> [all_reduce | reduce_scatter]
+  -> residual add
+so one TP exit instead of two (vLLM's Falcon reduces `attn + mlp` once), one residual add (at
+tp = 1 without dropout a single three-input add: x + attn + mlp), and no norm between them.
+Positions: RoPE rotates `rotary_dim` (default head_dim) of each query and key head; ALiBi
+(`position="alibi"`, BLOOM, MPT) adds a per-head linear bias to the scores: inside fused
+attention it is computed in-kernel from the slopes (FlashAttention-2 `alibi_slopes`; no memory
+traffic, and its ~2 FLOPs per score are left out of the attention FLOPs like the causal mask);
+unfused attention adds it as an elementwise op over the b*a*s*c scores (`attn_alibi`), as the
+Hugging Face eager MPT code does. A norm after the token embedding (`embedding_norm`, BLOOM)
+ends the embedding layer.
 MoE blocks replace the MLP by a router and E grouped expert GEMMs with balanced routing
 (ceil(T*k/E) tokens per expert; when serving fewer than E token copies, as in decode, only the
 T*k experts that receive one run and have their weights read). With expert parallelism (`ep`,
@@ -92,6 +106,8 @@ def _attention(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, prev:
                                  kernel=x.attention_kernel, window=window), after=[prev])
     bh = x.b * x.a_t
     scores = g.add(O.matmul(x.s, d, x.c, batch=bh, dtype=dt, name="attn_scores"), after=[prev])
+    if cfg.position == "alibi":  # scores + slope_head * (key position - query position), a bias of a*c read once
+        scores = g.add(O.elementwise(bh * x.s * x.c, 1, 1, dt, name="attn_alibi", fn="add_bias"), after=[scores])
     mask = g.add(O.elementwise(bh * x.s * x.c, 2 if cfg.causal else 1, 1, dt, name="attn_scale_mask", fn="scale_mask"),
                  after=[scores])
     probs = g.add(O.softmax(bh * x.s, x.c, dt, name="attn_softmax"), after=[mask])
@@ -196,6 +212,51 @@ def _residual(x: _Dims, h: int, dt: str, name: str, dropout: bool) -> Op:
     return O.elementwise(x.T_sp * h, 1, 2, dt, name=name, fn="add")
 
 
+def _attention_branch(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool, window: int | None,
+                      pre: Op) -> Op:
+    """Attention from its (gathered) normed input to the output projection, before the TP exit."""
+    d = cfg.head_dim
+    assert d is not None
+    if cfg.mla:
+        attn = _latent_attention(g, cfg, x, impl, dt, pre, window)
+        out_width = x.a_t * cfg.v_head_dim
+    else:
+        qkv = _gemm(g, x, x.T, cfg.hidden, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)
+        q = qkv
+        if cfg.position == "rope":  # the rotated part of each query and key head
+            rot = cfg.rotary_dim or d
+            q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * rot, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope",
+                                    fn="rope"), after=[qkv])
+        attn = _attention(g, cfg, x, impl, dt, q, dropout, window)
+        out_width = x.a_t * d
+    return _gemm(g, x, x.T, out_width, cfg.hidden, "out_proj", [attn], bias=cfg.bias)
+
+
+def _parallel_block(g: OpGraph, cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool, kind: BlockKind,
+                    act_bytes: float) -> None:
+    """x + attn(n1(x)) + mlp(n2(x)) (module doc): one shared input, one TP exit, one residual add."""
+    window, moe = kind
+    h = cfg.hidden
+    ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
+    ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2")) if cfg.norms_per_block == 2 else ln1
+    attn_in = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
+    mlp_in = attn_in if ln2 is ln1 else _tp_entry(g, x, "mlp", act_bytes, dt, ln2)
+    proj = _attention_branch(g, cfg, x, impl, dt, dropout, window, attn_in)
+    if x.moe_folded and moe:  # experts on the sequence-parallel shard: their output is already whole
+        out = _mlp(g, cfg, x, dt, ln2, moe)
+        proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
+        branches = [proj, out]
+    else:
+        branches = [proj, _mlp(g, cfg, x, dt, mlp_in, moe)]
+        if x.t > 1 or dropout:  # sum the two partial outputs, then reduce them once
+            both = g.add(O.elementwise(x.T * h, 1, 2, dt, name="parallel_sum", fn="add"), after=branches)
+            branches = [_tp_exit(g, x, "block", act_bytes, dt, both)]
+    if len(branches) == 1:
+        g.add(_residual(x, h, dt, "residual", dropout), after=branches)
+    else:
+        g.add(O.elementwise(x.T_sp * h, 2, 3, dt, name="residual", fn="add"), after=branches)
+
+
 def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
            kind: BlockKind) -> tuple[OpGraph, dict[str, list[Op]]]:
     """One transformer block's forward graph, and the backward all-reduces of its TP inputs. A
@@ -208,33 +269,27 @@ def _block(cfg: ModelConfig, x: _Dims, impl: str, dt: str, dropout: bool,
     h, d, e = cfg.hidden, cfg.head_dim, dtype_bytes(dt)
     assert d is not None
     act_bytes = x.T * h * e
-    ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
-    pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
-    if cfg.mla:
-        attn = _latent_attention(g, cfg, x, impl, dt, pre, window)
-        out_width = x.a_t * cfg.v_head_dim
+    if cfg.parallel_block:
+        _parallel_block(g, cfg, x, impl, dt, dropout, kind, act_bytes)
     else:
-        qkv = _gemm(g, x, x.T, h, (x.a_t + 2 * x.g_t) * d, "qkv", [pre], bias=cfg.bias, after_norm=not x.sp)
-        q = qkv
-        if cfg.position == "rope":
-            q = g.add(O.elementwise(x.T * (x.a_t + x.g_t) * d, ROPE_FLOPS_PER_ELEMENT, 1, dt, name="rope",
-                                    fn="rope"), after=[qkv])
-        attn = _attention(g, cfg, x, impl, dt, q, dropout, window)
-        out_width = x.a_t * d
-    proj = _gemm(g, x, x.T, out_width, h, "out_proj", [attn], bias=cfg.bias)
-    proj = _tp_exit(g, x, "attn", act_bytes, dt, proj)
-    add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
-    ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
-    if x.moe_folded and moe:  # expert layers on the sequence-parallel shard: no TP region around them
-        out = _mlp(g, cfg, x, dt, ln2, moe)
-    else:
-        out = _tp_exit(g, x, "mlp", act_bytes, dt,
-                       _mlp(g, cfg, x, dt, _tp_entry(g, x, "mlp", act_bytes, dt, ln2), moe))
-    g.add(_residual(x, h, dt, "mlp_residual", dropout), after=[out, add1])
+        ln1 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln1"))
+        pre = _tp_entry(g, x, "attn", act_bytes, dt, ln1)
+        proj = _tp_exit(g, x, "attn", act_bytes, dt, _attention_branch(g, cfg, x, impl, dt, dropout, window, pre))
+        add1 = g.add(_residual(x, h, dt, "attn_residual", dropout), after=[proj])
+        ln2 = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="ln2"), after=[add1])
+        if x.moe_folded and moe:  # expert layers on the sequence-parallel shard: no TP region around them
+            out = _mlp(g, cfg, x, dt, ln2, moe)
+        else:
+            out = _tp_exit(g, x, "mlp", act_bytes, dt,
+                           _mlp(g, cfg, x, dt, _tp_entry(g, x, "mlp", act_bytes, dt, ln2), moe))
+        g.add(_residual(x, h, dt, "mlp_residual", dropout), after=[out, add1])
     bwd_reduce: dict[str, list[Op]] = {}
     if x.t > 1 and not x.sp:  # Megatron's f operator: identity forward, all-reduce backward
         first_mlp = "router" if moe else "mlp_up"
-        for region, first in (("attn", "kv_down" if cfg.mla else "qkv"), ("mlp", first_mlp)):
+        regions = [("attn", "kv_down" if cfg.mla else "qkv"), ("mlp", first_mlp)]
+        if cfg.parallel_block and cfg.norms_per_block == 1 and not (x.moe_folded and moe):
+            regions = regions[:1]  # one shared input: the two dgrads are summed and reduced once
+        for region, first in regions:
             bwd_reduce[first] = [O.collective("all_reduce", act_bytes, x.t, dt, name=f"{region}.input_all_reduce")]
     return g, bwd_reduce
 
@@ -246,6 +301,8 @@ def _embedding(cfg: ModelConfig, x: _Dims, dt: str) -> OpGraph:
     if cfg.embed_dim is not None:
         out = g.add(O.matmul(x.T, emb_w, h, dtype=dt, name="project_in", weight=True), after=[out])
     out = _tp_exit(g, x, "embedding", x.T * h * el, dt, out)
+    if cfg.embedding_norm:
+        out = g.add(O.norm(x.T_sp, h, dt, cfg.norm, name="embedding_norm"), after=[out])
     if cfg.position == "learned":
         pos = g.add(O.embedding(x.T_sp, h, cfg.max_seq_len, dt, name="position_embedding"))
         g.add(O.elementwise(x.T_sp * h, 1, 2, dt, name="embedding_add", fn="add"), after=[out, pos])

@@ -13,7 +13,7 @@ from coda.errors import ConfigError
 
 MLP_KINDS = ("gelu", "relu", "swiglu", "geglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
-POSITION_KINDS = ("learned", "rope")
+POSITION_KINDS = ("learned", "rope", "alibi")
 
 MAX_LAYERS = 2**14
 """Most transformer blocks a model may have (the deepest trained, DeepNet, has 1,000)."""
@@ -35,7 +35,7 @@ SIZE_BOUNDS: dict[str, tuple[int, int, str]] = {
     "sliding_window": (1, MAX_SEQ_LEN, "tokens"), "shared_ffn_hidden": (0, MAX_WIDTH, ""),
     "dense_ffn_hidden": (0, MAX_WIDTH, ""), "kv_lora_rank": (0, MAX_WIDTH, ""),
     "q_lora_rank": (0, MAX_WIDTH, ""), "qk_rope_head_dim": (0, MAX_WIDTH, ""),
-    "v_head_dim": (0, MAX_WIDTH, ""),
+    "v_head_dim": (0, MAX_WIDTH, ""), "rotary_dim": (0, MAX_WIDTH, ""),
 }
 """Each integer size field: (least, largest, what it counts). The upper bounds are physical
 sanity limits far above any published model, so a typo (a vocabulary of 10^12) is refused."""
@@ -147,7 +147,9 @@ class ModelConfig:
     head_dim: int | None = field(default=None, metadata=_help("per-head width, d; None = hidden / n_heads"))
     mlp: str = field(default="gelu", metadata=_help("gelu | relu (two matrices) or swiglu | geglu (gated, three)"))
     norm: str = field(default="layernorm", metadata=_help("layernorm | rmsnorm"))
-    position: str = field(default="learned", metadata=_help("learned (table of max_seq_len x h) | rope"))
+    position: str = field(default="learned", metadata=_help(
+        "learned (table of max_seq_len x h) | rope | alibi (a per-head linear bias on the attention scores, no "
+        "parameters: BLOOM, MPT)"))
     causal: bool = field(default=True, metadata=_help("causal (decoder) or bidirectional (encoder) attention"))
     tied_embeddings: bool = field(default=True, metadata=_help("LM head shares the input embedding"))
     bias: bool = field(default=True, metadata=_help("linear layers and norms have biases"))
@@ -175,6 +177,16 @@ class ModelConfig:
     qk_rope_head_dim: int = field(default=0, metadata=_help("MLA: rotary part of each query and key head, d_r "
                                                             "(head_dim is the rest, d)"))
     v_head_dim: int = field(default=0, metadata=_help("MLA: width of each value head, d_v"))
+    rotary_dim: int = field(default=0, metadata=_help(
+        "partial rotary embedding: RoPE rotates the first d_rot of each query and key head's d dimensions (GPT-J: "
+        "64 of 256); 0 = all of them"))
+    parallel_block: bool = field(default=False, metadata=_help(
+        "attention and MLP read the same block input and add into one residual, x + attn(n1(x)) + mlp(n2(x)) "
+        "(GPT-J, Falcon, PaLM); False = sequential, x' = x + attn(n1(x)), x' + mlp(n2(x'))"))
+    norms_per_block: int = field(default=2, metadata=_help(
+        "norms per block: 2, or 1 for a parallel block whose attention and MLP share one norm (GPT-J, Falcon-7B)"))
+    embedding_norm: bool = field(default=False, metadata=_help(
+        "a norm right after the token embedding (BLOOM's word_embeddings_layernorm)"))
 
     def __post_init__(self) -> None:
         """Validate in named steps: sizes, heads, options, layer lists, attention variants."""
@@ -217,9 +229,18 @@ class ModelConfig:
         for f, allowed in (("mlp", MLP_KINDS), ("norm", NORM_KINDS), ("position", POSITION_KINDS)):
             if not isinstance(getattr(self, f), str) or getattr(self, f) not in allowed:
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be one of {', '.join(allowed)}")
-        for f in ("causal", "tied_embeddings", "bias"):
+        for f in ("causal", "tied_embeddings", "bias", "parallel_block", "embedding_norm"):
             if not isinstance(getattr(self, f), bool):
                 raise ConfigError(f"{self.name}: {f}={getattr(self, f)!r} must be true or false")
+        if isinstance(self.norms_per_block, bool) or self.norms_per_block not in (1, 2):
+            raise ConfigError(f"{self.name}: norms_per_block={self.norms_per_block!r} must be 1 or 2")
+        if self.norms_per_block == 1 and not self.parallel_block:
+            raise ConfigError(f"{self.name}: norms_per_block=1 needs parallel_block=True (a sequential block normalises "
+                              "the attention output before its MLP); set both, or use 2")
+        if self.rotary_dim and (self.position != "rope" or self.rotary_dim > (self.head_dim or 0)
+                                or self.rotary_dim % 2):
+            raise ConfigError(f"{self.name}: rotary_dim={self.rotary_dim} must be an even number in [2, head_dim="
+                              f"{self.head_dim}] with position='rope' (0 = the whole head)")
         if self.shared_ffn_hidden and self.n_experts == 1:
             raise ConfigError(f"{self.name}: shared_ffn_hidden={self.shared_ffn_hidden} needs an MoE model "
                               "(n_experts > 1); a dense model's MLP is ffn_hidden")
@@ -341,7 +362,7 @@ class ModelConfig:
         return n
 
     def block_params(self, kind: BlockKind | None = None) -> int:
-        """One transformer block (default: an MoE one in an MoE model): attention, two norms and
+        """One transformer block (default: an MoE one in an MoE model): attention, `norms_per_block` norms and
         either E expert MLPs, the router (`h*E`) and the shared experts' MLP of width f_s (if any),
         or, in a dense layer of an MoE model, one MLP of width f_d."""
         moe = self.is_moe if kind is None else kind.moe
@@ -350,16 +371,19 @@ class ModelConfig:
         else:
             shared = self.mlp_params(self.shared_ffn_hidden) if self.shared_ffn_hidden else 0
             mlp = self.n_experts * self.mlp_params() + self.hidden * self.n_experts + shared
-        return self.attention_params() + mlp + 2 * self.norm_params
+        return self.attention_params() + mlp + self.norms_per_block * self.norm_params
 
     def embedding_params(self) -> int:
-        """Token table `V*e` (e = embed_dim or h), learned positions `max_seq_len*h`, input/output projections."""
+        """Token table `V*e` (e = embed_dim or h), learned positions `max_seq_len*h`, input/output projections,
+        the embedding norm (BLOOM). RoPE and ALiBi have no parameters."""
         e = self.embed_dim or self.hidden
         n = self.vocab_size * e
         if self.position == "learned":
             n += self.max_seq_len * self.hidden
         if self.embed_dim is not None:
             n += 2 * e * self.hidden  # project_in and project_out (OPT-350m), no bias
+        if self.embedding_norm:
+            n += self.norm_params
         return n
 
     def head_params(self) -> int:

@@ -1,12 +1,17 @@
 """Read Hugging Face `config.json` files into `ModelConfig`.
 
 Supported `model_type`s and what each maps from (HF key -> ModelConfig field). Features that do
-not change matmul shapes are not modelled and are listed per family: parallel residuals
-(gpt_neox, phi), partial rotary (gpt_neox, phi, phi3), Qwen2's QKV biases, phi's single norm per
-block and LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block), OLMo-2's QK
-norms and post-norms, Granite's scaling multipliers, Gemma's embedding scale. Their parameter
-effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini), olmo2 and granite
-read as llama (their weights have llama's shapes).
+not change matmul shapes are not modelled and are listed per family: Qwen2's QKV biases, phi's
+LM-head bias, Qwen2-MoE's shared-expert gate (`h` weights per block), OLMo-2's QK norms and
+post-norms, Granite's scaling multipliers, Gemma's embedding scale, partial rotary of phi3.
+Their parameter effect is under 0.1% for the public checkpoints. phi3 (Phi-3, Phi-4-mini),
+olmo2 and granite read as llama (their weights have llama's shapes).
+Parallel blocks (attention and MLP on the same input, one residual add) are read into
+`parallel_block` and `norms_per_block`: GPT-J and Falcon-7B (one shared norm), Falcon-40B/180B
+(`new_decoder_architecture`: two norms), GPT-NeoX (`use_parallel_residual`, two norms), phi-1/2
+(one norm). Partial rotary embeddings into `rotary_dim`: GPT-J's `rotary_dim`, GPT-NeoX's
+`rotary_pct`, phi's `partial_rotary_factor`. ALiBi (`position="alibi"`): BLOOM, MPT
+(`attn_config.alibi`), Falcon with `alibi`.
 Sliding-window attention is read into `ModelConfig.sliding_window` and, where some layers attend
 fully (Gemma 2/3, GPT-OSS, Qwen2 with `max_window_layers`), `full_attention_layers`; dense
 layers of MoE models (GLM-4.5's and DeepSeek's first ones, Qwen MoE's `mlp_only_layers`) into
@@ -35,7 +40,10 @@ _SIZE_KEYS: dict[str, str] = {
     "moe_intermediate_size": "ffn_hidden", "num_experts": "n_experts", "n_routed_experts": "n_experts",
     "word_embed_proj_dim": "embed_dim", "sliding_window": "sliding_window", "qk_rope_head_dim": "qk_rope_head_dim",
     "qk_nope_head_dim": "head_dim", "v_head_dim": "v_head_dim", "decoder_sparse_step": "n_layers",
-    "moe_layer_freq": "n_layers", "sliding_window_pattern": "n_layers",
+    "moe_layer_freq": "n_layers", "sliding_window_pattern": "n_layers", "num_kv_heads": "n_kv_heads",
+    "n_head_kv": "n_kv_heads", "ffn_hidden_size": "ffn_hidden", "rotary_dim": "rotary_dim", "n_embed": "hidden",
+    "d_model": "hidden", "n_heads": "n_heads", "n_layers": "n_layers", "max_seq_len": "max_seq_len",
+    "num_ln_in_parallel_attn": "n_layers",
 }
 """Integer keys of Hugging Face configs that must be positive (None = absent), and the
 `ModelConfig` field whose bounds they share."""
@@ -45,10 +53,13 @@ _COUNT_KEYS: dict[str, str] = {
     "q_lora_rank": "q_lora_rank",
 }
 """Integer keys that may also be 0 (none)."""
-_BOOL_KEYS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_bias", "enable_bias", "use_sliding_window")
-_STR_KEYS = ("model_type", "hidden_act", "activation_function", "hidden_activation")
+_BOOL_KEYS = ("tie_word_embeddings", "attention_bias", "mlp_bias", "use_bias", "enable_bias", "use_sliding_window",
+              "parallel_attn", "new_decoder_architecture", "multi_query", "alibi", "bias", "no_bias",
+              "use_parallel_residual", "apply_residual_connection_post_layernorm")
+_STR_KEYS = ("model_type", "hidden_act", "activation_function", "hidden_activation", "activation")
 _HF_KEYS = {*_SIZE_KEYS, *_COUNT_KEYS, *_BOOL_KEYS, *_STR_KEYS, "layer_types", "mlp_only_layers", "architectures",
-            "_name_or_path", "torch_dtype", "transformers_version"}
+            "_name_or_path", "torch_dtype", "transformers_version", "attn_config", "expansion_ratio", "rotary_pct",
+            "partial_rotary_factor"}
 """Keys that mark a file as a Hugging Face config (to tell a missing `model_type` apart)."""
 
 
@@ -235,21 +246,138 @@ def _starcoder2(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]
                 **_windows(c, r))
 
 
+def _fraction(c: Mapping[str, Any], key: str, default: float) -> float:
+    """A fraction in (0, 1] (`rotary_pct`, `partial_rotary_factor`), named in the error."""
+    v = _get(c, key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+        raise ConfigError(f"{key}={v!r} must be a number in (0, 1]")
+    return float(v)
+
+
+def _rotary(head_dim: int, fraction: float) -> int:
+    """`rotary_dim` of a partial rotary fraction of each head (0 = the whole head), as transformers
+    computes it: `int(head_dim * fraction)`."""
+    n = int(head_dim * fraction)
+    return 0 if n >= head_dim else n
+
+
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
-    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=r("num_attention_heads"),
+    """GPT-NeoX / Pythia: `use_parallel_residual` (default true) is a parallel block with two norms;
+    `rotary_pct` (default 0.25) of each head is rotated."""
+    h, a = r("hidden_size"), r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=h, n_heads=a,
                 ffn_hidden=r("intermediate_size"), vocab_size=r("vocab_size"),
                 max_seq_len=r("max_position_embeddings"), mlp=_mlp_kind(c.get("hidden_act", "gelu")),
                 norm="layernorm", position="rope", causal=True,
-                tied_embeddings=c.get("tie_word_embeddings", False), bias=True)
+                tied_embeddings=c.get("tie_word_embeddings", False), bias=True,
+                parallel_block=bool(_get(c, "use_parallel_residual", True)),
+                rotary_dim=_rotary(h // a if h % a == 0 else 0, _fraction(c, "rotary_pct", 0.25)))
 
 
 def _phi(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
-    heads = r("num_attention_heads")
-    return dict(n_layers=r("num_hidden_layers"), hidden=r("hidden_size"), n_heads=heads,
+    """phi-1/1.5/2: a parallel block with one shared LayerNorm; `partial_rotary_factor` (default
+    0.5) of each head rotated."""
+    h, heads = r("hidden_size"), r("num_attention_heads")
+    return dict(n_layers=r("num_hidden_layers"), hidden=h, n_heads=heads,
                 n_kv_heads=c.get("num_key_value_heads") or heads, ffn_hidden=r("intermediate_size"),
                 vocab_size=r("vocab_size"), max_seq_len=r("max_position_embeddings"),
                 mlp=_mlp_kind(c.get("hidden_act", "gelu_new")), norm="layernorm", position="rope", causal=True,
-                tied_embeddings=c.get("tie_word_embeddings", False), bias=True)
+                tied_embeddings=c.get("tie_word_embeddings", False), bias=True, parallel_block=True,
+                norms_per_block=1,
+                rotary_dim=_rotary(h // heads if h % heads == 0 else 0, _fraction(c, "partial_rotary_factor", 0.5)))
+
+
+def _falcon(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """Falcon (transformers `FalconConfig`; the legacy RefinedWeb keys `n_head`, `n_layer`,
+    `n_head_kv` too). Key/value heads as `FalconAttention` builds its fused QKV: with
+    `new_decoder_architecture` (Falcon-40B/180B) `num_kv_heads` groups; otherwise one shared key
+    and value head if `multi_query` (default true, Falcon-7B; its config's `num_kv_heads` is then
+    ignored), else one per query head. Blocks: `parallel_attn` (default true) with one shared
+    LayerNorm, or with `new_decoder_architecture` `num_ln_in_parallel_attn` of them (default 2:
+    `ln_attn`, `ln_mlp`). LayerNorms keep their biases when `bias` (linear biases) is false;
+    coda counts LayerNorm gain and bias either way. MLP `ffn_hidden_size` (default 4h), GELU;
+    rotary positions unless `alibi`; embeddings tied unless `tie_word_embeddings` is false."""
+    layers = c.get("num_hidden_layers", c.get("n_layer"))
+    heads = c.get("num_attention_heads", c.get("n_head"))
+    if layers is None or heads is None:
+        raise ConfigError("falcon config lacks num_hidden_layers (n_layer) or num_attention_heads (n_head)")
+    h = r("hidden_size")
+    new_arch = bool(_get(c, "new_decoder_architecture", False))
+    if new_arch:
+        kv = c.get("num_kv_heads", c.get("n_head_kv")) or heads
+    else:
+        kv = 1 if _get(c, "multi_query", True) else heads
+    parallel = bool(_get(c, "parallel_attn", True)) or new_arch
+    norms = (_get(c, "num_ln_in_parallel_attn", 2) if new_arch else 1) if parallel else 2
+    if norms not in (1, 2):
+        raise ConfigError(f"num_ln_in_parallel_attn={norms} must be 1 or 2")
+    if _get(c, "apply_residual_connection_post_layernorm", False):
+        raise ConfigError("apply_residual_connection_post_layernorm=true (the residual taken after the norm) is not "
+                          "modelled; coda models pre-norm residuals")
+    act = _get(c, "activation", "gelu")
+    return dict(n_layers=layers, hidden=h, n_heads=heads, n_kv_heads=kv,
+                ffn_hidden=_get(c, "ffn_hidden_size", 4 * h), vocab_size=r("vocab_size"),
+                max_seq_len=_get(c, "max_position_embeddings", 2048), mlp=_mlp_kind(act), norm="layernorm",
+                position="alibi" if _get(c, "alibi", False) else "rope", causal=True,
+                tied_embeddings=c.get("tie_word_embeddings", True), bias=bool(_get(c, "bias", False)),
+                parallel_block=parallel, norms_per_block=norms)
+
+
+def _gptj(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """GPT-J: a parallel block with one shared LayerNorm (`ln_1`), RoPE on the first `rotary_dim`
+    of each head (GPT-J-6B: 64 of 256), MLP `n_inner` (default 4h) with biases, q/k/v/out
+    projections without (coda's one `bias` flag counts them: +4h per block, 0.008% of GPT-J-6B),
+    an untied LM head with a bias (not counted)."""
+    h, heads = r("n_embd"), r("n_head")
+    head_dim = h // heads if h % heads == 0 else 0
+    rot = _get(c, "rotary_dim", head_dim)
+    return dict(n_layers=r("n_layer"), hidden=h, n_heads=heads, ffn_hidden=c.get("n_inner") or 4 * h,
+                vocab_size=r("vocab_size"), max_seq_len=r("n_positions"),
+                mlp=_mlp_kind(c.get("activation_function", "gelu_new")), norm="layernorm", position="rope",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", False), bias=True,
+                parallel_block=True, norms_per_block=1, rotary_dim=0 if rot >= head_dim else rot)
+
+
+def _bloom(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """BLOOM: ALiBi, a LayerNorm after the word embeddings, GELU MLP of 4h with biases, tied
+    embeddings; `hidden_size` or `n_embed`, `n_layer`, `n_head`. Its 2048-token training length is
+    not a limit of ALiBi; `seq_length` is read when present."""
+    h = c.get("hidden_size", c.get("n_embed"))
+    if h is None:
+        raise ConfigError("bloom config lacks hidden_size (n_embed)")
+    layers = c.get("n_layer", c.get("num_hidden_layers"))
+    heads = c.get("n_head", c.get("num_attention_heads"))
+    if layers is None or heads is None:
+        raise ConfigError("bloom config lacks n_layer or n_head")
+    seq = c.get("seq_length", 2048)
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise ConfigError(f"seq_length={seq!r} must be a positive whole number")
+    return dict(n_layers=layers, hidden=h, n_heads=heads, ffn_hidden=c.get("n_inner") or 4 * h,
+                vocab_size=r("vocab_size"), max_seq_len=seq, mlp="gelu", norm="layernorm", position="alibi",
+                causal=True, tied_embeddings=c.get("tie_word_embeddings", True), bias=True, embedding_norm=True)
+
+
+def _mpt(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
+    """MPT (MosaicML): `d_model`, `n_heads`, `n_layers`, an MLP of `expansion_ratio` x d_model,
+    LayerNorm (`no_bias`: no linear biases), tied embeddings, and `attn_config.alibi` (MPT-7B/30B:
+    true; no position table then) or learned positions (`learned_pos_emb`)."""
+    attn = _get(c, "attn_config", {})
+    if not isinstance(attn, Mapping):
+        raise ConfigError(f"attn_config={str(attn)[:40]} must be an object")
+    h = r("d_model")
+    ratio = _get(c, "expansion_ratio", 4)
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0 or int(ratio * h) < 1:
+        raise ConfigError(f"expansion_ratio={ratio!r} must be a positive number")
+    kinds = {"multihead_attention": None, "multiquery_attention": 1, "grouped_query_attention": attn.get("kv_n_heads")}
+    kind = attn.get("attn_type", "multihead_attention")
+    if kind not in kinds:
+        raise ConfigError(f"attn_config.attn_type={kind!r} must be one of {', '.join(kinds)}")
+    alibi = bool(attn.get("alibi", False))
+    position = "alibi" if alibi else ("learned" if _get(c, "learned_pos_emb", True) else "rope")
+    return dict(n_layers=r("n_layers"), hidden=h, n_heads=r("n_heads"), n_kv_heads=kinds[kind],
+                ffn_hidden=int(ratio * h), vocab_size=r("vocab_size"), max_seq_len=r("max_seq_len"), mlp="gelu",
+                norm="layernorm", position=position, causal=True, tied_embeddings=True,
+                bias=not _get(c, "no_bias", False))
 
 
 _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[str, Any]]] = {
@@ -257,7 +385,8 @@ _FAMILIES: dict[str, Callable[[Mapping[str, Any], Callable[[str], Any]], dict[st
     "qwen3": _llama_like, "qwen2_moe": _qwen_moe, "qwen3_moe": _qwen_moe, "mixtral": _mixtral, "gpt_neox": _gpt_neox,
     "phi": _phi, "phi3": _llama_like, "olmo2": _llama_like, "granite": _llama_like, "gemma": _gemma,
     "gemma2": _gemma2, "gemma3_text": _gemma2, "gpt_oss": _gpt_oss, "glm4_moe": _glm4_moe, "starcoder2": _starcoder2,
-    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek,
+    "deepseek_v2": _deepseek, "deepseek_v3": _deepseek, "falcon": _falcon, "RefinedWeb": _falcon,
+    "RefinedWebModel": _falcon, "gptj": _gptj, "bloom": _bloom, "mpt": _mpt,
 }
 
 
