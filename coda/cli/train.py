@@ -25,9 +25,11 @@ from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
 from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
+from coda.placement.software import DEEPSPEED_2021
 from coda.units import GiB
 
-SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP}
+SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP,
+            "deepspeed-2021": DEEPSPEED_2021}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
 
 
@@ -134,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", type=text("dtype"), default="bf16", help="bf16 | fp16 | fp32 (default: bf16)")
     p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, megatron-core, "
-                        "fsdp (default: default)")
+                        "fsdp, deepspeed-2021 (ZeRO-3 per-tensor gathers, not overlapped) (default: default)")
     p.add_argument("--tp", type=devices, help="tensor-parallel width, devices (default: optimised)")
     p.add_argument("--cp", type=_widths, help="context-parallel width (needs fused attention); a list such as 1,2 is "
                    "searched when optimising (default: 1)")

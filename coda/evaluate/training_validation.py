@@ -28,7 +28,14 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
    throughput changed by up to 2x between releases (token dropping in 25.09, dropless routing
    force-balanced later), which says how much of an MoE step is routing software that coda's
    balanced-routing blocks do not see; the rows are reported, not a target.
-5. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
+5. Narayanan et al. SC'21 table 2 (development data for sharded data parallelism): GPT-3 175B
+   (vocabulary 51200) on 384, 768 and 1536 DGX A100 GPUs, global batch 1536, fp16, full
+   recomputation, TFLOP/s per GPU by the paper's count. PTD-P with t=8, p=12, micro-batch 1
+   (`MEGATRON_2021`, 1F1B: the table gives no interleaving); ZeRO-3 without model parallelism at
+   4, 2 and 1 sequences per GPU (one micro-batch per step), with `DEEPSPEED_2021`: one
+   collective per weight tensor, waited for in the module hooks, three gathers per step with
+   recomputation, tensor-list collectives (docs/training.md). Nothing is fitted to these rows.
+6. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
    optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
    and pp4 uses the eager single-GPU iteration (`coda.evaluate.iteration`, framework="eager");
    tp4 uses the fused tensor-parallel graphs (the eager kernel model covers tp = 1 only).
@@ -51,6 +58,7 @@ from coda.models import get
 from coda.models.config import ModelConfig
 from coda.placement import FSDP, MEGATRON_2021, MEGATRON_CORE, Software, optimize
 from coda.placement.plan import lighter_ends_stage_layers
+from coda.placement.software import DEEPSPEED_2021
 from coda.units import GiB
 
 SEQ = 2048
@@ -63,6 +71,17 @@ MEGATRON_ROWS = (
     ("megatron-18.4b", 8, 1, 256, 1024, 135.0, 8, 1, "torch"),
     ("megatron-76.1b", 8, 4, 1024, 1792, 140.0, 2, 3, "local"),
     ("megatron-310.1b", 8, 16, 1920, 2160, 155.0, 1, 2, "local"),
+)
+# Narayanan et al. SC'21 table 2, GPT-3 175B, global batch 1536 (development data): (system, GPUs, tp, pp,
+# micro-batch, TFLOP/s per GPU); `../shared/reference/published.md`.
+SC21_TABLE2_BATCH = 1536
+SC21_TABLE2_ROWS = (
+    ("PTD-P", 384, 8, 12, 1, 153.0),
+    ("PTD-P", 768, 8, 12, 1, 149.0),
+    ("PTD-P", 1536, 8, 12, 1, 141.0),
+    ("ZeRO-3", 384, 1, 1, 4, 144.0),
+    ("ZeRO-3", 768, 1, 1, 2, 88.0),
+    ("ZeRO-3", 1536, 1, 1, 1, 44.0),
 )
 # llm-foundry benchmark tables, seq 2048: (cluster, MPT size, GPUs, micro-batch, grad accum, AC, MFU %, tokens/s/GPU).
 MPT_ROWS = (
@@ -139,6 +158,26 @@ def megatron_table() -> pd.DataFrame:
                          published_TFLOPs=published, predicted_TFLOPs=pred, error_pct=100 * (pred / published - 1),
                          hw_TFLOPs_coda=r.hardware_flops_per_s / 1e12, peak_memory_GiB=r.peak_memory_bytes / GiB,
                          fits_80GB=r.fits))
+    return pd.DataFrame(rows)
+
+
+def sc21_table2() -> pd.DataFrame:
+    """Predicted vs published TFLOP/s per GPU for SC'21 table 2: PTD-P and DeepSpeed ZeRO-3 on GPT-3 175B
+    (development data, section 5 of the module docstring)."""
+    cfg = replace(get("gpt3-175b"), vocab_size=51200)  # Megatron pads 50257 to a multiple of 128 * t
+    rows = []
+    for system, n, tp, pp, mb, published in SC21_TABLE2_ROWS:
+        dp = n // (tp * pp)
+        sw, zero = (MEGATRON_2021, 0) if system == "PTD-P" else (DEEPSPEED_2021, 3)
+        _, r, _ = optimize(cfg, cluster("dgx-a100", n), SC21_TABLE2_BATCH, SEQ, dtype="fp16", software=sw, tp=tp,
+                           pp=pp, dp=dp, micro_batch=mb, recompute="full", zero=zero, sequence_parallel=False,
+                           schedule="1f1b", virtual_stages=1)
+        pred = megatron_flops(cfg, SC21_TABLE2_BATCH, SEQ) / r.step_time_s / n / 1e12
+        bd = r.breakdown()
+        rows.append(dict(system=system, software=sw.name, GPUs=n, plan=r.plan.describe(), published_TFLOPs=published,
+                         predicted_TFLOPs=pred, error_pct=100 * (pred / published - 1),
+                         comm_exposed_pct=100 * (bd["zero3_comm"] + bd["tp_comm"] + bd["pp_comm"] + bd["dp_comm"])
+                         / r.step_time_s, peak_memory_GiB=r.peak_memory_bytes / GiB, fits_80GB=r.fits))
     return pd.DataFrame(rows)
 
 
@@ -289,12 +328,14 @@ def _summary(df: pd.DataFrame, what: str) -> pd.DataFrame:
 def training_report() -> list[tuple[str, pd.DataFrame]]:
     """Sections for `coda validate training`."""
     meg, mpt, bridge, neu = megatron_table(), mpt_table(), bridge_table(), neusight_table()
-    moe = bridge_moe_table()
+    moe, table2 = bridge_moe_table(), sc21_table2()
     summary = pd.concat([_summary(meg, "Megatron-LM TFLOP/s (target: each <= 10%, median <= 5%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-a100"], "MPT FSDP tokens/s, A100 (target: each <= 15%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
                          _summary(bridge, "Megatron-Bridge H100 FP8 tokens/s (reported)"),
                          _summary(moe, "Megatron-Bridge H100 FP8 MoE tokens/s (reported)"),
+                         _summary(table2, "SC'21 table 2, PTD-P and ZeRO-3 TFLOP/s, development data (target: "
+                                          "each <= 15%)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
         ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
@@ -304,6 +345,9 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
          "tokens/s per GPU", bridge),
         ("NVIDIA Megatron-Bridge, dgx-h100, fp8, seq 4096, Qwen3 MoE with expert parallelism, published "
          "TP/PP/VP/EP: tokens/s per GPU", moe),
+        ("Narayanan et al. SC'21 table 2 (development data), GPT-3 175B, dgx-a100, fp16, global batch 1536, full "
+         "recompute: PTD-P (megatron-lm-2021) vs ZeRO-3 without model parallelism (deepspeed-zero3-2021), TFLOP/s per "
+         "GPU", table2),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),
     ]

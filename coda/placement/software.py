@@ -9,6 +9,7 @@ from coda.models.ops import ATTENTION_KERNELS
 from coda.placement import costs as C
 
 ATTENTION_IMPLS = ("fused", "unfused")
+ZERO3_GRANULARITIES = ("unit", "tensor")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,20 @@ class Software:
         ep_overlap: the expert-parallel all-to-alls of one micro-batch run while another computes
             (Megatron-Core's combined 1F1B schedule, `overlap_moe_expert_parallel_comm`): per block
             only the excess over the block's forward and backward compute is exposed.
+        zero3_granularity: how ZeRO-3 gathers weights and reduces gradients: ``unit`` (one all-gather
+            and one reduce-scatter of a layer's flat parameters, PyTorch FSDP) or ``tensor`` (one
+            collective per weight tensor, DeepSpeed ZeRO-3 of 2021: `partition_parameters.py`
+            `_allgather_param` and `_reduce_scatter_gradient`, one `torch.distributed` call per parameter).
+        zero3_prefetch: ZeRO-3 gathers of the next unit run while this one computes, so only their
+            excess over the unit's compute is exposed (FSDP); False: a module's gathers and its
+            gradients' reduce-scatters are waited for in its hooks, so all of them are exposed.
+        zero3_recompute_gather: a fully recomputed forward gathers the weights again (DeepSpeed
+            releases them after every forward, recomputed or not: three gathers per step); False:
+            the recomputation runs inside the unit's backward while its weights are gathered (FSDP).
+        zero3_rank_copies: ZeRO-3 collectives go through the tensor-list `torch.distributed`
+            calls of PyTorch <= 1.10 (`all_gather(list, t)`, `reduce_scatter(t, list)`), whose NCCL
+            backend copies each of the n ranks' chunks out of (or into) a flat buffer with its own
+            copy kernel (`ProcessGroupNCCL::allgather`): n copy kernels per collective, timed by the predictor.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -42,6 +57,11 @@ class Software:
     dropout: bool = field(default=False, metadata={"help": "model training dropout kernels"})
     ep_overlap: bool = field(default=False, metadata={"help": "hide MoE all-to-alls behind other micro-batches"})
     attention_kernel: str = field(default="fa2", metadata={"help": "fused attention generation: fa2 | fa3"})
+    zero3_granularity: str = field(default="unit", metadata={"help": "ZeRO-3 collectives per unit | per tensor"})
+    zero3_prefetch: bool = field(default=True, metadata={"help": "hide ZeRO-3 gathers behind the previous unit"})
+    zero3_recompute_gather: bool = field(default=False,
+                                         metadata={"help": "gather weights again for a recomputed forward"})
+    zero3_rank_copies: bool = field(default=False, metadata={"help": "one copy kernel per rank per ZeRO-3 collective"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
@@ -51,6 +71,9 @@ class Software:
         if self.attention_kernel not in ATTENTION_KERNELS:
             raise ConfigError(f"Software.attention_kernel={self.attention_kernel!r} must be one of "
                               f"{', '.join(ATTENTION_KERNELS)}")
+        if self.zero3_granularity not in ZERO3_GRANULARITIES:
+            raise ConfigError(f"Software.zero3_granularity={self.zero3_granularity!r} must be one of "
+                              f"{', '.join(ZERO3_GRANULARITIES)}")
         if not self.reserved_bytes >= 0:
             raise ConfigError(f"Software.reserved_bytes={self.reserved_bytes!r} must be >= 0")
 
@@ -70,6 +93,22 @@ MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, sc
                          attention_kernel="fa3", name="megatron-core")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
+# DeepSpeed ZeRO-3 as benchmarked in Narayanan et al. SC'21 table 2 (DeepSpeed 0.3-0.5 on the Megatron
+# GPT model, PyTorch 1.8, fp16), each choice from DeepSpeed's `runtime/zero/partition_parameters.py`
+# and `stage3.py` of 2021 (docs/training.md, "DeepSpeed ZeRO-3 (2021)"):
+# - the Megatron-LM kernels of 2021 (unfused attention, dropout), as `MEGATRON_2021`;
+# - one all-gather per weight tensor (`_allgather_param`) and one reduce-scatter per gradient
+#   (`_reduce_scatter_gradient`); tensors under `stage3_param_persistence_threshold` (1e5 elements:
+#   biases, LayerNorms) stay whole on every device and are not gathered;
+# - a submodule's gathers are waited for in its pre-forward / pre-backward hook and released in
+#   its post hooks, so a checkpointed (recomputed) forward gathers again: three gathers per step;
+#   the gradient reduce-scatters are waited for in the backward hooks (`overlap_comm` off, its
+#   2021 default), so none of this traffic is counted as hidden;
+# - PyTorch 1.8's tensor-list all_gather / reduce_scatter: one copy kernel per rank and collective.
+DEEPSPEED_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=False,
+                          dropout=True, zero3_granularity="tensor", zero3_prefetch=False,
+                          zero3_recompute_gather=True, zero3_rank_copies=True, name="deepspeed-zero3-2021")
 
 
-__all__ = ["ATTENTION_IMPLS", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "Software"]
+__all__ = ["ATTENTION_IMPLS", "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "ZERO3_GRANULARITIES",
+           "Software"]

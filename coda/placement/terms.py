@@ -17,6 +17,7 @@ import numpy as np
 
 from coda.arch.clusters import Cluster, CollectiveCost
 from coda.caches import memoize
+from coda.models.config import BlockKind
 from coda.placement import costs as C
 from coda.placement.chain import (
     ChainCosts,
@@ -200,18 +201,76 @@ def _activation_memory(c: _Chain) -> tuple[np.ndarray, np.ndarray]:
     return act, work
 
 
+def _unit_tensors(c: _Chain) -> np.ndarray:
+    """Weight tensors per unit that ZeRO-3 gathers one by one (`Software.zero3_granularity="tensor"`),
+    in Megatron-LM's fused layout: a dense block has four (fused QKV, attention output, MLP up
+    with its gate fused, MLP down); an MoE block three (QKV, output, router) plus two per local
+    expert and two for a shared expert; the embedding and the head one each (the table). Biases
+    and norm weights (under DeepSpeed's persistence threshold of 1e5 elements) are not gathered."""
+    cfg, lay = c.model.cfg, c.lay
+
+    def block(kind: BlockKind) -> float:
+        if not kind.moe:
+            return 4.0
+        return 3.0 + 2.0 * (cfg.n_experts // lay.ep) + (2.0 if cfg.shared_ffn_hidden else 0.0)
+
+    return c.expand((1.0, *(block(k) for k in cfg.block_kinds), 1.0))
+
+
+def _rank_copies_s(c: _Chain, shard_bytes: np.ndarray, n: int, e: int) -> np.ndarray:
+    """Seconds of the n copy kernels a tensor-list collective runs per call (one per rank's
+    `shard_bytes` chunk, `Software.zero3_rank_copies`), timed by the predictor as element copies."""
+    from coda.models.ops import elementwise
+    from coda.predictor import op_latencies
+
+    sizes = sorted({max(1, int(round(x / e))) for x in shard_bytes if x > 0})
+    dt = c.model.storage_dtype
+    times = dict(zip(sizes, op_latencies([elementwise(k, 0.0, 1, dt, name="copy") for k in sizes],
+                                         c.model.device)))
+    return np.array([n * times[max(1, int(round(x / e)))] if x > 0 else 0.0 for x in shard_bytes])
+
+
+def _zero3_per_tensor(c: _Chain, part: np.ndarray, groups: list[tuple[int, ...]], comp: _Compute,
+                      e: int) -> tuple[np.ndarray, np.ndarray]:
+    """ZeRO-3 traffic of `part` parameters per unit, one collective per weight tensor
+    (`Software.zero3_granularity="tensor"`), (exposed, hidden), per micro-batch: 2 gathers (3 when
+    a recomputed forward gathers again) and one gradient reduce-scatter per tensor, each
+    `CollectiveCost.time` of the tensor's bytes on the group (its ring latency `(n-1) alpha` paid
+    per call), plus n rank copies per call with `Software.zero3_rank_copies`."""
+    sw, cl, n = c.model.software, c.model.cluster, len(groups[0])
+    ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
+    rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
+    k = _unit_tensors(c)
+    tensor_b = np.where(part > 0, e * part / k, 0.0)
+    copies = _rank_copies_s(c, tensor_b / n, n, e) if sw.zero3_rank_copies else c.zeros()
+    ag_t = k * (np.array([ag.time(x) for x in tensor_b]) + copies)
+    rs_t = k * (np.array([rs.time(x) for x in tensor_b]) + copies)
+    gathers = 3 if sw.zero3_recompute_gather and c.lay.recompute == "full" else 2
+    if not sw.zero3_prefetch:
+        return gathers * ag_t + rs_t, c.zeros()
+    exp_f = np.maximum(0.0, ag_t - comp.fwd)
+    exp_b = np.maximum(0.0, (gathers - 1) * ag_t + rs_t - (comp.bwd + comp.rec))
+    return exp_f + exp_b, gathers * ag_t + rs_t - exp_f - exp_b
+
+
 def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, np.ndarray] | None:
     """ZeRO-3 gathers and reduce-scatters per unit, (exposed, hidden), or None without ZeRO-3
     sharding: dense weights are gathered over the data-parallel group, experts over the
-    expert-data-parallel one. FSDP prefetches the next unit's weights while this one computes: per
-    micro-batch one all-gather in forward, one all-gather + one reduce-scatter in backward."""
-    lay, cl = c.lay, c.model.cluster
+    expert-data-parallel one. FSDP (`Software.zero3_granularity="unit"`) prefetches the next
+    unit's weights while this one computes: per micro-batch one all-gather in forward, one
+    all-gather + one reduce-scatter in backward; per weight tensor: `_zero3_per_tensor`."""
+    lay, cl, sw = c.lay, c.model.cluster, c.model.software
     if not (lay.zero == 3 and (lay.replicas > 1 or (lay.ep > 1 and lay.expert_replicas > 1))):
         return None
     ag_t, rs_t = c.zeros(), c.zeros()
+    exposed, hidden = c.zeros(), c.zeros()
     for groups, part in (([tuple(dp_group(lay, s)) for s in range(lay.pp)], st.P_d),
                          ([tuple(ep_groups(lay, s)[1]) for s in range(lay.pp)], st.P_e)):
         if part.any() and len(groups[0]) > 1:
+            if sw.zero3_granularity == "tensor":
+                x, h = _zero3_per_tensor(c, part, groups, comp, e)
+                exposed, hidden = exposed + x, hidden + h
+                continue
             ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
             rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
             ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
@@ -219,7 +278,7 @@ def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, 
     exp_f = np.maximum(0.0, ag_t - comp.fwd)
     exp_b = np.maximum(0.0, ag_t + rs_t - (comp.bwd + comp.rec))
     z3 = exp_f + exp_b
-    return z3, 2 * ag_t + rs_t - z3
+    return z3 + exposed, 2 * ag_t + rs_t - z3 + hidden
 
 
 def _p2p(c: _Chain, e: int) -> tuple[float, float]:
