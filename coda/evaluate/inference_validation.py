@@ -2,9 +2,11 @@
 
 Nothing here is fitted to these rows (`../shared/reference/published.md`, Inference section):
 
-1. TensorRT-LLM performance tables, static batching, Llama-2: H100 SXM FP8 (throughput per GPU)
-   and A100 80GB FP16 (throughput of the TP group). One replica of `tp` devices; fp8 runs weights,
-   activations and KV cache in 1 byte on the fp8 tensor-core peak.
+1. TensorRT-LLM performance tables (`docs/source/performance.md`, "updated for v0.6.1"), static
+   batching, Llama-2: H100 SXM FP8 and A100 80GB FP16. Both tables' column is "Throughput (out
+   tok/s/GPU)": generated tokens per second per GPU, so a TP-4 row is the replica's throughput
+   divided by 4. One replica of `tp` devices; fp8 runs weights, activations and KV cache in 1
+   byte on the fp8 tensor-core peak.
 2. Databricks (TensorRT-LLM) time to first token, batch 1, 512 prompt tokens, fp16, A100-40GB
    (`cluster("dgx-a100", n, device=gpu("a100-sxm4-40gb"))`). MPT-7B is the MosaicML config of
    `training_validation.mpt_config` (ALiBi replaced by the parameter-free position="rope").
@@ -32,16 +34,16 @@ from coda.evaluate.training_validation import mpt_config
 from coda.models import get
 from coda.models.config import ModelConfig
 
-# (cluster, dtype, preset, batch, tp, input, output, published tokens/s, per GPU?)
+# (cluster, dtype, preset, batch, tp, input, output, published output tokens/s per GPU)
 TRTLLM_ROWS = (
-    ("dgx-h100", "fp8", "llama2-7b", 768, 1, 128, 128, 19694.0, True),
-    ("dgx-h100", "fp8", "llama2-7b", 112, 1, 128, 2048, 6818.0, True),
-    ("dgx-h100", "fp8", "llama2-7b", 80, 1, 2048, 128, 2244.0, True),
-    ("dgx-h100", "fp8", "llama2-70b", 1024, 2, 128, 128, 2657.0, True),
-    ("dgx-h100", "fp8", "llama2-70b", 64, 2, 2048, 2048, 547.0, True),
-    ("dgx-a100", "fp16", "llama2-7b", 384, 1, 128, 128, 5586.0, False),
-    ("dgx-a100", "fp16", "llama2-7b", 60, 1, 128, 2048, 1928.0, False),
-    ("dgx-a100", "fp16", "llama2-70b", 240, 4, 128, 2048, 525.0, False),
+    ("dgx-h100", "fp8", "llama2-7b", 768, 1, 128, 128, 19694.0),
+    ("dgx-h100", "fp8", "llama2-7b", 112, 1, 128, 2048, 6818.0),
+    ("dgx-h100", "fp8", "llama2-7b", 80, 1, 2048, 128, 2244.0),
+    ("dgx-h100", "fp8", "llama2-70b", 1024, 2, 128, 128, 2657.0),
+    ("dgx-h100", "fp8", "llama2-70b", 64, 2, 2048, 2048, 547.0),
+    ("dgx-a100", "fp16", "llama2-7b", 384, 1, 128, 128, 5586.0),
+    ("dgx-a100", "fp16", "llama2-7b", 60, 1, 128, 2048, 1928.0),
+    ("dgx-a100", "fp16", "llama2-70b", 240, 4, 128, 2048, 525.0),
 )
 # (model, A100-40GB devices = tp, published TTFT in ms); batch 1, 512 input tokens.
 TTFT_ROWS = (("mpt-7b", 1, 46.0), ("mpt-7b", 2, 34.0), ("mpt-7b", 4, 26.0),
@@ -55,21 +57,18 @@ def _err(pred: float | None, pub: float) -> float | None:
 
 
 def trtllm_table() -> pd.DataFrame:
-    """TensorRT-LLM static-batching throughput rows: published, predicted, error %."""
+    """TensorRT-LLM static-batching throughput rows, output tokens/s per GPU: published, predicted, error %."""
     rows = []
-    for cl, dt, preset, b, tp, p, o, pub, per_gpu in TRTLLM_ROWS:
+    for cl, dt, preset, b, tp, p, o, pub in TRTLLM_ROWS:
         pred, note = None, ""
         try:
             r = inference(get(preset), cluster(cl, tp), tp, b, p, o, dtype=dt)
-            pred = r.tokens_per_s_per_device if per_gpu else r.tokens_per_s
+            pred = r.tokens_per_s_per_device
             note = f"TTFT {r.ttft_s:.3g} s, TPOT {r.tpot_s * 1e3:.3g} ms"
-            if not per_gpu and tp > 1:  # the table's unit is ambiguous here; show the other reading too
-                note += f"; per GPU {r.tokens_per_s_per_device:.4g}"
         except CodaError as err:
             note = str(err)
         rows.append(dict(cluster=cl, dtype=dt, model=preset, batch=b, tp=tp, input=p, output=o,
-                         unit="tokens/s per GPU" if per_gpu else "tokens/s", published=pub, predicted=pred,
-                         error_pct=_err(pred, pub), note=note))
+                         unit="tokens/s per GPU", published=pub, predicted=pred, error_pct=_err(pred, pub), note=note))
     return pd.DataFrame(rows)
 
 
@@ -108,7 +107,7 @@ def inference_report() -> list[tuple[str, pd.DataFrame]]:
              else None)
         for what, df in (("TensorRT-LLM throughput", trt), ("Databricks TTFT", ttft), ("Databricks MBU", mbu))])
     return [
-        ("TensorRT-LLM static batching, Llama-2 (H100 SXM fp8 per GPU; A100 80GB fp16 per TP group)", trt),
+        ("TensorRT-LLM static batching, Llama-2, output tokens/s per GPU (H100 SXM fp8; A100 80GB fp16)", trt),
         ("Databricks TTFT, A100-40GB, fp16, batch 1, 512 input tokens", ttft),
         ("Databricks decode MBU, Llama-2-70B, fp16, batch 1 (lengths assumed 512 / 64)", mbu),
         ("summary (nothing fitted to these rows)", summary),
