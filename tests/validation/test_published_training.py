@@ -2,6 +2,8 @@
 
 - Megatron-LM, Narayanan et al. SC'21 table 1: TFLOP/s per GPU within 10% per row, median <= 5%.
 - MosaicML llm-foundry MPT (FSDP): tokens/s per GPU within 15% per row.
+- Narayanan et al. SC'21 table 2 (development data): PTD-P and DeepSpeed ZeRO-3 on GPT-3 175B
+  within 15% per row, and ZeRO-3 ranked below PTD-P at 768 and 1536 GPUs, as measured.
 - NeuSight 4-GPU GPT2-large runs: error reported (no published tolerance; NeuSight's own
   end-to-end MAPE is 6-8%).
 Rows the model misses are marked xfail with the reason (docs/training.md discusses each); the
@@ -19,6 +21,16 @@ MEGATRON_XFAIL: dict[str, str] = {}
 MPT_XFAIL_H100 = ("the predictor runs large H100 bf16 GEMMs at ~80% of peak; llm-foundry's H100 runs (early "
                   "Hopper software) reached only 40-46% MFU")
 MPT_XFAIL_H100_MODELS = ("mpt-70b", "mpt-13b", "mpt-7b", "mpt-1b")  # 12-44% fast; mpt-30b lands within 15%
+
+
+SC21_TABLE2_XFAIL = {("ZeRO-3", 768): "predicted 103.7 TFLOP/s against 88 (+17.8%): the exposed traffic the model "
+                                      "builds from the collective costs (29 s) is 10 s short of the step the paper "
+                                      "measured; docs/training.md, DeepSpeed ZeRO-3 (2021)"}
+
+
+@pytest.fixture(scope="module")
+def table2():
+    return tv.sc21_table2()
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +91,20 @@ def test_megatron_bridge_moe_rows_reported():
     ep = df["model"].map({"qwen3-30b-a3b": "ep8", "qwen3-235b-a22b": "tp2 pp8 dp16 ep32"})
     assert all(e in p for e, p in zip(ep, df["plan"])) and (df["peak_memory_GiB"] <= 80).all()
     assert (df["ep_comm_pct"] > 0).all() and df["error_pct"].notna().all()
+
+
+@pytest.mark.parametrize("i", range(len(tv.SC21_TABLE2_ROWS)))
+def test_sc21_table2_row_within_15_percent(table2, i, request):
+    row = table2.iloc[i]
+    key = (row["system"], int(row["GPUs"]))
+    if key in SC21_TABLE2_XFAIL:
+        request.applymarker(pytest.mark.xfail(reason=SC21_TABLE2_XFAIL[key], strict=True))
+    assert row["fits_80GB"]
+    assert abs(row["error_pct"]) <= 15, f"{key}: {row['predicted_TFLOPs']:.1f} vs {row['published_TFLOPs']}"
+
+
+@pytest.mark.parametrize("gpus", [768, 1536])
+def test_sc21_table2_ranks_zero3_below_ptdp(table2, gpus):
+    """The paper's conclusion: without model parallelism ZeRO-3 falls behind PTD-P as GPUs are added."""
+    at = table2[table2["GPUs"] == gpus].set_index("system")["predicted_TFLOPs"]
+    assert at["ZeRO-3"] < at["PTD-P"]
