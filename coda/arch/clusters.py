@@ -44,6 +44,10 @@ are those testbeds exactly. A preset level may replace the fitted efficiency wit
 measurement of the real system (`efficiency` + `efficiency_source` in its JSON): the DGX
 presets do so for InfiniBand, because the Vidur A100 testbed reaches 23% of HDR per NIC across
 nodes, while NCCL's maintainers report 96% on DGX A100 (and 94% for NDR on H100).
+
+A cluster from its parts (GPU, GPUs per node, per-GPU bandwidth inside and between nodes) is
+`Cluster.from_parts(...)` or a spec string in place of a preset name, `cluster("h100-sxm:8:
+nvlink=200GBps:ib=400Gbps", 64)`; see `coda.arch.cluster_parts` for units and defaults.
 """
 
 from __future__ import annotations
@@ -271,6 +275,22 @@ class Cluster:
         """Seconds for collective `kind` of `n_bytes` (nccl-tests convention) over `group`."""
         return collective_time(self, kind, n_bytes, group)
 
+    @classmethod
+    def from_parts(cls, gpu: Any, n_devices: int, gpus_per_node: int, intra_node_GBps: float,
+                   inter_node_Gbps: float | None = None, **options: Any) -> Cluster:
+        """A GPU cluster from its parts, e.g. an H800 system:
+        `Cluster.from_parts(gpu="h100-sxm", n_devices=64, gpus_per_node=8, intra_node_GBps=200,
+        inter_node_Gbps=400)`. Bandwidths are per GPU, each way: GB/s inside a node, Gb/s between
+        nodes. Latencies and efficiencies default to the cited values of the GPU's fabric preset
+        (a warning says when they are borrowed from other hardware); `options` replace them
+        (`intra_efficiency`, `inter_efficiency`, `intra_latency_us`, `inter_latency_us`,
+        `collective_overhead_us`, `name`). See `coda.arch.cluster_parts.cluster_from_parts`.
+        """
+        from coda.arch.cluster_parts import cluster_from_parts
+
+        out: Cluster = cluster_from_parts(gpu, n_devices, gpus_per_node, intra_node_GBps, inter_node_Gbps, **options)
+        return out
+
 
 def collective_cost(cluster: Cluster, kind: str | CollectiveKind, group: Group) -> CollectiveCost:
     """Affine cost of a collective on `cluster`; see the module docstring for the formulas.
@@ -375,11 +395,14 @@ def _levels_for(preset: dict[str, Any], n_devices: int) -> list[tuple[dict[str, 
 
 
 def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
-    """A preset cluster of `n_devices` devices, with fitted collective parameters if calibrated.
+    """A preset cluster of `n_devices` devices, with fitted collective parameters if calibrated, or
+    a cluster from its parts.
 
     Args:
         name: a preset of `list_clusters()` (case-insensitive): `dgx-a100`, `dgx-h100`,
-            `tpuv4-pod`, or `vidur-a100` / `vidur-h100` (the testbeds of Vidur's NCCL profiles).
+            `tpuv4-pod`, or `vidur-a100` / `vidur-h100` (the testbeds of Vidur's NCCL profiles);
+            or a parts spec `GPU:GPUS_PER_NODE:nvlink=<GBps>:ib=<Gbps>`, e.g.
+            `h100-sxm:8:nvlink=200GBps:ib=400Gbps` (`coda.arch.cluster_parts.SPEC_SYNTAX`).
         n_devices: devices; at most one node's worth or whole nodes (a multiple of 8 on a DGX).
         device: replaces the preset's device (e.g. `gpu("a100-sxm4-40gb")` or an `Accelerator`).
 
@@ -391,6 +414,11 @@ def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
     if not isinstance(name, str):
         raise ConfigError(f"cluster={name!r} ({type(name).__name__}) must be a preset name: "
                           f"{', '.join(list_clusters())}")
+    from coda.arch.cluster_parts import cluster_from_spec, is_parts_spec
+
+    if is_parts_spec(name):
+        out: Cluster = cluster_from_spec(name, n_devices, device)
+        return out
     key = name.strip().lower()
     if key not in list_clusters():
         raise UnknownNameError("cluster", name, list_clusters())
@@ -427,7 +455,12 @@ def cluster(name: str, n_devices: int, device: Any = None) -> Cluster:
 
 
 def preset_description(name: str) -> dict[str, Any]:
-    """The preset's JSON description (a copy): device, calibration key, nominal levels, sources."""
+    """The preset's JSON description (a copy): device, calibration key, nominal levels, sources;
+    for a parts spec (`cluster`), the same keys describing its parts."""
+    from coda.arch.cluster_parts import is_parts_spec, spec_description
+
+    if is_parts_spec(name):
+        return spec_description(name)
     key = str(name).strip().lower()
     if key not in list_clusters():
         raise UnknownNameError("cluster", str(name), list_clusters())

@@ -152,6 +152,29 @@ def check_writable(value: str, suffixes: tuple[str, ...] | None = None) -> Path:
     return path
 
 
+def cluster_name() -> Callable[[str], str]:
+    """A `type=` for `--cluster`: a preset name, or a cluster from its parts
+    (`GPU:GPUS_PER_NODE:nvlink=<GBps>[:ib=<Gbps>]...`, `coda.arch.cluster_parts.SPEC_SYNTAX`), whose
+    syntax and units are checked at parse time (the GPU and the device count when the cluster is
+    built)."""
+
+    def parse(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError("is an empty cluster; give a preset (`coda hardware clusters`) or a parts "
+                                             "spec such as h100-sxm:8:nvlink=450GBps:ib=400Gbps")
+        from coda.arch.cluster_parts import is_parts_spec, parse_spec
+
+        if is_parts_spec(value):
+            try:
+                parse_spec(value)
+            except ConfigError as err:  # argparse names the flag and the value already
+                text = str(err).replace(f"cluster spec {value!r}", "cluster spec")
+                raise argparse.ArgumentTypeError(text.removeprefix("cluster spec").lstrip(": ")) from None
+        return value
+
+    return _Checked(parse, "cluster")
+
+
 def stderr_is_terminal() -> bool:
     """Whether stderr is an interactive terminal (progress is shown only there)."""
     try:
@@ -160,5 +183,5 @@ def stderr_is_terminal() -> bool:
         return False
 
 
-__all__ = ["PLOT_SUFFIXES", "Parser", "check_writable", "float_range", "int_list", "int_range", "output_file",
-           "stderr_is_terminal", "text"]
+__all__ = ["PLOT_SUFFIXES", "Parser", "check_writable", "cluster_name", "float_range", "int_list", "int_range",
+           "output_file", "stderr_is_terminal", "text"]

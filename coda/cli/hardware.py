@@ -1,4 +1,5 @@
-"""`coda hardware gpus [NAME] [--json]` and `coda hardware clusters [--json]`: the hardware catalog.
+"""`coda hardware gpus [NAME] [--json]` and `coda hardware clusters [--spec SPEC --devices N] [--json]`:
+the hardware catalog, and a cluster from its parts (`--spec h100-sxm:8:nvlink=200GBps:ib=400Gbps`).
 
 Tables convert SI to the units named in their column headers (GB/s = 1e9 B/s, GiB = 2**30 B).
 """
@@ -11,10 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from coda.arch.clusters import cluster, list_clusters, preset_description
+from coda.arch.cluster_parts import SPEC_SYNTAX, is_parts_spec, parse_spec
+from coda.arch.clusters import MAX_DEVICES, Cluster, cluster, list_clusters, preset_description
 from coda.arch.gpus import DTYPES, GPU, gpu, list_gpus
-from coda.cli._args import text
+from coda.cli._args import cluster_name, int_range, text
 from coda.cli._output import print_json, print_table
+from coda.errors import ConfigError
 from coda.units import GB, GiB, MiB, T, fmt_bytes, fmt_si
 
 
@@ -90,6 +93,16 @@ def clusters_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cluster_frame(c: Cluster) -> pd.DataFrame:
+    """One cluster's levels (a preset at a size, or one from its parts) in display units, with sources."""
+    return pd.DataFrame([{
+        "cluster": c.name, "device": c.device_name, "devices": c.n_devices, "level": lv.name, "size": lv.size,
+        "bw_GBps_each_way": lv.bw_each_way_bytes_per_s / GB, "latency_us": lv.latency_s * 1e6,
+        "efficiency": lv.efficiency, "p2p_latency_us": (lv.p2p_latency_s or 0.0) * 1e6,
+        "p2p_efficiency": lv.p2p_efficiency, "overhead_us": c.collective_overhead_s * 1e6, "source": lv.source,
+    } for lv in c.levels])
+
+
 def _gpus(args: argparse.Namespace) -> int:
     if args.name:
         g = gpu(args.name)
@@ -108,7 +121,30 @@ def _gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _two_nodes(name: str) -> int:
+    """Devices of two nodes of a parts spec (one node if it gives no network) or of a preset."""
+    if is_parts_spec(name):
+        kw = parse_spec(name)
+        return int(kw["gpus_per_node"]) * (2 if "inter_node_Gbps" in kw else 1)
+    sizes = [lv["size"] for lv in preset_description(name)["levels"] if lv["size"] is not None]
+    return 2 * sizes[0] if sizes else 2
+
+
 def _clusters(args: argparse.Namespace) -> int:
+    if args.spec is not None:
+        c = cluster(args.spec, args.devices or _two_nodes(args.spec))
+        df = cluster_frame(c)
+        if args.json:
+            print_json(df.to_dict(orient="records"))
+            return 0
+        print_table(df.drop(columns="source"), title=f"{c.name}, {c.n_devices} devices (levels innermost first; "
+                                                     "bandwidth per device, each way)")
+        print("\nSources")
+        for r in df.itertuples():
+            print(f"  {r.level}: {r.source}")
+        return 0
+    if args.devices is not None:
+        raise ConfigError("--devices sizes a --spec cluster; presets are listed at their nominal size")
     df = clusters_frame()
     if args.json:
         print_json(df.to_dict(orient="records"))
@@ -129,6 +165,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="GPU name or alias, e.g. h100-sxm or 'NVIDIA A100-PCIE-40GB' (default: list them all)")
     g.add_argument("--json", action="store_true", help="machine-readable output in SI units (default: off, a table)")
     g.set_defaults(handler=_gpus)
-    c = hw.add_parser("clusters", help="list cluster presets and their network levels")
+    c = hw.add_parser("clusters", help="list cluster presets and their network levels, or show a cluster from its "
+                                       "parts")
+    c.add_argument("--spec", type=cluster_name(), default=None,
+                   help=f"show a cluster from its parts (or a preset) at --devices: {SPEC_SYNTAX}; bandwidths per GPU "
+                        "each way (default: list the presets)")
+    c.add_argument("--devices", type=int_range(1, MAX_DEVICES, " (devices in the largest cluster modelled)"),
+                   default=None, help="devices in the --spec cluster (default: two nodes' worth)")
     c.add_argument("--json", action="store_true", help="machine-readable output (default: off, a table)")
     c.set_defaults(handler=_clusters)
