@@ -132,7 +132,7 @@ def _two_nodes(name: str) -> int:
 
 def _clusters(args: argparse.Namespace) -> int:
     if args.spec is not None:
-        c = cluster(args.spec, args.devices or _two_nodes(args.spec))
+        c = cluster(args.spec, _two_nodes(args.spec) if args.devices is None else args.devices)
         df = cluster_frame(c)
         if args.json:
             print_json(df.to_dict(orient="records"))
