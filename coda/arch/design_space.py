@@ -9,6 +9,11 @@ PHAZE's space (`DesignSpace.phaze()`): `n_tc`, `n_vc` in 1..4096, `tc_rows`, `tc
 2..256, vector lanes tied to `tc_rows`, GLB 2..128 MiB (all powers of two); admitted when
 area <= the TPUv4-like chip's 22 nm area and (area >= 30% of it, or `n_tc == 1`, or
 `n_vc == 1`). That gives exactly the 29,360 configurations of PHAZE's `cores.json`.
+
+Inter-chip links are axes too (`n_links`, `link_bw_bytes_per_s`; default one value each, the
+TPUv4-like chip's 6 links at 50 GB/s per direction). A design's links cost power (the TDP model's
+5 pJ/bit SerDes term, `coda.arch.power`; no area: the 22 nm model covers the core array only) and
+set the bandwidth of its cluster (`design_cluster`), so more links buy faster collectives.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import pandas as pd
 
 from coda.arch import area as area_model
 from coda.arch import power as power_model
-from coda.arch.accelerators import Accelerator, tpuv4_like
+from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
+from coda.arch.clusters import Cluster, cluster
 from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.units import GiB, MiB
@@ -51,9 +57,12 @@ def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
 
 
 # The dimensions, in enumeration order (`vc_lanes` is special: None ties it to `tc_rows`).
-_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes", "hbm_bw_bytes_per_s", "clock_hz")
+# The link axes come last, so a space with one link setting enumerates in the order it always had.
+_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes", "hbm_bw_bytes_per_s", "clock_hz",
+         "n_links", "link_bw_bytes_per_s")
+_LINK_DIMS = ("n_links", "link_bw_bytes_per_s")
 _POW2_DIMS = ("tc_rows", "tc_cols", "vc_lanes")
-_INT_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes")
+_INT_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes", "n_links")
 _AREA_TOL = 1e-12  # relative slack so a design exactly at the budget (e.g. the TPUv4-like) is admitted
 
 
@@ -100,8 +109,9 @@ class DesignSpace:
     hbm_bw_bytes_per_s: tuple[float, ...] = field(default=(1200e9,), metadata=_h("HBM bandwidths, bytes/s"))
     clock_hz: tuple[float, ...] = field(default=(1.05e9,), metadata=_h("clocks, Hz"))
     dtype_bytes: int = field(default=2, metadata=_h("operand width, bytes"))
-    link_bw_bytes_per_s: float = field(default=50e9, metadata=_h("per link, per direction, bytes/s"))
-    n_links: int = field(default=6, metadata=_h("inter-chip links"))
+    link_bw_bytes_per_s: tuple[float, ...] = field(default=(50e9,),
+                                                   metadata=_h("bandwidths of one link, per direction, bytes/s"))
+    n_links: tuple[int, ...] = field(default=(6,), metadata=_h("inter-chip link counts per chip"))
     tech_nm: int = field(default=7, metadata=_h("node for TDP (area budget stays in the 22 nm model)"))
     technology: Technology = field(default=DEFAULT_TECHNOLOGY,
                                    metadata=_h("energy, leakage and HBM constants of the TDP model, with sources"))
@@ -142,8 +152,7 @@ class DesignSpace:
             raise ConfigError("DesignSpace.min_area_fraction needs max_area_mm2 (it is a fraction of that budget)")
         # Validate the scalar fields once, through the template itself.
         Accelerator(n_tc=1, tc_rows=2, tc_cols=2, n_vc=1, vc_lanes=2, glb_bytes=1, dtype_bytes=self.dtype_bytes,
-                    link_bw_bytes_per_s=self.link_bw_bytes_per_s, n_links=self.n_links, tech_nm=self.tech_nm,
-                    technology=self.technology)
+                    tech_nm=self.tech_nm, technology=self.technology)
         cells = max(self.tc_rows) * max(self.tc_cols)
         if cells > 65536 or max(self.vc_lanes or (0,)) > 65536:
             raise ConfigError("DesignSpace: tc_rows*tc_cols and vc_lanes must stay <= 65536 (22 nm local-buffer table)")
@@ -185,7 +194,8 @@ class DesignSpace:
         tdp = power_model.tdp_w(
             df["n_tc"].to_numpy(), df["tc_rows"].to_numpy(), df["tc_cols"].to_numpy(), df["n_vc"].to_numpy(),
             df["vc_lanes"].to_numpy(), df["glb_bytes"].to_numpy(), df["hbm_bw_bytes_per_s"].to_numpy(),
-            df["clock_hz"].to_numpy(), self.dtype_bytes, self.link_bw_bytes_per_s, self.n_links, self.tech_nm,
+            df["clock_hz"].to_numpy(), self.dtype_bytes, df["link_bw_bytes_per_s"].to_numpy(),
+            df["n_links"].to_numpy(), self.tech_nm,
             hbm_bytes=df["hbm_bytes"].to_numpy(), tech=self.technology,
         )
         df = df.assign(tdp_w=np.broadcast_to(tdp, len(df)).astype(float))
@@ -241,11 +251,13 @@ class DesignSpace:
     def __iter__(self) -> Iterator[Accelerator]:
         """Admitted designs as `Accelerator`s, built lazily in `to_frame()` order."""
         cols = list(_DIMS)
-        fixed: dict[str, Any] = dict(dtype_bytes=self.dtype_bytes, link_bw_bytes_per_s=self.link_bw_bytes_per_s,
-                     n_links=self.n_links, tech_nm=self.tech_nm, technology=self.technology)
+        fixed: dict[str, Any] = dict(dtype_bytes=self.dtype_bytes, tech_nm=self.tech_nm, technology=self.technology)
+        link_axis = len(self.n_links) * len(self.link_bw_bytes_per_s) > 1
         for row in self._admitted[cols].itertuples(index=False, name=None):
             values: dict[str, Any] = {k: (int(v) if k in _INT_DIMS else float(v)) for k, v in zip(cols, row)}
-            yield Accelerator(**values, **fixed)
+            acc = Accelerator(**values, **fixed)
+            # with a link axis, designs differing only in their links get different names
+            yield replace(acc, name=f"{acc.name}-{links_label(acc)}") if link_axis else acc
 
     def head(self, n: int) -> list[Accelerator]:
         """The first `n` admitted designs as `Accelerator`s."""
@@ -256,3 +268,65 @@ class DesignSpace:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["technology"] = self.technology.name
         return out
+
+
+def links_label(acc: Accelerator) -> str:
+    """The links of a design in a name: `6x50GBps` (links x GB/s per link per direction)."""
+    return f"{acc.n_links}x{acc.link_bw_bytes_per_s / 1e9:g}GBps"
+
+
+LINK_PRESET = "tpuv4-pod"
+"""The cluster preset whose per-level bandwidths `design_cluster` scales: the TPU v4 pod's 3D torus."""
+TORUS_AXES = 3
+"""Axes of the `tpuv4-pod` torus: each gets a third of a chip's links (2 of the TPU v4's 6)."""
+
+
+def design_cluster(acc: Accelerator, n_chips: int, preset: str = LINK_PRESET) -> Cluster:
+    """`n_chips` copies of `acc` in the topology of `preset`, each level's bandwidth set by the chip's links.
+
+    The `tpuv4-pod` preset describes TPU v4 chips (`tpuv4()`: L_0 = 6 links of b_0 = 50 GB/s per
+    direction) in a 3D torus: each of its levels (one torus axis) gives a device B_l = 90 GB/s each
+    way, 2 links at the 45 GB/s lower end of the 45-50 GB/s Google quotes. A design of L links of b
+    bytes/s each (per direction) gets, on every level l,
+
+        B_l(design) = B_l(preset) * (L * b) / (L_0 * b_0)      = (L / 3) * b * 0.9 on the torus
+
+    i.e. its links spread evenly over the three axes (L / 3 per axis), each running at the
+    preset's 90% of its nominal rate. Latencies and efficiencies are the preset's. A chip with the
+    TPU v4's links (the TPUv4-like reference, the default of a `DesignSpace`) gets exactly the
+    preset's cluster.
+
+    Args:
+        acc: the chip; its `n_links` and `link_bw_bytes_per_s` set the bandwidth.
+        n_chips: chips in the cluster (the preset's sizes: at most 16, or a multiple of 16).
+        preset: the topology; only `tpuv4-pod` (the preset whose chip the link scaling refers to).
+
+    Raises:
+        ConfigError: another preset, a link count that is not a multiple of the torus's 3 axes, or no
+            links (or zero bandwidth) on more than one chip; a chip count the torus cannot hold.
+    """
+    if preset != LINK_PRESET:
+        raise ConfigError(f"design_cluster: preset={preset!r} is not supported; the link scaling refers to "
+                          f"{LINK_PRESET!r} (TPU v4 chips, 6 links of 50 GB/s)")
+    base = cluster(preset, n_chips, device=acc)
+    if n_chips == 1:
+        return base
+    if acc.n_links == 0 or acc.link_bw_bytes_per_s == 0:
+        raise ConfigError(f"design {acc.name}: n_links={acc.n_links} x link_bw_bytes_per_s="
+                          f"{acc.link_bw_bytes_per_s:g} gives no inter-chip bandwidth, so it cannot join a cluster of "
+                          f"{n_chips} chips; give it links (the TPU v4 has 6 of 50e9 bytes/s)")
+    if acc.n_links % TORUS_AXES:
+        lo = acc.n_links - acc.n_links % TORUS_AXES
+        raise ConfigError(f"design {acc.name}: n_links={acc.n_links} is not a multiple of {TORUS_AXES}: the "
+                          f"{LINK_PRESET} torus gives each of its {TORUS_AXES} axes the same links; use "
+                          f"{lo or TORUS_AXES} or {lo + TORUS_AXES}")
+    ref = tpuv4()
+    scale = (acc.n_links * acc.link_bw_bytes_per_s) / (ref.n_links * ref.link_bw_bytes_per_s)
+    if scale == 1.0:
+        return base
+    levels = tuple(replace(lv, bw_each_way_bytes_per_s=lv.bw_each_way_bytes_per_s * scale,
+                           source=f"{lv.source}; scaled by the design's links: {acc.n_links} x "
+                                  f"{acc.link_bw_bytes_per_s:g} B/s over the TPU v4's {ref.n_links} x "
+                                  f"{ref.link_bw_bytes_per_s:g} B/s")
+                   for lv in base.levels)
+    return replace(base, levels=levels)

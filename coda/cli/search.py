@@ -4,7 +4,8 @@
         --n-tc 2,8 --n-vc 1,2 --tc-rows 64,128 --tc-cols 64,128 --glb-mib 32,128 --store runs.sqlite
 
 Ranges default to PHAZE's space and budget (`DesignSpace.phaze()`); each design runs on
-`--chips` chips of the TPU-v4-like torus (`coda.search.search`, docs/search.md), with the best
+`--chips` chips of the TPU-v4-like torus, its bandwidth set by the design's links (`--n-links`,
+`--link-gbps`; `coda.search.search`, docs/search.md), with the best
 plan among `--tp`, `--pp`, `--micro-batch`, `--recompute` and `--zero` (lists; defaults
 `coda.search.DEFAULT_CHOICES`), the same for the `--gpu-reference` rows.
 """
@@ -38,6 +39,13 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _space(args: argparse.Namespace) -> Any:
     from coda.arch.accelerators import tpuv4_like
     from coda.arch.design_space import DesignSpace
@@ -51,12 +59,20 @@ def _space(args: argparse.Namespace) -> Any:
         over["glb_bytes"] = tuple(m * MiB for m in args.glb_mib)
     if args.hbm_gib is not None:
         over["hbm_bytes"] = tuple(g * GiB for g in args.hbm_gib)
+    if args.n_links is not None:
+        over["n_links"] = args.n_links
+    if args.link_gbps is not None:
+        over["link_bw_bytes_per_s"] = tuple(g * 1e9 for g in args.link_gbps)
     area = args.max_area_mm2 if args.max_area_mm2 is not None else tpuv4_like().area_mm2
     return DesignSpace(max_area_mm2=area, min_area_fraction=args.min_area_fraction, max_tdp_w=args.max_tdp_w, **over)
 
 
-def _display(df: pd.DataFrame) -> pd.DataFrame:
+def _display(df: pd.DataFrame, links: bool = False) -> pd.DataFrame:
     out = df[[c for c in TABLE_COLUMNS if c in df.columns]].copy()
+    if links:  # a link axis: each row's links, e.g. 6x50 (links x GB/s per link per direction)
+        out.insert(out.columns.get_loc("area_mm2"), "links_x_GBps",
+                   [f"{int(n)}x{b / 1e9:g}" if pd.notna(n) else "" for n, b in
+                    zip(df["n_links"], df["link_bw_bytes_per_s"])])
     out["hbm_GiB"] = out.pop("hbm_bytes").astype(float) / 2**30
     out["peak_TFLOPs"] = out.pop("peak_flops").astype(float) / 1e12
     out["peak_mem_GiB"] = out.pop("peak_memory_bytes").astype(float) / 2**30
@@ -99,7 +115,8 @@ def _plot(result: Any, path: str, gpus: pd.DataFrame, front: pd.DataFrame | None
 
 
 LIST_FLAGS = {"n_tc": "--n-tc", "n_vc": "--n-vc", "tc_rows": "--tc-rows", "tc_cols": "--tc-cols",
-              "glb_mib": "--glb-mib", "hbm_gib": "--hbm-gib", "tp": "--tp", "pp": "--pp",
+              "glb_mib": "--glb-mib", "hbm_gib": "--hbm-gib", "n_links": "--n-links", "link_gbps": "--link-gbps",
+              "tp": "--tp", "pp": "--pp",
               "micro_batch": "--micro-batch", "recompute": "--recompute", "zero": "--zero",
               "gpu_reference": "--gpu-reference"}
 """Comma-list flags by destination (an empty list, e.g. `--n-tc ,`, is refused)."""
@@ -149,10 +166,14 @@ def _check_lists(args: argparse.Namespace) -> None:
         if v is not None and dest != "gpu_reference" and len(v) == 0:
             raise ConfigError(f"{flag} lists no value; give comma-separated values, e.g. {flag} 2,8, or leave the "
                               "flag out for its default")
-    for dest in ("n_tc", "n_vc", "tc_rows", "tc_cols", "glb_mib", "hbm_gib", "tp", "pp", "micro_batch"):
+    for dest in ("n_tc", "n_vc", "tc_rows", "tc_cols", "glb_mib", "hbm_gib", "n_links", "tp", "pp", "micro_batch"):
         bad = [v for v in getattr(args, dest) or () if v < 1]
         if bad:
             raise ConfigError(f"{LIST_FLAGS[dest]} {bad[0]} is out of range: values must be integers >= 1")
+    bad_bw = [v for v in args.link_gbps or () if not (math.isfinite(v) and v > 0)]
+    if bad_bw:
+        raise ConfigError(f"--link-gbps {bad_bw[0]} is out of range: link bandwidths must be finite numbers of GB/s "
+                          "> 0 (per link, per direction; the TPU v4's are 50)")
     for dest, flag in POW2_FLAGS.items():
         for v in getattr(args, dest) or ():
             if v & (v - 1):
@@ -194,7 +215,7 @@ def _interrupted(stop: Any) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from coda.placement import predictor_layer_time
-    from coda.search import SearchInterrupted, SearchLayerTime, gpu_reference, pareto_front, search
+    from coda.search import SearchInterrupted, SearchLayerTime, gpu_reference, search
     from coda.search.executors import Terminated, terminate_as_interrupt
 
     _check_args(args)
@@ -206,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len,
                             objective=args.objective, store=args.store, max_designs=args.max_designs,
                             progress=progress, layer_time=timer, executor=args.executor, workers=args.workers,
-                            prune=not args.pareto, choices=_choices(args), tie_tol=args.tie_tol)
+                            prune=args.prune, pareto=args.pareto, choices=_choices(args), tie_tol=args.tie_tol)
         except SearchInterrupted as stop:
             return _interrupted(stop)
         except KeyboardInterrupt as err:  # before the first design: nothing was evaluated
@@ -214,7 +235,7 @@ def _run(args: argparse.Namespace) -> int:
                   "evaluated", file=sys.stderr)
             return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
         try:
-            return _report(args, result, gpu_reference, pareto_front)
+            return _report(args, result, gpu_reference)
         except KeyboardInterrupt as err:
             kept = f"its designs are stored in {args.store}" if args.store else "nothing was kept (no --store)"
             print(f"coda: {'terminated' if isinstance(err, Terminated) else 'interrupted'} after the search "
@@ -222,9 +243,11 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
 
 
-def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_front: Any) -> int:
+def _report(args: argparse.Namespace, result: Any, gpu_reference: Any) -> int:
     """GPU rows, plot and output of a finished search; the summary sentence comes last."""
-    front = pareto_front(result.frame) if args.pareto else None
+    front = result.front() if args.pareto else None
+    space = _space(args)
+    links = len(space.n_links) * len(space.link_bw_bytes_per_s) > 1
     gpus = gpu_reference(args.model, args.gpu_reference or (), args.chips, args.global_batch, args.seq_len,
                          choices=_choices(args))
     if args.plot:
@@ -257,10 +280,10 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any, pareto_fr
              f"{', and GPUs on DGX nodes (board TDP, die area)' if len(gpus) else ''}")
     if short is not None:
         title += f"; {n_listed} listed: {short}"
-    print_table(_display(table), title=title)
+    print_table(_display(table, links), title=title)
     if front is not None:
         print()
-        print_table(_display(front.assign(rank=range(1, len(front) + 1))),
+        print_table(_display(front.assign(rank=range(1, len(front) + 1)), links),
                     title="Pareto front over every design: no other design has lower TDP per chip and more tokens/s")
     if c["infeasible"]:
         print()
@@ -300,6 +323,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="global buffer sizes, MiB, comma list (default powers of two 2..128 MiB)")
     p.add_argument("--hbm-gib", dest="hbm_gib", type=_ints, help="HBM capacities per chip, GiB, comma list "
                    "(default 32 GiB)")
+    p.add_argument("--n-links", dest="n_links", type=_ints,
+                   help="inter-chip links per chip, comma list of multiples of 3 (the torus's axes), e.g. 3,6,12 "
+                        "(default 6, the TPU v4's); they set the design's collective bandwidth and cost TDP")
+    p.add_argument("--link-gbps", dest="link_gbps", type=_floats,
+                   help="bandwidth of one link per direction, GB/s, comma list (default 50, the TPU v4's)")
     p.add_argument("--max-area-mm2", type=float, default=None,
                    help="area budget per chip, mm2 in the 22 nm model, finite > 0 (default the TPUv4-like chip's "
                         "278.83 mm2)")
@@ -347,8 +375,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="relative tolerance of the near ties reported with the best design: every design within it "
                         "is evaluated, never pruned, fraction in [0, 1) (default 0.02)")
     p.add_argument("--pareto", action="store_true",
-                   help="evaluate every design (no pruning) and print the tokens/s vs TDP Pareto front (default: "
-                        "off, bound-pruned)")
+                   help="also find and print the tokens/s vs TDP Pareto front, exactly: a design is then pruned only "
+                        "when its bound is also dominated by an evaluated design (default: off)")
+    p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip designs the bounds prove unneeded (default on; --no-prune evaluates every design)")
     p.add_argument("--gpu-reference", type=_names, default=None, metavar="GPUS",
                    help="comma list of Ampere or Hopper GPUs (e.g. a100-sxm4-80gb,h100-sxm) to also run on --chips "
                         "GPUs of their DGX nodes, for comparison (default: none)")

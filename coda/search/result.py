@@ -7,7 +7,16 @@ from typing import Any
 
 import pandas as pd
 
+from coda.errors import ConfigError
 from coda.search.design_eval import FRAME_COLUMNS, ILP_EVENT_FIELDS
+from coda.search.pareto import pareto_front
+
+LINK_FIELDS = ("n_links", "link_bw_bytes_per_s")
+"""A design's inter-chip links: they set its cluster's bandwidth (`coda.arch.design_space.design_cluster`)."""
+SEARCH_COLUMNS = (*FRAME_COLUMNS[:FRAME_COLUMNS.index("area_mm2")], *LINK_FIELDS,
+                  *FRAME_COLUMNS[FRAME_COLUMNS.index("area_mm2"):])
+"""Columns of `SearchResult.frame` and of its reference rows: `FRAME_COLUMNS` with the links after the
+other design fields."""
 
 
 @dataclass
@@ -16,7 +25,8 @@ class SearchResult:
 
     Attributes:
         frame: one row per visited design (evaluated or read from the store), feasible ones first
-            by descending objective: design fields, name, area_mm2 (22 nm), tdp_w, peak_flops,
+            by descending objective (`SEARCH_COLUMNS`): design fields, name, n_links,
+            link_bw_bytes_per_s (per link, per direction), area_mm2 (22 nm), tdp_w, peak_flops,
             bound_tokens_per_s, bound_objective, plan (text) and its fields, step_s,
             tokens_per_s, tokens_per_s_per_w (per watt of cluster TDP, n_chips * tdp_w), mfu,
             peak_memory_bytes, status (``ok`` / ``infeasible``), reason, seconds (of the evaluation).
@@ -33,6 +43,8 @@ class SearchResult:
         model: the model's name; n_chips: chips per design.
         tie_tol: the relative tolerance within which every design of the space is in the frame
             (`near_ties`).
+        pareto: the frame holds every design on the Pareto front of tokens/s against TDP per chip
+            (a search with `pareto=True`, or with `prune=False`), so `front()` is the space's front.
     """
 
     frame: pd.DataFrame
@@ -52,6 +64,7 @@ class SearchResult:
     n_chips: int = 0
     tie_tol: float = 0.0
     faithful_reference: pd.Series | None = None
+    pareto: bool = False
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""
@@ -83,6 +96,22 @@ class SearchResult:
         best = float(ok[self.objective].iloc[0])
         return ok[ok[self.objective].astype(float) >= best * (1.0 - self.tie_tol)]
 
+    def front(self) -> pd.DataFrame:
+        """The Pareto front of the space: the feasible designs no other design beats on both TDP per chip
+        (lower) and tokens/s (higher), by ascending TDP (`coda.search.pareto_front`).
+
+        Raises:
+            ConfigError: the search was not a Pareto search (designs were pruned by the objective bound
+                alone, so the frame may miss front points), or `max_designs` cut it.
+        """
+        if not self.pareto:
+            raise ConfigError("SearchResult.front: this search pruned designs by its objective bound alone, so its "
+                              "frame may miss points of the front; run search(..., pareto=True)")
+        if not self.complete:
+            raise ConfigError(f"SearchResult.front: the search stopped at max_designs with {self.n_unvisited} "
+                              "designs unvisited; resume it with the same store (or no max_designs)")
+        return pareto_front(self.frame)
+
     def to_csv(self, path: str) -> None:
         """Write the frame (SI units, one row per visited design) and the reference rows to a CSV file."""
         pd.concat([self.frame, self.references()], ignore_index=True).to_csv(path, index=False)
@@ -110,8 +139,8 @@ class SearchResult:
 def _ranked(rows: list[dict[str, Any]], visit_pos: list[int], objective: str) -> pd.DataFrame:
     """Rows sorted: feasible first, by descending objective, ties by visiting order."""
     if not rows:
-        return pd.DataFrame(columns=list(FRAME_COLUMNS))
-    df = pd.DataFrame(rows)[list(FRAME_COLUMNS)]
+        return pd.DataFrame(columns=list(SEARCH_COLUMNS))
+    df = pd.DataFrame(rows)[list(SEARCH_COLUMNS)]
     df["_infeasible"] = df["status"] != "ok"
     df["_neg"] = -df[objective].astype(float)
     df["_pos"] = visit_pos
@@ -119,4 +148,4 @@ def _ranked(rows: list[dict[str, Any]], visit_pos: list[int], objective: str) ->
     return df.reset_index(drop=True)
 
 
-__all__ = ["SearchResult"]
+__all__ = ["LINK_FIELDS", "SEARCH_COLUMNS", "SearchResult"]

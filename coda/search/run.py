@@ -1,10 +1,12 @@
 """`search`: the best accelerator design of a `DesignSpace` for training one model, exactly.
 
-Each design is `n_chips` copies of the chip in the TPU-v4-like 3D-torus preset
-(`cluster("tpuv4-pod", n_chips, device=acc)`), and is scored by one `coda.placement.optimize`
-call (the fastest plan that fits; layer times from the on-chip ILP) restricted to
-`DEFAULT_CHOICES`. The network is the preset's for every design: `DesignSpace` holds one
-`n_links` and one `link_bw_bytes_per_s` for all designs, so they enter only the TDP.
+Each design is `n_chips` copies of the chip in the TPU-v4-like 3D-torus preset, its bandwidth set
+by the design's links (`design_cluster(acc, n_chips)`: every torus level's bandwidth scaled by
+`n_links * link_bw_bytes_per_s` over the TPU v4's 6 x 50 GB/s, so the TPUv4-like chip gets the
+preset's cluster), and is scored by one `coda.placement.optimize` call (the fastest plan that
+fits; layer times from the on-chip ILP) restricted to `DEFAULT_CHOICES`. Links cost TDP (their
+SerDes energy), so a `DesignSpace` axis over `n_links` or `link_bw_bytes_per_s` trades power for
+collective time.
 
 Exactness (branch and bound over designs): every design has an upper bound on the objective
 (`coda.search.bounds`: roofline peak over a lower bound on executed FLOPs per token, perfect
@@ -13,6 +15,17 @@ best objective achieved so far less `tie_tol` of it (`bounds.pruned`), every rem
 provably worse than the best by more than `tie_tol`, and the search stops. So the frame holds the
 best design and every design within `tie_tol` of it (`SearchResult.near_ties()`), exactly as an
 exhaustive search would; ties are broken by visiting order.
+
+Pareto search (`pareto=True`): the frame must also hold the Pareto front of tokens/s against TDP
+per chip (`pareto_front`, `SearchResult.front()`). A design is then skipped only when the bound
+above prunes it *and* its point (exact TDP per chip `w`, upper bound `U` on tokens/s) is dominated
+by an evaluated design e (`Front.covers`: `w_e <= w`, `t_e >= U`, one strict). Exactness: the
+design's real point (w, t <= U) is then dominated by e, so it is not on the front of the space; and
+a design it would have dominated is dominated by e too (dominance is transitive), so leaving it
+out removes no point from the front: the front of the frame equals the front of the whole space.
+The designs visited before the bound first prunes are those of the plain search, and every design
+evaluated after it has an objective below `best * (1 - tie_tol)`, so `best` and the near ties are
+those of the plain search; the frame holds more rows (the front's).
 
 Results go to an optional SQLite `ResultStore` as each design finishes; a stored design is
 read back instead of evaluated (`n_cached`).
@@ -37,7 +50,7 @@ import os
 import pickle
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,8 +58,8 @@ import numpy as np
 import pandas as pd
 
 from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
-from coda.arch.clusters import cluster, preset_description
-from coda.arch.design_space import DesignSpace
+from coda.arch.clusters import preset_description
+from coda.arch.design_space import DesignSpace, design_cluster
 from coda.errors import CodaError, ConfigError
 from coda.models.config import ModelConfig
 from coda.objectives import objective as as_objective
@@ -89,7 +102,8 @@ from coda.search.inputs import (
     _refuse_read_only,
     check_parallel_widths,
 )
-from coda.search.result import SearchResult, _ranked
+from coda.search.pareto import Front
+from coda.search.result import SEARCH_COLUMNS, SearchResult, _ranked
 from coda.search.store import ResultStore, cost_model_digest, result_key
 
 log = logging.getLogger(__name__)
@@ -109,7 +123,7 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
            objective: str = "tokens_per_s_per_w", store: str | Path | None = None, max_designs: int | None = None,
            choices: dict[str, Any] | None = None, progress: bool = False, prune: bool = True,
            layer_time: Any = None, executor: str = "process", workers: int | None = None,
-           tie_tol: float = DEFAULT_TIE_TOL) -> SearchResult:
+           tie_tol: float = DEFAULT_TIE_TOL, pareto: bool = False) -> SearchResult:
     """The design of `space` that trains `model` best on `n_chips` chips, by exact branch and bound.
 
     Args:
@@ -139,6 +153,9 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
             capped by the designs to evaluate, and ``process`` with one worker runs inline.
         tie_tol: relative tolerance of the near ties the result must hold (default 0.02): no
             design within it of the best is pruned; 0 prunes everything that cannot win.
+        pareto: the frame also holds the Pareto front of tokens/s against TDP per chip
+            (`SearchResult.front()`): a design is pruned only when, besides the objective bound,
+            an evaluated design dominates its (TDP, tokens/s bound) point (module docstring).
 
     Returns:
         A `SearchResult`.
@@ -165,17 +182,22 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         workers = _positive_int("workers", workers)
     if isinstance(tie_tol, bool) or not isinstance(tie_tol, (int, float)) or not 0 <= tie_tol < 1:
         raise ConfigError(f"search: tie_tol={tie_tol!r} must lie in [0, 1) (0.02: designs within 2% of the best)")
+    if not isinstance(pareto, bool):
+        raise ConfigError(f"search: pareto={pareto!r} must be True or False")
     if not isinstance(space, DesignSpace):
         raise ConfigError(f"search: space must be a DesignSpace, got {type(space).__name__}")
     cfg = _as_cfg(model)
     merged = _merged_choices(choices)
     check_parallel_widths(merged, n_chips)
     timer = SearchLayerTime() if layer_time is None else layer_time
-    cluster(CLUSTER_PRESET, n_chips, device=tpuv4_like())  # validates n_chips against the torus
+    for n_links in space.n_links:  # n_chips against the torus, and the space's links against its axes
+        for link_bw in space.link_bw_bytes_per_s:
+            design_cluster(replace(tpuv4_like(), n_links=n_links, link_bw_bytes_per_s=link_bw), n_chips,
+                           CLUSTER_PRESET)
     db = ResultStore(store) if store is not None else None  # a bad store is refused before any work
     try:
         return _search(cfg, space, n_chips, global_batch, seq_len, objective, db, max_designs, merged, prune, timer,
-                       executor, workers, progress, t0, float(tie_tol))
+                       executor, workers, progress, t0, float(tie_tol), pareto)
     finally:
         if db is not None:
             db.close()
@@ -197,6 +219,7 @@ class _Job:
     flops_lb: Any
     common: dict[str, Any]
     tie_tol: float
+    pareto: bool = False
 
     def key_of(self, acc: Accelerator) -> str:
         """The store key of a design: its fields, its derived area and power as computed now (a
@@ -204,9 +227,11 @@ class _Job:
         return result_key(design=asdict(acc), derived=dict(area_mm2=acc.area_mm2, power_w=acc.power_breakdown()),
                           **self.common)
 
-    def with_bounds(self, row: dict[str, Any], peak: float, vector: float, tdp: float) -> dict[str, Any]:
-        """A row with its bound columns."""
-        return dict(row, bound_tokens_per_s=tokens_per_s_bound(peak, vector, self.n_chips, self.flops_lb),
+    def with_bounds(self, row: dict[str, Any], acc: Accelerator, peak: float, vector: float,
+                    tdp: float) -> dict[str, Any]:
+        """A row with the design's links and its bound columns."""
+        return dict(row, n_links=acc.n_links, link_bw_bytes_per_s=acc.link_bw_bytes_per_s,
+                    bound_tokens_per_s=tokens_per_s_bound(peak, vector, self.n_chips, self.flops_lb),
                     bound_objective=objective_bound(self.objective, peak, vector, tdp, self.n_chips, self.flops_lb))
 
 
@@ -219,6 +244,44 @@ def _order_designs(designs: pd.DataFrame, job: _Job) -> tuple[list[tuple[float, 
     bound_obj = np.array([objective_bound(job.objective, p, v, w, job.n_chips, job.flops_lb) for p, v, w in peaks])
     order = [int(i) for i in np.lexsort((np.arange(len(designs)), -bound_obj))]
     return peaks, bound_obj, order
+
+
+class _Pruner:
+    """The one pruning rule of a search, shared by the visit, its replay and the read-only store check.
+
+    It holds what the designs evaluated so far prove: the best objective and, for a Pareto search,
+    the front of their (TDP per chip, tokens/s). Design i is skipped when `bounds.pruned` prunes its
+    objective bound and, for a Pareto search, the front covers its (exact TDP, tokens/s bound)
+    point (module docstring). Without `pareto` a skip ends the visit (every later bound is lower);
+    with it, later designs may still be on the front, so the visit goes on.
+    """
+
+    def __init__(self, job: _Job, bound_obj: np.ndarray, peaks: list[tuple[float, float, float]],
+                 accelerators: list[Accelerator]) -> None:
+        self.job, self.bound_obj, self.peaks, self.accelerators = job, bound_obj, peaks, accelerators
+        self.best = -math.inf
+        self.front = Front()
+        self.ends_visit = not job.pareto
+
+    def skip(self, i: int) -> bool:
+        """Whether design i (an index of the space) can be left out of the frame."""
+        j = self.job
+        if not (j.prune and pruned(self.bound_obj[i], self.best, j.tie_tol)):
+            return False
+        if not j.pareto:
+            return True
+        peak, vector, _ = self.peaks[i]
+        # the exact TDP the frame will show (the design's own, not the vectorised one) against the front's
+        return self.front.covers(self.accelerators[i].tdp_w, tokens_per_s_bound(peak, vector, j.n_chips, j.flops_lb))
+
+    def add(self, row: dict[str, Any]) -> None:
+        """An evaluated (or stored) row of the space."""
+        if row["status"] != "ok":
+            return
+        if row[self.job.objective] > self.best:
+            self.best = float(row[self.job.objective])
+        if self.job.pareto:
+            self.front.add(float(row["tdp_w"]), float(row["tokens_per_s"]))
 
 
 def _dispatch_window(executor: str, workers: int | None, n_order: int, max_designs: int | None,
@@ -244,35 +307,42 @@ class _Replay(NamedTuple):
     rows: list[dict[str, Any]]
     visit_pos: list[int]
     n_new: int
-    stopped_at: int
+    n_pruned: int
     unvisited: int
 
 
-def _replay(job: _Job, found: dict[int, tuple[dict[str, Any], bool]], order: list[int], bound_obj: np.ndarray,
+def _replay(job: _Job, found: dict[int, tuple[dict[str, Any], bool]], order: list[int], pruner: _Pruner,
             peaks: list[tuple[float, float, float]]) -> _Replay:
-    """Step 4: the inline visit over the results. It stops no later than the parallel one, so every
-    row it reaches is in `found`; rows past its stop are the speculative ones."""
+    """Step 4: the inline visit over the results. It skips every design the parallel one skipped
+    (that one knew a subset of the rows this one knows at each design, plus speculative rows, whose
+    every pruning consequence an earlier visited row also has), so every row it visits is in
+    `found`; the others in `found` are the speculative ones. The one exception: a parallel Pareto
+    search that counted speculative designs against `max_designs` may stop first; the replay then
+    stops there too (the designs left are `unvisited`)."""
     rows, visit_pos = [], []
-    best, n_new, stopped_at, unvisited = -math.inf, 0, len(order), 0
+    n_new, n_pruned, unvisited = 0, 0, 0
     for pos, i in enumerate(order):
-        if job.prune and pruned(bound_obj[i], best, job.tie_tol):
-            stopped_at = pos
-            break
-        if job.max_designs is not None and n_new >= job.max_designs:
-            stopped_at, unvisited = pos, len(order) - pos
+        if pruner.skip(i):
+            if pruner.ends_visit:
+                n_pruned += len(order) - pos
+                break
+            n_pruned += 1
+            continue
+        if (job.max_designs is not None and n_new >= job.max_designs) or pos not in found:
+            unvisited = len(order) - pos
             break
         row, new = found[pos]
         n_new += new
-        rows.append(job.with_bounds(row, *peaks[i]))
+        rows.append(job.with_bounds(row, pruner.accelerators[i], *peaks[i]))
         visit_pos.append(pos)
-        if row["status"] == "ok" and row[job.objective] > best:
-            best = float(row[job.objective])
-    return _Replay(rows, visit_pos, n_new, stopped_at, unvisited)
+        pruner.add(row)
+    return _Replay(rows, visit_pos, n_new, n_pruned, unvisited)
 
 
 def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int, objective: str,
             db: ResultStore | None, max_designs: int | None, merged: dict[str, Any], prune: bool, timer: Any,
-            executor: str, workers: int | None, progress: bool, t0: float, tie_tol: float) -> SearchResult:
+            executor: str, workers: int | None, progress: bool, t0: float, tie_tol: float,
+            pareto: bool = False) -> SearchResult:
     """`search` after its arguments were checked and its store opened: order the designs, dispatch
     them, collect the rows, replay the inline visit."""
     designs = space.to_frame()  # raises InfeasibleDesign when nothing is admitted
@@ -280,28 +350,53 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
                   choices=merged, layer_time=repr(timer), network=preset_description(CLUSTER_PRESET),
                   version=_version(), costs=cost_model_digest())
     job = _Job(cfg, n_chips, global_batch, seq_len, objective, merged, timer, prune, max_designs,
-               training_flops_per_token_lb(cfg, seq_len), common, tie_tol)
+               training_flops_per_token_lb(cfg, seq_len), common, tie_tol, pareto)
     peaks, bound_obj, order = _order_designs(designs, job)
     accelerators = list(space)
     executor, window = _dispatch_window(executor, workers, len(order), max_designs, timer)
     refs = REFERENCES
     if db is not None and not db.writable:
-        _refuse_read_only(db, [job.key_of(acc) for acc in refs], [job.key_of(accelerators[i]) for i in order],
-                          [bound_obj[i] for i in order], objective, prune, tie_tol)
-    visit = _Visit(job, db, order, accelerators, bound_obj, refs, executor, window, progress)
+        if pareto and prune:
+            _refuse_read_only_front(db, job, order, accelerators, _Pruner(job, bound_obj, peaks, accelerators))
+        else:
+            _refuse_read_only(db, [job.key_of(acc) for acc in refs], [job.key_of(accelerators[i]) for i in order],
+                              [bound_obj[i] for i in order], objective, prune, tie_tol)
+    visit = _Visit(job, db, order, accelerators, _Pruner(job, bound_obj, peaks, accelerators), refs, executor,
+                   window, progress)
     found, n_spec = visit.run()
-    rep = _replay(job, found, order, bound_obj, peaks)
-    ref_rows = [job.with_bounds(found[-1 - k][0], acc.peak_flops, acc.vector_flops, acc.tdp_w)
+    rep = _replay(job, found, order, _Pruner(job, bound_obj, peaks, accelerators), peaks)
+    ref_rows = [job.with_bounds(found[-1 - k][0], acc, acc.peak_flops, acc.vector_flops, acc.tdp_w)
                 for k, acc in enumerate(refs)]
     frame = _ranked(rep.rows, rep.visit_pos, objective)
     n_ok = int((frame["status"] == "ok").sum()) if len(frame) else 0
-    ref_series = [pd.Series({c: row[c] for c in FRAME_COLUMNS}, name="reference") for row in ref_rows]
+    ref_series = [pd.Series({c: row[c] for c in SEARCH_COLUMNS}, name="reference") for row in ref_rows]
     return SearchResult(
         frame=frame, best=frame.iloc[0] if n_ok else None, reference=ref_series[0], faithful_reference=ref_series[1],
-        objective=objective, n_space=len(designs), n_pruned=len(order) - rep.stopped_at - rep.unvisited,
+        objective=objective, n_space=len(designs), n_pruned=rep.n_pruned,
         n_evaluated=rep.n_new, n_cached=len(rep.rows) - rep.n_new, n_infeasible=len(frame) - n_ok,
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
-        n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol)
+        n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol,
+        pareto=pareto or not prune)
+
+
+def _refuse_read_only_front(db: ResultStore, job: _Job, order: list[int], accelerators: list[Accelerator],
+                            pruner: _Pruner) -> None:
+    """A Pareto search on a read-only store: replay its inline visit on stored rows; refuse, before any
+    work, if it meets a design (or a reference chip) the store does not hold."""
+    missing = None if all(job.key_of(acc) in db for acc in REFERENCES) else "a reference chip"
+    for i in order if missing is None else ():
+        if pruner.skip(i):
+            if pruner.ends_visit:
+                break
+            continue
+        row = db.get(job.key_of(accelerators[i]))
+        if row is None:
+            missing = "a design"
+            break
+        pruner.add(row)
+    if missing is not None:
+        raise ConfigError(f"store {str(db.path)!r} is read-only and this search must evaluate designs it does not "
+                          f"hold ({missing} first); make it writable (e.g. chmod u+w) or pass another path")
 
 
 class _Visit:
@@ -314,13 +409,13 @@ class _Visit:
     """
 
     def __init__(self, job: _Job, db: ResultStore | None, order: list[int], accelerators: list[Accelerator],
-                 bound_obj: np.ndarray, refs: tuple[Accelerator, ...], executor: str, window: int,
+                 pruner: _Pruner, refs: tuple[Accelerator, ...], executor: str, window: int,
                  progress: bool) -> None:
-        self.job, self.db, self.order, self.accelerators, self.bound_obj = job, db, order, accelerators, bound_obj
+        self.job, self.db, self.order, self.accelerators, self.pruner = job, db, order, accelerators, pruner
         self.refs, self.executor, self.window = refs, executor, window
         self.found: dict[int, tuple[dict[str, Any], bool]] = {}
         self.inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
-        self.best, self.submitted, self.nxt, self.stop = -math.inf, 0, 0, False
+        self.submitted, self.nxt, self.stop = 0, 0, False
         self.bar = _Progress(len(order), progress)
         self.pool: Any = (InlineExecutor() if executor == "inline" else RayExecutor() if executor == "ray"
                           else pool_executor(window))
@@ -335,9 +430,8 @@ class _Visit:
                                 self.portable)
 
     def _improve(self, row: dict[str, Any]) -> None:
-        if row["status"] == "ok" and row[self.job.objective] > self.best:
-            self.best = float(row[self.job.objective])
-        self.bar.update(self.best)
+        self.pruner.add(row)
+        self.bar.update(self.pruner.best)
 
     def record(self, pos: int, acc: Accelerator, key: str, row: dict[str, Any]) -> None:
         """A finished evaluation: into the store, into `found`, and into the incumbent."""
@@ -362,19 +456,21 @@ class _Visit:
             else:
                 self.found[-1 - k] = (row, False)
 
-    def _beaten(self, i: int) -> bool:
-        """Whether the design at order index i is pruned by the bound or cut by `max_designs`."""
-        j = self.job
-        return (j.prune and pruned(self.bound_obj[i], self.best, j.tie_tol)) or (j.max_designs is not None
-                                                                                 and self.submitted >= j.max_designs)
-
     def _fill(self) -> None:
-        """Dispatch: read stored designs, submit the others while the window has room."""
+        """Dispatch: read stored designs, submit the others while the window has room; skip what the
+        pruner skips (and stop there unless it is a Pareto search), stop at `max_designs`."""
+        j = self.job
         while not self.stop and self.nxt < len(self.order) and len(self.inflight) < self.window:
             i = self.order[self.nxt]
-            if self._beaten(i):
+            if j.max_designs is not None and self.submitted >= j.max_designs:
                 self.stop = True
                 break
+            if self.pruner.skip(i):
+                if self.pruner.ends_visit:
+                    self.stop = True
+                    break
+                self.nxt += 1
+                continue
             acc = self.accelerators[i]
             key = self.job.key_of(acc)
             row = self.db.get(key) if self.db is not None else None
