@@ -1,0 +1,365 @@
+"""Tighter exact upper bounds on a design's training throughput, and an exact best-first search that uses them.
+
+`coda.search.bounds` bounds a design by its peaks alone (no pipeline bubble, no recomputation,
+no communication, no memory limit, no HBM stall). For GPT-3 175B on 1024 chips of 32 GiB that
+bound is about 2x the achieved throughput, so the search evaluates thousands of designs. Two
+tighter bounds reuse the placement's own lower bound on the step time of a plan
+(`coda.placement.optimize._bound_data`, the bound its exact branch and bound prunes with):
+
+    step(plan) >= L(plan) = (m + (p - 1)/v) / p * ( sum_g c_g(plan) * time_g + coll(plan) )
+
+over the plans whose static memory fits (the same test `optimize` prunes with), where `time_g`
+are the layer times of the distinct forward, backward and attention-core graphs, `c_g >= 0`
+their multiplicities (recomputation adds forward graphs again) and `coll` the tensor-parallel
+collective time (the network is the torus preset's for every design, so `coll` does not depend
+on the design). L is linear and non-decreasing in every `time_g`, so replacing each layer time
+by a lower bound on it gives a lower bound on `L`, hence on the step of every plan, hence on
+the step of the best plan `optimize` returns; tokens/s = global_batch * seq_len / step.
+
+1. `placement_bounds` (every design at once, vectorised): the ILP makespan of a graph is at
+   least its tensor FLOPs over the design's tensor peak P and at least its vector FLOPs over
+   the vector peak V (`coda.search.bounds`, executed FLOPs: causal attention at least half).
+   With `K_T`, `K_V`, `K_0` the values of `L` when `time_g` is the graph's tensor FLOPs, its
+   vector FLOPs, and 0, linearity gives `L >= max((K_T - K_0)/P, (K_V - K_0)/V) + K_0`.
+   The K's do not depend on the design (only on the HBM capacity, through the memory test),
+   so one placement pass per capacity bounds all 29,360 PHAZE designs in milliseconds.
+2. `design_bound` (one design, tens of ms): `time_g` >= the scheduling instance's lower bound
+   `Problem.lower_bound_s` = max(critical path, tensor work / n_tc, vector work / n_vc) with
+   the design's predicted op latencies (HBM stalls, tile padding, core counts): every schedule
+   the ILP or its heuristic returns is a feasible schedule of that instance, so its makespan
+   is at least that bound.
+
+Both bounds are multiplied by `1 + BOUND_SLACK` so that floating-point rounding of the
+subtraction in (1) can never make a bound fall below an achieved value it equals.
+
+`refined_search` visits designs best-first by these bounds, lazily: designs are kept in a heap
+by the cheapest valid bound known for them; the top design gets its per-design bound (2) the
+first time it reaches the top and is pushed back; a design at the top with its bound (2) known
+has the largest bound of all remaining designs, so it is evaluated (the ILP timer, exactly as
+`coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
+(`bounds.pruned`), in which case every remaining design is, and the search stops. So it returns
+the best design and every design within `tie_tol` of it, with the objective values an
+exhaustive evaluation gives (tested against `search(prune=False)`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from coda.arch.accelerators import Accelerator
+from coda.arch.clusters import cluster
+from coda.arch.design_space import DesignSpace
+from coda.ilp import make_problem, predicted_latencies
+from coda.models.config import ModelConfig
+from coda.models.graph import OpGraph
+from coda.placement.chain import CostModel
+from coda.placement.dp import best_split
+from coda.placement.optimize import _buildable, _order, candidate_plans
+from coda.placement.pipeline import split_problem
+from coda.placement.plan import Plan
+from coda.search.bounds import (
+    ATTENTION_KINDS,
+    CAUSAL_EXECUTED_FRACTION,
+    DEFAULT_TIE_TOL,
+    MATMUL_KINDS,
+    VECTOR_KINDS,
+    objective_bound,
+    pruned,
+    training_flops_per_token_lb,
+)
+from coda.search.design_eval import CLUSTER_PRESET, SearchLayerTime, evaluate_design
+from coda.search.inputs import _as_cfg, _merged_choices
+
+log = logging.getLogger(__name__)
+
+BOUND_SLACK = 1e-9
+"""Relative slack added to every refined upper bound (floating-point rounding, module doc)."""
+
+
+@dataclass(frozen=True)
+class FlopsLayerTime:
+    """A pseudo layer timer that returns a graph's tensor or vector FLOPs (or 0) instead of seconds:
+    evaluating the placement's linear step bound with it gives the coefficients `K_T`, `K_V`, `K_0`.
+
+    Attributes:
+        kind: ``tensor`` (matmul FLOPs + executed attention FLOPs), ``vector`` or ``zero``.
+        causal: the model's attention is causal (a block-skipping kernel executes at least half).
+    """
+
+    kind: str
+    causal: bool
+
+    def __call__(self, graph: OpGraph, device: Any) -> float:
+        if self.kind == "zero" or graph.number_of_nodes() == 0:
+            return 0.0
+        if self.kind == "vector":
+            return float(graph.flops(VECTOR_KINDS))
+        attn = CAUSAL_EXECUTED_FRACTION if self.causal else 1.0
+        return float(graph.flops(MATMUL_KINDS) + attn * graph.flops(ATTENTION_KINDS))
+
+    def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
+        return [self(g, device) for g in graphs]
+
+
+@dataclass(frozen=True)
+class LowerBoundLayerTime:
+    """A layer timer that returns a lower bound on the ILP makespan: `Problem.lower_bound_s` of the
+    graph's scheduling instance with the design's predicted op latencies (module doc, bound 2)."""
+
+    def __call__(self, graph: OpGraph, device: Any) -> float:
+        if graph.number_of_nodes() == 0:
+            return 0.0
+        problem = make_problem(graph, device, predicted_latencies(graph, device))
+        return float(problem.lower_bound_s) if problem.n else 0.0
+
+    def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
+        return [self(g, device) for g in graphs]
+
+
+def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_chips: int, global_batch: int, seq_len: int,
+                     choices: dict[str, Any], layer_time: Any,
+                     fits: frozenset[Plan] | None = None) -> dict[Plan, float]:
+    """The placement's step-time lower bound `L(plan)` of every candidate plan whose static memory
+    fits the device (and that is in `fits`, when given), with layer times from `layer_time` (module doc)."""
+    model = CostModel(cfg, cluster(CLUSTER_PRESET, n_chips, device=device), seq_len, layer_time=layer_time)
+    max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
+    plans = _buildable(model, candidate_plans(cfg, n_chips, global_batch, max_tp, model.software.attention,
+                                              **choices))[0]
+    if fits is not None:
+        plans = [p for p in plans if p in fits]
+    if not plans:
+        return {}
+    model.prefetch(plans)
+    scored, _, _ = _order(model, plans)
+    return {plan: float(t) for t, plan in scored}
+
+
+def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_chips: int, global_batch: int, seq_len: int,
+                  choices: dict[str, Any]) -> frozenset[Plan]:
+    """The candidate plans that can fit in `hbm_bytes` on some design: static memory within the limit
+    and, for 1F1B plans without fixed stage layers, a stage split whose every stage fits
+    (`best_split` is None exactly when no split fits; memory does not depend on layer times, so a
+    timer returning 0 decides it for every design of this HBM capacity)."""
+    device = Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21,
+                         hbm_bytes=int(hbm_bytes))
+    zero = FlopsLayerTime("zero", cfg.causal)
+    model = CostModel(cfg, cluster(CLUSTER_PRESET, n_chips, device=device), seq_len, layer_time=zero)
+    out = []
+    for plan in plan_step_bounds(cfg, device, n_chips, global_batch, seq_len, choices, zero):
+        if plan.schedule == "1f1b" and plan.stage_layers is None:
+            if best_split(split_problem(model.terms(plan), plan), plan.pp) is None:
+                continue
+        out.append(plan)
+    return frozenset(out)
+
+
+def _upper(objective: str, tokens_per_s: float | np.ndarray, n_chips: int, tdp_w: float | np.ndarray) -> Any:
+    ub = tokens_per_s * (1.0 + BOUND_SLACK)
+    return ub if objective == "tokens_per_s" else ub / (n_chips * tdp_w)
+
+
+@dataclass
+class RefinedBounds:
+    """Bounds (1) and (2) of the module doc for one search's workload; remembers the plans that can
+    fit per HBM capacity (`fitting_plans`), the only state (clear it with `fits.clear()`).
+
+    Attributes:
+        cfg, n_chips, global_batch, seq_len, choices, objective: the search's workload and objective.
+    """
+
+    cfg: ModelConfig
+    n_chips: int
+    global_batch: int
+    seq_len: int
+    choices: dict[str, Any]
+    objective: str = "tokens_per_s_per_w"
+    fits: dict[int, frozenset[Plan]] = field(default_factory=dict, repr=False)
+
+    def fitting(self, hbm_bytes: int) -> frozenset[Plan]:
+        """`fitting_plans` for this HBM capacity (computed once)."""
+        key = int(hbm_bytes)
+        if key not in self.fits:
+            self.fits[key] = fitting_plans(self.cfg, key, self.n_chips, self.global_batch, self.seq_len, self.choices)
+        return self.fits[key]
+
+    def placement(self, designs: pd.DataFrame) -> np.ndarray:
+        """Bound (1) on the objective of every row of a `DesignSpace.to_frame()` (0: nothing fits)."""
+        peak = designs["peak_flops"].to_numpy(float)
+        vector = (designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]).to_numpy(float)
+        tdp = designs["tdp_w"].to_numpy(float)
+        out = np.zeros(len(designs))
+        for hbm in np.unique(designs["hbm_bytes"].to_numpy()):
+            device = Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21,
+                                 hbm_bytes=int(hbm))
+            fits = self.fitting(int(hbm))
+            k = {kind: plan_step_bounds(self.cfg, device, self.n_chips, self.global_batch, self.seq_len, self.choices,
+                                        FlopsLayerTime(kind, self.cfg.causal), fits)
+                 for kind in ("tensor", "vector", "zero")}
+            rows = designs["hbm_bytes"].to_numpy() == hbm
+            step = np.full(int(rows.sum()), math.inf)
+            for plan, k0 in k["zero"].items():
+                kt, kv = k["tensor"][plan] - k0, k["vector"][plan] - k0
+                step = np.minimum(step, np.maximum(kt / peak[rows], kv / vector[rows]) + k0)
+            with np.errstate(divide="ignore"):
+                tokens = np.where(np.isfinite(step), self.global_batch * self.seq_len / step, 0.0)
+            out[rows] = _upper(self.objective, tokens, self.n_chips, tdp[rows])
+        return out
+
+    def design(self, acc: Accelerator) -> float:
+        """Bound (2) on the objective of one design (0: nothing fits)."""
+        steps = plan_step_bounds(self.cfg, acc, self.n_chips, self.global_batch, self.seq_len, self.choices,
+                                 LowerBoundLayerTime(), self.fitting(acc.hbm_bytes))
+        if not steps:
+            return 0.0
+        tokens = self.global_batch * self.seq_len / min(steps.values())
+        return float(_upper(self.objective, tokens, self.n_chips, acc.tdp_w))
+
+
+@dataclass(frozen=True)
+class RefinedResult:
+    """What `refined_search` found.
+
+    Attributes:
+        frame: one row per evaluated design (`evaluate_design` rows plus ``bound_objective``, the
+            refined bound it was visited with), best first (ties in visiting order).
+        objective: the column ranked by.
+        counts: designs in the space, refined (bound 2 computed), evaluated, pruned (never
+            evaluated), infeasible, ILP cache lookups and hits (summed over worker processes), seconds.
+        tie_tol: the tolerance of the near ties the frame is guaranteed to hold.
+    """
+
+    frame: pd.DataFrame
+    objective: str
+    counts: dict[str, float]
+    tie_tol: float
+
+    @property
+    def best(self) -> pd.Series | None:
+        """The best feasible design's row, or None."""
+        ok = self.frame[self.frame["status"] == "ok"]
+        return ok.iloc[0] if len(ok) else None
+
+    def near_ties(self) -> pd.DataFrame:
+        """The feasible designs within `tie_tol` of the best (all of them in the space)."""
+        best = self.best
+        if best is None:
+            return self.frame.iloc[:0]
+        ok = self.frame[self.frame["status"] == "ok"]
+        return ok[ok[self.objective] >= best[self.objective] * (1.0 - self.tie_tol)]
+
+
+def _evaluate_counted(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
+                      choices: dict[str, Any], timer: Any) -> tuple[dict[str, Any], tuple[int, int, int]]:
+    """`evaluate_in_worker`, plus the worker's process id and its ILP cache lookups and hits so far."""
+    from coda.search import design_eval
+
+    row = design_eval.evaluate_in_worker(acc, cfg, n_chips, global_batch, seq_len, choices, timer)
+    stats = [t.cache.stats for t in design_eval._WORKER_TIMERS.values()]
+    return row, (os.getpid(), sum(s.lookups for s in stats), sum(s.hits for s in stats))
+
+
+def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
+                   objective: str = "tokens_per_s_per_w", choices: dict[str, Any] | None = None,
+                   tie_tol: float = DEFAULT_TIE_TOL, workers: int | None = None,
+                   layer_time: SearchLayerTime | None = None) -> RefinedResult:
+    """The best design of `space` and every design within `tie_tol` of it, best-first by the refined
+    bounds (module doc), with the same rows `coda.search.search` evaluates them to.
+
+    Args:
+        model: a `ModelConfig` or a preset name.
+        space: the designs.
+        n_chips, global_batch, seq_len: the workload, as for `coda.search.search`.
+        objective: ``tokens_per_s_per_w`` or ``tokens_per_s``.
+        choices: placement restrictions merged over `DEFAULT_CHOICES`.
+        tie_tol: relative tolerance of the near ties to keep (designs below the best by more are pruned).
+        workers: evaluations in flight in a process pool; 1 (or a single CPU) evaluates inline.
+        layer_time: the ILP timer settings (default `SearchLayerTime()`).
+
+    Returns:
+        A `RefinedResult`.
+    """
+    from coda.search.executors import pool_executor, terminate_pool
+
+    t0 = time.perf_counter()
+    cfg = _as_cfg(model)
+    merged = _merged_choices(choices)
+    timer = layer_time or SearchLayerTime()
+    designs = space.to_frame()
+    accs = list(space)
+    fpt = training_flops_per_token_lb(cfg, seq_len)
+    vector = (designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]).to_numpy(float)
+    tdp = designs["tdp_w"].to_numpy(float)
+    cheap = np.array([objective_bound(objective, p, v, w, n_chips, fpt)
+                      for p, v, w in zip(designs["peak_flops"].to_numpy(float), vector, tdp)])
+    rb = RefinedBounds(cfg, n_chips, global_batch, seq_len, merged, objective)
+    first = np.minimum(cheap, rb.placement(designs))
+    heap: list[tuple[float, int, bool]] = [(-float(b), i, False) for i, b in enumerate(first)]
+    heapq.heapify(heap)
+    window = max(1, workers or os.cpu_count() or 1)
+    pool = pool_executor(window) if window > 1 else None
+    portable = ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
+    inflight: dict[Future[Any], tuple[int, float]] = {}
+    rows: list[dict[str, Any]] = []
+    best, n_refined, stats = -math.inf, 0, {"lookups": 0, "hits": 0}
+    worker_stats: dict[int, tuple[int, int]] = {}
+
+    def record(i: int, bound: float, row: dict[str, Any]) -> None:
+        nonlocal best
+        rows.append(dict(row, bound_objective=bound, visit=len(rows)))
+        if row["status"] == "ok" and row[objective] > best:
+            best = float(row[objective])
+
+    try:
+        while heap or inflight:
+            while heap and len(inflight) < window:
+                negb, i, refined = heap[0]
+                if pruned(-negb, best, tie_tol):
+                    heap.clear()
+                    break
+                heapq.heappop(heap)
+                if not refined:
+                    n_refined += 1
+                    heapq.heappush(heap, (-min(-negb, rb.design(accs[i])), i, True))
+                    continue
+                if pool is None:
+                    before = (timer.cache.stats.lookups, timer.cache.stats.hits)
+                    record(i, -negb, evaluate_design(cfg, accs[i], n_chips, global_batch, seq_len, merged, timer))
+                    stats["lookups"] += timer.cache.stats.lookups - before[0]
+                    stats["hits"] += timer.cache.stats.hits - before[1]
+                    continue
+                inflight[pool.submit(_evaluate_counted, accs[i], cfg, n_chips, global_batch, seq_len, merged,
+                                     portable)] = (i, -negb)
+            if inflight:
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i, bound = inflight.pop(fut)
+                    row, (pid, lookups, hits) = fut.result()
+                    worker_stats[pid] = (lookups, hits)  # cumulative per worker process
+                    record(i, bound, row)
+    except BaseException:
+        if pool is not None:
+            terminate_pool(pool)
+        raise
+    if pool is not None:
+        pool.shutdown()
+        stats = {"lookups": sum(v[0] for v in worker_stats.values()), "hits": sum(v[1] for v in worker_stats.values())}
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        key = frame[objective].where(frame["status"] == "ok", -math.inf)
+        frame = frame.assign(_key=-key).sort_values(["_key", "visit"], kind="stable").drop(columns="_key")
+        frame = frame.reset_index(drop=True)
+    n_infeasible = int((frame["status"] != "ok").sum()) if len(frame) else 0
+    counts = dict(designs=len(designs), refined=n_refined, evaluated=len(rows), pruned=len(designs) - len(rows),
+                  infeasible=n_infeasible, cache_lookups=stats["lookups"], cache_hits=stats["hits"],
+                  seconds=time.perf_counter() - t0)
+    return RefinedResult(frame, objective, counts, float(tie_tol))
