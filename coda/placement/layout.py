@@ -11,7 +11,8 @@ parallel width (each device holds 1/cp of every sequence), ep = expert-parallel 
 experts spread over ep of the tp*cp*dp devices of a stage), pp = pipeline stages, dp =
 data-parallel replicas, v = virtual stages (model chunks per device, interleaved schedule),
 ZeRO stage (Rajbhandari et al., SC'20): 0 = replicated optimizer, 1 = optimizer states sharded
-over dp*cp, 3 = weights, gradients and optimizer states sharded (FSDP).
+over dp*cp, 2 = gradients and optimizer states sharded (each micro-batch's gradients
+reduce-scattered as they are produced), 3 = weights, gradients and optimizer states sharded (FSDP).
 
 Rank order (Megatron-Core's tp-cp-dp-pp): tensor-parallel groups are `tp` consecutive ranks,
 context-parallel groups are strided by `tp`, data-parallel groups by `tp*cp`, and pipeline stages
@@ -90,7 +91,7 @@ class Layout:
     sequence_parallel: bool = field(default=False, metadata=_h("Megatron sequence parallelism (needs tp > 1)"))
     schedule: str = field(default="1f1b", metadata=_h("1f1b | interleaved"))
     virtual_stages: int = field(default=1, metadata=_h("model chunks per device (interleaved schedule)"))
-    zero: int = field(default=0, metadata=_h("ZeRO stage 0, 1 or 3"))
+    zero: int = field(default=0, metadata=_h("ZeRO stage 0, 1, 2 or 3"))
     cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
     ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts spread over ep of the tp*cp*dp "
                                            "devices)"))

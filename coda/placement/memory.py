@@ -1,9 +1,10 @@
 """Memory per device, and what to change when a plan does not fit.
 
 Per device stage (bytes): weights + gradients + optimizer states (16 bytes per parameter split
-by the ZeRO stage, see `chain`), in-flight activations (`pipeline.inflight` micro-batches x the
+by the ZeRO stage, see `chain` and `terms`), in-flight activations (`pipeline.inflight` micro-batches x the
 Korthikanti bytes of `costs`), and workspace: the largest transient of one layer (a recomputed
-block's full activations, the fp32 logit gradient, ZeRO-3's gathered weights).
+block's full activations, the fp32 logit gradient, ZeRO-3's gathered weights, ZeRO-2's
+unreduced gradient of one unit).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> lis
     if plan.tp > 1 and not plan.sequence_parallel:
         add("sequence_parallel=True", sequence_parallel=True)
     if plan.dp > 1:
-        for z in (1, 3):
+        for z in (1, 2, 3):
             if z > plan.zero:
                 add(f"zero={z}", zero=z)
                 add(f"zero={z}, recompute='full'", zero=z, recompute="full")

@@ -237,7 +237,7 @@ def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[s
     asked_sp, asked_zero = sp.asked("sequence_parallel"), sp.asked("zero")
     for mb, rec, seq_par, zero, ep in itertools.product(_mbs(sp, dp), recomputes,
                                                         sp.keep("sequence_parallel", (False, True)),
-                                                        sp.keep("zero", (0, 1, 3)), eps):
+                                                        sp.keep("zero", ZERO_STAGES), eps):
         if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), asked_sp) or \
                 not sp.passes(R.zero_needs_replicas(zero, dp, cp), asked_zero):
             continue
@@ -276,7 +276,7 @@ def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int
 def _bound_data(model: CostModel) -> Any:
     """Per-graph-layout sums for the lower bound, computed once per search."""
     cache: dict[tuple[Any, str], tuple[float, float, float, float]] = {}
-    per_param_bytes: dict[tuple[int, int], float] = {}  # by (weight shards, state shards)
+    per_param_bytes: dict[tuple[int, int, int], float] = {}  # by (weight, state, gradient shards)
     cfg, cl = model.cfg, model.cluster
     mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
 
@@ -304,7 +304,7 @@ def _bound_data(model: CostModel) -> Any:
             params -= table_params
 
         def per_param(n: int) -> float:  # weight, gradient and optimizer bytes of a parameter sharded over n
-            shards = (n if plan.zero == 3 else 1, n if plan.zero else 1)
+            shards = (n if plan.zero == 3 else 1, n if plan.zero else 1, n if plan.zero >= 2 else 1)
             if shards not in per_param_bytes:
                 per_param_bytes[shards] = R.static_bytes_per_param(model.storage_dtype, model.dtype, *shards)
             return per_param_bytes[shards]

@@ -4,7 +4,8 @@ Glossary: tp = tensor-parallel width (Megatron column/row split inside a layer),
 stages, dp = data-parallel replicas, m = micro-batches per pipeline per step
 (`global_batch / (dp * micro_batch)`), v = virtual stages (model chunks per device in the
 interleaved schedule), ZeRO stage (Rajbhandari et al., SC'20): 0 = replicated optimizer,
-1 = optimizer states sharded over dp, 3 = weights, gradients and optimizer states sharded (FSDP).
+1 = optimizer states sharded over dp, 2 = gradients and optimizer states sharded, 3 = weights,
+gradients and optimizer states sharded (FSDP).
 
 Rank layout (Megatron-LM's, Megatron-Core's order tp-cp-dp-pp): tensor-parallel groups are `tp`
 consecutive ranks, context-parallel groups (cp > 1: each device holds 1/cp of every sequence)

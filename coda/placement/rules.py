@@ -114,7 +114,7 @@ def interleaving_needs_pipeline(schedule: str, pp: int) -> list[str]:
     return []
 
 
-ZERO_STAGES = (0, 1, 3)
+ZERO_STAGES = (0, 1, 2, 3)
 
 
 def positive_size(name: str, value: object) -> list[str]:
@@ -125,7 +125,7 @@ def positive_size(name: str, value: object) -> list[str]:
 
 
 def zero_stage(zero: object) -> list[str]:
-    """The ZeRO stage is 0, 1 or 3."""
+    """The ZeRO stage is 0, 1, 2 or 3."""
     if isinstance(zero, bool) or zero not in ZERO_STAGES:
         return [f"zero={zero!r} must be one of {ZERO_STAGES}"]
     return []
@@ -412,12 +412,16 @@ def optimizer_bytes_per_param(dtype: str) -> int:
     return 12 if dtype_bytes(dtype) < 4 else 8
 
 
-def static_bytes_per_param(storage_dtype: str, dtype: str, weight_shards: int = 1, state_shards: int = 1) -> float:
+def static_bytes_per_param(storage_dtype: str, dtype: str, weight_shards: int = 1, state_shards: int = 1,
+                           grad_shards: int | None = None) -> float:
     """Weight, gradient and optimizer bytes of one parameter (Rajbhandari et al. SC'20, ZeRO section 3):
-    `2*e / weight_shards + optimizer / state_shards` with e the stored element size, i.e. 16 bytes
-    unsharded in mixed precision (2 + 2 + 12) and in fp32 (4 + 4 + 8). ZeRO-1 shards the optimizer
-    states, ZeRO-3 all three."""
-    return 2 * dtype_bytes(storage_dtype) / weight_shards + optimizer_bytes_per_param(dtype) / state_shards
+    `e / weight_shards + e / grad_shards + optimizer / state_shards` with e the stored element size,
+    i.e. 16 bytes unsharded in mixed precision (2 + 2 + 12) and in fp32 (4 + 4 + 8). ZeRO-1 shards
+    the optimizer states, ZeRO-2 also the gradients, ZeRO-3 all three; `grad_shards` defaults to
+    `weight_shards`."""
+    e = dtype_bytes(storage_dtype)
+    grads = weight_shards if grad_shards is None else grad_shards
+    return e / weight_shards + e / grads + optimizer_bytes_per_param(dtype) / state_shards
 
 
 def explain(rejected: Counter[str], limit: int = 3) -> str:

@@ -180,10 +180,12 @@ def _static_memory(c: _Chain, e: int) -> _Static:
     # with ep > 1 the (whole) experts are sharded and reduced over the expert-data-parallel group
     P_e = c.expand(prof.expert_params) if lay.ep > 1 else c.zeros()
     P_d = P - P_e
-    P_w = P_d / shard + P_e / e_shard if zero == 3 else P  # weight (and gradient) params held
-    P_opt = P_d / (shard if zero >= 1 else 1) + P_e / (e_shard if zero >= 1 else 1)  # optimizer-state params
+    P_sharded = P_d / shard + P_e / e_shard
+    P_w = P_sharded if zero == 3 else P  # weight params held
+    P_g = P_sharded if zero >= 2 else P  # gradient params held
+    P_opt = P_sharded if zero >= 1 else P  # params whose optimizer states are held
     optim_b = optimizer_bytes_per_param(c.model.dtype) * P_opt
-    return _Static(P, P_d, P_e, e * P_w, e * P_w, optim_b, P_opt)
+    return _Static(P, P_d, P_e, e * P_w, e * P_g, optim_b, P_opt)
 
 
 def _activation_memory(c: _Chain) -> tuple[np.ndarray, np.ndarray]:
@@ -281,6 +283,24 @@ def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, 
     return z3 + exposed, 2 * ag_t + rs_t - z3 + hidden
 
 
+def _zero2(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """ZeRO-2 gradient reduce-scatters per unit and micro-batch, (exposed, hidden): a device keeps
+    only its shard of the gradients, so every micro-batch's gradients are reduce-scattered as
+    its backward produces them (DeepSpeed stage 2's `reduce_ready_partitions_and_remove_grads`)
+    over the data-parallel group (experts at the expert-data-parallel group's cost per byte,
+    `_expert_sync_ratio`), instead of once per step as with ZeRO-1. With `Software.dp_overlap`
+    a unit's reduce-scatter hides behind its own backward (and recomputation); without, all of
+    it is exposed."""
+    lay, cl = c.lay, c.model.cluster
+    rs = _worst_cost([collective_cost(cl, "reduce_scatter", tuple(dp_group(lay, s))) for s in range(lay.pp)])
+    nbytes = e * (st.P_d + st.P_e * _expert_sync_ratio(cl, lay, "reduce_scatter"))
+    rs_t = np.array([rs.time(x) for x in nbytes])
+    if not c.model.software.dp_overlap:
+        return rs_t, c.zeros()
+    exposed = np.maximum(0.0, rs_t - (comp.bwd + comp.rec))
+    return exposed, rs_t - exposed
+
+
 def _p2p(c: _Chain, e: int) -> tuple[float, float]:
     """Pipeline messages per stage and micro-batch, (exposed, hidden by `Software.pp_overlap`): b*s*h
     activations (or their gradients), 2 per micro-batch per chunk."""
@@ -300,15 +320,16 @@ def _p2p(c: _Chain, e: int) -> tuple[float, float]:
 
 
 def _dp_costs(c: _Chain) -> tuple[tuple[CollectiveCost, ...], tuple[CollectiveCost, ...]]:
-    """Per stage, the end-of-step gradient reduction and the ZeRO-1 all-gather of updated weights."""
+    """Per stage, the end-of-step gradient reduction and the ZeRO-1/2 all-gather of updated weights
+    (ZeRO-2 reduces each micro-batch's gradients in the chain, `_zero2`: no end-of-step reduction)."""
     lay, cl = c.lay, c.model.cluster
     zero_cost = CollectiveCost(0.0, 0.0)
+    none = tuple(zero_cost for _ in range(lay.pp))
     if lay.zero == 3 or lay.replicas == 1:
-        none = tuple(zero_cost for _ in range(lay.pp))
         return none, none
     kind = "reduce_scatter" if lay.zero == 1 else "all_reduce"
-    sync = tuple(collective_cost(cl, kind, tuple(dp_group(lay, s))) for s in range(lay.pp))
-    gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(lay, s))) if lay.zero == 1 else zero_cost
+    sync = none if lay.zero == 2 else tuple(collective_cost(cl, kind, tuple(dp_group(lay, s))) for s in range(lay.pp))
+    gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(lay, s))) if lay.zero in (1, 2) else zero_cost
                    for s in range(lay.pp))
     return sync, gather
 
@@ -329,9 +350,12 @@ def plan_terms(model: CostModel, lay: Layout) -> PlanTerms:
         work = work + 2 * e * st.P  # gathered weights of this unit and the prefetched next one
         sync = c.zeros()
     else:
-        kind = "reduce_scatter" if lay.zero == 1 else "all_reduce"
-        sync = e * (st.P_d + st.P_e * _expert_sync_ratio(cl, lay, kind))
+        kind = "reduce_scatter" if lay.zero in (1, 2) else "all_reduce"
+        sync = e * (st.P_d + st.P_e * _expert_sync_ratio(cl, lay, kind))  # ZeRO-2: the bytes its gather moves
         z3 = (c.zeros(), c.zeros())
+        if lay.zero == 2 and lay.replicas > 1:
+            z3 = _zero2(c, st, comp, e)
+            work = work + e * st.P  # the unit's gradient before its reduce-scatter
     fwd_flops = c.expand(c.prof.fwd_flops)
     hw_flops = fwd_flops + c.expand(c.prof.bwd_flops) + comp.rec_flops
     chain = ChainCosts(comp.fwd, comp.bwd, comp.rec, tp_s, z3[0], z3[1], st.weight_b, st.grad_b, st.optim_b, act,
