@@ -40,6 +40,7 @@ from coda.errors import ConfigError
 from coda.models.builder import build
 from coda.models.config import BlockKind, ModelConfig
 from coda.models.graph import OpGraph
+from coda.placement.flops import hardware_flops, model_flops
 from coda.placement.layout import Layout
 from coda.units import dtype_bytes
 
@@ -151,7 +152,10 @@ class LayerProfile:
         ep_fwd_coll, ep_bwd_coll: its expert-parallel all-to-alls, likewise (MoE blocks with ep > 1).
         params: parameters held on one device (after the tensor- and expert-parallel split).
         expert_params: the part of `params` in expert weights (ZeRO shards them over tp*cp*dp/ep devices).
-        fwd_flops, bwd_flops, selective_flops: FLOPs per device.
+        fwd_flops, bwd_flops, selective_flops: hardware FLOPs per device, what the kernels execute
+            (`coda.placement.flops.hardware_flops`).
+        model_fwd_flops: model FLOPs of the forward per device (`coda.placement.flops.model_flops`;
+            a training step counts 3x).
         table_params: one device's share of the token-embedding table (the copy a last pipeline
             stage keeps when embeddings are tied).
         adam_s_per_param: optimizer step time per parameter (mixed-precision Adam graph).
@@ -171,6 +175,11 @@ class LayerProfile:
     ep_fwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
     ep_bwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
     expert_params: tuple[float, ...] = (0.0, 0.0, 0.0)
+    model_fwd_flops: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.model_fwd_flops) != len(self.fwd_flops):
+            raise ValueError("LayerProfile.model_fwd_flops needs one entry per distinct layer, like fwd_flops")
 
 
 def _core(graph: OpGraph) -> OpGraph:
@@ -230,6 +239,7 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
     n = len(gr.fwd)
     f_t, b_t, c_t, opt_t = times[0:n], times[n:2 * n], times[2 * n:3 * n], times[3 * n]
     block_params = gr.fwd[1].param_count()
+    windows = (None, *(k.window for k in cfg.block_kinds), None)  # the embedding and the head attend to nothing
 
     def triple(fn: Callable[[int], Any]) -> tuple[Any, ...]:  # one entry per distinct layer
         return tuple(fn(i) for i in range(n))
@@ -242,8 +252,9 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
         ep_bwd_coll=triple(lambda i: graph_collectives(gr.bwd[i], expert=True)),
         expert_params=triple(lambda i: _expert_params(gr.fwd[i])),
         params=triple(lambda i: gr.fwd[i].param_count()),
-        fwd_flops=triple(lambda i: gr.fwd[i].flops()), bwd_flops=triple(lambda i: gr.bwd[i].flops()),
-        selective_flops=triple(lambda i: gr.cores[i].flops()),
+        fwd_flops=triple(lambda i: hardware_flops(gr.fwd[i])), bwd_flops=triple(lambda i: hardware_flops(gr.bwd[i])),
+        selective_flops=triple(lambda i: hardware_flops(gr.cores[i])),
+        model_fwd_flops=triple(lambda i: model_flops(gr.fwd[i], cfg.causal, windows[i])),
         table_params=float(math.ceil(cfg.vocab_size / tp) * (cfg.embed_dim or cfg.hidden)),
         adam_s_per_param=opt_t / block_params if block_params else 0.0)
 

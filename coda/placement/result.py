@@ -1,15 +1,16 @@
 """`TrainingResult`: a plan's step time with its breakdown, memory per device, throughput, MFU, HFU.
 
-Definitions (per step of `global_batch` sequences of `seq_len` tokens, N = tp*pp*dp devices):
+Which FLOPs count is defined once, in `coda.placement.flops` (per step of `global_batch`
+sequences of `seq_len` tokens on n = tp*cp*pp*dp devices):
 
-- model FLOPs: 3x the forward FLOPs of the graphs (forward + backward at twice the forward),
-  i.e. `6*P` per token plus attention `12*l*s*h` per token counted over the full score matrix, as
-  PaLM (Chowdhery et al. 2022, appendix B), Megatron-LM and llm-foundry count them; no recomputation.
-- hardware FLOPs: what the devices execute: forward and backward graphs (FlashAttention's
-  backward includes its recomputation of the scores) plus recomputed forward passes. With full
-  recomputation and unfused attention this is Megatron-LM's `96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))`.
-- MFU = model FLOPs / (step time * N * peak); HFU = hardware FLOPs / (step time * N * peak), with
-  the device's dense peak for the dtype (`costs.device_peak_flops`).
+- model FLOPs: PaLM's `6*N + 12*L*s*d` per token (Chowdhery et al. 2022, appendix B: N parameters,
+  matmul and attention FLOPs only) with causal attention counted over the entries its mask keeps
+  (about `6*L*s*d`), no recomputation;
+- hardware FLOPs: what the kernels execute, recomputation and FlashAttention's backward
+  recomputation of the scores included, fused causal attention at its kept entries. With full
+  recomputation and unfused attention this is Megatron-LM's `96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))`;
+- MFU = model FLOPs / (step time * n * peak), HFU = hardware FLOPs / (step time * n * peak), with
+  the device's dense peak for the dtype (`costs.device_peak_flops`); `0 < MFU <= HFU <= 1`.
 """
 
 from __future__ import annotations
@@ -152,10 +153,18 @@ class TrainingResult:
         return out
 
 
+def model_flops_per_micro_batch(model: Any, plan: Plan) -> float:
+    """Model FLOPs (`coda.placement.flops`) of one micro-batch through the whole layer chain on one
+    device of each stage, summed over the stages: 3x the forward's model FLOPs of every layer."""
+    prof = model.profile(plan)
+    mult = (1, *model.cfg.block_counts, 1)  # how often each distinct layer occurs
+    return 3.0 * sum(k * f for k, f in zip(mult, prof.model_fwd_flops))
+
+
 def make_result(model: Any, plan: Plan, pr: PipelineResult) -> TrainingResult:
     """Assemble a `TrainingResult` from a `CostModel`, the plan and its pipeline timing."""
     m, step = plan.micro_batches, pr.step_s
-    model_flops = sum(s.model_flops for s in pr.stages) * m / plan.pp / step
+    model_flops = model_flops_per_micro_batch(model, plan) * m / plan.pp / step
     hw_flops = sum(s.hw_flops for s in pr.stages) * m / plan.pp / step
     peak = device_peak_flops(model.device, model.dtype)
     return TrainingResult(
