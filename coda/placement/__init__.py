@@ -10,6 +10,9 @@
 model it runs: `costs` (layer times and sizes), `chain` (per-plan cost arrays), `pipeline`
 (step time), `memory`, `dp` (the stage-split DP) and `optimize` (enumeration around it).
 
+Names: the pipeline schedule (1F1B, interleaved) is `PipelineSchedule`; `coda.ilp.Schedule` is
+the on-chip operator schedule of one layer, a different thing.
+
 Note: the function `coda.placement.optimize` shadows the submodule of the same name as an
 attribute of the package; import the module's names with ``from coda.placement.optimize import ...``.
 """
@@ -27,7 +30,7 @@ from coda.placement.layout import Layout, PipelineSchedule
 from coda.placement.memory import memory_frame
 from coda.placement.optimize import candidate_plans, optimize, search_plans
 from coda.placement.phaze import phaze_baselines
-from coda.placement.plan import Plan, Recompute, Schedule, validate_plan
+from coda.placement.plan import Plan, Recompute, validate_plan
 from coda.placement.result import TrainingResult
 from coda.placement.step import evaluate_plan
 
@@ -41,7 +44,7 @@ def evaluate(cfg: ModelConfig, cluster: Cluster, plan: Plan, seq_len: int, dtype
 
 __all__ = [
     "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Layout", "PipelineSchedule", "Plan",
-    "Recompute", "Schedule",
+    "Recompute",
     "Software", "StageSplit",
     "TrainingResult", "best_split", "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan",
     "layer_profile", "memory_frame", "optimize", "phaze_baselines", "predictor_layer_time", "search_plans",
