@@ -10,6 +10,10 @@ and `BertForSequenceClassification` in inference (NeuSight `Tracing/trace.py`), 
 `kernel_trace_sums.csv`, the sum of NeuSight's per-kernel trace of each run on the same GPU
 (host-only nodes removed, the traced block multiplied by the layer count): what a perfect
 per-kernel predictor summing kernels would report. Nothing here is fitted to these numbers.
+
+Units: the frames hold seconds (`*_s`, converted once where the files are read; NeuSight's files
+and `kernel_trace_sums.csv` are in milliseconds); only the printed tables of `e2e_report` show
+milliseconds (`*_ms`).
 """
 
 from __future__ import annotations
@@ -42,9 +46,13 @@ def _data() -> Any:
     return resources.files("coda").joinpath("data").joinpath("neusight")
 
 
+MS = 1e-3
+"""Seconds per millisecond, the unit of NeuSight's measurements and of `kernel_trace_sums.csv`."""
+
+
 def measured_runs() -> pd.DataFrame:
     """Every shipped NeuSight end-to-end measurement: gpu, run, model, mode, seq_len, batch,
-    variant (``""``, ``fusion``, ``dp4``, ``tp4``, ``pp4_1``), fw/bw/e2e in ms."""
+    variant (``""``, ``fusion``, ``dp4``, ``tp4``, ``pp4_1``), fw_s, bw_s, measured_s (seconds)."""
     rows = []
     for gpu_dir, gpu in GPU_DIRS.items():
         folder = _data().joinpath("e2e").joinpath(gpu_dir)
@@ -55,13 +63,14 @@ def measured_runs() -> pd.DataFrame:
             assert m is not None, f.name  # shipped names follow NeuSight's pattern
             d = json.loads(f.read_text())
             rows.append(dict(gpu=gpu, run=f.name[:-5], model=m["model"], mode=m["mode"], seq_len=int(m["seq"]),
-                             batch=int(m["batch"]), variant=m["variant"] or "", fw_ms=d["fw_latency"],
-                             bw_ms=d["bwall_latency"], measured_ms=d["e2e_latency"]))
+                             batch=int(m["batch"]), variant=m["variant"] or "", fw_s=d["fw_latency"] * MS,
+                             bw_s=d["bwall_latency"] * MS, measured_s=d["e2e_latency"] * MS))
     return pd.DataFrame(rows)
 
 
 def kernel_trace_sums(trace_dir: str | Path) -> pd.DataFrame:
-    """Regenerate `kernel_trace_sums.csv` from NeuSight's per-op traces (`e2e/<GPU>/*.csv`).
+    """Regenerate `kernel_trace_sums.csv` from NeuSight's per-op traces (`e2e/<GPU>/*.csv`): the
+    file's rows, in its unit (milliseconds, as the traces).
 
     Per run: fw_ms = sum of the measured forward latencies of the nodes that launch kernels,
     non-block nodes once plus the block-0 nodes times `num_layer`; bw_ms likewise with the
@@ -86,10 +95,11 @@ def _kernel_sums() -> pd.DataFrame:
 
     df = pd.read_csv(StringIO(text))
     df["gpu"] = df["gpu_dir"].map(GPU_DIRS)
-    return df.assign(kernel_sum_ms=df["fw_ms"] + df["bw_ms"])[["gpu", "run", "kernel_sum_ms"]]
+    return df.assign(kernel_sum_s=(df["fw_ms"] + df["bw_ms"]) * MS)[["gpu", "run", "kernel_sum_s"]]
 
 
 def _predict(r: pd.Series, framework: str) -> dict[str, float]:
+    """coda's and the roofline's time of one run, seconds (coda's also split into forward and backward)."""
     cfg = from_hf_config(json.loads(_data().joinpath("models").joinpath(f"{r['model']}.json").read_text()),
                          name=r["model"])
     mode = "train" if r["mode"] == "train" else "forward"
@@ -101,9 +111,9 @@ def _predict(r: pd.Series, framework: str) -> dict[str, float]:
         res = iteration(cfg, r["gpu"], int(r["batch"]), int(r["seq_len"]), mode, "fp32", "unfused", framework,
                         head=head, **kw)
         untimed = res.layer_seconds("loss", "forward")  # NeuSight computes the loss outside its timers
-        out[f"{key}_ms"] = (res.total_s - untimed) * 1e3
+        out[f"{key}_s"] = res.total_s - untimed
         if key == "coda":
-            out.update(coda_fw_ms=(res.forward_s - untimed) * 1e3, coda_bw_ms=res.backward_s * 1e3)
+            out.update(coda_fw_s=res.forward_s - untimed, coda_bw_s=res.backward_s)
     return out
 
 
@@ -112,19 +122,25 @@ def _ape(pred: pd.Series, meas: pd.Series) -> pd.Series:
 
 
 def e2e_errors() -> pd.DataFrame:
-    """Modelled single-GPU eager runs with coda's, the roofline's and the kernel-sum's time and APE %."""
+    """Modelled single-GPU eager runs with coda's, the roofline's and the kernel-sum's time (seconds) and APE %."""
     runs = measured_runs()
     runs = runs[runs["model"].isin(MODELLED) & (runs["variant"] == "")].reset_index(drop=True)
     pred = pd.DataFrame([_predict(r, "eager") for _, r in runs.iterrows()])
     df = pd.concat([runs, pred], axis=1).merge(_kernel_sums(), on=["gpu", "run"], how="left")
     for key in ("coda", "roofline", "kernel_sum"):
-        df[f"{key}_ape"] = _ape(df[f"{key}_ms"], df["measured_ms"])
+        df[f"{key}_ape"] = _ape(df[f"{key}_s"], df["measured_s"])
     return df
+
+
+def _in_ms(df: pd.DataFrame) -> pd.DataFrame:
+    """A frame for printing: every `*_s` column as `*_ms` (milliseconds), in place."""
+    return df.rename(columns={c: c[:-2] + "_ms" for c in df.columns if c.endswith("_s")}).assign(
+        **{c[:-2] + "_ms": df[c] / MS for c in df.columns if c.endswith("_s")})
 
 
 def e2e_report() -> list[tuple[str, pd.DataFrame]]:
     """Sections of `coda validate e2e`."""
-    df = e2e_errors()
+    df = _in_ms(e2e_errors())
     cols = ["gpu", "run", "fw_ms", "coda_fw_ms", "bw_ms", "coda_bw_ms", "measured_ms", "coda_ms", "coda_ape",
             "roofline_ms", "roofline_ape", "kernel_sum_ms", "kernel_sum_ape"]
     table = df[cols].round(1)
@@ -136,8 +152,8 @@ def e2e_report() -> list[tuple[str, pd.DataFrame]]:
     runs = measured_runs()
     fusion = runs[runs["model"].isin(MODELLED) & (runs["variant"] == "fusion")].reset_index(drop=True)
     fused = pd.concat([fusion, pd.DataFrame([_predict(r, "fused") for _, r in fusion.iterrows()])], axis=1)
-    fused = fused.assign(coda_ape=_ape(fused["coda_ms"], fused["measured_ms"]),
-                         roofline_ape=_ape(fused["roofline_ms"], fused["measured_ms"]))
+    fused = _in_ms(fused.assign(coda_ape=_ape(fused["coda_s"], fused["measured_s"]),
+                                roofline_ape=_ape(fused["roofline_s"], fused["measured_s"])))
     rest = runs[~runs.index.isin(runs[runs["model"].isin(MODELLED) & runs["variant"].isin(["", "fusion"])].index)]
     rest = rest.assign(status=np.where(rest["model"].isin(MODELLED), "multi-GPU: see placement",
                                        "not modelled (encoder-decoder MoE)"))
@@ -148,5 +164,5 @@ def e2e_report() -> list[tuple[str, pd.DataFrame]]:
         ("Mean APE % per GPU and mode, with NeuSight's published MAPE", by_mode),
         ("Extra: torch.compile runs (-fusion) with framework='fused', attention='unfused' (not in the target)",
          fused[["gpu", "run", "measured_ms", "coda_ms", "coda_ape", "roofline_ms", "roofline_ape"]].round(1)),
-        ("Not compared", rest[["gpu", "run", "measured_ms", "status"]].round(1)),
+        ("Not compared", _in_ms(rest)[["gpu", "run", "measured_ms", "status"]].round(1)),
     ]
