@@ -6,8 +6,9 @@
     coda train --model gpt3-175b --cluster dgx-a100 --devices 1024 --global-batch 1536 --seq-len 2048
                                                                   # nothing given: optimise all of it
 
-Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed. `--cp` and
-`--ep` default to 1; when optimising they also take a list to search over (`--ep 1,8`).
+Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed. `--cp`,
+`--ep` and `--recompute-every` default to 1; when optimising they also take a list to search over
+(`--ep 1,8`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from coda.units import GiB
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP,
             "deepspeed-2021": DEEPSPEED_2021}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
+WIDTH_FLAGS = ("cp", "ep", "recompute_every")  # default 1; a list is searched when optimising
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -77,16 +79,18 @@ def _run(args: argparse.Namespace) -> int:
     ranked = None
     if len(given) == len(PLAN_FLAGS):
         widths: dict[str, Any] = {}
-        for k in ("cp", "ep"):
+        for k in WIDTH_FLAGS:
             values = (1,) if getattr(args, k) is None else getattr(args, k)
             if len(values) > 1:
-                raise ConfigError(f"--{k} {','.join(map(str, values))}: a fully given plan takes one {k} width; "
+                flag = k.replace("_", "-")
+                what = "value" if k == "recompute_every" else "width"
+                raise ConfigError(f"--{flag} {','.join(map(str, values))}: a fully given plan takes one {k} {what}; "
                                   "leave a plan flag out to optimise over several")
             widths[k] = values[0]
         plan = Plan(global_batch=args.global_batch, **widths, **given)
         result = training(cfg, cl, plan, args.seq_len, args.dtype, software=sw)
     else:
-        extra = {k: getattr(args, k) for k in ("cp", "ep") if getattr(args, k) is not None}
+        extra = {k: getattr(args, k) for k in WIDTH_FLAGS if getattr(args, k) is not None}
         _, result, ranked = optimize(cfg, cl, args.global_batch, args.seq_len, dtype=args.dtype, software=sw, **given,
                                      **extra)
     if args.json:
@@ -154,6 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--virtual-stages", dest="virtual_stages", type=int_range(1, MAX_LAYERS, " (layers)"),
                    help="model chunks per device, interleaved schedule (default: optimised)")
     p.add_argument("--zero", type=int, choices=ZERO_STAGES, help="ZeRO stage (default: optimised)")
+    p.add_argument("--recompute-every", dest="recompute_every", type=int_list(1, MAX_LAYERS, " (layers)"),
+                   help="with --recompute full, checkpoint every k-th block (blocks 0, k, 2k, ...); a list such as "
+                        "1,2,4 is searched when optimising (default: 1, every block)")
     p.add_argument("--top", type=int_range(1, 10**6), default=10, help="alternatives to list when optimising "
                    "(default: 10)")
     p.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")

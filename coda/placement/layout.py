@@ -10,6 +10,8 @@ Glossary: tp = tensor-parallel width (Megatron column/row split inside a layer),
 parallel width (each device holds 1/cp of every sequence), ep = expert-parallel width (MoE
 experts spread over ep of the tp*cp*dp devices of a stage), pp = pipeline stages, dp =
 data-parallel replicas, v = virtual stages (model chunks per device, interleaved schedule),
+k = `recompute_every` (with full recomputation, blocks 0, k, 2k, ... of the model are checkpointed
+and recomputed, the others keep their activations: PyTorch FSDP's and torchtitan's `ac_freq`),
 ZeRO stage (Rajbhandari et al., SC'20): 0 = replicated optimizer, 1 = optimizer states sharded
 over dp*cp, 2 = gradients and optimizer states sharded (each micro-batch's gradients
 reduce-scattered as they are produced), 3 = weights, gradients and optimizer states sharded (FSDP).
@@ -67,7 +69,7 @@ class Schedule(_Choice):
 PipelineSchedule = Schedule
 """The pipeline schedule's unique name (`coda.ilp.Schedule` is an on-chip operator schedule)."""
 
-SIZE_FIELDS = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep")
+SIZE_FIELDS = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every")
 """The layout's sizes: positive integers."""
 
 GRAPH_FIELDS = ("tp", "cp", "ep", "micro_batch", "sequence_parallel")
@@ -95,6 +97,8 @@ class Layout:
     cp: int = field(default=1, metadata=_h("context-parallel width (sequence split over cp devices)"))
     ep: int = field(default=1, metadata=_h("expert-parallel width (MoE: experts spread over ep of the tp*cp*dp "
                                            "devices)"))
+    recompute_every: int = field(default=1, metadata=_h("with recompute='full', checkpoint every k-th block (blocks "
+                                                        "0, k, 2k, ...); the others keep their activations"))
 
     def __post_init__(self) -> None:
         reasons = R.layout_value_reasons(self, SIZE_FIELDS)

@@ -37,6 +37,8 @@ def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> lis
 
     if plan.recompute != "full":
         add("recompute='full'", recompute="full")
+    elif plan.recompute_every > 1:
+        add("recompute_every=1 (checkpoint every block)", recompute_every=1)
     if plan.micro_batch > 1:
         add("micro_batch=1", micro_batch=1)
     if plan.tp > 1 and not plan.sequence_parallel:

@@ -57,7 +57,7 @@ from coda.units import fmt_bytes
 OBJECTIVES = ("tokens_per_s",)
 """What `optimize` can rank by (`coda.objectives`; ``throughput`` is an alias of ``tokens_per_s``)."""
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
-           "stage_layers", "cp", "ep")
+           "stage_layers", "cp", "ep", "recompute_every")
 MAX_MICRO_BATCH = 16
 MAX_VIRTUAL_STAGES = 8
 
@@ -75,7 +75,7 @@ def _as_set(value: Any) -> set[Any] | None:
     return set(value)
 
 
-SIZE_CHOICES = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep")
+SIZE_CHOICES = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every")
 
 
 def _checked(name: str, values: set[Any]) -> set[Any]:
@@ -235,16 +235,18 @@ def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[s
     """The valid plans with sizes tp, cp, pp, dp."""
     out = []
     asked_sp, asked_zero = sp.asked("sequence_parallel"), sp.asked("zero")
-    for mb, rec, seq_par, zero, ep in itertools.product(_mbs(sp, dp), recomputes,
-                                                        sp.keep("sequence_parallel", (False, True)),
-                                                        sp.keep("zero", ZERO_STAGES), eps):
+    every = sorted(sp.want.get("recompute_every") or (1,))  # every k-th block checkpointed: searched when asked
+    for mb, rec, seq_par, zero, ep, k in itertools.product(_mbs(sp, dp), recomputes,
+                                                           sp.keep("sequence_parallel", (False, True)),
+                                                           sp.keep("zero", ZERO_STAGES), eps, every):
         if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), asked_sp) or \
-                not sp.passes(R.zero_needs_replicas(zero, dp, cp), asked_zero):
+                not sp.passes(R.zero_needs_replicas(zero, dp, cp), asked_zero) or \
+                not sp.passes(R.recompute_every_needs_full(rec, k)):
             continue
         for sched, v, layers in _schedules(sp, pp, sp.global_batch // (dp * mb)):
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=sp.global_batch, recompute=rec,
                         sequence_parallel=seq_par, schedule=sched, virtual_stages=v, zero=zero, stage_layers=layers,
-                        cp=cp, ep=ep)
+                        cp=cp, ep=ep, recompute_every=k)
             if sp.passes(plan_reasons(plan, sp.cfg, sp.n_devices)):
                 out.append(plan)
     return out
@@ -275,14 +277,14 @@ def _candidates(cfg: ModelConfig, n_devices: int, global_batch: int, max_tp: int
 
 def _bound_data(model: CostModel) -> Any:
     """Per-graph-layout sums for the lower bound, computed once per search."""
-    cache: dict[tuple[Any, str], tuple[float, float, float, float]] = {}
+    cache: dict[tuple[Any, str, int], tuple[float, float, float, float]] = {}
     per_param_bytes: dict[tuple[int, int, int], float] = {}  # by (weight, state, gradient shards)
     cfg, cl = model.cfg, model.cluster
     mult = (1, *cfg.block_counts, 1)  # how often each distinct layer occurs
 
     def sums(plan: Plan) -> tuple[float, float, float, float]:
         """(time, parameters, expert parameters, embedding table parameters) of the plan's layers."""
-        key = (_graph_key(plan), plan.recompute)
+        key = (_graph_key(plan), plan.recompute, plan.recompute_every)
         if key not in cache:
             pr = model.profile(plan)
             coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
@@ -290,6 +292,10 @@ def _bound_data(model: CostModel) -> Any:
             rec = sum(m * {"none": 0.0, "selective": pr.selective_s[i], "full": pr.fwd_s[i] + sum(
                 collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[i])}[plan.recompute]
                 for i, m in enumerate(mult) if 0 < i < len(mult) - 1)
+            if plan.recompute_every > 1:  # a lower bound: at least 1 in k blocks, of the cheapest kind, runs again
+                rec = -(-cfg.n_layers // plan.recompute_every) * min(
+                    pr.fwd_s[i] + sum(collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[i])
+                    for i in range(1, len(mult) - 1))
             t = sum(m * (pr.fwd_s[i] + pr.bwd_s[i]) for i, m in enumerate(mult)) + rec + coll
             params = sum(m * pr.params[i] for i, m in enumerate(mult))
             experts = sum(m * pr.expert_params[i] for i, m in enumerate(mult)) if plan.ep > 1 else 0.0
@@ -334,6 +340,7 @@ def best_for_plan(model: CostModel, plan: Plan) -> TrainingResult | None:
 def _row(r: TrainingResult) -> dict[str, Any]:
     p = r.plan
     return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, ep=p.ep, micro_batch=p.micro_batch, recompute=p.recompute,
+                recompute_every=p.recompute_every,
                 sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
                 zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_bytes=float(r.peak_memory_bytes))

@@ -76,10 +76,11 @@ class Plan(Layout):
 
     def describe(self) -> str:
         """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0` (`cp2` after tp when cp > 1,
-        `ep8` after dp when ep > 1)."""
+        `ep8` after dp when ep > 1, `full/4` when every 4th block is checkpointed)."""
         cp = f" cp{self.cp}" if self.cp > 1 else ""
         ep = f" ep{self.ep}" if self.ep > 1 else ""
-        s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp}{ep} mb{self.micro_batch} gb{self.global_batch} {self.recompute}"
+        rec = f"{self.recompute}/{self.recompute_every}" if self.recompute_every > 1 else self.recompute
+        s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp}{ep} mb{self.micro_batch} gb{self.global_batch} {rec}"
         s += " sp" if self.sequence_parallel else ""
         s += f" interleaved(v={self.virtual_stages})" if self.schedule == "interleaved" else " 1f1b"
         return s + f" zero{self.zero}"

@@ -152,11 +152,28 @@ def layout_value_reasons(layout: Layout, sizes: Iterable[str]) -> list[str]:
     return out
 
 
+def recompute_every_needs_full(recompute: str, recompute_every: int) -> list[str]:
+    """Checkpointing every k-th block (k > 1) is a form of full recomputation."""
+    if recompute_every > 1 and recompute != "full":
+        return [f"recompute_every={recompute_every} checkpoints every {recompute_every}-th block, a form of full "
+                f"recomputation; use recompute='full', or recompute_every=1 with recompute={recompute!r}"]
+    return []
+
+
+def recompute_every_within_layers(cfg: ModelConfig, recompute_every: int) -> list[str]:
+    """k is at most the blocks of the model (k = layers checkpoints the first block alone)."""
+    if recompute_every > cfg.n_layers:
+        return [f"recompute_every={recompute_every} exceeds the {cfg.n_layers} layers of {cfg.name}; use "
+                f"1..{cfg.n_layers}"]
+    return []
+
+
 def layout_reasons(layout: Layout) -> list[str]:
     """Every fact a `Layout` (or `Plan`) must satisfy by itself, after its sizes and options have
     been checked (`Layout.__post_init__`)."""
     return [*virtual_stages_need_interleaving(layout.schedule, layout.virtual_stages),
-            *interleaving_needs_pipeline(layout.schedule, layout.pp)]
+            *interleaving_needs_pipeline(layout.schedule, layout.pp),
+            *recompute_every_needs_full(layout.recompute, layout.recompute_every)]
 
 
 # ------------------------------------------------------------------- the plan, model, devices
@@ -393,7 +410,7 @@ def plan_reasons(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) -> 
     if cfg.is_moe and not ep_divides_experts(cfg, p.ep):
         out += ep_divides_stage(cfg, p.tp, p.cp, p.dp, p.ep) + ep_needs_sequence_parallel(p.tp, p.ep,
                                                                                           p.sequence_parallel)
-    out += pp_within_layers(cfg, p.pp)
+    out += pp_within_layers(cfg, p.pp) + recompute_every_within_layers(cfg, p.recompute_every)
     out += chunks_divide_layers(cfg, p.schedule, p.pp, p.virtual_stages, p.stage_layers)
     if p.global_batch % (p.dp * p.micro_batch) == 0:
         out += interleaved_micro_batches(p.schedule, p.pp, p.micro_batches)
@@ -439,7 +456,8 @@ __all__ = [
     "divisors", "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
     "graph_reasons", "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline",
     "layout_reasons", "layout_value_reasons", "nearest", "optimizer_bytes_per_param", "plan_reasons", "positive_size",
-    "pp_divides_devices", "pp_within_layers", "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
+    "pp_divides_devices", "pp_within_layers", "recompute_every_needs_full", "recompute_every_within_layers",
+    "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
     "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum", "static_bytes_per_param",
     "tp_divides_devices", "tp_divides_model", "virtual_stages_need_interleaving", "whole_micro_batches",
     "zero_needs_replicas", "zero_stage",

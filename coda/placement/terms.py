@@ -39,14 +39,14 @@ def _worst_cost(costs: list[CollectiveCost]) -> CollectiveCost:
     return CollectiveCost(max(c.latency_s for c in costs), max(c.s_per_byte for c in costs))
 
 
-def _cp_ring_exposed_s(model: CostModel, plan: Layout, attention_fwd_s: float) -> float:
+def _cp_ring_exposed_s(model: CostModel, plan: Layout, attention_fwd_s: float, recomputed: bool) -> float:
     """Exposed context-parallel communication of one block and micro-batch (ring attention, as in
     Megatron-Core / Transformer Engine): each of the `cp - 1` steps passes a device's keys and
     values, `b * s/cp * 2 * g_t * d` elements, to the next device of its CP group (ranks `tp`
     apart), overlapped with the attention of the block in hand. Forward sends K and V once, the
     backward K, V and their gradients (twice the bytes), a full recomputation once more; only
     the excess over the attention compute it overlaps (forward `attention_fwd_s`, backward 2.5x,
-    the FlashAttention-2 backward's work) is exposed.
+    the FlashAttention-2 backward's work) is exposed. `recomputed`: the block's forward runs again.
     """
     cfg, cp, tp = model.cfg, plan.cp, plan.tp
     g_t = max((cfg.n_kv_heads or cfg.n_heads) // tp, 1)
@@ -57,7 +57,7 @@ def _cp_ring_exposed_s(model: CostModel, plan: Layout, attention_fwd_s: float) -
     ring = (cp - 1) * step
     fwd = max(0.0, ring - attention_fwd_s)
     bwd = max(0.0, 2 * ring - 2.5 * attention_fwd_s)
-    return fwd + bwd + (fwd if plan.recompute == "full" else 0.0)
+    return fwd + bwd + (fwd if recomputed else 0.0)
 
 
 def _expert_sync_ratio(cluster: Cluster, plan: Layout, kind: str) -> float:
@@ -93,6 +93,19 @@ class _Chain:
     def units(self) -> int:
         return self.model.cfg.n_layers + 2
 
+    @property
+    def recomputed(self) -> np.ndarray:
+        """Units whose forward runs again in the backward (full recomputation): every block, or with
+        `Layout.recompute_every` = k the blocks 0, k, 2k, ... of the model (torchtitan's `ac_freq`)."""
+        mask = np.zeros(self.units, dtype=bool)
+        if self.lay.recompute == "full":
+            mask[1:-1] = np.arange(self.units - 2) % self.lay.recompute_every == 0
+        return mask
+
+    def where_recomputed(self, fn: Callable[[int, bool], float]) -> np.ndarray:
+        """`fn(block, recomputed)` of each distinct block over the chain, per unit as `recomputed` says."""
+        return np.where(self.recomputed, self.blocks(lambda i: fn(i, True)), self.blocks(lambda i: fn(i, False)))
+
     def zeros(self) -> np.ndarray:
         return np.zeros(self.units)
 
@@ -121,11 +134,10 @@ def _compute(c: _Chain, tp_f: list[float]) -> _Compute:
     """Forward, backward and recomputation time per unit (Korthikanti et al. 2022, section 5)."""
     prof, recompute = c.prof, c.lay.recompute
     fwd, bwd = c.expand(prof.fwd_s), c.expand(prof.bwd_s)
-    if recompute == "full":
-        is_block = np.zeros(c.units, dtype=bool)
-        is_block[1:-1] = True
-        return _Compute(fwd, bwd, np.where(is_block, fwd, 0.0), c.blocks(lambda i: tp_f[i]),
-                        c.blocks(lambda i: prof.fwd_flops[i]))
+    if recompute == "full":  # every block, or every k-th (`_Chain.recomputed`)
+        mask = c.recomputed
+        return _Compute(fwd, bwd, np.where(mask, fwd, 0.0), np.where(mask, c.blocks(lambda i: tp_f[i]), 0.0),
+                        np.where(mask, c.blocks(lambda i: prof.fwd_flops[i]), 0.0))
     if recompute == "selective":
         return _Compute(fwd, bwd, c.blocks(lambda i: prof.selective_s[i]), c.zeros(),
                         c.blocks(lambda i: prof.selective_flops[i]))
@@ -138,7 +150,8 @@ def _tp_comm(c: _Chain, comp: _Compute, tp_f: list[float]) -> np.ndarray:
     tp_b = c.tp_times(c.prof.bwd_coll)
     tp_s = c.expand([tp_f[i] + tp_b[i] for i in range(c.n)]) + comp.tp_rec
     if c.lay.cp > 1:
-        tp_s = tp_s + c.blocks(lambda i: _cp_ring_exposed_s(c.model, c.lay, c.prof.selective_s[i]))
+        tp_s = tp_s + c.where_recomputed(lambda i, rec: _cp_ring_exposed_s(c.model, c.lay, c.prof.selective_s[i],
+                                                                             rec))
     return tp_s
 
 
@@ -149,12 +162,11 @@ def _ep_comm(c: _Chain, comp: _Compute) -> tuple[np.ndarray, np.ndarray]:
         return c.zeros(), c.zeros()
     cl, prof, a2a_group = c.model.cluster, c.prof, tuple(ep_groups(c.lay, 0)[0])
 
-    def a2a(i: int) -> float:
+    def a2a(i: int, recomputed: bool) -> float:
         a2a_f = collectives_time(cl, prof.ep_fwd_coll[i], a2a_group)
-        return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if c.lay.recompute == "full"
-                                                                              else 0.0)
+        return a2a_f + collectives_time(cl, prof.ep_bwd_coll[i], a2a_group) + (a2a_f if recomputed else 0.0)
 
-    a2a_s = c.blocks(a2a)
+    a2a_s = c.where_recomputed(a2a)
     ep_s = np.maximum(0.0, a2a_s - comp.fwd - comp.bwd) if c.model.software.ep_overlap else a2a_s
     return ep_s, a2a_s - ep_s
 
@@ -189,17 +201,27 @@ def _static_memory(c: _Chain, e: int) -> _Static:
 
 
 def _activation_memory(c: _Chain) -> tuple[np.ndarray, np.ndarray]:
-    """Activations stashed per in-flight micro-batch and the transient working set, per unit."""
+    """Activations stashed per in-flight micro-batch and the transient working set, per unit; with
+    `Layout.recompute_every` = k > 1 only the checkpointed blocks (`_Chain.recomputed`) store their
+    input alone and rebuild the rest in the backward, the others store everything."""
     cfg, lay, model = c.model.cfg, c.lay, c.model
     s_local, mb, tp, sp = model.seq_len // lay.cp, lay.micro_batch, lay.tp, lay.sequence_parallel
     act_dt = model.storage_dtype
-    blk = [C.block_activation_bytes(cfg, s_local, mb, tp, sp, lay.recompute, model.software.attention, act_dt,
-                                    model.dtype, kind)
-           for kind in cfg.block_kinds]  # (stored, full) of each distinct block
+
+    def per_block(recompute: str) -> tuple[np.ndarray, np.ndarray]:  # (stored, transient) over the chain
+        blk = [C.block_activation_bytes(cfg, s_local, mb, tp, sp, recompute, model.software.attention, act_dt,
+                                        model.dtype, kind)
+               for kind in cfg.block_kinds]  # (stored, full) of each distinct block
+        return (c.expand((0.0, *(stored for stored, _ in blk), 0.0)),
+                c.expand((0.0, *(full - stored for stored, full in blk), 0.0)))
+
+    act, work = per_block(lay.recompute)
+    if lay.recompute == "full" and lay.recompute_every > 1:
+        kept, kept_work = per_block("none")
+        act, work = np.where(c.recomputed, act, kept), np.where(c.recomputed, work, kept_work)
     emb_act = C.embedding_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
     head_act, head_work = C.head_activation_bytes(cfg, s_local, mb, tp, sp, act_dt)
-    act = c.expand((emb_act, *(stored for stored, _ in blk), head_act))
-    work = c.expand((0.0, *(full - stored for stored, full in blk), head_work))
+    act[0], act[-1], work[-1] = emb_act, head_act, head_work
     return act, work
 
 
@@ -247,7 +269,7 @@ def _zero3_per_tensor(c: _Chain, part: np.ndarray, groups: list[tuple[int, ...]]
     copies = _rank_copies_s(c, tensor_b / n, n, e) if sw.zero3_rank_copies else c.zeros()
     ag_t = k * (np.array([ag.time(x) for x in tensor_b]) + copies)
     rs_t = k * (np.array([rs.time(x) for x in tensor_b]) + copies)
-    gathers = 3 if sw.zero3_recompute_gather and c.lay.recompute == "full" else 2
+    gathers = 2 + (c.recomputed if sw.zero3_recompute_gather else c.zeros())  # 3 where the forward runs again
     if not sw.zero3_prefetch:
         return gathers * ag_t + rs_t, c.zeros()
     exp_f = np.maximum(0.0, ag_t - comp.fwd)

@@ -23,7 +23,7 @@ MPT_XFAIL_H100 = ("the predictor runs large H100 bf16 GEMMs at ~80% of peak; llm
 MPT_XFAIL_H100_MODELS = ("mpt-70b", "mpt-13b", "mpt-7b", "mpt-1b")  # 12-44% fast; mpt-30b lands within 15%
 
 
-SC21_TABLE2_XFAIL = {("ZeRO-3", 768): "predicted 103.7 TFLOP/s against 88 (+17.8%): the exposed traffic the model "
+SC21_TABLE2_XFAIL = {("ZeRO-3", 768): "predicted 103.7 TFLOP/s against 88 (+17.9%): the exposed traffic the model "
                                       "builds from the collective costs (29 s) is 10 s short of the step the paper "
                                       "measured; docs/training.md, DeepSpeed ZeRO-3 (2021)"}
 
