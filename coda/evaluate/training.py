@@ -40,7 +40,10 @@ def training(cfg: ModelConfig | str, cluster: Cluster, plan: Plan, seq_len: int,
         check_memory: raise if a device runs out of memory (else report `fits=False`).
 
     Returns:
-        `TrainingResult` (see `coda.placement.result` for the MFU / HFU definitions).
+        `TrainingResult`. MFU and HFU follow the one definition of `coda.placement.flops`, the same
+        for GPUs and accelerators: model FLOPs are PaLM's matmul and attention count with causal
+        attention at the entries its mask keeps, hardware FLOPs what the kernels execute
+        (recomputation included), so `0 < mfu <= hfu <= 1`.
 
     Raises:
         InfeasibleDesign: a plan that does not match the model or cluster, or does not fit in
