@@ -7,7 +7,7 @@
                                                                   # nothing given: optimise all of it
 
 Any plan flag left out is optimised (`coda.placement.optimize`); the others are fixed. `--cp`,
-`--ep` and `--recompute-every` default to 1; when optimising they also take a list to search over
+`--ep`, `--recompute-every` and `--hsdp` default to 1; when optimising they also take a list to search over
 (`--ep 1,8`).
 """
 
@@ -32,7 +32,7 @@ from coda.units import GiB
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP,
             "deepspeed-2021": DEEPSPEED_2021}
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
-WIDTH_FLAGS = ("cp", "ep", "recompute_every")  # default 1; a list is searched when optimising
+WIDTH_FLAGS = ("cp", "ep", "recompute_every", "hsdp")  # default 1; a list is searched when optimising
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
             values = (1,) if getattr(args, k) is None else getattr(args, k)
             if len(values) > 1:
                 flag = k.replace("_", "-")
-                what = "value" if k == "recompute_every" else "width"
+                what = "width" if k in ("cp", "ep") else "value"
                 raise ConfigError(f"--{flag} {','.join(map(str, values))}: a fully given plan takes one {k} {what}; "
                                   "leave a plan flag out to optimise over several")
             widths[k] = values[0]
@@ -161,6 +161,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recompute-every", dest="recompute_every", type=int_list(1, MAX_LAYERS, " (layers)"),
                    help="with --recompute full, checkpoint every k-th block (blocks 0, k, 2k, ...); a list such as "
                         "1,2,4 is searched when optimising (default: 1, every block)")
+    p.add_argument("--hsdp", type=_widths, help="hybrid sharding (zero >= 1): ZeRO states sharded over dp*cp/hsdp "
+                   "devices, replicated over hsdp groups; a list such as 1,4 is searched when optimising (default: 1, "
+                   "shard over all replicas)")
     p.add_argument("--top", type=int_range(1, 10**6), default=10, help="alternatives to list when optimising "
                    "(default: 10)")
     p.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")

@@ -12,6 +12,9 @@ experts spread over ep of the tp*cp*dp devices of a stage), pp = pipeline stages
 data-parallel replicas, v = virtual stages (model chunks per device, interleaved schedule),
 k = `recompute_every` (with full recomputation, blocks 0, k, 2k, ... of the model are checkpointed
 and recomputed, the others keep their activations: PyTorch FSDP's and torchtitan's `ac_freq`),
+hsdp = replica groups of hybrid sharding (PyTorch FSDP `HYBRID_SHARD`: ZeRO states sharded over the
+first dp*cp/hsdp members of each data-parallel group, e.g. one node, and replicated over hsdp
+such groups, whose gradient shards are all-reduced),
 ZeRO stage (Rajbhandari et al., SC'20): 0 = replicated optimizer, 1 = optimizer states sharded
 over dp*cp, 2 = gradients and optimizer states sharded (each micro-batch's gradients
 reduce-scattered as they are produced), 3 = weights, gradients and optimizer states sharded (FSDP).
@@ -69,7 +72,7 @@ class Schedule(_Choice):
 PipelineSchedule = Schedule
 """The pipeline schedule's unique name (`coda.ilp.Schedule` is an on-chip operator schedule)."""
 
-SIZE_FIELDS = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every")
+SIZE_FIELDS = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every", "hsdp")
 """The layout's sizes: positive integers."""
 
 GRAPH_FIELDS = ("tp", "cp", "ep", "micro_batch", "sequence_parallel")
@@ -99,6 +102,8 @@ class Layout:
                                            "devices)"))
     recompute_every: int = field(default=1, metadata=_h("with recompute='full', checkpoint every k-th block (blocks "
                                                         "0, k, 2k, ...); the others keep their activations"))
+    hsdp: int = field(default=1, metadata=_h("hybrid sharding: ZeRO shards over dp*cp/hsdp devices, replicated over "
+                                             "hsdp groups (1 = shard over all dp*cp replicas)"))
 
     def __post_init__(self) -> None:
         reasons = R.layout_value_reasons(self, SIZE_FIELDS)
@@ -127,6 +132,11 @@ class Layout:
     def replicas(self) -> int:
         """Devices holding the same (dense) weights, dp * cp: gradients are reduced, ZeRO states sharded, over them."""
         return self.dp * self.cp
+
+    @property
+    def shard_replicas(self) -> int:
+        """Devices one ZeRO shard set is spread over, dp * cp / hsdp (all the replicas without hybrid sharding)."""
+        return self.replicas // self.hsdp
 
     @property
     def expert_replicas(self) -> int:

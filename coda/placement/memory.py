@@ -43,6 +43,8 @@ def _variants(plan: Plan, n_layers: int, max_tp: int, n_experts: int = 1) -> lis
         add("micro_batch=1", micro_batch=1)
     if plan.tp > 1 and not plan.sequence_parallel:
         add("sequence_parallel=True", sequence_parallel=True)
+    if plan.hsdp > 1:
+        add("hsdp=1 (shard over all replicas)", hsdp=1)
     if plan.dp > 1:
         for z in (1, 2, 3):
             if z > plan.zero:

@@ -57,7 +57,7 @@ from coda.units import fmt_bytes
 OBJECTIVES = ("tokens_per_s",)
 """What `optimize` can rank by (`coda.objectives`; ``throughput`` is an alias of ``tokens_per_s``)."""
 CHOICES = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "zero", "schedule", "virtual_stages",
-           "stage_layers", "cp", "ep", "recompute_every")
+           "stage_layers", "cp", "ep", "recompute_every", "hsdp")
 MAX_MICRO_BATCH = 16
 MAX_VIRTUAL_STAGES = 8
 
@@ -75,7 +75,7 @@ def _as_set(value: Any) -> set[Any] | None:
     return set(value)
 
 
-SIZE_CHOICES = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every")
+SIZE_CHOICES = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every", "hsdp")
 
 
 def _checked(name: str, values: set[Any]) -> set[Any]:
@@ -236,17 +236,20 @@ def _plans_at(sp: _Space, tp: int, cp: int, pp: int, dp: int, recomputes: list[s
     out = []
     asked_sp, asked_zero = sp.asked("sequence_parallel"), sp.asked("zero")
     every = sorted(sp.want.get("recompute_every") or (1,))  # every k-th block checkpointed: searched when asked
-    for mb, rec, seq_par, zero, ep, k in itertools.product(_mbs(sp, dp), recomputes,
-                                                           sp.keep("sequence_parallel", (False, True)),
-                                                           sp.keep("zero", ZERO_STAGES), eps, every):
+    hsdps = sorted(sp.want.get("hsdp") or (1,))  # hybrid sharding's replica groups: searched when asked
+    for mb, rec, seq_par, zero, ep, k, h in itertools.product(_mbs(sp, dp), recomputes,
+                                                              sp.keep("sequence_parallel", (False, True)),
+                                                              sp.keep("zero", ZERO_STAGES), eps, every, hsdps):
         if not sp.passes(R.sequence_parallel_needs_tp(seq_par, tp), asked_sp) or \
                 not sp.passes(R.zero_needs_replicas(zero, dp, cp), asked_zero) or \
-                not sp.passes(R.recompute_every_needs_full(rec, k)):
+                not sp.passes(R.recompute_every_needs_full(rec, k)) or \
+                not sp.passes(R.hsdp_divides_replicas(h, dp, cp) + R.hsdp_needs_zero(zero, h)
+                              + R.hsdp_without_experts(ep, h)):
             continue
         for sched, v, layers in _schedules(sp, pp, sp.global_batch // (dp * mb)):
             plan = Plan(tp=tp, pp=pp, dp=dp, micro_batch=mb, global_batch=sp.global_batch, recompute=rec,
                         sequence_parallel=seq_par, schedule=sched, virtual_stages=v, zero=zero, stage_layers=layers,
-                        cp=cp, ep=ep, recompute_every=k)
+                        cp=cp, ep=ep, recompute_every=k, hsdp=h)
             if sp.passes(plan_reasons(plan, sp.cfg, sp.n_devices)):
                 out.append(plan)
     return out
@@ -340,7 +343,7 @@ def best_for_plan(model: CostModel, plan: Plan) -> TrainingResult | None:
 def _row(r: TrainingResult) -> dict[str, Any]:
     p = r.plan
     return dict(tp=p.tp, cp=p.cp, pp=p.pp, dp=p.dp, ep=p.ep, micro_batch=p.micro_batch, recompute=p.recompute,
-                recompute_every=p.recompute_every,
+                recompute_every=p.recompute_every, hsdp=p.hsdp,
                 sequence_parallel=p.sequence_parallel, schedule=p.schedule, virtual_stages=p.virtual_stages,
                 zero=p.zero, stage_layers=str(list(p.stage_layers or ())), step_s=r.step_time_s,
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_bytes=float(r.peak_memory_bytes))

@@ -76,14 +76,15 @@ class Plan(Layout):
 
     def describe(self) -> str:
         """One line, e.g. `tp8 pp16 dp8 mb1 gb1536 full sp interleaved(v=2) zero0` (`cp2` after tp when cp > 1,
-        `ep8` after dp when ep > 1, `full/4` when every 4th block is checkpointed)."""
+        `ep8` after dp when ep > 1, `full/4` when every 4th block is checkpointed, `hsdp2` after the ZeRO
+        stage with 2 replica groups of hybrid sharding)."""
         cp = f" cp{self.cp}" if self.cp > 1 else ""
         ep = f" ep{self.ep}" if self.ep > 1 else ""
         rec = f"{self.recompute}/{self.recompute_every}" if self.recompute_every > 1 else self.recompute
         s = f"tp{self.tp}{cp} pp{self.pp} dp{self.dp}{ep} mb{self.micro_batch} gb{self.global_batch} {rec}"
         s += " sp" if self.sequence_parallel else ""
         s += f" interleaved(v={self.virtual_stages})" if self.schedule == "interleaved" else " 1f1b"
-        return s + f" zero{self.zero}"
+        return s + f" zero{self.zero}" + (f" hsdp{self.hsdp}" if self.hsdp > 1 else "")
 
 
 def balanced_stage_layers(n_layers: int, chunks: int) -> tuple[int, ...]:

@@ -168,12 +168,36 @@ def recompute_every_within_layers(cfg: ModelConfig, recompute_every: int) -> lis
     return []
 
 
+def hsdp_divides_replicas(hsdp: int, dp: int, cp: int) -> list[str]:
+    """Hybrid sharding splits the dp*cp replicas into hsdp equal groups."""
+    if hsdp > 1 and (dp * cp) % hsdp:
+        return [f"hsdp={hsdp} replica groups must divide the dp*cp = {dp * cp} replicas; valid hsdp: "
+                f"{nearest(divisors(dp * cp), hsdp)}"]
+    return []
+
+
+def hsdp_needs_zero(zero: int, hsdp: int) -> list[str]:
+    """Hybrid sharding shards ZeRO states within a group: it needs a ZeRO stage."""
+    if hsdp > 1 and zero == 0:
+        return [f"hsdp={hsdp} shards ZeRO states within groups of replicas; it needs zero >= 1 (or use hsdp=1)"]
+    return []
+
+
+def hsdp_without_experts(ep: int, hsdp: int) -> list[str]:
+    """Hybrid sharding of expert weights is not modelled."""
+    if hsdp > 1 and ep > 1:
+        return [f"hsdp={hsdp} with ep={ep}: hybrid sharding of expert-parallel weights is not modelled; use hsdp=1"]
+    return []
+
+
 def layout_reasons(layout: Layout) -> list[str]:
     """Every fact a `Layout` (or `Plan`) must satisfy by itself, after its sizes and options have
     been checked (`Layout.__post_init__`)."""
     return [*virtual_stages_need_interleaving(layout.schedule, layout.virtual_stages),
             *interleaving_needs_pipeline(layout.schedule, layout.pp),
-            *recompute_every_needs_full(layout.recompute, layout.recompute_every)]
+            *recompute_every_needs_full(layout.recompute, layout.recompute_every),
+            *hsdp_divides_replicas(layout.hsdp, layout.dp, layout.cp), *hsdp_needs_zero(layout.zero, layout.hsdp),
+            *hsdp_without_experts(layout.ep, layout.hsdp)]
 
 
 # ------------------------------------------------------------------- the plan, model, devices
@@ -454,7 +478,8 @@ __all__ = [
     "MAX_DEVICES", "MAX_GLOBAL_BATCH_TOKENS", "ZERO_STAGES", "batch_tokens_bound", "boolean", "chunks_divide_layers",
     "cp_divides_devices", "cp_needs_fused_attention", "cp_splits_sequence", "devices_bound", "devices_match",
     "divisors", "ep_divides_experts", "ep_divides_stage", "ep_needs_moe", "ep_needs_sequence_parallel", "explain",
-    "graph_reasons", "interleaved_micro_batches", "interleaving_needs_chunks", "interleaving_needs_pipeline",
+    "graph_reasons", "hsdp_divides_replicas", "hsdp_needs_zero", "hsdp_without_experts", "interleaved_micro_batches",
+    "interleaving_needs_chunks", "interleaving_needs_pipeline",
     "layout_reasons", "layout_value_reasons", "nearest", "optimizer_bytes_per_param", "plan_reasons", "positive_size",
     "pp_divides_devices", "pp_within_layers", "recompute_every_needs_full", "recompute_every_within_layers",
     "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",

@@ -184,7 +184,7 @@ class _Static(NamedTuple):
 def _static_memory(c: _Chain, e: int) -> _Static:
     """Weights, gradients and optimizer states per unit (module docstring: ZeRO)."""
     cfg, lay, prof = c.model.cfg, c.lay, c.prof
-    shard, e_shard, zero = lay.replicas, lay.expert_replicas, lay.zero
+    shard, e_shard, zero = lay.shard_replicas, lay.expert_replicas, lay.zero
     params = list(prof.params)
     if lay.pp > 1 and cfg.tied_embeddings:
         params[-1] += prof.table_params  # the last stage keeps a copy of the tied embedding (Megatron-LM)
@@ -254,21 +254,43 @@ def _rank_copies_s(c: _Chain, shard_bytes: np.ndarray, n: int, e: int) -> np.nda
     return np.array([n * times[max(1, int(round(x / e)))] if x > 0 else 0.0 for x in shard_bytes])
 
 
-def _zero3_per_tensor(c: _Chain, part: np.ndarray, groups: list[tuple[int, ...]], comp: _Compute,
-                      e: int) -> tuple[np.ndarray, np.ndarray]:
+def _stage_dense_costs(c: _Chain, stage: int) -> tuple[CollectiveCost, CollectiveCost]:
+    """How stage `stage`'s dense ZeRO shards move, per byte of full weights or gradients: (gather,
+    reduce). Gather: an all-gather over the shard group, the first `n = dp*cp/hsdp` members of the
+    data-parallel group (all of it without hybrid sharding). Reduce: a reduce-scatter over the
+    shard group, then, with hybrid sharding (`Layout.hsdp` > 1), an all-reduce of each device's 1/n
+    shard over its replica group (the members n apart), as PyTorch FSDP's `HYBRID_SHARD` does:
+    `CollectiveCost(rs.latency + ar.latency, rs.s_per_byte + ar.s_per_byte / n)`."""
+    lay, cl, n = c.lay, c.model.cluster, c.lay.shard_replicas
+    g = dp_group(lay, stage)
+    ag, rs = (collective_cost(cl, kind, tuple(g[:n])) for kind in ("all_gather", "reduce_scatter"))
+    if lay.hsdp == 1:
+        return ag, rs
+    ar = collective_cost(cl, "all_reduce", tuple(g[::n]))
+    return ag, CollectiveCost(rs.latency_s + ar.latency_s, rs.s_per_byte + ar.s_per_byte / n)
+
+
+def _dense_costs(c: _Chain) -> tuple[CollectiveCost, CollectiveCost, int]:
+    """`_stage_dense_costs` of the worst stage, and the devices n of a shard group."""
+    per = [_stage_dense_costs(c, s) for s in range(c.lay.pp)]
+    return _worst_cost([a for a, _ in per]), _worst_cost([r for _, r in per]), c.lay.shard_replicas
+
+
+def _zero3_per_tensor(c: _Chain, part: np.ndarray, costs: tuple[CollectiveCost, CollectiveCost, int],
+                      comp: _Compute, e: int) -> tuple[np.ndarray, np.ndarray]:
     """ZeRO-3 traffic of `part` parameters per unit, one collective per weight tensor
-    (`Software.zero3_granularity="tensor"`), (exposed, hidden), per micro-batch: 2 gathers (3 when
-    a recomputed forward gathers again) and one gradient reduce-scatter per tensor, each
-    `CollectiveCost.time` of the tensor's bytes on the group (its ring latency `(n-1) alpha` paid
-    per call), plus n rank copies per call with `Software.zero3_rank_copies`."""
-    sw, cl, n = c.model.software, c.model.cluster, len(groups[0])
-    ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
-    rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
+    (`Software.zero3_granularity="tensor"`), (exposed, hidden), per micro-batch: 2 gathers (3 where
+    a recomputed forward gathers again) and one gradient reduction per tensor, each the
+    `CollectiveCost.time` of the tensor's bytes (`costs` = (gather, reduce, devices n) of the
+    group; the ring latency `(n-1) alpha` paid per call), plus n rank copies per call with
+    `Software.zero3_rank_copies`."""
+    sw = c.model.software
+    ag, red, n = costs
     k = _unit_tensors(c)
     tensor_b = np.where(part > 0, e * part / k, 0.0)
-    copies = _rank_copies_s(c, tensor_b / n, n, e) if sw.zero3_rank_copies else c.zeros()
+    copies = _rank_copies_s(c, tensor_b / n, n, e) if sw.zero3_rank_copies and n > 1 else c.zeros()
     ag_t = k * (np.array([ag.time(x) for x in tensor_b]) + copies)
-    rs_t = k * (np.array([rs.time(x) for x in tensor_b]) + copies)
+    rs_t = k * (np.array([red.time(x) for x in tensor_b]) + copies)
     gathers = 2 + (c.recomputed if sw.zero3_recompute_gather else c.zeros())  # 3 where the forward runs again
     if not sw.zero3_prefetch:
         return gathers * ag_t + rs_t, c.zeros()
@@ -278,27 +300,33 @@ def _zero3_per_tensor(c: _Chain, part: np.ndarray, groups: list[tuple[int, ...]]
 
 
 def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """ZeRO-3 gathers and reduce-scatters per unit, (exposed, hidden), or None without ZeRO-3
-    sharding: dense weights are gathered over the data-parallel group, experts over the
-    expert-data-parallel one. FSDP (`Software.zero3_granularity="unit"`) prefetches the next
-    unit's weights while this one computes: per micro-batch one all-gather in forward, one
-    all-gather + one reduce-scatter in backward; per weight tensor: `_zero3_per_tensor`."""
+    """ZeRO-3 gathers and gradient reductions per unit, (exposed, hidden), or None without ZeRO-3
+    sharding: dense weights over the shard group (`_dense_costs`: the data-parallel group, or its
+    first dp*cp/hsdp members with hybrid sharding), experts over the expert-data-parallel group.
+    FSDP (`Software.zero3_granularity="unit"`) prefetches the next unit's weights while this one
+    computes: per micro-batch one all-gather in forward, one all-gather + one reduction in
+    backward; per weight tensor: `_zero3_per_tensor`."""
     lay, cl, sw = c.lay, c.model.cluster, c.model.software
     if not (lay.zero == 3 and (lay.replicas > 1 or (lay.ep > 1 and lay.expert_replicas > 1))):
         return None
     ag_t, rs_t = c.zeros(), c.zeros()
     exposed, hidden = c.zeros(), c.zeros()
-    for groups, part in (([tuple(dp_group(lay, s)) for s in range(lay.pp)], st.P_d),
-                         ([tuple(ep_groups(lay, s)[1]) for s in range(lay.pp)], st.P_e)):
-        if part.any() and len(groups[0]) > 1:
-            if sw.zero3_granularity == "tensor":
-                x, h = _zero3_per_tensor(c, part, groups, comp, e)
-                exposed, hidden = exposed + x, hidden + h
-                continue
-            ag = _worst_cost([collective_cost(cl, "all_gather", g) for g in groups])
-            rs = _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups])
-            ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
-            rs_t += np.array([rs.time(x) if x else 0.0 for x in e * part])
+    parts = [(_dense_costs(c), st.P_d)] if lay.replicas > 1 else []
+    if lay.ep > 1 and lay.expert_replicas > 1:
+        groups = [tuple(ep_groups(lay, s)[1]) for s in range(lay.pp)]
+        parts.append(((_worst_cost([collective_cost(cl, "all_gather", g) for g in groups]),
+                       _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups]), len(groups[0])),
+                      st.P_e))
+    for costs, part in parts:
+        if not part.any():
+            continue
+        if sw.zero3_granularity == "tensor":
+            x, h = _zero3_per_tensor(c, part, costs, comp, e)
+            exposed, hidden = exposed + x, hidden + h
+            continue
+        ag, red, _ = costs
+        ag_t += np.array([ag.time(x) if x else 0.0 for x in e * part])
+        rs_t += np.array([red.time(x) if x else 0.0 for x in e * part])
     exp_f = np.maximum(0.0, ag_t - comp.fwd)
     exp_b = np.maximum(0.0, ag_t + rs_t - (comp.bwd + comp.rec))
     z3 = exp_f + exp_b
@@ -309,12 +337,13 @@ def _zero2(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, 
     """ZeRO-2 gradient reduce-scatters per unit and micro-batch, (exposed, hidden): a device keeps
     only its shard of the gradients, so every micro-batch's gradients are reduce-scattered as
     its backward produces them (DeepSpeed stage 2's `reduce_ready_partitions_and_remove_grads`)
-    over the data-parallel group (experts at the expert-data-parallel group's cost per byte,
+    over the data-parallel group (`_dense_costs`: over the shard group, then across replica groups
+    with hybrid sharding; experts at the expert-data-parallel group's cost per byte,
     `_expert_sync_ratio`), instead of once per step as with ZeRO-1. With `Software.dp_overlap`
     a unit's reduce-scatter hides behind its own backward (and recomputation); without, all of
     it is exposed."""
     lay, cl = c.lay, c.model.cluster
-    rs = _worst_cost([collective_cost(cl, "reduce_scatter", tuple(dp_group(lay, s))) for s in range(lay.pp)])
+    rs = _dense_costs(c)[1]
     nbytes = e * (st.P_d + st.P_e * _expert_sync_ratio(cl, lay, "reduce_scatter"))
     rs_t = np.array([rs.time(x) for x in nbytes])
     if not c.model.software.dp_overlap:
@@ -349,11 +378,10 @@ def _dp_costs(c: _Chain) -> tuple[tuple[CollectiveCost, ...], tuple[CollectiveCo
     none = tuple(zero_cost for _ in range(lay.pp))
     if lay.zero == 3 or lay.replicas == 1:
         return none, none
-    kind = "reduce_scatter" if lay.zero == 1 else "all_reduce"
-    sync = none if lay.zero == 2 else tuple(collective_cost(cl, kind, tuple(dp_group(lay, s))) for s in range(lay.pp))
-    gather = tuple(collective_cost(cl, "all_gather", tuple(dp_group(lay, s))) if lay.zero in (1, 2) else zero_cost
-                   for s in range(lay.pp))
-    return sync, gather
+    if lay.zero == 0:
+        return tuple(collective_cost(cl, "all_reduce", tuple(dp_group(lay, s))) for s in range(lay.pp)), none
+    per = [_stage_dense_costs(c, s) for s in range(lay.pp)]  # (gather, reduce) over the shard groups
+    return (none if lay.zero == 2 else tuple(red for _, red in per)), tuple(ag for ag, _ in per)
 
 
 @memoize("placement.terms", 2048)
