@@ -235,8 +235,8 @@ class ModelConfig:
         if isinstance(self.norms_per_block, bool) or self.norms_per_block not in (1, 2):
             raise ConfigError(f"{self.name}: norms_per_block={self.norms_per_block!r} must be 1 or 2")
         if self.norms_per_block == 1 and not self.parallel_block:
-            raise ConfigError(f"{self.name}: norms_per_block=1 needs parallel_block=True (a sequential block normalises "
-                              "the attention output before its MLP); set both, or use 2")
+            raise ConfigError(f"{self.name}: norms_per_block=1 needs parallel_block=True (a sequential block "
+                              "normalises the attention output before its MLP); set both, or use 2")
         if self.rotary_dim and (self.position != "rope" or self.rotary_dim > (self.head_dim or 0)
                                 or self.rotary_dim % 2):
             raise ConfigError(f"{self.name}: rotary_dim={self.rotary_dim} must be an even number in [2, head_dim="
