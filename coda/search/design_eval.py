@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coda.arch.accelerators import Accelerator
-from coda.arch.clusters import cluster
+from coda.arch.clusters import Cluster
+from coda.arch.design_space import design_cluster
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.ilp import ScheduleCache, schedule
 from coda.models.config import ModelConfig
@@ -98,6 +99,13 @@ def _design_row(acc: Accelerator) -> dict[str, Any]:
     return row
 
 
+def search_cluster(acc: Accelerator, n_chips: int) -> Cluster:
+    """The cluster a search evaluates a design on: `n_chips` copies of `acc` in the `CLUSTER_PRESET`
+    torus, each level's bandwidth set by the design's links (`design_cluster`; the TPU v4's 6 x 50 GB/s
+    give exactly the preset's cluster). The one place evaluation and the refined bounds take it from."""
+    return design_cluster(acc, n_chips, CLUSTER_PRESET)
+
+
 def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_batch: int, seq_len: int,
                     choices: dict[str, Any], layer_time: Any) -> dict[str, Any]:
     """One design: its fields, the best plan on `n_chips` in the TPU-v4-like torus, or why none fits.
@@ -109,7 +117,7 @@ def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_bat
     events = getattr(layer_time, "events", {})
     before = {k: events.get(k, 0) for k in ILP_EVENT_FIELDS}
     row = _design_row(acc)
-    row.update(scored_plan(lambda: optimize(cfg, cluster(CLUSTER_PRESET, n_chips, device=acc), global_batch, seq_len,
+    row.update(scored_plan(lambda: optimize(cfg, search_cluster(acc, n_chips), global_batch, seq_len,
                                             layer_time=layer_time, **choices), n_chips * acc.tdp_w))
     row["seconds"] = time.perf_counter() - t0
     row.update({k: events.get(k, 0) - before[k] for k in ILP_EVENT_FIELDS})
@@ -156,4 +164,4 @@ def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_
 
 
 __all__ = ["CLUSTER_PRESET", "DESIGN_FIELDS", "FRAME_COLUMNS", "ILP_EVENT_FIELDS", "PLAN_FIELDS", "RESULT_FIELDS",
-           "SearchLayerTime", "evaluate_design", "evaluate_in_worker", "scored_plan"]
+           "SearchLayerTime", "evaluate_design", "search_cluster", "evaluate_in_worker", "scored_plan"]

@@ -57,7 +57,6 @@ import numpy as np
 import pandas as pd
 
 from coda.arch.accelerators import Accelerator
-from coda.arch.clusters import cluster
 from coda.arch.design_space import DesignSpace
 from coda.ilp import make_problem, predicted_latencies
 from coda.models.config import ModelConfig
@@ -77,7 +76,7 @@ from coda.search.bounds import (
     pruned,
     training_flops_per_token_lb,
 )
-from coda.search.design_eval import CLUSTER_PRESET, SearchLayerTime, evaluate_design
+from coda.search.design_eval import SearchLayerTime, evaluate_design, search_cluster
 from coda.search.inputs import _as_cfg, _merged_choices
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,7 @@ def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_chips: int, global
                      fits: frozenset[Plan] | None = None) -> dict[Plan, float]:
     """The placement's step-time lower bound `L(plan)` of every candidate plan whose static memory
     fits the device (and that is in `fits`, when given), with layer times from `layer_time` (module doc)."""
-    model = CostModel(cfg, cluster(CLUSTER_PRESET, n_chips, device=device), seq_len, layer_time=layer_time)
+    model = CostModel(cfg, search_cluster(device, n_chips), seq_len, layer_time=layer_time)
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
     plans = _buildable(model, candidate_plans(cfg, n_chips, global_batch, max_tp, model.software.attention,
                                               **choices))[0]
@@ -150,10 +149,9 @@ def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_chips: int, global_batch: 
     and, for 1F1B plans without fixed stage layers, a stage split whose every stage fits
     (`best_split` is None exactly when no split fits; memory does not depend on layer times, so a
     timer returning 0 decides it for every design of this HBM capacity)."""
-    device = Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21,
-                         hbm_bytes=int(hbm_bytes))
+    device = _probe(hbm_bytes=hbm_bytes)
     zero = FlopsLayerTime("zero", cfg.causal)
-    model = CostModel(cfg, cluster(CLUSTER_PRESET, n_chips, device=device), seq_len, layer_time=zero)
+    model = CostModel(cfg, search_cluster(device, n_chips), seq_len, layer_time=zero)
     out = []
     for plan in plan_step_bounds(cfg, device, n_chips, global_batch, seq_len, choices, zero):
         if plan.schedule == "1f1b" and plan.stage_layers is None:
@@ -161,6 +159,17 @@ def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_chips: int, global_batch: 
                 continue
         out.append(plan)
     return frozenset(out)
+
+
+_GROUP = ("hbm_bytes", "n_links", "link_bw_bytes_per_s")
+"""The design fields besides the peaks that bound (1) depends on: memory capacity (which plans fit)
+and links (collective times)."""
+
+
+def _probe(**fields: Any) -> Accelerator:
+    """A chip with the given HBM capacity and links (the other fields do not enter bound (1))."""
+    kw: dict[str, Any] = {k: (float(v) if k == "link_bw_bytes_per_s" else int(v)) for k, v in fields.items()}
+    return Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21, **kw)
 
 
 def _upper(objective: str, tokens_per_s: float | np.ndarray, n_chips: int, tdp_w: float | np.ndarray) -> Any:
@@ -198,15 +207,16 @@ class RefinedBounds:
         vector = (designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]).to_numpy(float)
         tdp = designs["tdp_w"].to_numpy(float)
         out = np.zeros(len(designs))
-        for hbm in np.unique(designs["hbm_bytes"].to_numpy()):
-            device = Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21,
-                                 hbm_bytes=int(hbm))
-            fits = self.fitting(int(hbm))
+        groups = designs.groupby([c for c in _GROUP if c in designs.columns], sort=False).indices
+        for values, idx in groups.items():
+            values = values if isinstance(values, tuple) else (values,)
+            device = _probe(**dict(zip([c for c in _GROUP if c in designs.columns], values)))
+            fits = self.fitting(device.hbm_bytes)
             k = {kind: plan_step_bounds(self.cfg, device, self.n_chips, self.global_batch, self.seq_len, self.choices,
                                         FlopsLayerTime(kind, self.cfg.causal), fits)
                  for kind in ("tensor", "vector", "zero")}
-            rows = designs["hbm_bytes"].to_numpy() == hbm
-            step = np.full(int(rows.sum()), math.inf)
+            rows = np.asarray(idx)
+            step = np.full(len(rows), math.inf)
             for plan, k0 in k["zero"].items():
                 kt, kv = k["tensor"][plan] - k0, k["vector"][plan] - k0
                 step = np.minimum(step, np.maximum(kt / peak[rows], kv / vector[rows]) + k0)
