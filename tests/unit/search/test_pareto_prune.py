@@ -1,6 +1,12 @@
 """A Pareto search prunes against the front and returns the front, best and near ties of an exhaustive one."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -127,3 +133,51 @@ def test_cli_pareto_prunes_and_no_prune_evaluates_everything(capsys):
     assert full["counts"]["evaluated"] == 32
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(pruned["pareto"]) == strip(full["pareto"]) and pruned["summary"] == full["summary"]
+
+
+def test_pool_cut_by_max_designs_resumes_to_the_same_front(tmp_path):
+    db = str(tmp_path / "runs.sqlite")
+    first = run(pareto=True, store=db, max_designs=4, executor="process", workers=2)
+    assert not first.complete and first.n_evaluated <= 4
+    again = run(pareto=True, store=db, executor="process", workers=2)
+    assert again.complete and points(again.front()) == points(run(pareto=True).front())
+
+
+SETPRIV = shutil.which("setpriv")
+DROP = "-dac_override,-dac_read_search"
+CODA = str(Path(sys.executable).with_name("coda"))
+EIGHT = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+         "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "128", "--glb-mib", "32",
+         "--min-area-fraction", "0", "--timer", "predictor", "--executor", "inline", "--pareto", "--json"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or (os.geteuid() == 0 and SETPRIV is None),
+                    reason="needs POSIX permissions that apply (as root: setpriv to drop CAP_DAC_OVERRIDE)")
+def test_read_only_store_serves_a_pareto_search_it_holds(tmp_path):
+    """A read-only store serves the Pareto search whose visited designs it holds, and refuses, before any work,
+    the same search without pruning (it needs the designs the front pruned) and a Pareto search from a store of
+    the plain search (it needs the front's designs past the objective bound)."""
+    d = Path(tempfile.mkdtemp(prefix="coda-ro-"))
+    try:
+        os.chmod(d, 0o755)
+        assert main([*EIGHT, "--store", str(d / "runs.sqlite")]) == 0
+        assert main([*EIGHT[:-2], "--json", "--store", str(d / "plain.sqlite")]) == 0
+        for name in ("runs.sqlite", "plain.sqlite"):
+            os.chmod(d / name, 0o444)
+        os.chmod(d, 0o555)
+        prefix = [SETPRIV, f"--inh-caps={DROP}", f"--bounding-set={DROP}"] if os.geteuid() == 0 else []
+        held = subprocess.run([*prefix, CODA, *EIGHT, "--store", str(d / "runs.sqlite")], capture_output=True,
+                              text=True, timeout=120)
+        assert held.returncode == 0, held.stderr
+        counts = json.loads(held.stdout)["counts"]
+        assert counts["evaluated"] == 0 and counts["pruned_by_bound"] > 0
+        full = subprocess.run([*prefix, CODA, *EIGHT, "--no-prune", "--store", str(d / "runs.sqlite")],
+                              capture_output=True, text=True, timeout=120)
+        assert full.returncode == 2 and "is read-only and this search must evaluate designs" in full.stderr
+        front = subprocess.run([*prefix, CODA, *EIGHT, "--store", str(d / "plain.sqlite")], capture_output=True,
+                               text=True, timeout=120)
+        assert front.returncode == 2 and "is read-only and this search must evaluate designs" in front.stderr
+        assert front.stdout == "" and len(front.stderr.strip().splitlines()) == 1
+    finally:
+        os.chmod(d, 0o755)
+        shutil.rmtree(d)
