@@ -31,15 +31,31 @@ def demand(problem: Problem, i: int, parallel: bool) -> tuple[int, int]:
 
 def fits(placed: Sequence[Interval], start: float, duration: float, need: tuple[int, int],
          cap: tuple[int, int]) -> bool:
-    """True if `need` cores are free over [start, start + duration) given the placed intervals."""
+    """True if `need` cores are free over [start, start + duration) given the placed intervals.
+
+    Usage is checked at `start` and at every placed start inside the window (usage is piecewise
+    constant and only rises at starts). Only intervals overlapping the window can count at those
+    points (`s <= x < e` with `start <= x < end` needs `s < end` and `e > start`), and when even all
+    of those together leave room, every point does: both shortcuts return what the check at every
+    point returns (`tests/unit/ilp/test_heuristic_share.py` compares with that check).
+    """
     if duration <= 0:
         return True
     end = start + duration
+    free_t, free_v = cap[0] - need[0], cap[1] - need[1]
+    if free_t < 0 or free_v < 0:
+        return False
+    over = [iv for iv in placed if iv[0] < end and iv[1] > start]
+    if sum(iv[2] for iv in over) <= free_t and sum(iv[3] for iv in over) <= free_v:
+        return True
     points = [start] + [s for s, _, _, _ in placed if start < s < end]
     for x in points:
-        tc = need[0] + sum(a for s, e, a, _ in placed if s <= x < e)
-        vc = need[1] + sum(b for s, e, _, b in placed if s <= x < e)
-        if tc > cap[0] or vc > cap[1]:
+        tc = vc = 0
+        for s, e, a, b in over:
+            if s <= x < e:
+                tc += a
+                vc += b
+        if tc > free_t or vc > free_v:
             return False
     return True
 
