@@ -44,9 +44,9 @@ from coda.placement.layout import GRAPH_FIELDS
 from coda.placement.pipeline import evaluate_split, split_problem, stage_layers_from_bounds
 from coda.placement.plan import (
     ZERO_STAGES,
+    PipelineSchedule,
     Plan,
     Recompute,
-    Schedule,
     lighter_ends_stage_layers,
     stage_layers_of,
 )
@@ -83,7 +83,7 @@ def _checked(name: str, values: set[Any]) -> set[Any]:
     if name == "recompute":
         return {Recompute.from_str(v).value for v in values}
     if name == "schedule":
-        return {Schedule.from_str(v).value for v in values}
+        return {PipelineSchedule.from_str(v).value for v in values}
     bad = [v for v in values if name == "zero" and v not in ZERO_STAGES
            or name in SIZE_CHOICES and (isinstance(v, bool) or not isinstance(v, int) or v < 1)]
     if bad:
