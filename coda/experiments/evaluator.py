@@ -2,9 +2,9 @@
 store and the same executors, for the experiments that need designs a single-model search did not visit
 (the family winner over several models, the sensitivity re-evaluations).
 
-A task is one accelerator, one `Workload` and one network scale (1.0: the `tpuv4-pod` preset as a search
-builds it). Its row is `coda.search.evaluate_design`'s (a network scale other than 1 runs the same
-`optimize` call on the preset with every level's bandwidth scaled). Rows go to the `ResultStore` as each
+A task is one accelerator, one `Workload` and one network scale (1.0: the cluster a search builds,
+`coda.arch.design_space.design_cluster`). Its row is `coda.search.evaluate_design`'s (a network scale other
+than 1 runs the same `optimize` call on that cluster with every level's bandwidth scaled). Rows go to the `ResultStore` as each
 task finishes, under the key `coda.search.search` gives the same design and workload (so a design a search
 stored is read back here and the other way round); a scaled network adds its scale to the key.
 
@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from coda.arch.accelerators import Accelerator
-from coda.arch.clusters import cluster, preset_description
+from coda.arch.clusters import preset_description
+from coda.arch.design_space import design_cluster
 from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.search import CLUSTER_PRESET, ResultStore, SearchInterrupted, SearchLayerTime, evaluate_design, result_key
@@ -82,8 +83,9 @@ def layer_timer(name: str) -> Any:
 
 
 def scaled_cluster(acc: Accelerator, n_chips: int, network_scale: float) -> Any:
-    """The `tpuv4-pod` cluster of `n_chips` copies of `acc`, every level's bandwidth times `network_scale`."""
-    base = cluster(CLUSTER_PRESET, n_chips, device=acc)
+    """The cluster a search evaluates `acc` on (`design_cluster`: the `tpuv4-pod` torus with the chip's links),
+    every level's bandwidth times `network_scale`."""
+    base = design_cluster(acc, n_chips, CLUSTER_PRESET)
     if network_scale == 1.0:
         return base
     levels = tuple(replace(lv, bw_each_way_bytes_per_s=lv.bw_each_way_bytes_per_s * network_scale)

@@ -22,7 +22,7 @@ FLOAT_FORMAT = "{:.4g}"
 def write_table(df: pd.DataFrame, out: Path, stem: str) -> str:
     """Write `df` to `out/stem.csv` and return it as a Markdown table (the same columns and rows)."""
     df.to_csv(out / f"{stem}.csv", index=False)
-    return markdown_table(df.fillna(""), floatfmt=FLOAT_FORMAT)
+    return markdown_table(df.astype(object).where(df.notna(), ""), floatfmt=FLOAT_FORMAT)
 
 
 def git_commit(where: Path) -> dict[str, Any]:
@@ -37,13 +37,21 @@ def git_commit(where: Path) -> dict[str, Any]:
     return {"git_commit": head, "git_dirty": bool(dirty)}
 
 
-def metadata(command: str, started: float, **extra: Any) -> dict[str, Any]:
-    """The run's command, coda version, git commit (when the package is in a work tree), platform and `extra`."""
+def provenance() -> dict[str, Any]:
+    """What the results are computed with, taken when a run starts (the code may change while it runs): coda
+    version, git commit and dirtiness (when the package is in a work tree), the cost-model digest
+    (`coda.search.store.cost_model_digest`: a hash of every code and data file the numbers depend on), Python."""
     from coda import __version__
+    from coda.search.store import cost_model_digest
 
-    return dict(command=command, coda_version=__version__, **git_commit(Path(__file__).resolve().parent),
-                python=platform.python_version(), platform=platform.platform(),
-                started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), **extra)
+    return dict(coda_version=__version__, **git_commit(Path(__file__).resolve().parent),
+                cost_model_digest=cost_model_digest(), python=platform.python_version(), platform=platform.platform())
+
+
+def metadata(command: str, started: float, prov: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The run's command, its `provenance()` (taken at the start), start time and `extra`."""
+    return dict(command=command, **prov, started_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                **extra)
 
 
 def cli_command() -> str:
@@ -59,4 +67,4 @@ def write_metadata(out: Path, meta: dict[str, Any]) -> None:
                                        encoding="utf-8")
 
 
-__all__ = ["FLOAT_FORMAT", "cli_command", "git_commit", "metadata", "write_metadata", "write_table"]
+__all__ = ["FLOAT_FORMAT", "cli_command", "git_commit", "metadata", "provenance", "write_metadata", "write_table"]

@@ -27,7 +27,7 @@ from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
 from coda.arch.design_space import DesignSpace
 from coda.experiments.evaluator import Evaluator, Workload, layer_timer
 from coda.experiments.family import OBJECTIVE, FamilyResult, design_key, family_search, geomean
-from coda.experiments.outputs import metadata, write_metadata, write_table
+from coda.experiments.outputs import metadata, provenance, write_metadata, write_table
 from coda.experiments.sensitivity import MAX_DESIGNS, run_sensitivity, sensitivity_set
 from coda.search import DEFAULT_CHOICES, ResultStore, SearchResult, gpu_reference, pareto_front, search
 from coda.search.bounds import DEFAULT_TIE_TOL, tokens_per_s_bound
@@ -92,6 +92,7 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     from coda.models import get as model_preset
 
     t0 = time.time()
+    prov = provenance()
     space = quick_space() if opts.quick else full_space()
     configs = {w.model: model_preset(w.model) for w in WORKLOADS}
     timer = layer_timer(opts.timer)
@@ -134,7 +135,7 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     frames["pareto"], front_note = _pareto(results, designs, configs)
     sentence = answer(fam, frames["family"], accelerators)
     counts = {m: r.counts() for m, r in results.items()}
-    meta = metadata(opts.command or f"coda.experiments.run('phaze-training', quick={opts.quick})", t0,
+    meta = metadata(opts.command or f"coda.experiments.run('phaze-training', quick={opts.quick})", t0, prov,
                     experiment="phaze-training", quick=opts.quick, timer=opts.timer, timer_repr=repr(timer),
                     executor=opts.executor, jobs=opts.jobs, store=str(opts.store) if opts.store else None,
                     n_designs=len(designs), searches=counts, family=fam.counts(), stage_seconds=stages,
