@@ -4,9 +4,10 @@ store and the same executors, for the experiments that need designs a single-mod
 
 A task is one accelerator, one `Workload` and one network scale (1.0: the cluster a search builds,
 `coda.arch.design_space.design_cluster`). Its row is `coda.search.evaluate_design`'s (a network scale other
-than 1 runs the same `optimize` call on that cluster with every level's bandwidth scaled). Rows go to the `ResultStore` as each
-task finishes, under the key `coda.search.search` gives the same design and workload (so a design a search
-stored is read back here and the other way round); a scaled network adds its scale to the key.
+than 1 runs the same `optimize` call on that cluster with every level's bandwidth scaled). Rows go to the
+`ResultStore` as each task finishes, under the key `coda.search.search` gives the same design and workload
+(so a design a search stored is read back here and the other way round); a scaled network adds its scale to
+the key.
 
 Executors as in a search: ``inline`` (this process), ``process`` (a pool whose workers end with this
 process, `coda.search.executors.pool_executor`) or ``ray``. Ctrl-C or SIGTERM stores every finished task,
