@@ -79,9 +79,9 @@ def default_out(name: str) -> Path:
     return base / "experiments" / name
 
 
-def check_out_dir(out: str | Path, what: str = "out") -> Path:
-    """`out` as a folder the experiment can write: created if missing (its parent must exist), refused if it is
-    a file or not writable (`coda.paths.writable_file` on a probe file inside it)."""
+def check_out_dir(out: str | Path, what: str = "out", create: bool = True) -> Path:
+    """`out` as a folder the experiment can write: refused if it is a file, if it is missing and so is its
+    parent, or if nothing can be written there (`coda.paths.writable_file`); created when `create`."""
     from coda.paths import writable_file
 
     p = Path(out)
@@ -91,8 +91,10 @@ def check_out_dir(out: str | Path, what: str = "out") -> Path:
         if not p.parent.is_dir():
             raise ConfigError(f"{what} {str(out)!r}: directory {str(p.parent)!r} does not exist; create it first")
         writable_file(p.parent / (p.name + ".probe"), what)
-        p.mkdir()
-    writable_file(p / "results.md", what)
+        if create:
+            p.mkdir()
+    if p.exists():
+        writable_file(p / "results.md", what)
     return p
 
 
@@ -132,11 +134,12 @@ def run(name: str, out: str | Path | None = None, store: str | Path | None = Non
     exp = experiment(name)
     jobs = jobs if jobs is not None else (os.cpu_count() or 1)
     check_options(executor, jobs, timer)
-    folder = check_out_dir(out if out is not None else default_out(name))
+    folder = check_out_dir(out if out is not None else default_out(name), create=False)
     if store is not None:
         from coda.search import ResultStore
 
         ResultStore(store).close()  # refuses another program's file, a damaged store or an unwritable place now
+    check_out_dir(folder)
     module: Any = importlib.import_module(exp.runner)
     opts = module.Options(out=folder, store=Path(store) if store is not None else None, executor=executor, jobs=jobs,
                           quick=quick, timer=timer, progress=progress,
