@@ -55,7 +55,7 @@ register(Experiment(
              "tokens/s, tokens/s per W, area, TDP, plan, ratios to TPU v4), family.csv (geometric-mean ranking), "
              "sensitivity.csv, pareto.csv + pareto.png (tokens/s vs TDP, area as colour), results.md",
     cost="full: 29,360 designs x 5 models, about 1 h with the predictor timer on 2 busy cores (hours with --timer "
-         "ilp); --quick: 12 designs, under a minute",
+         "ilp); --quick: 16 designs, under a minute on an idle machine",
     runner="coda.experiments.phaze_training",
 ))
 

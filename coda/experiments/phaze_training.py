@@ -57,7 +57,7 @@ def full_space() -> DesignSpace:
 
 
 def quick_space() -> DesignSpace:
-    """A small subspace for `--quick` (a test runs it): PHAZE's budget, 12 designs."""
+    """A small subspace for `--quick` (a test runs it): PHAZE's budget, 16 designs."""
     return DesignSpace.phaze(n_tc=(4, 8, 16), n_vc=(2, 8), tc_rows=(128,), tc_cols=(64, 128),
                              glb_bytes=(2 * MiB, 32 * MiB))
 
