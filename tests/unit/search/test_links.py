@@ -115,8 +115,6 @@ def test_designs_with_different_links_are_different_rows(tmp_path):
     assert again.n_cached == 2 and again.n_evaluated == 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs coda/search/design_eval.py to build each design's cluster with "
-                                       "design_cluster (requested from its owner); remove this mark then")
 def test_a_link_axis_changes_the_search_result():
     """More link bandwidth: more tokens/s (never fewer) and more TDP; the best per watt is interior here."""
     space = DesignSpace(**CORES, n_links=(3, 6, 12, 24))
