@@ -32,14 +32,19 @@ the step of the best plan `optimize` returns; tokens/s = global_batch * seq_len 
 Both bounds are multiplied by `1 + BOUND_SLACK` so that floating-point rounding of the
 subtraction in (1) can never make a bound fall below an achieved value it equals.
 
-`refined_search` visits designs best-first by these bounds, lazily: designs are kept in a heap
-by the cheapest valid bound known for them; the top design gets its per-design bound (2) the
-first time it reaches the top and is pushed back; a design at the top with its bound (2) known
-has the largest bound of all remaining designs, so it is evaluated (the ILP timer, exactly as
-`coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
-(`bounds.pruned`), in which case every remaining design is, and the search stops. So it returns
-the best design and every design within `tie_tol` of it, with the objective values an
-exhaustive evaluation gives (tested against `search(prune=False)`).
+`refined_search` visits designs best-first by these bounds, lazily: designs wait in one heap by
+bound (1) and, once their bound (2) is computed, in another by min(bound 1, bound 2). The design
+with the largest key over both heaps comes next: if it has only bound (1), bound (2) is computed
+and it moves to the second heap; if it has bound (2), no remaining design can have a larger
+bound, so it is evaluated (the ILP timer, exactly as `coda.search.search` evaluates it) unless
+that bound is below the incumbent less `tie_tol` (`bounds.pruned`), in which case every
+remaining design is, and the search stops. While worker processes evaluate, the parent computes
+bound (2) of the next designs of the first heap (work the visit needs unless they are pruned
+first), which changes neither the visiting order nor what is pruned. So the search returns the
+best design and every design within `tie_tol` of it, with the objective values an exhaustive
+evaluation gives (tested against `search(prune=False)`); designs already in flight when the
+incumbent rises past their bound are evaluated and kept (as `coda.search.search` keeps them in
+the store).
 """
 
 from __future__ import annotations
@@ -313,8 +318,9 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                       for p, v, w in zip(designs["peak_flops"].to_numpy(float), vector, tdp)])
     rb = RefinedBounds(cfg, n_chips, global_batch, seq_len, merged, objective)
     first = np.minimum(cheap, rb.placement(designs))
-    heap: list[tuple[float, int, bool]] = [(-float(b), i, False) for i, b in enumerate(first)]
-    heapq.heapify(heap)
+    raw: list[tuple[float, int]] = [(-float(b), i) for i, b in enumerate(first)]  # bound (1) only
+    heapq.heapify(raw)
+    ready: list[tuple[float, int]] = []  # bound (2) known
     window = max(1, workers or os.cpu_count() or 1)
     pool = pool_executor(window) if window > 1 else None
     portable = ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
@@ -328,19 +334,31 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
         rows.append(dict(row, bound_objective=bound, visit=len(rows)))
         if row["status"] == "ok" and row[objective] > best:
             best = float(row[objective])
+        if len(rows) % 25 == 0:
+            log.info("refined search: %d evaluated, %d refined, best %.4g, next bound %.4g", len(rows), n_refined,
+                     best, -min(raw[:1] + ready[:1], default=(math.inf, 0))[0])
+
+    def refine_top() -> None:
+        nonlocal n_refined
+        negb, i = heapq.heappop(raw)
+        n_refined += 1
+        heapq.heappush(ready, (-min(-negb, rb.design(accs[i])), i))
+
+    def worth_refining() -> bool:
+        return bool(raw) and not pruned(-raw[0][0], best, tie_tol)
 
     try:
-        while heap or inflight:
-            while heap and len(inflight) < window:
-                negb, i, refined = heap[0]
-                if pruned(-negb, best, tie_tol):
-                    heap.clear()
+        while raw or ready or inflight:
+            while len(inflight) < window and (raw or ready):
+                (negb, i), refined = min(([(raw[0], False)] if raw else []) + ([(ready[0], True)] if ready else []))
+                if pruned(-negb, best, tie_tol):  # the largest bound left: every remaining design is pruned
+                    raw.clear()
+                    ready.clear()
                     break
-                heapq.heappop(heap)
                 if not refined:
-                    n_refined += 1
-                    heapq.heappush(heap, (-min(-negb, rb.design(accs[i])), i, True))
+                    refine_top()
                     continue
+                heapq.heappop(ready)
                 if pool is None:
                     before = (timer.cache.stats.lookups, timer.cache.stats.hits)
                     record(i, -negb, evaluate_design(cfg, accs[i], n_chips, global_batch, seq_len, merged, timer))
@@ -350,7 +368,11 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                 inflight[pool.submit(_evaluate_counted, accs[i], cfg, n_chips, global_batch, seq_len, merged,
                                      portable)] = (i, -negb)
             if inflight:
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                # while the workers evaluate, refine the next designs (work the visit needs unless pruned first)
+                done, _ = wait(list(inflight), timeout=0 if worth_refining() else None, return_when=FIRST_COMPLETED)
+                if not done:
+                    refine_top()
+                    continue
                 for fut in done:
                     i, bound = inflight.pop(fut)
                     row, (pid, lookups, hits) = fut.result()
