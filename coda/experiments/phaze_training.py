@@ -14,7 +14,6 @@ GPT2-XL 1024, OPT-350M 2048, Llama-2-7B 4096, GPT-3 175B 2048 (docs/search.md, d
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +153,7 @@ def raise_no_family() -> None:
 # --- tables ---------------------------------------------------------------------------------------
 def _chip(row: Any) -> dict[str, Any]:
     """Display columns of a chip row (design, reference or GPU)."""
-    is_gpu = not (isinstance(row.get("n_tc"), (int, float)) and math.isfinite(float(row.get("n_tc"))))
+    is_gpu = bool(pd.isna(row.get("n_tc")))  # GPU rows have no template fields
     return dict(
         name=row["name"],
         tensor_cores="" if is_gpu else f"{int(row['n_tc'])}x{int(row['tc_rows'])}x{int(row['tc_cols'])}",

@@ -68,7 +68,8 @@ class Perturbation:
 
     def apply(self, acc: Accelerator, is_real_chip: bool = False) -> Accelerator:
         """`acc` under this perturbation. The achieved HBM bandwidth moves through the datasheet bandwidth with
-        the HBM energy per bit moved inversely, so the chip's HBM power (bandwidth x energy) stays as it was."""
+        the HBM energy per bit moved inversely, so the chip's HBM power (bandwidth x energy) stays as it was
+        (the GLB's fill traffic, charged at the HBM bandwidth by `coda.arch.power`, moves with it: < 0.1% of TDP)."""
         if self.constant == "clock":
             return acc if is_real_chip else replace(acc, clock_hz=acc.clock_hz * self.factor)
         if self.constant == "hbm_efficiency":
@@ -87,9 +88,12 @@ class Perturbation:
         """The design space with this perturbation's TDP and peaks (for the perturbed bounds)."""
         if self.constant == "clock":
             return replace(space, clock_hz=tuple(c * self.factor for c in space.clock_hz))
+        if self.constant == "hbm_efficiency":
+            return replace(space, hbm_bw_bytes_per_s=tuple(b * self.factor for b in space.hbm_bw_bytes_per_s),
+                           technology=self.tech(space.technology))
         if self.tdp_only:
             return replace(space, technology=self.tech(space.technology))
-        return space  # HBM efficiency and network: same TDP, same peaks
+        return space  # network: same peaks, same TDP
 
 
 _HBM_J21 = 450 / 64  # pJ per bit at the top of [J21]'s 250-450 pJ per 64-bit HBM2 access
