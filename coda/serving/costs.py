@@ -327,6 +327,17 @@ class _Grid:
             + zt[i + 1, j + 1] * fx * fy
 
 
+def linear_table(cost: IterationCost, max_tokens: int) -> np.ndarray:
+    """E + sum_k n_{s,k} L_k + N (the token-level terms, module docstring) of each stage at every
+    token count 0..max_tokens, as `CostTable` holds them: exact at the knots of `_tile_grid`,
+    linear in between; (max_tokens + 1, pp) seconds. Every iteration of T tokens (per device
+    with ep) takes at least row T on each stage, which bounds throughput (`coda.serving.capacity`)."""
+    tg = _tile_grid(max_tokens, EXACT_TOKENS)
+    lin = cost.linear_terms(tg.tolist())  # (len, pp)
+    every = np.arange(0, max_tokens + 1)
+    return np.stack([np.interp(every, tg, lin[:, s]) for s in range(cost.pp)], axis=1)
+
+
 class CostTable:
     """Tabulated iteration costs (module docstring): fast, within `table_error` of `IterationCost`.
 
@@ -342,10 +353,7 @@ class CostTable:
         self.pp, self.ep = cost.pp, cost.ep
         self.counts = cost.counts
         self.max_tokens, self.max_sequences, self.max_context = max_tokens, max_sequences, max_context
-        tg = _tile_grid(max_tokens, EXACT_TOKENS)
-        lin = cost.linear_terms(tg.tolist())  # (len, pp)
-        every = np.arange(0, max_tokens + 1)
-        self._lin = np.stack([np.interp(every, tg, lin[:, s]) for s in range(self.pp)], axis=1)
+        self._lin = linear_table(cost, max_tokens)
         bg = _tile_grid(max_sequences, EXACT_TOKENS)
         self._head = np.interp(np.arange(0, max_sequences + 1), bg, cost.head_terms(bg.tolist()))
         # decode attention: batch n x context c (kv_len c + 1)
@@ -453,5 +461,5 @@ def table_error(table: CostTable, shapes: Sequence[BatchShape]) -> np.ndarray:
     return np.asarray((tab - direct) / direct)
 
 
-__all__ = ["EXACT_TOKENS", "GRID_RATIO", "BatchShape", "CostTable", "IterationCost",
+__all__ = ["EXACT_TOKENS", "GRID_RATIO", "BatchShape", "CostTable", "IterationCost", "linear_table",
            "random_shapes", "table_error"]
