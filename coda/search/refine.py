@@ -63,12 +63,13 @@ import pandas as pd
 
 from coda.arch.accelerators import Accelerator
 from coda.arch.design_space import DesignSpace
+from coda.errors import InfeasibleDesign
 from coda.ilp import make_problem, predicted_latencies
 from coda.models.config import ModelConfig
 from coda.models.graph import OpGraph
 from coda.placement.chain import CostModel
 from coda.placement.dp import best_split
-from coda.placement.optimize import _buildable, _order, candidate_plans
+from coda.placement.optimize import _buildable, _order, candidate_plans, optimize
 from coda.placement.pipeline import split_problem
 from coda.placement.plan import Plan
 from coda.search.bounds import (
@@ -83,6 +84,7 @@ from coda.search.bounds import (
 )
 from coda.search.design_eval import SearchLayerTime, evaluate_design, search_cluster
 from coda.search.inputs import _as_cfg, _merged_choices
+from coda.search.layer_bounds import LatencyMemo, LinearPlanBounds
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +184,19 @@ def _upper(objective: str, tokens_per_s: float | np.ndarray, n_chips: int, tdp_w
     return ub if objective == "tokens_per_s" else ub / (n_chips * tdp_w)
 
 
+@dataclass(frozen=True)
+class _WorkTimer:
+    """The layer work bound of `coda.search.layer_bounds` as a layer timer (for the reconstruction check)."""
+
+    memo: LatencyMemo = field(compare=False, hash=False)
+
+    def __call__(self, graph: OpGraph, device: Any) -> float:
+        return self.memo.problem_bound(graph, device) if graph.number_of_nodes() else 0.0
+
+    def many(self, graphs: list[OpGraph], device: Any) -> list[float]:
+        return [self(g, device) for g in graphs]
+
+
 @dataclass
 class RefinedBounds:
     """Bounds (1) and (2) of the module doc for one search's workload; remembers the plans that can
@@ -198,6 +213,8 @@ class RefinedBounds:
     choices: dict[str, Any]
     objective: str = "tokens_per_s_per_w"
     fits: dict[int, frozenset[Plan]] = field(default_factory=dict, repr=False)
+    memo: LatencyMemo = field(default_factory=LatencyMemo, repr=False)
+    linear: dict[tuple[Any, ...], LinearPlanBounds] = field(default_factory=dict, repr=False)
 
     def fitting(self, hbm_bytes: int) -> frozenset[Plan]:
         """`fitting_plans` for this HBM capacity (computed once)."""
@@ -229,6 +246,42 @@ class RefinedBounds:
                 tokens = np.where(np.isfinite(step), self.global_batch * self.seq_len / step, 0.0)
             out[rows] = _upper(self.objective, tokens, self.n_chips, tdp[rows])
         return out
+
+    def _linear(self, acc: Accelerator) -> LinearPlanBounds:
+        """The linear plan bounds of `acc`'s (HBM, links) group, built and checked once."""
+        key = (int(acc.hbm_bytes), int(acc.n_links), float(acc.link_bw_bytes_per_s))
+        if key not in self.linear:
+            device = _probe(hbm_bytes=key[0], n_links=key[1], link_bw_bytes_per_s=key[2])
+            fits = self.fitting(key[0])
+            model = CostModel(self.cfg, search_cluster(device, self.n_chips), self.seq_len)
+            plans = sorted(fits, key=repr)
+
+            def steps(timer: Any) -> dict[Plan, float]:
+                return plan_step_bounds(self.cfg, device, self.n_chips, self.global_batch, self.seq_len, self.choices,
+                                        timer, fits)
+
+            lin = LinearPlanBounds(model, plans, steps)
+            lin.check(steps(_WorkTimer(self.memo)), self.memo.problem_bound, device)
+            self.linear[key] = lin
+        return self.linear[key]
+
+    def design_fast(self, acc: Accelerator) -> float:
+        """Bound (1.5) on the objective of one design: the placement bound with the layer work bounds of
+        `coda.search.layer_bounds` (milliseconds once the design's latency key was seen; 0: nothing fits)."""
+        step = self._linear(acc).step_bound(self.memo.problem_bound, acc)
+        if not math.isfinite(step):
+            return 0.0
+        return float(_upper(self.objective, self.global_batch * self.seq_len / step, self.n_chips, acc.tdp_w))
+
+    def design_placed(self, acc: Accelerator) -> float:
+        """Bound (3) on the objective of one design: the placement's own optimum with every layer time
+        replaced by its lower bound (`Problem.lower_bound_s`, from the shared latencies); 0 if no plan fits."""
+        try:
+            _, res, _ = optimize(self.cfg, search_cluster(acc, self.n_chips), self.global_batch, self.seq_len,
+                                 layer_time=_WorkTimer(self.memo), **self.choices)
+        except InfeasibleDesign:
+            return 0.0
+        return float(_upper(self.objective, res.tokens_per_s, self.n_chips, acc.tdp_w))
 
     def design(self, acc: Accelerator) -> float:
         """Bound (2) on the objective of one design (0: nothing fits)."""
@@ -318,16 +371,22 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                       for p, v, w in zip(designs["peak_flops"].to_numpy(float), vector, tdp)])
     rb = RefinedBounds(cfg, n_chips, global_batch, seq_len, merged, objective)
     first = np.minimum(cheap, rb.placement(designs))
-    raw: list[tuple[float, int]] = [(-float(b), i) for i, b in enumerate(first)]  # bound (1) only
-    heapq.heapify(raw)
-    ready: list[tuple[float, int]] = []  # bound (2) known
+    # heaps[k]: designs whose bounds through stage k are known, by (-bound, space index)
+    stages = (rb.design_fast, rb.design_placed)  # bounds (2) and (3)
+    heaps: list[list[tuple[float, int]]] = [[(-float(b), i) for i, b in enumerate(first)], *([] for _ in stages)]
+    heapq.heapify(heaps[0])
     window = max(1, workers or os.cpu_count() or 1)
     pool = pool_executor(window) if window > 1 else None
     portable = ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
     inflight: dict[Future[Any], tuple[int, float]] = {}
     rows: list[dict[str, Any]] = []
-    best, n_refined, stats = -math.inf, 0, {"lookups": 0, "hits": 0}
+    best, refined, stats = -math.inf, [0] * len(stages), {"lookups": 0, "hits": 0}
     worker_stats: dict[int, tuple[int, int]] = {}
+
+    def top() -> tuple[float, int, int] | None:
+        """The design with the largest bound over all heaps: (-bound, index, stage)."""
+        heads = [(h[0][0], h[0][1], k) for k, h in enumerate(heaps) if h]
+        return min(heads) if heads else None
 
     def record(i: int, bound: float, row: dict[str, Any]) -> None:
         nonlocal best
@@ -335,30 +394,38 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
         if row["status"] == "ok" and row[objective] > best:
             best = float(row[objective])
         if len(rows) % 25 == 0:
-            log.info("refined search: %d evaluated, %d refined, best %.4g, next bound %.4g", len(rows), n_refined,
-                     best, -min(raw[:1] + ready[:1], default=(math.inf, 0))[0])
+            t = top()
+            log.info("refined search: %d evaluated, %s refined, best %.4g, next bound %.4g", len(rows), refined,
+                     best, -t[0] if t else math.nan)
 
-    def refine_top() -> None:
-        nonlocal n_refined
-        negb, i = heapq.heappop(raw)
-        n_refined += 1
-        heapq.heappush(ready, (-min(-negb, rb.design(accs[i])), i))
+    def refine(stage: int) -> None:
+        """Move the best design of heaps[stage] to heaps[stage + 1] with its next bound."""
+        negb, i = heapq.heappop(heaps[stage])
+        refined[stage] += 1
+        heapq.heappush(heaps[stage + 1], (-min(-negb, stages[stage](accs[i])), i))
 
-    def worth_refining() -> bool:
-        return bool(raw) and not pruned(-raw[0][0], best, tie_tol)
+    def speculative() -> int | None:
+        """A stage whose best design should be refined while the workers run (not pruned yet)."""
+        for stage in reversed(range(len(stages))):
+            if heaps[stage] and not pruned(-heaps[stage][0][0], best, tie_tol):
+                return stage
+        return None
 
     try:
-        while raw or ready or inflight:
-            while len(inflight) < window and (raw or ready):
-                (negb, i), refined = min(([(raw[0], False)] if raw else []) + ([(ready[0], True)] if ready else []))
-                if pruned(-negb, best, tie_tol):  # the largest bound left: every remaining design is pruned
-                    raw.clear()
-                    ready.clear()
+        while any(heaps) or inflight:
+            while len(inflight) < window:
+                t = top()
+                if t is None:
                     break
-                if not refined:
-                    refine_top()
+                negb, i, stage = t
+                if pruned(-negb, best, tie_tol):  # the largest bound left: every remaining design is pruned
+                    for h in heaps:
+                        h.clear()
+                    break
+                if stage < len(stages):
+                    refine(stage)
                     continue
-                heapq.heappop(ready)
+                heapq.heappop(heaps[stage])
                 if pool is None:
                     before = (timer.cache.stats.lookups, timer.cache.stats.hits)
                     record(i, -negb, evaluate_design(cfg, accs[i], n_chips, global_batch, seq_len, merged, timer))
@@ -369,9 +436,11 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                                      portable)] = (i, -negb)
             if inflight:
                 # while the workers evaluate, refine the next designs (work the visit needs unless pruned first)
-                done, _ = wait(list(inflight), timeout=0 if worth_refining() else None, return_when=FIRST_COMPLETED)
+                spec = speculative()
+                done, _ = wait(list(inflight), timeout=0 if spec is not None else None, return_when=FIRST_COMPLETED)
                 if not done:
-                    refine_top()
+                    assert spec is not None
+                    refine(spec)
                     continue
                 for fut in done:
                     i, bound = inflight.pop(fut)
@@ -391,7 +460,8 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
         frame = frame.assign(_key=-key).sort_values(["_key", "visit"], kind="stable").drop(columns="_key")
         frame = frame.reset_index(drop=True)
     n_infeasible = int((frame["status"] != "ok").sum()) if len(frame) else 0
-    counts = dict(designs=len(designs), refined=n_refined, evaluated=len(rows), pruned=len(designs) - len(rows),
+    counts = dict(designs=len(designs), refined=refined[0], placed=refined[1], evaluated=len(rows),
+                  pruned=len(designs) - len(rows),
                   infeasible=n_infeasible, cache_lookups=stats["lookups"], cache_hits=stats["hits"],
                   seconds=time.perf_counter() - t0)
     return RefinedResult(frame, objective, counts, float(tie_tol))
