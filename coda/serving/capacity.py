@@ -267,7 +267,9 @@ def capacity(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table
     top = grid_index(upper_qps, rel_tol, up=False)
     lo: int | None = None
     if beat_qps > 0:
-        kb = min(grid_index(beat_qps, rel_tol, up=True), top)
+        kb = grid_index(beat_qps, rel_tol, up=True)
+        if kb > top:  # the bound is below the rate to beat (the search prunes these before)
+            return result(math.nan, grid_rate(kb, rel_tol), "below_best", alone)
         if not met(kb):
             return result(math.nan, grid_rate(kb, rel_tol), "below_best", seen[kb])
         lo = kb

@@ -54,6 +54,7 @@ from coda.serving.capacity import (
     Workload,
     capacity,
     capacity_bound,
+    grid_index,
     unit_rate,
 )
 from coda.serving.costs import CostTable, IterationCost, linear_table
@@ -523,8 +524,10 @@ class _Visit:
         """The store's row for `c` if it answers this search: a full capacity, or a cut at a rate
         at or below the one `c` must reach now (a cut at a higher rate says too little)."""
         row = self.db.get(c.key) if self.db is not None else None
-        if row is not None and row["status"] == "below_best" and not row["missed_qps"] <= self.beat_qps(c):
-            return None
+        if row is not None and row["status"] == "below_best":
+            beat, tol = self.beat_qps(c), self.plan.rel_tol
+            if beat <= 0 or grid_index(row["missed_qps"], tol, up=False) > grid_index(beat, tol, up=True):
+                return None
         return row
 
     def _record(self, c: _Candidate, row: dict[str, Any], new: bool) -> None:
