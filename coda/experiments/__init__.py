@@ -54,8 +54,9 @@ register(Experiment(
     produces="per_model.csv (best design per model, best single design, TPUv4-like, faithful TPU v4, A100/H100 rows: "
              "tokens/s, tokens/s per W, area, TDP, plan, ratios to TPU v4), family.csv (geometric-mean ranking), "
              "sensitivity.csv, pareto.csv + pareto.png (tokens/s vs TDP, area as colour), results.md",
-    cost="full: 29,360 designs x 5 models, about 1 h with the predictor timer on 2 busy cores (hours with --timer "
-         "ilp); --quick: 16 designs, under a minute on an idle machine",
+    cost="full: 29,360 designs x 5 models, a few hours with the predictor timer on 2 busy cores (the bound leaves "
+         "2,000-4,000 designs per model; GPT-3 175B costs 0.4 s per design), far more with --timer ilp; --quick: 16 "
+         "designs, about 30 s on an idle machine",
     runner="coda.experiments.phaze_training",
 ))
 

@@ -266,30 +266,37 @@ def _plot(results: dict[str, SearchResult], gpus: dict[str, pd.DataFrame], path:
     from coda.plotting import pyplot, save_figure
 
     plt = pyplot("phaze-training's Pareto plot")
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.0))
-    for ax, (m, res) in zip(np.atleast_1d(axes), results.items()):
+    fig, grid = plt.subplots(2, 3, figsize=(13, 8), constrained_layout=True)
+    axes = grid.ravel()
+    sc = None
+    for ax, (m, res) in zip(axes, results.items()):
         ok = res.frame[res.frame["status"] == "ok"]
-        sc = ax.scatter(ok["tdp_w"], ok["tokens_per_s"], c=ok["area_mm2"], cmap="viridis", s=10)
+        sc = ax.scatter(ok["tdp_w"], ok["tokens_per_s"], c=ok["area_mm2"], cmap="viridis", s=8, vmin=0,
+                        vmax=float(tpuv4_like().area_mm2))
         front = pareto_front(res.frame)
-        ax.step(front["tdp_w"], front["tokens_per_s"], where="post", c="tab:orange", lw=1, label="front")
+        ax.step(front["tdp_w"], front["tokens_per_s"], where="post", c="tab:orange", lw=1, label="Pareto front")
         if res.best is not None:
             ax.scatter([res.best["tdp_w"]], [res.best["tokens_per_s"]], marker="*", s=140, c="tab:red",
-                       label="best per W")
+                       label="best per W", zorder=3)
         for marker, ref in zip("sP", (res.reference, res.faithful_reference)):
             if ref is not None and ref["status"] == "ok":
-                ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker=marker, s=50, c="black", label=ref["name"])
+                ax.scatter([ref["tdp_w"]], [ref["tokens_per_s"]], marker=marker, s=50, c="black", label=ref["name"],
+                           zorder=3)
         for marker, (_, g) in zip("^v", gpus[m][gpus[m]["status"] == "ok"].iterrows()):
-            ax.scatter([g["tdp_w"]], [g["tokens_per_s"]], marker=marker, s=50, c="tab:green", label=g["name"])
-        ax.set_xscale("log")
+            ax.scatter([g["tdp_w"]], [g["tokens_per_s"]], marker=marker, s=50, c="tab:green",
+                       label=f"{g['name']} (board TDP)", zorder=3)
         ax.set_yscale("log")
-        ax.set_title(f"{m} ({len(ok)} evaluated; {open_count[m]} unevaluated\nnot excluded from the front)",
-                     fontsize=9)
+        ax.set_title(f"{m}: {len(ok)} designs evaluated, {open_count[m]} others\nnot excluded from the front by "
+                     "the bound", fontsize=9)
         ax.set_xlabel("TDP per chip (W)")
+        ax.set_ylabel(f"training tokens/s on {N_CHIPS} chips")
         ax.grid(alpha=0.3)
-    first = np.atleast_1d(axes)[0]
-    first.set_ylabel(f"training tokens/s on {N_CHIPS} chips")
-    first.legend(fontsize=7)
-    fig.colorbar(sc, ax=np.atleast_1d(axes).tolist(), label="area (mm2, 22 nm)", shrink=0.8)
+    axes[0].legend(fontsize=7)
+    for ax in axes[len(results):]:
+        ax.axis("off")
+    if sc is not None:
+        fig.colorbar(sc, ax=axes[len(results):].tolist() or axes.tolist(), label="area (mm2, 22 nm model)",
+                     location="left", shrink=0.8)
     save_figure(fig, path, "phaze-training's Pareto plot")
 
 
