@@ -454,7 +454,8 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
         software: framework behaviour (`Software`), default FlashAttention + overlapped DP.
         layer_time: layer timer override (see `costs`).
         **choices: restrict the space: tp, pp, dp, micro_batch, recompute, sequence_parallel,
-            zero, schedule, virtual_stages, cp, ep (a value or an iterable of values), stage_layers.
+            zero, schedule, virtual_stages, cp, ep (a value or an iterable of values), stage_layers;
+            recompute_every and hsdp (default 1) are searched only over the values given.
 
     Returns:
         (plan, its TrainingResult, ranked DataFrame of the evaluated alternatives; `df.attrs`
