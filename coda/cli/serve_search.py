@@ -21,9 +21,9 @@ import pandas as pd
 from coda.arch.clusters import MAX_DEVICES
 from coda.cli._args import float_range, int_list, int_range, output_file, stderr_is_terminal, text
 from coda.cli._output import print_json, print_table
+from coda.cli.serve import lengths_spec
 from coda.errors import ConfigError
 from coda.models.config import MAX_SEQ_LEN
-from coda.serving.cli import lengths_spec
 from coda.serving.schedulers.base import MAX_SEQS, MAX_TOKENS, SchedulerKind
 from coda.serving.trace import ARRIVALS, MAX_REQUESTS
 

@@ -1,7 +1,7 @@
 """`coda serve --trace/--qps`: flags checked before work (one line, exit 2), the percentile table and
 the closing sentence, JSON, the plot, and the closed loop.
 
-The parser is built here as `coda/cli/serve.py` builds `serve` once wired (its shared flags, with
+The parser is built here as `coda/cli/serve.py` builds `serve` (its shared flags, with
 --batch, --prompt-len and --output-len optional, plus `add_simulation_flags`), on a subparser of
 `coda.cli._args.Parser`, so bad flags fail as they will in `coda serve`.
 """
@@ -12,8 +12,8 @@ import json
 import pytest
 
 from coda.cli._args import PLOT_SUFFIXES, Parser, int_list, int_range, output_file, text
+from coda.cli.serve import add_simulation_flags, lengths_spec, run_simulation, simulating
 from coda.errors import CodaError
-from coda.serving.cli import add_simulation_flags, lengths_spec, run_simulation, simulating
 
 SMALL = ["serve", "--model", "llama2-7b", "--cluster", "dgx-h100", "--devices", "1"]
 
@@ -110,14 +110,14 @@ def test_closed_loop(capsys):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--qps", "0", "--prompt-len", "1", "--output-len", "1"], "--qps: '0' is outside (0, 1000000] requests/s"),
-    (["--qps", "nan"], "--qps: 'nan' is outside"),
+    (["--qps", "0", "--prompt-len", "1", "--output-len", "1"], "--qps: qps='0' is outside (0, 1e+06] requests/s"),
+    (["--qps", "nan"], "--qps: qps='nan' is not a finite number"),
     (["--qps", "1", "--trace", "x.csv"], "not allowed with argument"),
     (["--qps", "1", "--prompt-dist", "uniform:5"], "is not a length distribution"),
     (["--qps", "1", "--prompt-dist", "uniform:50:5"], "HI=5 is below LO=50"),
     (["--qps", "1", "--prompt-dist", "zipf:1:10:-1"], "Zipf exponent"),
     (["--qps", "1", "--prompt-dist", "csv:/no/such.csv"], "no such file"),
-    (["--qps", "1", "--chunk", "0"], "--chunk: '0' is outside"),
+    (["--qps", "1", "--chunk", "0"], "--chunk: chunk='0' is outside [1, 2^20"),
     (["--qps", "1", "--scheduler", "fifo"], "invalid choice"),
     (["--qps", "1", "--plot", "/no/dir/x.png"], "does not exist"),
     (["--qps", "1", "--plot", "out.txt"], "image suffix"),
