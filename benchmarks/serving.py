@@ -1,13 +1,22 @@
-"""Serving simulator speed and the iteration-cost table's error.
+"""Serving simulator and serving-search speed, and the iteration-cost table's error.
 
-    taskset -c 0 python benchmarks/serving.py [--requests 10000] [--rate 8] [--scheduler sarathi]
+    taskset -c 0 python benchmarks/serving.py [--requests 10000] [--rate 8] [--scheduler sarathi] [--no-search]
+    python benchmarks/serving.py --no-simulation --workload prompt --jobs 2
 
 Prints the table's build time and its error against direct evaluation on random batches, then
 simulated requests per second of wall time for Llama-2-70B on 8 H100s (two replicas of tp=4).
 The target (issue #15) is 10,000 requests in under 5 s on one core (`taskset -c 0`).
+
+Then the serving-plan search (`coda.serving.search`) for Llama-2-70B on up to 16 H100s under
+P99 TTFT <= 2 s and P99 TBT <= 100 ms, on the prompt-heavy workload (3996 in, 100 out) or the
+decode-heavy one (200 in, 2000 out): deployments in the space, evaluated, pruned, simulations,
+wall and CPU seconds (this process and its workers) and the load average. The target is at least
+200 deployments in under 2 minutes on 2 cores (`--jobs 2`).
 """
 
 import argparse
+import os
+import resource
 import time
 
 import numpy as np
@@ -26,7 +35,42 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--rate", type=float, default=8.0, help="arrivals per second")
     ap.add_argument("--scheduler", default="sarathi")
+    ap.add_argument("--simulation", action=argparse.BooleanOptionalAction, default=True,
+                    help="time the cost table and the simulator")
+    ap.add_argument("--search", action=argparse.BooleanOptionalAction, default=True, help="time the serving search")
+    ap.add_argument("--workload", choices=("prompt", "decode"), default="prompt")
+    ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
+    if a.simulation:
+        simulation_speed(a)
+    if a.search:
+        search_speed(a)
+
+
+def search_speed(a: argparse.Namespace) -> None:
+    from coda.serving.capacity import Workload
+    from coda.serving.search import search
+
+    p, o = (3996, 100) if a.workload == "prompt" else (200, 2000)
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    c0, k0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = search("llama2-70b", ["h100-sxm"], Workload(Lengths("fixed", p), Lengths("fixed", o)),
+                 {"ttft_p99_s": 2.0, "tbt_p99_s": 0.1}, max_devices=16, workers=a.jobs)
+    wall = time.perf_counter() - t0
+    c1, k1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
+           + k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime)
+    c = res.counts
+    print(f"serving search, llama2-70b on up to 16 x h100-sxm, {p} in / {o} out, {a.jobs} workers: {c['space']} "
+          f"deployments ({c['evaluated']} evaluated, {c['pruned_bound']} pruned by the bound, "
+          f"{int((res.frame['status'] == 'below_best').sum())} cut below the best, {c['pruned_memory']} by memory), "
+          f"{c['simulations']} simulations in {wall:.1f} s wall, {cpu:.1f} s CPU; load average before "
+          f"{load[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(res.summary())
+
+
+def simulation_speed(a: argparse.Namespace) -> None:
     cfg, cl = get("llama2-70b"), cluster("dgx-h100", 8)
     dep = Deployment(cfg, cl, tp=4, scheduler=SchedulerConfig(kind=a.scheduler, max_batch=256))
     t = time.perf_counter()
