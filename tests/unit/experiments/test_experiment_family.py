@@ -97,3 +97,29 @@ def test_slower_network_is_never_faster(setting):
         assert base == pytest.approx(exhaustive[k, 2], rel=1e-12)
         assert _value(evaluate_task(*args, 0.25)) <= base * (1 + 1e-12)
         assert _value(evaluate_task(*args, 4.0)) >= base * (1 - 1e-12)
+
+
+def test_interrupt_keeps_finished_rows_and_resumes(tmp_path, setting):
+    """Ctrl-C during the family's evaluations: finished rows stay in the store, the next run reads them back."""
+    from coda.search import SearchInterrupted
+
+    _, configs, _, accs, _ = setting
+    store = tmp_path / "s.sqlite"
+    tasks = [Task(a, WORKS[1], tag=k) for k, a in enumerate(accs[:4])]
+    seen = []
+
+    def stop_after_two(task, row):
+        seen.append(task.tag)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    db = ResultStore(store)
+    try:
+        ev = Evaluator(db, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+        with pytest.raises(SearchInterrupted, match="SIGINT"):
+            ev.run(tasks, stop_after_two)
+        again = Evaluator(db, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+        again.run(tasks, lambda t, r: None)
+        assert (again.n_cached, again.n_evaluated) == (2, 2)
+    finally:
+        db.close()
