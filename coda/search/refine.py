@@ -2,49 +2,63 @@
 
 `coda.search.bounds` bounds a design by its peaks alone (no pipeline bubble, no recomputation,
 no communication, no memory limit, no HBM stall). For GPT-3 175B on 1024 chips of 32 GiB that
-bound is about 2x the achieved throughput, so the search evaluates thousands of designs. Two
-tighter bounds reuse the placement's own lower bound on the step time of a plan
-(`coda.placement.optimize._bound_data`, the bound its exact branch and bound prunes with):
+bound is about 2x the achieved throughput (1.83 vs 0.93 tokens/s/W for the best design), so the
+search evaluates thousands of designs with the ILP. Three tighter bounds, each exact:
+
+The placement's own lower bound on the step time of a plan (`coda.placement.optimize._bound_data`,
+the bound its exact branch and bound prunes with) is
 
     step(plan) >= L(plan) = (m + (p - 1)/v) / p * ( sum_g c_g(plan) * time_g + coll(plan) )
 
-over the plans whose static memory fits (the same test `optimize` prunes with), where `time_g`
-are the layer times of the distinct forward, backward and attention-core graphs, `c_g >= 0`
-their multiplicities (recomputation adds forward graphs again) and `coll` the tensor-parallel
-collective time (the network is the torus preset's for every design, so `coll` does not depend
-on the design). L is linear and non-decreasing in every `time_g`, so replacing each layer time
-by a lower bound on it gives a lower bound on `L`, hence on the step of every plan, hence on
-the step of the best plan `optimize` returns; tokens/s = global_batch * seq_len / step.
+where `time_g` are the layer times of the plan layout's graphs (forward, backward, attention
+core of each distinct layer), `c_g >= 0` their multiplicities (recomputation adds forward graphs
+again) and `coll` the tensor-parallel collective time (it depends on the design only through its
+links, `search_cluster`). Only plans that can fit are candidates: static memory within the HBM
+(the test `optimize` prunes with) and, for 1F1B, a stage split whose every stage fits
+(`fitting_plans`; memory does not depend on layer times). L is linear and non-decreasing in
+every `time_g`, so a lower bound on each layer time gives a lower bound on `L`, hence on the
+step of every plan, hence on the step of the plan `optimize` returns (tokens/s = B * s / step).
 
-1. `placement_bounds` (every design at once, vectorised): the ILP makespan of a graph is at
-   least its tensor FLOPs over the design's tensor peak P and at least its vector FLOPs over
-   the vector peak V (`coda.search.bounds`, executed FLOPs: causal attention at least half).
-   With `K_T`, `K_V`, `K_0` the values of `L` when `time_g` is the graph's tensor FLOPs, its
-   vector FLOPs, and 0, linearity gives `L >= max((K_T - K_0)/P, (K_V - K_0)/V) + K_0`.
-   The K's do not depend on the design (only on the HBM capacity, through the memory test),
-   so one placement pass per capacity bounds all 29,360 PHAZE designs in milliseconds.
-2. `design_bound` (one design, tens of ms): `time_g` >= the scheduling instance's lower bound
-   `Problem.lower_bound_s` = max(critical path, tensor work / n_tc, vector work / n_vc) with
-   the design's predicted op latencies (HBM stalls, tile padding, core counts): every schedule
-   the ILP or its heuristic returns is a feasible schedule of that instance, so its makespan
-   is at least that bound.
+1. `RefinedBounds.placement` (all designs at once, vectorised): the ILP makespan of a graph is at
+   least its tensor FLOPs over the tensor peak P and its vector FLOPs over the vector peak V
+   (`coda.search.bounds`; causal attention executes at least half its FLOPs). With `K_T`, `K_V`,
+   `K_0` the values of `L` when `time_g` is the graph's tensor FLOPs, vector FLOPs, and 0,
+   linearity gives `L >= max((K_T - K_0)/P, (K_V - K_0)/V) + K_0`. The K's depend on the
+   design only through its HBM capacity and links, so one placement pass per (capacity, links)
+   bounds all 29,360 PHAZE designs (about 1 s; 1.32 vs the peak bound's 1.86 for GPT-3 175B).
+2. `RefinedBounds.design_fast` (one design, about 10 ms): `time_g` >= `Problem.lower_bound_s`
+   = max(critical path, tensor work / n_tc, vector work / n_vc) of the graph's scheduling instance
+   with the design's predicted op latencies (HBM stalls, tile padding, core counts): the ILP and
+   its heuristic return feasible schedules of that instance, so no makespan is below it. The
+   instance and the plan coefficients are built once and the op latencies shared across designs
+   (`coda.search.layer_bounds`); `RefinedBounds.design` computes the same bound through the
+   placement directly (90 ms, the reference the tests compare with).
+3. `RefinedBounds.design_placed` (one design, 0.1-0.5 s): the placement's optimum itself
+   (`optimize`) with every layer time replaced by its lower bound from (2). The step time of a
+   plan and stage split, `S + (m - 1) max_i T_i + max_i (DP_i + gather_i + opt_i) + emb` with
+   `DP_i = max(0, sync_i - window_i)` (`coda.placement.pipeline`), is non-decreasing in every
+   layer time: raising the stage times by D_i >= 0 raises `S` by sum_i D_i and lowers each
+   exposed sync (its window is the stage's backward + recompute) by at most D_i, so by at most
+   max_i D_i <= sum_i D_i. Memory, hence which splits and plans fit, does not depend on layer
+   times, and `optimize` returns the exact minimum over plans and splits (its branch and bound
+   and split DP are exact), so its step with lower-bound layer times is at most its step with
+   the ILP's. For the best GPT-3 175B design this bound is 0.2% above the achieved objective.
 
-Both bounds are multiplied by `1 + BOUND_SLACK` so that floating-point rounding of the
-subtraction in (1) can never make a bound fall below an achieved value it equals.
+Every refined bound is multiplied by `1 + BOUND_SLACK` so that floating-point rounding (the
+subtraction in (1), the summation order in (2), the 1e-12 s rounding of the split DP) can never
+make a bound fall below an achieved value it equals.
 
-`refined_search` visits designs best-first by these bounds, lazily: designs wait in one heap by
-bound (1) and, once their bound (2) is computed, in another by min(bound 1, bound 2). The design
-with the largest key over both heaps comes next: if it has only bound (1), bound (2) is computed
-and it moves to the second heap; if it has bound (2), no remaining design can have a larger
-bound, so it is evaluated (the ILP timer, exactly as `coda.search.search` evaluates it) unless
-that bound is below the incumbent less `tie_tol` (`bounds.pruned`), in which case every
-remaining design is, and the search stops. While worker processes evaluate, the parent computes
-bound (2) of the next designs of the first heap (work the visit needs unless they are pruned
-first), which changes neither the visiting order nor what is pruned. So the search returns the
-best design and every design within `tie_tol` of it, with the objective values an exhaustive
-evaluation gives (tested against `search(prune=False)`); designs already in flight when the
-incumbent rises past their bound are evaluated and kept (as `coda.search.search` keeps them in
-the store).
+`refined_search` visits designs best-first, lazily: each design waits in the heap of the last
+bound computed for it, keyed by the least of its bounds so far; the design with the largest key
+over all heaps comes next: without bound (3), its next bound is computed and it moves on; with
+it, no remaining design can have a larger bound, so it is evaluated (the ILP timer, exactly as
+`coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
+(`bounds.pruned`), in which case every remaining design is, and the search stops. While worker
+processes evaluate, the parent computes the next bounds of the best unrefined designs (work the
+visit needs unless they are pruned first), which changes neither the visiting order nor what is
+pruned. So the search returns the best design and every design within `tie_tol` of it, with the
+objective values an exhaustive evaluation gives (tested against `search(prune=False)`); designs
+already in flight when the incumbent rises past their bound are evaluated and kept.
 """
 
 from __future__ import annotations
