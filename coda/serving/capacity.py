@@ -12,8 +12,9 @@ gamma gaps as a scale times a standard draw: `generate(n, r, seed=s)` is the tem
 
 1. one request alone (the template's longest): if it misses the SLO, the deployment misses it
    at any rate (capacity 0, one simulation);
-2. with an incumbent (`beat_qps`, the rate this deployment needs to tie the best found), the
-   grid rate at or above it: a miss ends the search (``below_best``: it cannot win);
+2. with an incumbent (`beat_qps`, the rate at which this deployment would tie the best found),
+   the first grid rate above it: a miss ends the search (``below_best``: it cannot win, a tie
+   goes to the deployment visited first);
 3. the highest grid rate under the bound; if it meets the SLO that is the capacity (then the
    trace is short enough for an overload not to show in its percentiles);
 4. halving (14 grid steps at 5%) from there until a rate meets the SLO (at most
@@ -181,12 +182,12 @@ class Capacity:
 
     Attributes:
         qps: the highest rate of the grid that met the SLO, requests/s (0 when none did; NaN
-            when the search stopped because the deployment cannot beat `beat_qps`).
+            when the search stopped because the deployment cannot exceed `beat_qps`).
         missed_qps: the lowest rate tried above it that missed (inf when none did): the
             capacity is below it.
         upper_qps: the bound the search was clamped to.
-        status: ``ok``; ``below_best`` (it missed the SLO at the grid rate that would tie the
-            incumbent: capacity < missed_qps); ``slo_unmet`` (one request alone misses it);
+        status: ``ok``; ``below_best`` (it missed the SLO at the first grid rate above the
+            incumbent's: capacity < missed_qps); ``slo_unmet`` (one request alone misses it);
             ``slo_unmet_under_load`` (every rate down to bound / 2^MAX_HALVINGS missed it).
         simulations: simulations run.
         ttft_p99_s, tbt_p99_s, tokens_per_s: the percentiles and output tokens/s at `qps` (at the
@@ -232,8 +233,9 @@ def capacity(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table
         table: the iteration costs (default: `CostTable.for_deployment`).
         rel_tol: the grid's ratio minus one, in (0, 1]: the capacity is within a factor
             1 + rel_tol below the rate at which the SLO starts to fail.
-        beat_qps: stop as soon as the SLO fails at the grid rate at or above this one (the rate
-            the deployment needs to tie the best found so far); 0 measures the capacity whatever it is.
+        beat_qps: stop as soon as the SLO fails at the first grid rate above this one (the rate
+            at which the deployment would tie the best found so far: it must exceed it to win);
+            0 measures the capacity whatever it is.
 
     Raises:
         ConfigError: rel_tol, upper_qps or beat_qps out of range.
@@ -267,7 +269,7 @@ def capacity(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table
     top = grid_index(upper_qps, rel_tol, up=False)
     lo: int | None = None
     if beat_qps > 0:
-        kb = grid_index(beat_qps, rel_tol, up=True)
+        kb = grid_index(beat_qps, rel_tol, up=False) + 1  # the first grid rate above it: to win, not to tie
         if kb > top:  # the bound is below the rate to beat (the search prunes these before)
             return result(math.nan, grid_rate(kb, rel_tol), "below_best", alone)
         if not met(kb):

@@ -446,7 +446,9 @@ class _Plan:
     def frame(self, cands: list[_Candidate]) -> pd.DataFrame:
         bounds = {c.spec: c.upper_qps for c in cands}
         recs = []
-        for spec in list(self.rows) + [c.spec for c in cands if c.spec not in self.rows]:
+        specs = list(self.rows) + [c.spec for c in cands if c.spec not in self.rows]
+        order = {c.spec: i for i, c in enumerate(sorted(cands, key=lambda c: -c.bound_objective))}
+        for spec in specs:
             row = self.rows.get(spec, {"status": "pruned_bound", "reason": "its capacity bound cannot beat the best"})
             rec: dict[str, Any] = {"gpu": spec.gpu, "n_devices": spec.n_devices, "replicas": spec.replicas,
                                    "tp": spec.tp, "pp": spec.pp, "ep": spec.ep, "scheduler": spec.scheduler,
@@ -466,9 +468,13 @@ class _Plan:
         rank = {"ok": 0, "below_best": 1, "pruned_bound": 2, "slo_unmet_under_load": 3, "slo_unmet": 4, "memory": 5,
                 "invalid": 6}
         df["_r"] = df["status"].map(rank)
-        df = df.sort_values(["_r", self.objective, "capacity_below_qps", "bound_qps"],
-                            ascending=[True, False, False, False], kind="stable")
-        return df.drop(columns="_r").reset_index(drop=True)
+        df["_b"] = [_objective_value(self.objective, b, s, self.tdp[s.gpu], self.prices)
+                    if self.objective != "qps_per_dollar" or s.gpu in self.prices else math.nan
+                    for b, s in zip(df["bound_qps"], specs)]
+        df["_o"] = [order.get(s, len(order)) for s in specs]
+        # equal objectives: the deployment the search visits first (higher bound, then enumeration order) ranks first
+        df = df.sort_values(["_r", self.objective, "_b", "_o"], ascending=[True, False, False, True], kind="stable")
+        return df.drop(columns=["_r", "_b", "_o"]).reset_index(drop=True)
 
 
 def _match(frame: pd.DataFrame, spec: DeploymentSpec) -> pd.Series:
@@ -526,7 +532,7 @@ class _Visit:
         row = self.db.get(c.key) if self.db is not None else None
         if row is not None and row["status"] == "below_best":
             beat, tol = self.beat_qps(c), self.plan.rel_tol
-            if beat <= 0 or grid_index(row["missed_qps"], tol, up=False) > grid_index(beat, tol, up=True):
+            if beat <= 0 or grid_index(row["missed_qps"], tol, up=False) > grid_index(beat, tol, up=False) + 1:
                 return None
         return row
 
@@ -558,7 +564,7 @@ class _Visit:
                     while True:
                         while nxt < len(self.order) and len(inflight) < self.window:
                             c = self.cands[self.order[nxt]]
-                            if self.prune and nxt > 0 and c.bound_objective < self.best:
+                            if self.prune and nxt > 0 and c.bound_objective <= self.best:  # it can at most tie
                                 stopped = nxt
                                 nxt = len(self.order)
                                 break
