@@ -56,7 +56,7 @@ register(Experiment(
              "sensitivity.csv, pareto.csv + pareto.png (tokens/s vs TDP, area as colour), results.md",
     cost="full: 29,360 designs x 5 models, a few hours with the predictor timer on 2 busy cores (the bound leaves "
          "2,000-4,000 designs per model; GPT-3 175B costs 0.4 s per design), far more with --timer ilp; --quick: 16 "
-         "designs, about 30 s on an idle machine",
+         "designs, 35-50 s of CPU time",
     runner="coda.experiments.phaze_training",
 ))
 
