@@ -55,10 +55,13 @@ it, no remaining design can have a larger bound, so it is evaluated (the ILP tim
 `coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
 (`bounds.pruned`), in which case every remaining design is, and the search stops. While worker
 processes evaluate, the parent computes the next bounds of the best unrefined designs (work the
-visit needs unless they are pruned first), which changes neither the visiting order nor what is
-pruned. So the search returns the best design and every design within `tie_tol` of it, with the
-objective values an exhaustive evaluation gives (tested against `search(prune=False)`); designs
-already in flight when the incumbent rises past their bound are evaluated and kept.
+visit needs unless they are pruned first); and a worker left without work takes the best design
+whose bound (3) is known, not pruned, even if an unrefined design has a larger bound so far, so
+the workers never wait for the parent. Neither changes what is pruned: designs are only pruned
+when the largest bound left is below the incumbent less `tie_tol`. So the search returns the best
+design and every design within `tie_tol` of it, with the objective values an exhaustive
+evaluation gives (tested against `search(prune=False)`); designs evaluated out of bound order,
+or in flight when the incumbent rises past their bound, are kept in the frame.
 """
 
 from __future__ import annotations
@@ -313,7 +316,7 @@ class RefinedResult:
 
     Attributes:
         frame: one row per evaluated design (`evaluate_design` rows plus ``bound_objective``, the
-            refined bound it was visited with), best first (ties in visiting order).
+            refined bound it was visited with, ``visit`` and ``space_index``), best first (ties in space order).
         objective: the column ranked by.
         counts: designs in the space, refined (bound 2 computed), evaluated, pruned (never
             evaluated), infeasible, ILP cache lookups and hits (summed over worker processes), seconds.
@@ -404,7 +407,7 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
 
     def record(i: int, bound: float, row: dict[str, Any]) -> None:
         nonlocal best
-        rows.append(dict(row, bound_objective=bound, visit=len(rows)))
+        rows.append(dict(row, bound_objective=bound, visit=len(rows), space_index=i))
         if row["status"] == "ok" and row[objective] > best:
             best = float(row[objective])
         if len(rows) % 25 == 0:
@@ -437,8 +440,15 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                         h.clear()
                     break
                 if stage < len(stages):
-                    refine(stage)
-                    continue
+                    last = heaps[len(stages)]
+                    if pool is not None and last and not pruned(-last[0][0], best, tie_tol):
+                        # a free worker takes the best fully bounded design now rather than idle while the
+                        # parent refines: an evaluation out of bound order, never a design pruned meanwhile
+                        negb, i = last[0]
+                        stage = len(stages)
+                    else:
+                        refine(stage)
+                        continue
                 heapq.heappop(heaps[stage])
                 if pool is None:
                     before = (timer.cache.stats.lookups, timer.cache.stats.hits)
@@ -471,7 +481,7 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
     frame = pd.DataFrame(rows)
     if len(frame):
         key = frame[objective].where(frame["status"] == "ok", -math.inf)
-        frame = frame.assign(_key=-key).sort_values(["_key", "visit"], kind="stable").drop(columns="_key")
+        frame = frame.assign(_key=-key).sort_values(["_key", "space_index"], kind="stable").drop(columns="_key")
         frame = frame.reset_index(drop=True)
     n_infeasible = int((frame["status"] != "ok").sum()) if len(frame) else 0
     counts = dict(designs=len(designs), refined=refined[0], placed=refined[1], evaluated=len(rows),
