@@ -25,6 +25,12 @@ least its vector-core busy time over `n_vc`. Tensor parallelism splits or replic
 recomputation, the optimizer step, HBM stalls, pipeline bubbles and communication only add
 time. The slowest device bounds the step: a step of `B * s` tokens takes at least
 `B * s * max(F_t / P, F_v / V) / n` seconds.
+
+This bound needs nothing but the peaks, and is about 2x the achieved throughput for large models
+(pipeline bubbles, recomputation forced by memory, HBM stalls). `coda.search.refine` has three
+tighter exact bounds (the placement's own step bound over the plans that fit, with FLOP, then
+scheduling-instance lower bounds as layer times, then the placement optimum itself with those
+layer times) and a best-first search over them.
 """
 
 from __future__ import annotations
