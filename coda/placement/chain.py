@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -189,7 +190,13 @@ class CostModel:
         if not isinstance(layout, Layout):
             layout = Layout(tp=layout, micro_batch=micro_batch, sequence_parallel=sequence_parallel, cp=cp, ep=ep)
         return C.layer_profile_of(self.cfg, self.device, layout, self.seq_len, self.dtype,
-                                  self.software.graph_options, self.layer_time)
+                                  self.software.graph_options, self.layer_time, self.profile_key)
+
+    @cached_property
+    def profile_key(self) -> C.ProfileKey:
+        """What this model's layer profiles depend on besides the layout, hashed once (`costs.ProfileKey`)."""
+        return C.profile_key(self.cfg, self.device, self.seq_len, self.dtype, self.software.graph_options,
+                             self.layer_time)
 
     def graph_reasons(self, layout: Layout) -> list[str]:
         """Why the graph builder would reject `layout` for this model and sequence (empty = it builds)."""
@@ -201,7 +208,7 @@ class CostModel:
         unique = dict.fromkeys(lay.graph_layout for lay in layouts)
         ok = [lay for lay in unique if not self.graph_reasons(lay)]
         C.layer_profiles(self.cfg, self.device, ok, self.seq_len, self.dtype, self.software.graph_options,
-                         self.layer_time)
+                         self.layer_time, self.profile_key)
 
     def terms(self, plan: Layout) -> PlanTerms:
         """Chain arrays and communication constants of a (validated) plan or layout."""

@@ -259,6 +259,36 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
         adam_s_per_param=opt_t / block_params if block_params else 0.0)
 
 
+class ProfileKey:
+    """Everything a layer profile depends on besides its graph layout: (model, device, seq_len,
+    dtype, graph options, layer timer), hashed once. A `CostModel` builds it once, so a profile
+    lookup hashes two small values instead of the model's and the device's every field. Pickling
+    rebuilds it (string hashes differ between processes)."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, parts: tuple[Any, ...]) -> None:
+        self.parts = parts
+        self._hash = hash(parts)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        return isinstance(other, ProfileKey) and self._hash == other._hash and self.parts == other.parts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ProfileKey, (self.parts,)
+
+
+def profile_key(cfg: ModelConfig, device: Any, seq_len: int, dtype: str, options: GraphOptions,
+                layer_time: LayerTimer) -> ProfileKey:
+    """The `ProfileKey` of these arguments."""
+    return ProfileKey((cfg, device, seq_len, dtype, options, layer_time))
+
+
 _profiles = lru("placement.profiles", 4096)
 
 
@@ -268,27 +298,30 @@ def clear_profiles() -> None:
 
 
 def layer_profiles(cfg: ModelConfig, device: Any, layouts: list[Layout], seq_len: int, dtype: str,
-                   options: GraphOptions, layer_time: LayerTimer) -> list[LayerProfile]:
+                   options: GraphOptions, layer_time: LayerTimer, key: ProfileKey | None = None) -> list[LayerProfile]:
     """Profiles for several layouts (only their `Layout.graph_layout` fields matter); the missing
-    ones are timed in one batch (`time_graphs`) and cached on all arguments."""
-    full = [(cfg, device, lay.graph_layout, seq_len, dtype, options, layer_time) for lay in layouts]
+    ones are timed in one batch (`time_graphs`) and cached on all arguments (`key`, their
+    `ProfileKey` if the caller has it, and the graph layout)."""
+    pkey = key or profile_key(cfg, device, seq_len, dtype, options, layer_time)
+    full = [(pkey, lay.graph_layout) for lay in layouts]
     missing = list(dict.fromkeys(k for k in full if _profiles.get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[2], seq_len, dtype, options) for k in missing]
+        graphs = [_graphs(cfg, k[1], seq_len, dtype, options) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         per = 3 * len(cfg.block_kinds) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
         for i, (k, gr) in enumerate(zip(missing, graphs)):
-            _profiles.put(k, _make_profile(cfg, k[2].tp, dtype, gr, times[per * i: per * (i + 1)]))
+            _profiles.put(k, _make_profile(cfg, k[1].tp, dtype, gr, times[per * i: per * (i + 1)]))
     return [_profiles.get(k) for k in full]
 
 
 def layer_profile_of(cfg: ModelConfig, device: Any, layout: Layout, seq_len: int, dtype: str, options: GraphOptions,
-                     layer_time: LayerTimer) -> LayerProfile:
+                     layer_time: LayerTimer, key: ProfileKey | None = None) -> LayerProfile:
     """The (cached) profile of one layout: `layer_profiles` for a single layout, with a direct cache hit."""
-    hit = _profiles.get((cfg, device, layout.graph_layout, seq_len, dtype, options, layer_time))
+    pkey = key or profile_key(cfg, device, seq_len, dtype, options, layer_time)
+    hit = _profiles.get((pkey, layout.graph_layout))
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    return layer_profiles(cfg, device, [layout], seq_len, dtype, options, layer_time)[0]
+    return layer_profiles(cfg, device, [layout], seq_len, dtype, options, layer_time, pkey)[0]
 
 
 def layer_profile(cfg: ModelConfig, device: Any, tp: int, micro_batch: int, seq_len: int, dtype: str,
