@@ -176,6 +176,10 @@ def _lengths(args: argparse.Namespace, which: str) -> Lengths:
     return Lengths("fixed", int(fixed))
 
 
+def _seed(args: argparse.Namespace) -> int:
+    return 0 if args.seed is None else int(args.seed)
+
+
 def _trace(args: argparse.Namespace, cfg: Any) -> Trace:
     from coda.serving.trace import generate, load_trace
 
@@ -199,21 +203,21 @@ def _trace(args: argparse.Namespace, cfg: Any) -> Trace:
     if args.qps is None:  # a closed loop: the arrival times come from the loop
         _refuse(args, ("duration", "arrival", "cv"), "a closed loop (--concurrency) sets its own arrivals; bound "
                 "it with --requests")
-        n = args.requests or CLOSED_LOOP_REQUESTS_PER_CLIENT * args.concurrency
+        n = CLOSED_LOOP_REQUESTS_PER_CLIENT * args.concurrency if args.requests is None else args.requests
         if n > MAX_REQUESTS:
             raise ConfigError(f"--concurrency {args.concurrency} x {CLOSED_LOOP_REQUESTS_PER_CLIENT} = {n} requests "
                               f"exceed {MAX_REQUESTS}; give --requests")
-        return generate(n, 1.0, prompt, output, seed=args.seed or 0, model=cfg)
+        return generate(n, 1.0, prompt, output, seed=_seed(args), model=cfg)
     if args.requests is not None and args.duration is not None:
         raise ConfigError(f"--requests {args.requests} and --duration {args.duration:g}: give one (the request count "
                           "of --qps is round(qps x duration))")
     duration = DEFAULT_DURATION_S if args.duration is None else args.duration
-    n = args.requests or max(1, int(round(args.qps * duration)))
+    n = max(1, int(round(args.qps * duration))) if args.requests is None else args.requests
     if n > MAX_REQUESTS:
         raise ConfigError(f"--qps {args.qps:g} x --duration {duration:g} s = {n} requests exceed {MAX_REQUESTS}; "
                           "shorten the duration")
-    return generate(n, float(args.qps), prompt, output, arrival=args.arrival or "poisson",
-                    cv=1.0 if args.cv is None else float(args.cv), seed=args.seed or 0, model=cfg)
+    return generate(n, float(args.qps), prompt, output, arrival="poisson" if args.arrival is None else args.arrival,
+                    cv=1.0 if args.cv is None else float(args.cv), seed=_seed(args), model=cfg)
 
 
 def _sim_cluster(args: argparse.Namespace) -> Any:

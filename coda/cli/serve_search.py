@@ -78,7 +78,8 @@ def _workload(args: argparse.Namespace, cfg: Any) -> Any:
         lengths[which] = dist if dist is not None else Lengths("fixed", int(fixed))
     if args.cv is not None and args.arrival != "gamma":
         raise ConfigError(f"--cv {args.cv:g} shapes gamma arrivals; add --arrival gamma or leave --cv out")
-    return Workload(lengths["prompt"], lengths["output"], requests=args.requests, arrival=args.arrival or "poisson",
+    arrival = "poisson" if args.arrival is None else args.arrival
+    return Workload(lengths["prompt"], lengths["output"], requests=args.requests, arrival=arrival,
                     cv=1.0 if args.cv is None else args.cv, seed=args.seed)
 
 
@@ -107,7 +108,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.schedulers is not None:
         space_kw["schedulers"] = args.schedulers
     space = ServingSpace(dtype=args.dtype, **space_kw)
-    prices = dict(args.price or [])
+    prices = dict(args.price) if args.price is not None else {}
     res = search(cfg, list(args.gpus), _workload(args, cfg), slo, objective=args.objective, prices_usd_per_h=prices,
                  max_devices=args.max_devices, space=space, rel_tol=args.rel_tol, prune=args.prune, store=args.store,
                  executor=args.executor, workers=args.jobs, progress=stderr_is_terminal())
