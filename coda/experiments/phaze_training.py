@@ -110,6 +110,11 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     designs = space.to_frame()
     accelerators = list(space)
     index = {design_key(r): i for i, r in enumerate(designs.to_dict("records"))}
+    if len(index) != len(designs):  # search rows carry the template fields only, not the links
+        from coda.errors import ConfigError
+
+        raise ConfigError("phaze-training: the space's designs differ in fields a search row does not hold (links); "
+                          "give the space one link setting")
     known = {(index[design_key(r)], m): r for m, res in results.items() for r in res.frame.to_dict("records")}
     db = ResultStore(opts.store) if opts.store is not None else None
     try:
