@@ -96,6 +96,14 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     configs = {w.model: model_preset(w.model) for w in WORKLOADS}
     timer = layer_timer(opts.timer)
     stages: dict[str, float] = {}
+    designs = space.to_frame()
+    accelerators = list(space)
+    index = {design_key(r): i for i, r in enumerate(designs.to_dict("records"))}
+    if len(index) != len(designs):  # search rows carry the template fields only, not the links
+        from coda.errors import ConfigError
+
+        raise ConfigError("phaze-training: the space's designs differ in fields a search row does not hold (links); "
+                          "give the space one link setting")
     results: dict[str, SearchResult] = {}
     for w in WORKLOADS:
         t = time.perf_counter()
@@ -107,14 +115,6 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     t = time.perf_counter()
     gpus = {w.model: gpu_reference(configs[w.model], GPUS, N_CHIPS, w.global_batch, w.seq_len) for w in WORKLOADS}
     stages["gpu rows"] = time.perf_counter() - t
-    designs = space.to_frame()
-    accelerators = list(space)
-    index = {design_key(r): i for i, r in enumerate(designs.to_dict("records"))}
-    if len(index) != len(designs):  # search rows carry the template fields only, not the links
-        from coda.errors import ConfigError
-
-        raise ConfigError("phaze-training: the space's designs differ in fields a search row does not hold (links); "
-                          "give the space one link setting")
     known = {(index[design_key(r)], m): r for m, res in results.items() for r in res.frame.to_dict("records")}
     db = ResultStore(opts.store) if opts.store is not None else None
     try:
