@@ -54,10 +54,11 @@ over all heaps comes next: without bound (3), its next bound is computed and it 
 it, no remaining design can have a larger bound, so it is evaluated (the ILP timer, exactly as
 `coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
 (`bounds.pruned`), in which case every remaining design is, and the search stops. While worker
-processes evaluate, the parent computes the next bounds of the best unrefined designs (work the
-visit needs unless they are pruned first); and a worker left without work takes the best design
-whose bound (3) is known, not pruned, even if an unrefined design has a larger bound so far, so
-the workers never wait for the parent. Neither changes what is pruned: designs are only pruned
+processes evaluate, the parent computes bound (2) of the best designs that lack it (work the
+visit needs unless they are pruned first); a free worker takes the best design whose bound (3)
+is known and not pruned, even if an unrefined design has a larger bound so far, or else
+computes bound (3) (the slowest) of the best design that lacks only it, so the workers never
+wait for the parent. Neither changes what is pruned: designs are only pruned
 when the largest bound left is below the incumbent less `tie_tol`. So the search returns the best
 design and every design within `tie_tol` of it, with the objective values an exhaustive
 evaluation gives (tested against `search(prune=False)`); designs evaluated out of bound order,
@@ -264,6 +265,11 @@ class RefinedBounds:
             out[rows] = _upper(self.objective, tokens, self.n_chips, tdp[rows])
         return out
 
+    def spec(self) -> tuple[Any, ...]:
+        """The workload as a hashable, picklable tuple (what a worker process rebuilds this from)."""
+        return (self.cfg, self.n_chips, self.global_batch, self.seq_len, tuple(sorted(self.choices.items())),
+                self.objective)
+
     def _linear(self, acc: Accelerator) -> LinearPlanBounds:
         """The linear plan bounds of `acc`'s (HBM, links) group, built and checked once."""
         key = (int(acc.hbm_bytes), int(acc.n_links), float(acc.link_bw_bytes_per_s))
@@ -343,6 +349,17 @@ class RefinedResult:
         return ok[ok[self.objective] >= best[self.objective] * (1.0 - self.tie_tol)]
 
 
+_WORKER_BOUNDS: dict[tuple[Any, ...], RefinedBounds] = {}
+
+
+def _last_bound_in_worker(spec: tuple[Any, ...], acc: Accelerator) -> float:
+    """`RefinedBounds.design_placed` in a worker process, with one `RefinedBounds` per workload there."""
+    if spec not in _WORKER_BOUNDS:
+        cfg, n_chips, global_batch, seq_len, choices, objective = spec
+        _WORKER_BOUNDS[spec] = RefinedBounds(cfg, n_chips, global_batch, seq_len, dict(choices), objective)
+    return _WORKER_BOUNDS[spec].design_placed(acc)
+
+
 def _evaluate_counted(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
                       choices: dict[str, Any], timer: Any) -> tuple[dict[str, Any], tuple[int, int, int]]:
     """`evaluate_in_worker`, plus the worker's process id and its ILP cache lookups and hits so far."""
@@ -395,7 +412,7 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
     window = max(1, workers or os.cpu_count() or 1)
     pool = pool_executor(window) if window > 1 else None
     portable = ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
-    inflight: dict[Future[Any], tuple[int, float]] = {}
+    inflight: dict[Future[Any], tuple[int, float, str]] = {}  # design, bound so far, "row" or "bound"
     rows: list[dict[str, Any]] = []
     best, refined, stats = -math.inf, [0] * len(stages), {"lookups": 0, "hits": 0}
     worker_stats: dict[int, tuple[int, int]] = {}
@@ -423,7 +440,7 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
 
     def speculative() -> int | None:
         """A stage whose best design should be refined while the workers run (not pruned yet)."""
-        for stage in reversed(range(len(stages))):
+        for stage in reversed(range(len(stages) - 1)):  # the last bound is the workers' (see the loop)
             if heaps[stage] and not pruned(-heaps[stage][0][0], best, tie_tol):
                 return stage
         return None
@@ -440,12 +457,18 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                         h.clear()
                     break
                 if stage < len(stages):
-                    last = heaps[len(stages)]
+                    last, mid = heaps[len(stages)], heaps[len(stages) - 1]
                     if pool is not None and last and not pruned(-last[0][0], best, tie_tol):
                         # a free worker takes the best fully bounded design now rather than idle while the
                         # parent refines: an evaluation out of bound order, never a design pruned meanwhile
                         negb, i = last[0]
                         stage = len(stages)
+                    elif pool is not None and mid and not pruned(-mid[0][0], best, tie_tol):
+                        # or computes the last (slowest) bound of the best design that lacks only it
+                        negb, i = heapq.heappop(mid)
+                        refined[-1] += 1
+                        inflight[pool.submit(_last_bound_in_worker, rb.spec(), accs[i])] = (i, -negb, "bound")
+                        continue
                     else:
                         refine(stage)
                         continue
@@ -457,7 +480,7 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                     stats["hits"] += timer.cache.stats.hits - before[1]
                     continue
                 inflight[pool.submit(_evaluate_counted, accs[i], cfg, n_chips, global_batch, seq_len, merged,
-                                     portable)] = (i, -negb)
+                                     portable)] = (i, -negb, "row")
             if inflight:
                 # while the workers evaluate, refine the next designs (work the visit needs unless pruned first)
                 spec = speculative()
@@ -467,7 +490,10 @@ def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, g
                     refine(spec)
                     continue
                 for fut in done:
-                    i, bound = inflight.pop(fut)
+                    i, bound, kind = inflight.pop(fut)
+                    if kind == "bound":  # back into the visit; pruned when it comes up if the incumbent passed it
+                        heapq.heappush(heaps[len(stages)], (-min(bound, float(fut.result())), i))
+                        continue
                     row, (pid, lookups, hits) = fut.result()
                     worker_stats[pid] = (lookups, hits)  # cumulative per worker process
                     record(i, bound, row)
