@@ -189,6 +189,9 @@ class CostModel:
         """The cached layer profile of a layout (or of tp, micro-batch, SP, cp, ep given one by one)."""
         if not isinstance(layout, Layout):
             layout = Layout(tp=layout, micro_batch=micro_batch, sequence_parallel=sequence_parallel, cp=cp, ep=ep)
+        hit = C.cached_profile(self.profile_key, layout)
+        if hit is not None:
+            return hit
         return C.layer_profile_of(self.cfg, self.device, layout, self.seq_len, self.dtype,
                                   self.software.graph_options, self.layer_time, self.profile_key)
 

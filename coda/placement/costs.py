@@ -156,6 +156,9 @@ class LayerProfile:
             (`coda.placement.flops.hardware_flops`).
         model_fwd_flops: model FLOPs of the forward per device (`coda.placement.flops.model_flops`;
             a training step counts 3x).
+        model_flops_per_micro_batch: model FLOPs of one micro-batch through the whole chain, forward
+            and backward, on one device of each stage summed over the stages:
+            `3 * sum(repeats * model_fwd_flops)`.
         table_params: one device's share of the token-embedding table (the copy a last pipeline
             stage keeps when embeddings are tied).
         adam_s_per_param: optimizer step time per parameter (mixed-precision Adam graph).
@@ -176,6 +179,7 @@ class LayerProfile:
     ep_bwd_coll: tuple[tuple[tuple[str, float], ...], ...] = ((), (), ())
     expert_params: tuple[float, ...] = (0.0, 0.0, 0.0)
     model_fwd_flops: tuple[float, ...] = ()
+    model_flops_per_micro_batch: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.model_fwd_flops) != len(self.fwd_flops):
@@ -244,6 +248,8 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
     def triple(fn: Callable[[int], Any]) -> tuple[Any, ...]:  # one entry per distinct layer
         return tuple(fn(i) for i in range(n))
 
+    model_fwd = triple(lambda i: model_flops(gr.fwd[i], cfg.causal, windows[i]))
+
     return LayerProfile(
         fwd_s=triple(lambda i: f_t[i]), bwd_s=triple(lambda i: b_t[i]), selective_s=triple(lambda i: c_t[i]),
         fwd_coll=triple(lambda i: graph_collectives(gr.fwd[i], expert=False)),
@@ -254,7 +260,8 @@ def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: lis
         params=triple(lambda i: gr.fwd[i].param_count()),
         fwd_flops=triple(lambda i: hardware_flops(gr.fwd[i])), bwd_flops=triple(lambda i: hardware_flops(gr.bwd[i])),
         selective_flops=triple(lambda i: hardware_flops(gr.cores[i])),
-        model_fwd_flops=triple(lambda i: model_flops(gr.fwd[i], cfg.causal, windows[i])),
+        model_fwd_flops=model_fwd,
+        model_flops_per_micro_batch=3.0 * sum(k * f for k, f in zip((1, *cfg.block_counts, 1), model_fwd)),
         table_params=float(math.ceil(cfg.vocab_size / tp) * (cfg.embed_dim or cfg.hidden)),
         adam_s_per_param=opt_t / block_params if block_params else 0.0)
 
@@ -312,6 +319,11 @@ def layer_profiles(cfg: ModelConfig, device: Any, layouts: list[Layout], seq_len
         for i, (k, gr) in enumerate(zip(missing, graphs)):
             _profiles.put(k, _make_profile(cfg, k[1].tp, dtype, gr, times[per * i: per * (i + 1)]))
     return [_profiles.get(k) for k in full]
+
+
+def cached_profile(key: ProfileKey, layout: Layout) -> LayerProfile | None:
+    """The cached profile of `layout` under `key`, or None (nothing is computed)."""
+    return _profiles.get((key, layout.graph_layout))  # type: ignore[no-any-return]
 
 
 def layer_profile_of(cfg: ModelConfig, device: Any, layout: Layout, seq_len: int, dtype: str, options: GraphOptions,

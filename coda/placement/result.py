@@ -155,10 +155,9 @@ class TrainingResult:
 
 def model_flops_per_micro_batch(model: Any, plan: Plan) -> float:
     """Model FLOPs (`coda.placement.flops`) of one micro-batch through the whole layer chain on one
-    device of each stage, summed over the stages: 3x the forward's model FLOPs of every layer."""
-    prof = model.profile(plan)
-    mult = (1, *model.cfg.block_counts, 1)  # how often each distinct layer occurs
-    return 3.0 * sum(k * f for k, f in zip(mult, prof.model_fwd_flops))
+    device of each stage, summed over the stages: 3x the forward's model FLOPs of every layer
+    (`LayerProfile.model_flops_per_micro_batch`)."""
+    return float(model.profile(plan).model_flops_per_micro_batch)
 
 
 def make_result(model: Any, plan: Plan, pr: PipelineResult) -> TrainingResult:
