@@ -159,7 +159,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a trace (CSV or JSON of arrival_s, prompt_tokens, output_tokens), rescaled to each rate "
                         "tried, instead of generated requests (default: none)")
     w.add_argument("--requests", type=int_range(1, MAX_REQUESTS, " (requests)"), default=300,
-                   help="requests per simulation (default: 300)")
+                   help="requests per replica per simulation (default: 300)")
     w.add_argument("--arrival", choices=ARRIVALS, default=None, help="arrival process (default: poisson)")
     w.add_argument("--cv", type=float_range(0, 100, lo_open=True), default=None,
                    help="gamma arrivals' coefficient of variation, in (0, 100] (default: 1)")

@@ -20,7 +20,8 @@ gamma gaps as a scale times a standard draw: `generate(n, r, seed=s)` is the tem
 4. halving (14 grid steps at 5%) from there until a rate meets the SLO (at most
    `MAX_HALVINGS` times), then binary search on the grid between the highest rate met and the
    lowest missed. It assumes that meeting the SLO at a rate implies meeting it at every lower
-   one, so that every order of trials finds the same grid rate.
+   one, so that every order of trials finds the same grid rate. A simulation stops as soon as
+   the miss is certain (`simulate(stop_at_miss=True)`): overloaded runs are the long ones.
 
 `capacity_bound` is the upper end: a replica's rate r of requests of p prompt and o output
 tokens needs r (p + o - 1) tokens/s through the token-level ops and r (o - 1) decode tokens/s,
@@ -52,7 +53,10 @@ from coda.serving.trace import ARRIVALS, MAX_REQUESTS, Lengths, Trace, generate
 log = logging.getLogger(__name__)
 
 DEFAULT_REQUESTS = 300
-"""Requests a capacity probe simulates (the template's size) unless the workload says otherwise."""
+"""Requests per replica a capacity probe simulates unless the workload says otherwise. The
+capacity measured is that of a finite run from an empty system: when requests live long (2000
+output tokens take minutes), a run of too few of them ends before the queue and the KV cache
+reach their steady state, and the capacity comes out at the bound (`capacity_below_qps` inf)."""
 DEFAULT_REL_TOL = 0.05
 """Bisection stops when the lowest rate missed is within this factor above the highest met."""
 MAX_HALVINGS = 10
@@ -67,7 +71,7 @@ class Workload:
 
     Attributes:
         prompt, output: token-length distributions (`coda.serving.trace.Lengths`).
-        requests: requests per simulation, in [1, 2^24].
+        requests: requests per simulation (the serving search: per replica), in [1, 2^24].
         arrival: ``poisson`` or ``gamma``.
         cv: gamma's coefficient of variation of the gaps (> 0; 1 is Poisson).
         seed: the generator's seed (>= 0).
@@ -253,7 +257,8 @@ def capacity(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table
 
     def met(k: int) -> bool:
         if k not in seen:
-            seen[k] = simulate(dep, at_rate(template, grid_rate(k, rel_tol)), cost=table, slo=slo).summary()
+            seen[k] = simulate(dep, at_rate(template, grid_rate(k, rel_tol)), cost=table, slo=slo,
+                               stop_at_miss=True).summary()
         return bool(seen[k]["slo_met"])
 
     i = int(np.argmax(template.prompt_tokens + template.output_tokens))  # the longest request, alone

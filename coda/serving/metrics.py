@@ -71,6 +71,8 @@ class ServingResult:
             decode iterations this row stands for, `coda.serving.simulate`).
         kv_blocks: blocks of one replica's budget.
         slo: the goodput targets, if any.
+        stopped: the simulation stopped at a certain SLO miss (`simulate(stop_at_miss=True)`):
+            the frames hold only what ran, and `summary()["slo_met"]` is 0.
     """
 
     name: str
@@ -81,6 +83,7 @@ class ServingResult:
     iterations: pd.DataFrame = field(repr=False)
     kv_blocks: int
     slo: SLO | None = None
+    stopped: bool = False
 
     def summary(self) -> dict[str, float]:
         """Aggregates (module docstring) as a flat dict of SI numbers."""
@@ -116,7 +119,7 @@ class ServingResult:
                 met &= out["ttft_p99_s"] <= self.slo.ttft_p99_s
             if self.slo.tbt_p99_s is not None:
                 met &= not out["tbt_p99_s"] > self.slo.tbt_p99_s  # no gaps (one-token outputs) meets it
-            out["slo_met"] = float(met)
+            out["slo_met"] = float(met and not self.stopped)
         return out
 
     def summary_frame(self) -> pd.DataFrame:
@@ -125,7 +128,7 @@ class ServingResult:
 
 
 def build_result(dep: Deployment, trace: Trace, req: Requests, lg: _Log, budget: KVBudget,
-                 slo: SLO | None) -> ServingResult:
+                 slo: SLO | None, stopped: bool = False) -> ServingResult:
     """Frames from the simulator's arrays and logs."""
     n = len(req)
     tpot = np.full(n, np.nan)
@@ -147,6 +150,6 @@ def build_result(dep: Deployment, trace: Trace, req: Requests, lg: _Log, budget:
         "decodes": lg.decodes, "sequences": lg.sequences, "kv_blocks": lg.kv_blocks, "steps": lg.steps})
     iterations["kv_utilisation"] = iterations["kv_blocks"] / budget.blocks
     return ServingResult(dep.describe(), dep.n_devices, dep.tdp_w(), requests,
-                         pd.DataFrame({"request": ids, "tbt_s": gaps}), iterations, budget.blocks, slo)
+                         pd.DataFrame({"request": ids, "tbt_s": gaps}), iterations, budget.blocks, slo, stopped)
 
 

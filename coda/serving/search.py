@@ -37,7 +37,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ from coda.serving.costs import CostTable, IterationCost, linear_table
 from coda.serving.deployment import Deployment
 from coda.serving.metrics import SLO
 from coda.serving.space import DeploymentSpec, ServingSpace, baseline_spec, dgx_preset, enumerate_specs
-from coda.serving.trace import Trace
+from coda.serving.trace import MAX_REQUESTS, Trace
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +207,20 @@ def _prices(objective: str, gpus: Sequence[str], prices: Mapping[str, float] | N
     return out
 
 
-def _template(cfg: ModelConfig, workload: Workload | Trace) -> tuple[Trace, str]:
+def _template(cfg: ModelConfig, workload: Workload | Trace, replicas: int) -> tuple[Trace, str, bool]:
+    """The unit-rate template (for a `Workload`, its requests for `replicas` replicas), its
+    description, and whether deployments take a prefix of it per replica count."""
     if isinstance(workload, Workload):
-        t = workload.template()
-        desc = workload.describe()
+        n = min(workload.requests * replicas, MAX_REQUESTS)
+        t = replace(workload, requests=n).template()
+        desc = workload.describe().replace(f"{workload.requests} ", f"{workload.requests} per replica, ", 1)
     elif isinstance(workload, Trace):
         t = unit_rate(workload)
         desc = f"trace {workload.source or ''} ({len(workload)} requests, rescaled)".replace("  ", " ")
     else:
         raise ConfigError(f"serving search: workload={workload!r} must be a Workload (generated requests) or a Trace")
     t.check_context(cfg)
-    return t, desc
+    return t, desc, isinstance(workload, Workload)
 
 
 def _digest(t: Trace) -> str:
@@ -334,12 +337,15 @@ def search(model: ModelConfig | str, gpus: Sequence[str], workload: Workload | T
     space = space or ServingSpace()
     if not isinstance(space, ServingSpace):
         raise ConfigError(f"serving search: space={space!r} must be a ServingSpace")
-    template, desc = _template(cfg, workload)
+    most = max((r for r in space.replicas if min(space.tp) * min(space.pp) * r <= max_devices), default=1)
+    template, desc, per_replica = _template(cfg, workload, most)
+    per = workload.requests if isinstance(workload, Workload) else len(template)
     db = ResultStore(store) if store is not None else None
     try:
         common = dict(kind="serving.capacity", model=asdict(cfg), workload=_digest(template), slo=asdict(slo_),
                       rel_tol=float(rel_tol), version=_version(), costs=cost_model_digest())
         plan = _Plan(cfg, names, max_devices, space, template, slo_, float(rel_tol), objective, prices, common)
+        plan.per_replica = per if per_replica else 0
         return plan.run(db, prune, executor, workers, progress, desc, t0)
     finally:
         if db is not None:
@@ -364,6 +370,16 @@ class _Plan:
         self.tdp = {n: float(gpu(n).tdp_w) for n in gpus}
         self.rows: dict[DeploymentSpec, dict[str, Any]] = {}
         self.max_batch = 1
+        self.per_replica = 0
+
+    def template_for(self, spec: DeploymentSpec) -> Trace:
+        """The requests a deployment serves: a generated workload's first `requests` x replicas
+        (each replica sees as many as with one), or the whole trace."""
+        if not self.per_replica:
+            return self.template
+        n = min(self.per_replica * spec.replicas, len(self.template))
+        t = self.template
+        return Trace(t.arrival_s[:n], t.prompt_tokens[:n], t.output_tokens[:n], source=t.source)
 
     def table_tokens(self, specs: list[DeploymentSpec]) -> int:
         """Tokens the layout tables cover: every iteration any scheduler of the space can form
@@ -400,7 +416,7 @@ class _Plan:
             except ConfigError as err:
                 self.rows[spec] = {"status": "invalid", "reason": str(err)}
                 continue
-            ub = capacity_bound(dep, lin, budget, self.template)
+            ub = capacity_bound(dep, lin, budget, self.template_for(spec))
             obj = _objective_value(self.objective, ub, spec, self.tdp[spec.gpu], self.prices)
             key = _key(self.common, spec, ub)
             out.append(_Candidate(spec, ub, obj, key))
@@ -523,7 +539,8 @@ class _Visit:
 
     def _submit(self, pool: Any, c: _Candidate) -> Future[Any]:
         p = self.plan
-        return pool.submit(evaluate_spec, c.spec, p.cfg, p.template, p.slo, c.upper_qps, p.rel_tol, self.tokens,
+        return pool.submit(evaluate_spec, c.spec, p.cfg, p.template_for(c.spec), p.slo, c.upper_qps, p.rel_tol,
+                           self.tokens,
                            p.max_batch, p.context, self.beat_qps(c))
 
     def stored(self, c: _Candidate) -> dict[str, Any] | None:

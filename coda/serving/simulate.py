@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,8 +73,34 @@ def _check_fits(dep: Deployment, trace: Trace, blocks: int, block_tokens: int) -
             f"{blocks - wm} ({len(bad)} such request(s)); use a larger tp or pp, fp8 KV, or shorter requests")
 
 
+def _sure_miss(slo: SLO, req: Requests, lg: _Log, now: float, n_gaps: int, checked: list[int]) -> bool:
+    """Whether the run already misses the SLO's P99 targets whatever happens next: more than 1%
+    of the requests got, or will get, their first token later than the TTFT target (those still
+    without one have waited longer than it), or more than 1% of all the inter-token gaps the run
+    will have exceed the TBT target. `checked` = [gap arrays counted so far, gaps over target]."""
+    n = len(req.arrival_s)
+    if slo.ttft_p99_s is not None:
+        ttft = req.first_token_s - req.arrival_s
+        late = int(np.count_nonzero(ttft > slo.ttft_p99_s))
+        late += int(np.count_nonzero(np.isnan(ttft) & (now - req.arrival_s > slo.ttft_p99_s)))
+        if late > math.floor(0.01 * (n - 1)) + 1:
+            return True
+    if slo.tbt_p99_s is not None and n_gaps > 0:
+        while checked[0] < len(lg.tbt_s):
+            checked[1] += int(np.count_nonzero(lg.tbt_s[checked[0]] > slo.tbt_p99_s))
+            checked[0] += 1
+        if checked[1] > math.floor(0.01 * (n_gaps - 1)) + 1:
+            return True
+    return False
+
+
+ABORT_EVERY = 64
+"""Events between two checks of `_sure_miss` when a simulation may stop at a certain SLO miss."""
+
+
 def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCost | None = None,
-             slo: SLO | None = None, aggregate: bool = True, concurrency: int | None = None) -> ServingResult:
+             slo: SLO | None = None, aggregate: bool = True, concurrency: int | None = None,
+             stop_at_miss: bool = False) -> ServingResult:
     """Serve `trace` on `deployment` and measure every request (module docstring).
 
     Args:
@@ -88,6 +115,9 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
             benchmark clients with a fixed concurrency run, e.g. genai-perf, `vllm bench serve
             --max-concurrency`): the first `concurrency` requests arrive at 0, and each later one
             arrives when an earlier one has received its last token. Default: open loop (the trace).
+        stop_at_miss: with `slo`, stop as soon as the P99 TTFT or TBT target is missed for certain
+            (`_sure_miss`); the result then has `stopped` set, `summary()["slo_met"]` 0, and its
+            requests and gaps only as far as the run went (the capacity search needs no more).
 
     Raises:
         ConfigError: requests beyond the model's context.
@@ -242,7 +272,17 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
                 return
             launch(k, b, now)
 
+    watch = stop_at_miss and slo is not None and (slo.ttft_p99_s is not None or slo.tbt_p99_s is not None)
+    n_gaps = int(np.maximum(req.output - 1, 0).sum())
+    checked, events, stopped = [0, 0], 0, False
     while nxt[0] < n or heap:
+        events += 1
+        if watch and events % ABORT_EVERY == 0:
+            now = heap[0][0] if heap else float(arrival[nxt[0]])
+            assert slo is not None
+            if _sure_miss(slo, req, lg, now, n_gaps, checked):
+                stopped = True
+                break
         i = nxt[0]
         if not heap and arrival[i] == np.inf:  # a closed loop whose clients all wait: cannot happen
             break
@@ -265,6 +305,9 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
             finish(k, b, emit, steps, t)
         try_schedule(k, t)
     unfinished = int(np.isnan(req.finish_s).sum())
+    if stopped:
+        log.info("simulation stopped after %d events: the SLO is missed for certain", events)
+        return build_result(deployment, trace, req, lg, budget, slo, stopped=True)
     if unfinished:  # cannot happen: every batch makes progress and every request fits
         raise InfeasibleDesign(f"{deployment.describe()}: {unfinished} request(s) never finished")
     log.info("simulated %d requests, %d iterations", n, len(lg.start_s))
