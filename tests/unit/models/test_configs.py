@@ -118,7 +118,7 @@ BASE = dict(name="m", n_layers=2, hidden=64, n_heads=4, ffn_hidden=256, vocab_si
     (dict(n_experts=2, experts_per_token=3), "experts_per_token"),
     (dict(mlp="swish"), "mlp"),
     (dict(norm="batchnorm"), "norm"),
-    (dict(position="alibi"), "position"),
+    (dict(position="sinusoidal"), "position"),
 ])
 def test_validation_names_field(change, field):
     with pytest.raises(ConfigError, match=field):

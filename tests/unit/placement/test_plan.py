@@ -20,7 +20,7 @@ def test_plan_properties():
 
 
 @pytest.mark.parametrize("kw, msg", [
-    (dict(zero=2), "zero=2"), (dict(recompute="some"), "recompute='some'"), (dict(tp=0), "Plan.tp=0"),
+    (dict(zero=4), "zero=4"), (dict(recompute="some"), "recompute='some'"), (dict(tp=0), "Plan.tp=0"),
     (dict(virtual_stages=2), "needs schedule='interleaved'"), (dict(schedule="interleaved"), "needs pp > 1"),
     (dict(stage_layers=(1, -1)), "non-negative"),
 ])

@@ -66,7 +66,7 @@ def test_optimize_respects_fixed_choices_and_reports_no_fit():
     with pytest.raises(ConfigError, match="unknown optimize choice"):
         optimize("gpt3-1.3b", cluster("dgx-a100", 8), 64, 2048, pipeline=2)
     # bad values of a known choice are named, not silently searched over
-    for bad, msg in ((dict(recompute="sometimes"), "recompute='sometimes'"), (dict(zero=(1, 2)), r"zero=\[2\]"),
+    for bad, msg in ((dict(recompute="sometimes"), "recompute='sometimes'"), (dict(zero=(1, 4)), r"zero=\[4\]"),
                      (dict(tp=0), r"tp=\[0\]"), (dict(schedule="gpipe"), "schedule='gpipe'")):
         with pytest.raises(ConfigError, match=msg):
             optimize("gpt3-1.3b", cluster("dgx-a100", 8), 64, 2048, **bad)
