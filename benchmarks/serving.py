@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--search", action=argparse.BooleanOptionalAction, default=True, help="time the serving search")
     ap.add_argument("--workload", choices=("prompt", "decode"), default="prompt")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--search-requests", dest="search_requests", type=int, default=100,
+                    help="requests per replica per capacity simulation")
     a = ap.parse_args()
     if a.simulation:
         simulation_speed(a)
@@ -55,14 +57,15 @@ def search_speed(a: argparse.Namespace) -> None:
     load = os.getloadavg()
     t0 = time.perf_counter()
     c0, k0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    res = search("llama2-70b", ["h100-sxm"], Workload(Lengths("fixed", p), Lengths("fixed", o)),
+    res = search("llama2-70b", ["h100-sxm"], Workload(Lengths("fixed", p), Lengths("fixed", o), a.search_requests),
                  {"ttft_p99_s": 2.0, "tbt_p99_s": 0.1}, max_devices=16, workers=a.jobs)
     wall = time.perf_counter() - t0
     c1, k1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime
            + k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime)
     c = res.counts
-    print(f"serving search, llama2-70b on up to 16 x h100-sxm, {p} in / {o} out, {a.jobs} workers: {c['space']} "
+    print(f"serving search, llama2-70b on up to 16 x h100-sxm, {p} in / {o} out, {a.search_requests} requests per "
+          f"replica, {a.jobs} workers: {c['space']} "
           f"deployments ({c['evaluated']} evaluated, {c['pruned_bound']} pruned by the bound, "
           f"{int((res.frame['status'] == 'below_best').sum())} cut below the best, {c['pruned_memory']} by memory), "
           f"{c['simulations']} simulations in {wall:.1f} s wall, {cpu:.1f} s CPU; load average before "
