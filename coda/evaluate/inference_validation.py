@@ -9,7 +9,7 @@ Nothing here is fitted to these rows (`../shared/reference/published.md`, Infere
    byte on the fp8 tensor-core peak.
 2. Databricks (TensorRT-LLM) time to first token, batch 1, 512 prompt tokens, fp16, A100-40GB
    (`cluster("dgx-a100", n, device=gpu("a100-sxm4-40gb"))`). MPT-7B is the MosaicML config of
-   `training_validation.mpt_config` (ALiBi replaced by the parameter-free position="rope").
+   `training_validation.mpt_config` (ALiBi positions).
 3. Databricks decode model-bandwidth utilisation (MBU) of Llama-2-70B at batch 1; the prompt and
    output lengths are not stated (512 / 64 assumed; at batch 1 with GQA the KV bytes are < 1% of
    the weights, so they barely matter).

@@ -128,12 +128,11 @@ NEUSIGHT_GPUS = {"NVIDIA_A100-SXM4-40GB": ("dgx-a100", "a100-sxm4-40gb"),
 
 def mpt_config(size: str) -> ModelConfig:
     """MPT-1B/7B/13B/30B/70B (MosaicML): no biases, LayerNorm, GELU MLP of 4x d_model, vocabulary
-    50432, tied embeddings, 2048 positions. ALiBi has no parameters and no ModelConfig option;
-    position="rope" stands in for it (no position table; its small elementwise cost stands in
-    for the ALiBi bias FlashAttention adds in-kernel)."""
+    50432, tied embeddings, 2048 positions, ALiBi positions (computed inside the fused attention
+    kernel: no position table, no extra memory traffic)."""
     layers, d, heads = MPT_SIZES[size]
     return ModelConfig(name=f"mpt-{size}", n_layers=layers, hidden=d, n_heads=heads, ffn_hidden=4 * d,
-                       vocab_size=50432, max_seq_len=SEQ, position="rope", bias=False, tied_embeddings=True)
+                       vocab_size=50432, max_seq_len=SEQ, position="alibi", bias=False, tied_embeddings=True)
 
 
 def megatron_flops(cfg: ModelConfig, batch: int, seq: int) -> float:
