@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from coda.arch.clusters import MAX_DEVICES
-from coda.cli._args import int_list, int_range, text
+from coda.cli._args import cluster_name, int_list, int_range, text
 from coda.cli._output import print_json, print_table
 from coda.errors import ConfigError
 from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
@@ -126,8 +126,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="evaluate or optimise a parallel training plan",
                        description="Evaluate a training plan; plan flags left out are optimised.")
     p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
-    p.add_argument("--cluster", required=True, type=text("cluster"), help="cluster preset (`coda hardware clusters`): "
-                   "dgx-a100, dgx-h100, tpuv4-pod, vidur-a100, vidur-h100 (required)")
+    p.add_argument("--cluster", required=True, type=cluster_name(), help="cluster preset (`coda hardware clusters`): "
+                   "dgx-a100, dgx-h100, tpuv4-pod, vidur-a100, vidur-h100, or a cluster from its parts, e.g. "
+                   "h100-sxm:8:nvlink=200GBps:ib=400Gbps (required)")
     p.add_argument("--devices", type=devices, required=True,
                    help=f"devices in the cluster, all used, at most 2^20 = {MAX_DEVICES} (required)")
     p.add_argument("--device", type=text("device"), default=None,
