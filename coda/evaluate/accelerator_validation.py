@@ -39,6 +39,7 @@ from coda.arch.accelerators import (
     h100_like,
     tpuv4,
 )
+from coda.placement.flops import full_matrix_mfu
 from coda.predictor.accel_tiles import HBM_STREAM_FRACTION, AcceleratorTileModel
 from coda.predictor.measured import kernels
 from coda.units import GiB, MiB
@@ -235,8 +236,10 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
     (if `search_all`) lets it choose every dimension.
 
     Returns:
-        One row per case: case, model, chips, global_batch, plan, step_s, mfu, hfu, published_mfu,
-        published_hfu, mfu_error_% (signed, relative), within_20%.
+        One row per case: case, model, chips, global_batch, plan, step_s, mfu (coda's definition,
+        `coda.placement.flops`), mfu_palm_count (the same run counted as PaLM counts, full attention
+        matrix: what the published MFU is), hfu, published_mfu, published_hfu, mfu_error_% (signed,
+        relative, of mfu_palm_count), within_20%.
     """
     from coda.arch.clusters import cluster
     from coda.placement import optimize
@@ -250,13 +253,17 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
     rows = []
     for case, choices in cases:
         plan, res, _ = optimize(palm_540b(), pod, global_batch=batch, seq_len=p["seq_len"], dtype="bf16", **choices)
-        err = res.mfu / PALM_MFU - 1.0
-        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f", chips, case, plan, res.mfu)
+        cfg = palm_540b()
+        mfu_palm = full_matrix_mfu(res.mfu, res.tokens_per_s / chips, res.peak_flops, cfg.n_layers,
+                                   cfg.n_heads * int(cfg.head_dim or 0), p["seq_len"])
+        err = mfu_palm / PALM_MFU - 1.0
+        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f (PaLM's count %.3f)", chips, case, plan, res.mfu, mfu_palm)
         rows.append(dict(
             case=case, model="palm-540b", chips=chips, global_batch=batch,
             plan=f"tp={plan.tp} pp={plan.pp} dp={plan.dp} mb={plan.micro_batch} zero={plan.zero} "
                  f"recompute={plan.recompute}",
-            step_s=res.step_time_s, mfu=res.mfu, hfu=res.hfu, published_mfu=PALM_MFU, published_hfu=PALM_HFU,
+            step_s=res.step_time_s, mfu=res.mfu, mfu_palm_count=mfu_palm, hfu=res.hfu, published_mfu=PALM_MFU,
+            published_hfu=PALM_HFU,
             **{"mfu_error_%": 100 * err, "within_20%": abs(err) <= PUBLISHED_POWER_TARGET},
         ))
     return pd.DataFrame(rows)

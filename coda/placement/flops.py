@@ -106,4 +106,26 @@ def model_flops(graph: OpGraph, causal: bool, window: int | None = None) -> floa
     return total
 
 
-__all__ = ["UNFUSED_ATTENTION", "causal_fraction", "hardware_flops", "model_flops"]
+def full_matrix_mfu(mfu: float, tokens_per_s_per_device: float, peak_flops: float, n_layers: int,
+                    attention_width: int, seq_len: int) -> float:
+    """MFU in the full-matrix convention of PaLM (Chowdhery et al. 2022, appendix B: `6N + 12LHQT`
+    per token) and llm-foundry, for comparing coda's MFU (causal half) with their published figures.
+
+    For causal attention without a window, the full matrix counts `12*L*H*Q*s` training FLOPs per
+    token where coda counts the kept `(s + 1) / (2s)` of them; the difference is
+    `12*L*H*Q*s*(1 - (s + 1)/(2s)) = 6*L*H*Q*(s - 1)` per token, so
+
+        MFU_full = MFU + tokens/s per device * 6*L*H*Q*(s - 1) / peak.
+
+    Args:
+        mfu: coda's MFU (this module's definition).
+        tokens_per_s_per_device: training tokens per second per device.
+        peak_flops: the peak the MFU divides by.
+        n_layers: L.
+        attention_width: H*Q, heads times head width.
+        seq_len: s.
+    """
+    return mfu + tokens_per_s_per_device * 6.0 * n_layers * attention_width * (seq_len - 1) / peak_flops
+
+
+__all__ = ["UNFUSED_ATTENTION", "causal_fraction", "full_matrix_mfu", "hardware_flops", "model_flops"]

@@ -71,4 +71,5 @@ def test_tpuv4_end_to_end_published_layout():
     row = df.iloc[0]
     assert row["case"] == "published layout" and row["plan"].startswith("tp=12 pp=1")
     assert 0 < row["mfu"] <= row["hfu"] <= 1
-    assert row["mfu_error_%"] == pytest.approx(100 * (row["mfu"] / 0.462 - 1))
+    assert row["mfu"] < row["mfu_palm_count"] < row["mfu"] * 1.1  # PaLM's full attention matrix: a few % more
+    assert row["mfu_error_%"] == pytest.approx(100 * (row["mfu_palm_count"] / 0.462 - 1))

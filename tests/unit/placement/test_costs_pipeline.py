@@ -79,11 +79,11 @@ def test_breakdown_sums_to_step_and_throughput(megatron_76b):
 
 
 def test_flops_match_megatron_closed_forms(megatron_76b):
-    """MFU counts 72*B*s*l*h^2*(1 + s/(6h) + V/(12*l*h)); HFU (full recompute, unfused) the paper's
-    96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))."""
+    """MFU counts 72*B*s*l*h^2*(1 + (s+1)/(12h) + V/(12*l*h)) (the causal half of the scores,
+    `coda.placement.flops`); HFU (full recompute, unfused) the paper's 96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))."""
     r, cfg = megatron_76b, get("megatron-76.1b")
     L, h, s, V, gb, n = cfg.n_layers, cfg.hidden, 2048, cfg.vocab_size, 1792, 1024
-    model = 72 * gb * s * L * h * h * (1 + s / (6 * h) + V / (12 * L * h))
+    model = 72 * gb * s * L * h * h * (1 + (s + 1) / (12 * h) + V / (12 * L * h))
     hw = 96 * gb * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
     assert r.model_flops_per_s * r.step_time_s * n == pytest.approx(model, rel=0.01)
     assert r.hardware_flops_per_s * r.step_time_s * n == pytest.approx(hw, rel=0.01)

@@ -10,7 +10,7 @@ from coda.arch.clusters import cluster
 from coda.errors import InfeasibleDesign
 from coda.models import build, get
 from coda.placement import MEGATRON_2021, IlpLayerTime, Plan, evaluate, optimize
-from coda.placement.flops import causal_fraction, hardware_flops, model_flops
+from coda.placement.flops import causal_fraction, full_matrix_mfu, hardware_flops, model_flops
 from coda.units import MiB
 
 
@@ -25,6 +25,15 @@ def test_causal_fraction_counts_the_kept_entries(kv_len, data):
     window = data.draw(st.none() | st.integers(1, 400))
     counted = q_len * (kv_len if window is None else min(kv_len, window))  # what the op's FLOPs count
     assert causal_fraction(q_len, kv_len, window) * counted == pytest.approx(_kept(q_len, kv_len, window))
+
+
+@given(s=st.integers(1, 1 << 16), layers=st.integers(1, 128), width=st.integers(1, 1 << 14),
+       tokens=st.floats(1.0, 1e6), mfu=st.floats(0.0, 1.0))
+def test_full_matrix_mfu_adds_the_masked_half(s, layers, width, tokens, mfu):
+    """PaLM's count adds the masked entries coda leaves out: 12*L*H*Q*s*(1 - kept fraction) per token."""
+    peak = 1e15
+    masked = 12 * layers * width * s * (1 - causal_fraction(s, s))
+    assert full_matrix_mfu(mfu, tokens, peak, layers, width, s) == pytest.approx(mfu + tokens * masked / peak)
 
 
 def test_causal_fraction_closed_forms():
