@@ -24,7 +24,7 @@ from coda.cli._output import print_json, print_table
 from coda.errors import ConfigError
 from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
-from coda.placement.plan import ZERO_STAGES, Recompute, Schedule
+from coda.placement.plan import ZERO_STAGES, PipelineSchedule, Recompute
 from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
 from coda.placement.software import DEEPSPEED_2021
 from coda.units import GiB
@@ -155,7 +155,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="activation recomputation (default: optimised)")
     p.add_argument("--sequence-parallel", dest="sequence_parallel", action=argparse.BooleanOptionalAction,
                    default=None, help="Megatron sequence parallelism (default: optimised)")
-    p.add_argument("--schedule", choices=[s.value for s in Schedule], help="pipeline schedule (default: optimised)")
+    p.add_argument("--schedule", choices=[s.value for s in PipelineSchedule],
+                   help="pipeline schedule (default: optimised)")
     p.add_argument("--virtual-stages", dest="virtual_stages", type=int_range(1, MAX_LAYERS, " (layers)"),
                    help="model chunks per device, interleaved schedule (default: optimised)")
     p.add_argument("--zero", type=int, choices=ZERO_STAGES, help="ZeRO stage (default: optimised)")

@@ -62,15 +62,12 @@ class Recompute(_Choice):
     FULL = "full"
 
 
-class Schedule(_Choice):
+class PipelineSchedule(_Choice):
     """Pipeline schedule: 1F1B (PipeDream-Flush) or interleaved 1F1B (Narayanan et al. SC'21)."""
 
     ONE_F_ONE_B = "1f1b"
     INTERLEAVED = "interleaved"
 
-
-PipelineSchedule = Schedule
-"""The pipeline schedule's unique name (`coda.ilp.Schedule` is an on-chip operator schedule)."""
 
 SIZE_FIELDS = ("tp", "pp", "dp", "micro_batch", "virtual_stages", "cp", "ep", "recompute_every", "hsdp")
 """The layout's sizes: positive integers."""
@@ -111,7 +108,7 @@ class Layout:
             owner = type(self).__name__
             raise ConfigError("; ".join(f"{owner}.{r}" for r in reasons))
         object.__setattr__(self, "recompute", Recompute.from_str(self.recompute).value)
-        object.__setattr__(self, "schedule", Schedule.from_str(self.schedule).value)
+        object.__setattr__(self, "schedule", PipelineSchedule.from_str(self.schedule).value)
         if R.sequence_parallel_needs_tp(self.sequence_parallel, self.tp):
             object.__setattr__(self, "sequence_parallel", False)  # a no-op without tensor parallelism
         reasons = R.layout_reasons(self)
@@ -178,4 +175,4 @@ def _trusted(values: dict[str, Any]) -> Layout:
     return out
 
 
-__all__ = ["GRAPH_FIELDS", "SIZE_FIELDS", "Layout", "PipelineSchedule", "Recompute", "Schedule"]
+__all__ = ["GRAPH_FIELDS", "SIZE_FIELDS", "Layout", "PipelineSchedule", "Recompute"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
-from coda.placement.layout import Layout, PipelineSchedule, Recompute, Schedule
+from coda.placement.layout import Layout, PipelineSchedule, Recompute
 from coda.placement.rules import ZERO_STAGES, plan_reasons, positive_size
 
 
@@ -136,5 +136,5 @@ def validate_plan(plan: Plan, cfg: ModelConfig, n_devices: int | None = None) ->
         raise InfeasibleDesign("; ".join(reasons))
 
 
-__all__ = ["ZERO_STAGES", "Layout", "PipelineSchedule", "Plan", "Recompute", "Schedule", "balanced_stage_layers",
+__all__ = ["ZERO_STAGES", "Layout", "PipelineSchedule", "Plan", "Recompute", "balanced_stage_layers",
            "lighter_ends_stage_layers", "stage_layers_of", "validate_plan"]

@@ -153,17 +153,10 @@ class TrainingResult:
         return out
 
 
-def model_flops_per_micro_batch(model: Any, plan: Plan) -> float:
-    """Model FLOPs (`coda.placement.flops`) of one micro-batch through the whole layer chain on one
-    device of each stage, summed over the stages: 3x the forward's model FLOPs of every layer
-    (`LayerProfile.model_flops_per_micro_batch`)."""
-    return float(model.profile(plan).model_flops_per_micro_batch)
-
-
 def make_result(model: Any, plan: Plan, pr: PipelineResult) -> TrainingResult:
     """Assemble a `TrainingResult` from a `CostModel`, the plan and its pipeline timing."""
     m, step = plan.micro_batches, pr.step_s
-    model_flops = model_flops_per_micro_batch(model, plan) * m / plan.pp / step
+    model_flops = sum(s.model_flops for s in pr.stages) * m / plan.pp / step
     hw_flops = sum(s.hw_flops for s in pr.stages) * m / plan.pp / step
     peak = device_peak_flops(model.device, model.dtype)
     return TrainingResult(

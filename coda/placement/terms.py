@@ -409,7 +409,8 @@ def plan_terms(model: CostModel, lay: Layout) -> PlanTerms:
     fwd_flops = c.expand(c.prof.fwd_flops)
     hw_flops = fwd_flops + c.expand(c.prof.bwd_flops) + comp.rec_flops
     chain = ChainCosts(comp.fwd, comp.bwd, comp.rec, tp_s, z3[0], z3[1], st.weight_b, st.grad_b, st.optim_b, act,
-                       work, sync, c.prof.adam_s_per_param * st.P_opt, 3.0 * fwd_flops, hw_flops, ep_s, ep_hidden)
+                       work, sync, c.prof.adam_s_per_param * st.P_opt, 3.0 * c.expand(c.prof.model_fwd_flops), hw_flops,
+                       ep_s, ep_hidden)
     p2p_s, p2p_hidden = _p2p(c, e)
     dp_sync, dp_gather = _dp_costs(c)
     emb_sync = 0.0
