@@ -104,12 +104,14 @@ class Workload:
         return generate(self.requests, 1.0, self.prompt, self.output, arrival=self.arrival, cv=float(self.cv),
                         seed=self.seed)
 
-    def describe(self) -> str:
+    def describe(self, per_replica: bool = False) -> str:
+        """`3996 in / 100 out, 300 poisson requests (per replica), seed 0`."""
         def one(x: Lengths) -> str:
             return str(x.lo) if x.kind == "fixed" else f"{x.kind}:{x.lo}:{x.hi}" if x.kind != "csv" else f"csv:{x.path}"
 
         cv = f" (cv {self.cv:g})" if self.arrival == "gamma" else ""
-        return (f"{one(self.prompt)} in / {one(self.output)} out, {self.requests} {self.arrival}{cv} requests, "
+        each = " per replica" if per_replica else ""
+        return (f"{one(self.prompt)} in / {one(self.output)} out, {self.requests} {self.arrival}{cv} requests{each}, "
                 f"seed {self.seed}")
 
 

@@ -213,7 +213,7 @@ def _template(cfg: ModelConfig, workload: Workload | Trace, replicas: int) -> tu
     if isinstance(workload, Workload):
         n = min(workload.requests * replicas, MAX_REQUESTS)
         t = replace(workload, requests=n).template()
-        desc = workload.describe().replace(f"{workload.requests} ", f"{workload.requests} per replica, ", 1)
+        desc = workload.describe(per_replica=True)
     elif isinstance(workload, Trace):
         t = unit_rate(workload)
         desc = f"trace {workload.source or ''} ({len(workload)} requests, rescaled)".replace("  ", " ")
