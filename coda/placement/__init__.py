@@ -8,7 +8,8 @@
 
 `coda.evaluate.training` is the user-facing entry point for one plan; this package holds the
 model it runs: `costs` (layer times and sizes), `chain` (per-plan cost arrays), `pipeline`
-(step time), `memory`, `dp` (the stage-split DP) and `optimize` (enumeration around it).
+(step time), `memory`, `dp` (the stage-split DP), `candidates` (the search space, one rule per fact from `rules`)
+and `optimize` (enumeration around the DP).
 
 Names: the pipeline schedule (1F1B, interleaved) is `PipelineSchedule`; `coda.ilp.Schedule` is
 the on-chip operator schedule of one layer, a different thing.
@@ -32,6 +33,7 @@ from coda.placement.optimize import candidate_plans, optimize, search_plans
 from coda.placement.phaze import phaze_baselines
 from coda.placement.plan import Plan, Recompute, validate_plan
 from coda.placement.result import TrainingResult
+from coda.placement.software import DEEPSPEED_2021
 from coda.placement.step import evaluate_plan
 
 
@@ -43,10 +45,8 @@ def evaluate(cfg: ModelConfig, cluster: Cluster, plan: Plan, seq_len: int, dtype
 
 
 __all__ = [
-    "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Layout", "PipelineSchedule", "Plan",
-    "Recompute",
-    "Software", "StageSplit",
-    "TrainingResult", "best_split", "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan",
-    "layer_profile", "memory_frame", "optimize", "phaze_baselines", "predictor_layer_time", "search_plans",
-    "validate_plan",
+    "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Layout",
+    "PipelineSchedule", "Plan", "Recompute", "Software", "StageSplit", "TrainingResult", "best_split",
+    "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan", "layer_profile", "memory_frame", "optimize",
+    "phaze_baselines", "predictor_layer_time", "search_plans", "validate_plan",
 ]

@@ -453,6 +453,20 @@ def optimizer_bytes_per_param(dtype: str) -> int:
     return 12 if dtype_bytes(dtype) < 4 else 8
 
 
+def zero_sharded(zero: int) -> tuple[bool, bool, bool]:
+    """Which of (weights, gradients, optimizer states) ZeRO stage `zero` shards over the replicas
+    (Rajbhandari et al. SC'20, section 5): stage 1 the optimizer states, 2 also the gradients, 3
+    also the weights; stage 0 none."""
+    return zero >= 3, zero >= 2, zero >= 1
+
+
+def zero_shards(zero: int, replicas: int) -> tuple[int, int, int]:
+    """(weight, state, gradient) shard counts of ZeRO stage `zero` over `replicas` devices, in the
+    order `static_bytes_per_param` takes them (1 = held whole)."""
+    weights, grads, states = zero_sharded(zero)
+    return (replicas if weights else 1, replicas if states else 1, replicas if grads else 1)
+
+
 def static_bytes_per_param(storage_dtype: str, dtype: str, weight_shards: int = 1, state_shards: int = 1,
                            grad_shards: int | None = None) -> float:
     """Weight, gradient and optimizer bytes of one parameter (Rajbhandari et al. SC'20, ZeRO section 3):
@@ -485,5 +499,5 @@ __all__ = [
     "sequence_parallel_needs_tp", "sp_divides_tokens", "stage_layers_count",
     "stage_layers_interleaved_shape", "stage_layers_middle", "stage_layers_sum", "static_bytes_per_param",
     "tp_divides_devices", "tp_divides_model", "virtual_stages_need_interleaving", "whole_micro_batches",
-    "zero_needs_replicas", "zero_stage",
+    "zero_needs_replicas", "zero_shards", "zero_sharded", "zero_stage",
 ]
