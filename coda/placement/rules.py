@@ -15,6 +15,10 @@ hold them (sequence parallelism without tensor parallelism is a no-op, ZeRO with
 stage 0, interleaving one chunk is 1F1B): asking `optimize` for only such values is refused
 with that reason.
 
+The pipeline's facts (schedule, virtual stages, stage split) are in `coda.placement.pipeline_rules`
+and the arithmetic of the messages (`divisors`, `nearest`) in `coda.placement.divisors`; both are
+re-exported here, so `rules` remains the one name callers use.
+
 Bounds: `MAX_DEVICES` (from `coda.arch.clusters`) and `MAX_GLOBAL_BATCH_TOKENS` are physical
 sanity limits; above them a request is a typo, and refusing it keeps every enumeration small.
 """
@@ -22,13 +26,25 @@ sanity limits; above them a request is a typo, and refusing it keeps every enume
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from coda.arch.clusters import MAX_DEVICES
-from coda.caches import memoize
 from coda.models.config import ModelConfig
 from coda.models.dims import tp_reasons
+from coda.placement.divisors import divisors, nearest
+from coda.placement.pipeline_rules import (
+    chunks_divide_layers,
+    interleaved_micro_batches,
+    interleaving_needs_chunks,
+    interleaving_needs_pipeline,
+    pp_within_layers,
+    stage_layers_count,
+    stage_layers_interleaved_shape,
+    stage_layers_middle,
+    stage_layers_sum,
+    virtual_stages_need_interleaving,
+)
 from coda.units import dtype_bytes
 
 if TYPE_CHECKING:
@@ -38,43 +54,6 @@ if TYPE_CHECKING:
 MAX_GLOBAL_BATCH_TOKENS = 2**30
 """Most tokens per optimizer step (global batch x sequence length): 2^30 = 1073741824, some 16
 times the largest published batch (DeepSeek-V3: 15360 sequences of 4096 tokens, 6.3e7)."""
-
-
-# ------------------------------------------------------------------------------------ arithmetic
-
-
-@memoize("placement.factorisations", 4096)
-def _factor(n: int) -> tuple[tuple[int, int], ...]:
-    """Prime factorisation of n >= 1 by trial division up to sqrt(n): ((p, e), ...)."""
-    out, p = [], 2
-    while p * p <= n:
-        e = 0
-        while n % p == 0:
-            n //= p
-            e += 1
-        if e:
-            out.append((p, e))
-        p += 1 if p == 2 else 2
-    if n > 1:
-        out.append((n, 1))
-    return tuple(out)
-
-
-def divisors(n: int) -> list[int]:
-    """The divisors of n, ascending (none for n < 1), from its prime factorisation: the work
-    grows with sqrt(n) and the number of divisors, never with n."""
-    if n < 1:
-        return []
-    out = [1]
-    for p, e in _factor(n):
-        out = [d * p**k for d in out for k in range(e + 1)]
-    return sorted(out)
-
-
-def nearest(values: Iterable[int], target: int, k: int = 3) -> str:
-    """The (up to) k values closest to target, ascending, comma-separated."""
-    best = sorted(values, key=lambda v: (abs(v - target), v))[:k]
-    return ", ".join(str(v) for v in sorted(best))
 
 
 # -------------------------------------------------------------------------------------- bounds
@@ -98,20 +77,6 @@ def batch_tokens_bound(global_batch: int, seq_len: int) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the plan alone
-
-
-def virtual_stages_need_interleaving(schedule: str, virtual_stages: int) -> list[str]:
-    """Model chunks per device (v > 1) exist only in the interleaved schedule."""
-    if schedule == "1f1b" and virtual_stages != 1:
-        return [f"virtual_stages={virtual_stages} needs schedule='interleaved'; use 1 with 1f1b"]
-    return []
-
-
-def interleaving_needs_pipeline(schedule: str, pp: int) -> list[str]:
-    """Interleaving splits a pipeline: it needs pp > 1."""
-    if schedule == "interleaved" and pp == 1:
-        return ["the interleaved schedule needs pp > 1; use schedule='1f1b'"]
-    return []
 
 
 ZERO_STAGES = (0, 1, 2, 3)
@@ -300,77 +265,6 @@ def ep_needs_sequence_parallel(tp: int, ep: int, sequence_parallel: bool) -> lis
     if ep > 1 and tp > 1 and not sequence_parallel:
         return [f"expert parallelism with tp={tp} needs sequence_parallel=True (Megatron-Core: the MoE layer routes "
                 "each device's sequence-parallel shard)"]
-    return []
-
-
-def pp_within_layers(cfg: ModelConfig, pp: int) -> list[str]:
-    """Each pipeline stage holds at least one layer."""
-    if pp > cfg.n_layers:
-        return [f"pp={pp} pipeline stages exceed the {cfg.n_layers} layers of {cfg.name}; use pp <= "
-                f"{cfg.n_layers}, e.g. {nearest(divisors(cfg.n_layers), pp)}"]
-    return []
-
-
-def chunks_divide_layers(cfg: ModelConfig, schedule: str, pp: int, virtual_stages: int,
-                         stage_layers: Sequence[int] | None) -> list[str]:
-    """Balanced interleaving: pp * v chunks divide the layers (unless stage_layers are given)."""
-    chunks = pp * virtual_stages
-    if schedule == "interleaved" and stage_layers is None and cfg.n_layers % chunks:
-        ok = [v for v in range(2, cfg.n_layers // pp + 1) if cfg.n_layers % (pp * v) == 0]
-        return [f"interleaving {pp} stages x {virtual_stages} chunks = {chunks} must divide the {cfg.n_layers} "
-                f"layers of {cfg.name}; valid virtual_stages: {ok or 'none (use schedule=1f1b)'}, or give "
-                "stage_layers with fewer layers in the first and last chunks"]
-    return []
-
-
-def interleaved_micro_batches(schedule: str, pp: int, micro_batches: int) -> list[str]:
-    """Megatron-LM's interleaved schedule runs the micro-batches in groups of pp."""
-    if schedule == "interleaved" and micro_batches % pp:
-        return [f"the interleaved schedule needs the {micro_batches} micro-batches per pipeline to be a multiple of "
-                f"pp={pp} (Megatron-LM); change global_batch or micro_batch"]
-    return []
-
-
-def interleaving_needs_chunks(schedule: str, virtual_stages: int) -> list[str]:
-    """*enumeration*: interleaving one chunk per device is 1F1B."""
-    if schedule == "interleaved" and virtual_stages < 2:
-        return ["the interleaved schedule needs virtual_stages >= 2 (with one chunk per device it is 1f1b); "
-                "use schedule=1f1b or virtual_stages=2"]
-    return []
-
-
-def stage_layers_count(stage_layers: Sequence[int] | None, schedule: str, chunks: int) -> list[str]:
-    """stage_layers has one entry per stage (1F1B) or chunk (interleaved)."""
-    if stage_layers is not None and len(stage_layers) != chunks:
-        what = "chunks (pp*v)" if schedule == "interleaved" else "stages"
-        return [f"stage_layers has {len(stage_layers)} entries; the plan has {chunks} {what}"]
-    return []
-
-
-def stage_layers_sum(cfg: ModelConfig, stage_layers: Sequence[int] | None) -> list[str]:
-    """stage_layers add up to the model's layers."""
-    if stage_layers is not None and sum(stage_layers) != cfg.n_layers:
-        return [f"stage_layers {list(stage_layers)} sums to {sum(stage_layers)}; {cfg.name} has {cfg.n_layers} "
-                "layers"]
-    return []
-
-
-def stage_layers_middle(stage_layers: Sequence[int] | None) -> list[str]:
-    """Every middle stage holds a layer (the first and last also hold the embedding and head)."""
-    sl = stage_layers
-    if sl is not None and (any(x < 1 for x in sl[1:-1]) or (len(sl) == 1 and sl[0] < 1)):
-        return [f"stage_layers {list(sl)}: every middle stage needs at least one layer"]
-    return []
-
-
-def stage_layers_interleaved_shape(schedule: str, stage_layers: Sequence[int] | None) -> list[str]:
-    """Interleaved chunks: equal middle chunks, no heavier ends (Megatron-Core's uneven first/last)."""
-    sl = stage_layers
-    if schedule == "interleaved" and sl is not None and len(sl) > 2 and (
-            len(set(sl[1:-1])) > 1 or max(sl[0], sl[-1]) > max(sl[1:-1])):
-        return ["the interleaved schedule needs equal layers in the middle chunks and no more in the first and last "
-                "(Megatron-Core's uneven first/last pipeline layers, e.g. with the embedding and the loss counted "
-                f"as layers); got {list(sl)}"]
     return []
 
 
