@@ -194,7 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weights, activations and KV cache (default: bf16)")
     r = p.add_argument_group("execution and output")
     r.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip deployments that cannot win (exact; --no-prune measures every one) (default: on)")
+                   help="skip deployments that cannot win (docs/serving.md, Exactness; --no-prune measures every one) "
+                        "(default: on)")
     r.add_argument("--store", metavar="FILE", type=output_file(), default=None,
                    help="SQLite store of finished deployments: resume an interrupted search (default: none)")
     r.add_argument("--jobs", type=int_range(1, 1024, " (processes)"), default=None,

@@ -53,10 +53,8 @@ def test_pruning_is_exact_against_no_pruning(both):
     np.testing.assert_array_equal(a.loc[ok, "capacity_qps"], b.loc[ok, "capacity_qps"])  # same grid rate
     cut = a[a["status"].isin(["pruned_bound", "below_best"])].index
     assert (b.loc[cut, "qps_per_device"].fillna(0) <= full.best["qps_per_device"]).all()  # none could win
-    below = a[a["status"] == "below_best"].index
-    # a cut is a miss at one rate: below it on most deployments, not on non-monotone ones (the SLO met
-    # at a higher rate than one where it was missed); either way it could not win
-    assert (b.loc[below, "capacity_qps"] < a.loc[below, "capacity_below_qps"]).mean() >= 0.5
+    # (a cut row's own capacity is not asserted below its cut rate: over a finite seeded run the SLO can be
+    # met at a higher rate than one where it was missed, docs/serving.md "Exactness")
 
 
 def test_capacity_is_on_the_grid_and_under_the_bound(both):
