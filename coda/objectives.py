@@ -4,7 +4,10 @@ Every objective is a column of the result frames, in SI units:
 
 - ``tokens_per_s``: trained (or generated) tokens per second of the whole cluster;
 - ``tokens_per_s_per_w``: tokens per second per watt of cluster TDP (tokens per joule at TDP);
-- ``tokens_per_s_per_device``: tokens per second per device.
+- ``tokens_per_s_per_device``: tokens per second per device;
+- ``qps_per_device``, ``qps_per_watt``, ``qps_per_dollar``: a serving deployment's capacity (the
+  highest request rate meeting its SLO, `coda.serving.capacity`) per device, per watt of TDP, per
+  dollar per second of the user's prices.
 
 ``throughput`` is accepted as an alias of ``tokens_per_s`` (the name placement used first).
 """
@@ -17,6 +20,9 @@ OBJECTIVES: dict[str, str] = {
     "tokens_per_s": "tokens per second of the cluster",
     "tokens_per_s_per_w": "tokens per second per watt of cluster TDP",
     "tokens_per_s_per_device": "tokens per second per device",
+    "qps_per_device": "serving capacity (requests/s under the SLO) per device",
+    "qps_per_watt": "serving capacity per watt of the devices' TDP (requests per joule at TDP)",
+    "qps_per_dollar": "serving capacity per dollar per second of the devices' price (requests per dollar)",
 }
 """Every objective name and what it measures (higher is better for all)."""
 

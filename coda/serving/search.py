@@ -49,6 +49,7 @@ from coda.arch.gpus import gpu
 from coda.caches import memoize
 from coda.errors import CodaError, ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
+from coda.objectives import objective as canonical_objective
 from coda.serving.capacity import (
     DEFAULT_REL_TOL,
     Workload,
@@ -65,12 +66,8 @@ from coda.serving.trace import MAX_REQUESTS, Trace
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = {
-    "qps_per_device": "capacity (requests/s) per device",
-    "qps_per_watt": "capacity per watt of the devices' TDP (requests per joule at TDP)",
-    "qps_per_dollar": "capacity per dollar per second of the devices' price (requests per dollar)",
-}
-"""What the serving search maximises (higher is better): columns of its frame."""
+OBJECTIVES = ("qps_per_device", "qps_per_watt", "qps_per_dollar")
+"""What the serving search maximises (`coda.objectives`; higher is better): columns of its frame."""
 EXECUTORS = ("process", "inline", "ray")
 SLO_KEYS = ("ttft_p99_s", "tbt_p99_s")
 SPEC_COLUMNS = ("gpu", "n_devices", "replicas", "tp", "pp", "ep", "scheduler", "max_batch", "max_tokens", "chunk")
@@ -324,8 +321,7 @@ def search(model: ModelConfig | str, gpus: Sequence[str], workload: Workload | T
         raise ConfigError(f"serving search: max_devices={max_devices!r} must be an integer >= 1")
     for n in names:
         cluster(dgx_preset(gpu(n)), max_devices)  # refuses a count the preset cannot hold
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"serving search: objective={objective!r} must be one of {', '.join(OBJECTIVES)}")
+    objective = canonical_objective(objective, OBJECTIVES, "serving search: objective")
     prices = _prices(objective, names, prices_usd_per_h)
     slo_ = _as_slo(slo)
     if isinstance(rel_tol, bool) or not isinstance(rel_tol, (int, float)) or not 0 < rel_tol <= 1:
