@@ -33,6 +33,17 @@ import math
 import re
 from typing import Any
 
+from coda.arch.clusters import (
+    Cluster,
+    Level,
+    _check_n_devices,
+    cluster,
+    is_duration,
+    is_fraction,
+    is_rate,
+    preset_description,
+    whole_domains,
+)
 from coda.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -131,8 +142,14 @@ def parse_spec(spec: str) -> dict[str, Any]:
     return out
 
 
+def fabric_preset(gpu: Any) -> str:
+    """The cluster preset whose network parameters a GPU's architecture takes by default
+    (`FABRIC_PRESETS`; `DEFAULT_FABRIC_PRESET` for any other architecture)."""
+    return FABRIC_PRESETS.get(gpu.architecture, DEFAULT_FABRIC_PRESET)
+
+
 def _positive(value: Any, name: str, hi: float, unit: str, why: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if not is_rate(value):
         raise ConfigError(f"cluster from parts: {name}={value!r} must be a number in (0, {hi:g}] {unit}{why}")
     if value > hi:
         raise ConfigError(f"cluster from parts: {name}={value:g} {unit} exceeds {hi:g} {unit}{why}")
@@ -140,16 +157,83 @@ def _positive(value: Any, name: str, hi: float, unit: str, why: str) -> float:
 
 
 def _fraction(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    if not is_fraction(value):
         raise ConfigError(f"cluster from parts: {name}={value!r} must be a fraction in (0, 1] (achieved share of the "
                           "nominal bandwidth)")
     return float(value)
 
 
 def _latency_s(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if not is_duration(value):
         raise ConfigError(f"cluster from parts: {name}={value!r} must be a number of microseconds >= 0")
     return float(value) * 1e-6
+
+
+def _checked_parts(g: Any, n_devices: int, gpus_per_node: int, intra_node_GBps: float,
+                   inter_node_Gbps: float | None) -> tuple[float, float | None]:
+    """Step 1 of `cluster_from_parts`: the counts and bandwidths validated, as (intra-node GB/s,
+    inter-node Gb/s or None); the intra-node bandwidth is at most the GPU's NVLink each way, or
+    PCIe 5.0's without NVLink."""
+    _check_n_devices(n_devices, "cluster from parts")
+    if isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int) or not 1 <= gpus_per_node <= 1024:
+        raise ConfigError(f"cluster from parts: gpus_per_node={gpus_per_node!r} must be a whole number in [1, 1024] "
+                          "(GPUs in one NVLink domain; 8 in a DGX/HGX node)")
+    nvlink = g.nvlink_bw_each_way_bytes_per_s
+    hi, why = ((nvlink / 1e9, f" ({g.name}'s NVLink each way; the bidirectional figure is twice it: give the "
+                              "each-way number)") if nvlink else (PCIE_GBPS_EACH_WAY, f" ({g.name} has no NVLink: "
+                                                                                    "PCIe 5.0 x16 each way)"))
+    intra = _positive(intra_node_GBps, "intra_node_GBps", hi, "GB/s", why)
+    multi_node = n_devices > gpus_per_node
+    if not whole_domains(n_devices, gpus_per_node):
+        raise ConfigError(f"cluster from parts: n_devices={n_devices} must be at most gpus_per_node={gpus_per_node} "
+                          f"or whole nodes (a multiple of {gpus_per_node})")
+    if multi_node and inter_node_Gbps is None:
+        raise ConfigError(f"cluster from parts: {n_devices} GPUs span {n_devices // gpus_per_node} nodes of "
+                          f"{gpus_per_node}; give inter_node_Gbps (network bandwidth per GPU, e.g. 400 for one "
+                          "400 Gb/s NIC per GPU)")
+    inter = None if inter_node_Gbps is None else _positive(inter_node_Gbps, "inter_node_Gbps", MAX_INTER_NODE_GBPS,
+                                                          "Gb/s", " (network bandwidth per GPU, each way)")
+    return intra, inter
+
+
+def _reference(g: Any) -> tuple[str, Cluster, list[str]]:
+    """Step 2: the GPU's fabric preset, a two-level cluster of it (the levels whose fitted or cited
+    parameters are the defaults) and, when the preset's GPU is of another architecture, what that borrows."""
+    from coda.arch.gpus import gpu as gpu_lookup
+
+    preset = fabric_preset(g)
+    desc = preset_description(preset)
+    ref = cluster(preset, 2 * desc["levels"][0]["size"])  # both levels, with their fitted/cited parameters
+    ref_gpu = gpu_lookup(desc["device"])
+    other_arch = [] if g.architecture == ref_gpu.architecture else [
+        f"{g.name} is {g.architecture}; the network parameters were measured on {ref_gpu.architecture} "
+        f"({ref_gpu.name})"]
+    return preset, ref, other_arch
+
+
+def _level(what: str, bw: float, eff: float | None, lat: float | None, ref_level: Level, size: int, preset: str,
+           other_arch: bool) -> tuple[Level, list[str]]:
+    """Step 3: one level of `size` devices at `bw` bytes/s each way, its efficiency and latency
+    given or the reference level's, and what the defaults borrow (a level measured at another bandwidth)."""
+    kw: dict[str, Any] = dict(latency_s=ref_level.latency_s, efficiency=ref_level.efficiency,
+                              p2p_latency_s=ref_level.p2p_latency_s, p2p_efficiency=ref_level.p2p_efficiency)
+    side = what.split("-")[0]
+    if eff is not None:
+        kw.update(efficiency=_fraction(eff, f"{side}_efficiency"), p2p_efficiency=_fraction(eff, f"{side}_efficiency"))
+    if lat is not None:
+        s = _latency_s(lat, f"{side}_latency_us")
+        kw.update(latency_s=s, p2p_latency_s=s)
+    defaults = [k for k, v in (("efficiency", eff), ("latency", lat)) if v is None]
+    other_bw = not math.isclose(bw, ref_level.bw_each_way_bytes_per_s, rel_tol=1e-9)
+    borrowed = []
+    if defaults and other_bw:
+        borrowed.append(f"{what} {' and '.join(defaults)} of {preset} {ref_level.name}, measured at "
+                        f"{ref_level.bw_each_way_bytes_per_s / 1e9:g} GB/s, applied at {bw / 1e9:g} GB/s")
+    src = f"from parts: {bw / 1e9:g} GB/s per GPU each way (given)"
+    if defaults:
+        src += (f"; {' and '.join(defaults)} {'borrowed ' if other_bw or other_arch else ''}from {preset} "
+                f"{ref_level.name} ({ref_level.source})")
+    return Level(ref_level.name, size, bw, source=src, **kw), borrowed
 
 
 def cluster_from_parts(gpu: Any, n_devices: int, gpus_per_node: int, intra_node_GBps: float,
@@ -180,62 +264,20 @@ def cluster_from_parts(gpu: Any, n_devices: int, gpus_per_node: int, intra_node_
             GPU's NVLink is the bidirectional figure, which the message says), a missing network
             bandwidth for a multi-node cluster.
     """
-    from coda.arch.clusters import Cluster, Level, _check_n_devices, cluster, preset_description
     from coda.arch.gpus import gpu as gpu_lookup
 
     g = gpu_lookup(gpu)
-    _check_n_devices(n_devices, "cluster from parts")
-    if isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int) or not 1 <= gpus_per_node <= 1024:
-        raise ConfigError(f"cluster from parts: gpus_per_node={gpus_per_node!r} must be a whole number in [1, 1024] "
-                          "(GPUs in one NVLink domain; 8 in a DGX/HGX node)")
-    nvlink = g.nvlink_bw_each_way_bytes_per_s
-    hi, why = ((nvlink / 1e9, f" ({g.name}'s NVLink each way; the bidirectional figure is twice it: give the "
-                              "each-way number)") if nvlink else (PCIE_GBPS_EACH_WAY, f" ({g.name} has no NVLink: "
-                                                                                    "PCIe 5.0 x16 each way)"))
-    intra = _positive(intra_node_GBps, "intra_node_GBps", hi, "GB/s", why)
-    multi_node = n_devices > gpus_per_node
-    if multi_node and n_devices % gpus_per_node:
-        raise ConfigError(f"cluster from parts: n_devices={n_devices} must be at most gpus_per_node={gpus_per_node} "
-                          f"or whole nodes (a multiple of {gpus_per_node})")
-    if multi_node and inter_node_Gbps is None:
-        raise ConfigError(f"cluster from parts: {n_devices} GPUs span {n_devices // gpus_per_node} nodes of "
-                          f"{gpus_per_node}; give inter_node_Gbps (network bandwidth per GPU, e.g. 400 for one "
-                          "400 Gb/s NIC per GPU)")
-    inter = None if inter_node_Gbps is None else _positive(inter_node_Gbps, "inter_node_Gbps", MAX_INTER_NODE_GBPS,
-                                                          "Gb/s", " (network bandwidth per GPU, each way)")
-    preset = FABRIC_PRESETS.get(g.architecture, DEFAULT_FABRIC_PRESET)
-    desc = preset_description(preset)
-    ref = cluster(preset, 2 * desc["levels"][0]["size"])  # both levels, with their fitted/cited parameters
-    ref_gpu = gpu_lookup(desc["device"])
-    other_arch = g.architecture != ref_gpu.architecture
-    borrowed = [] if not other_arch else [
-        f"{g.name} is {g.architecture}; the network parameters were measured on {ref_gpu.architecture} "
-        f"({ref_gpu.name})"]
-    given = [(intra * 1e9, intra_efficiency, intra_latency_us, "intra-node")]
-    if multi_node:
-        given.append((inter * 1e9 / 8, inter_efficiency, inter_latency_us, "inter-node"))  # type: ignore[operator]
+    intra, inter = _checked_parts(g, n_devices, gpus_per_node, intra_node_GBps, inter_node_Gbps)
+    preset, ref, borrowed = _reference(g)
+    other_arch = bool(borrowed)
+    given = [("intra-node", intra * 1e9, intra_efficiency, intra_latency_us)]
+    if inter is not None and n_devices > gpus_per_node:
+        given.append(("inter-node", inter * 1e9 / 8, inter_efficiency, inter_latency_us))
     levels = []
-    for (bw, eff, lat, what), ref_level, size in zip(given, ref.levels, (min(gpus_per_node, n_devices), n_devices)):
-        kw: dict[str, Any] = dict(latency_s=ref_level.latency_s, efficiency=ref_level.efficiency,
-                                  p2p_latency_s=ref_level.p2p_latency_s, p2p_efficiency=ref_level.p2p_efficiency)
-        if eff is not None:
-            kw.update(efficiency=_fraction(eff, f"{what.split('-')[0]}_efficiency"),
-                      p2p_efficiency=_fraction(eff, f"{what.split('-')[0]}_efficiency"))
-        if lat is not None:
-            s = _latency_s(lat, f"{what.split('-')[0]}_latency_us")
-            kw.update(latency_s=s, p2p_latency_s=s)
-        defaults = [k for k, v in (("efficiency", eff), ("latency", lat)) if v is None]
-        other_bw = not math.isclose(bw, ref_level.bw_each_way_bytes_per_s, rel_tol=1e-9)
-        if defaults and other_bw:
-            borrowed.append(f"{what} {' and '.join(defaults)} of {preset} {ref_level.name}, measured at "
-                            f"{ref_level.bw_each_way_bytes_per_s / 1e9:g} GB/s, applied at {bw / 1e9:g} GB/s")
-        src = f"from parts: {bw / 1e9:g} GB/s per GPU each way (given)"
-        if defaults:
-            src += (f"; {' and '.join(defaults)} {'borrowed ' if other_bw or other_arch else ''}from {preset} "
-                    f"{ref_level.name} ({ref_level.source})")
-        levels.append(Level(ref_level.name, size, bw, source=src, **kw))
-    if n_devices == 1:
-        levels = []
+    for (what, bw, eff, lat), ref_level, size in zip(given, ref.levels, (min(gpus_per_node, n_devices), n_devices)):
+        level, why = _level(what, bw, eff, lat, ref_level, size, preset, other_arch)
+        levels.append(level)
+        borrowed += why
     overhead = (ref.collective_overhead_s if collective_overhead_us is None
                 else _latency_s(collective_overhead_us, "collective_overhead_us"))
     if borrowed:
@@ -243,7 +285,7 @@ def cluster_from_parts(gpu: Any, n_devices: int, gpus_per_node: int, intra_node_
                     preset, "; ".join(borrowed))
     if name is None:
         name = f"{g.name}:{gpus_per_node}:nvlink={intra:g}GBps" + (f":ib={inter:g}Gbps" if inter is not None else "")
-    return Cluster(g, n_devices, tuple(levels), overhead, name)
+    return Cluster(g, n_devices, tuple(levels) if n_devices > 1 else (), overhead, name)
 
 
 def cluster_from_spec(spec: str, n_devices: int, device: Any = None) -> Any:
@@ -263,12 +305,11 @@ def spec_description(spec: str) -> dict[str, Any]:
     """A preset-like description of a parts spec: device, device kind, the preset its default
     latencies and efficiencies come from, and the nominal levels (what `preset_description` gives
     for a preset)."""
-    from coda.arch.clusters import preset_description
     from coda.arch.gpus import gpu as gpu_lookup
 
     kw = parse_spec(spec)
     g = gpu_lookup(kw["gpu"])
-    preset = FABRIC_PRESETS.get(g.architecture, DEFAULT_FABRIC_PRESET)
+    preset = fabric_preset(g)
     levels = [{"name": "nvswitch", "size": kw["gpus_per_node"], "bw_each_way_GBps": kw["intra_node_GBps"],
                "source": "given"}]
     if "inter_node_Gbps" in kw:

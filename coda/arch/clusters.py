@@ -61,6 +61,26 @@ def _check_n_devices(n_devices: Any, where: str) -> None:
                           f"cluster built); use at most {MAX_DEVICES}")
 
 
+def is_rate(value: object) -> bool:
+    """A bandwidth: a real number (not a bool), finite and > 0."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) < math.inf
+
+
+def is_duration(value: object) -> bool:
+    """A latency or a per-call overhead: a real number (not a bool), finite and >= 0."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= float(value) < math.inf
+
+
+def is_fraction(value: object) -> bool:
+    """An efficiency, the achieved share of a nominal bandwidth: a real number (not a bool) in (0, 1]."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < float(value) <= 1
+
+
+def whole_domains(n_devices: int, domain: int) -> bool:
+    """`n_devices` fit in one domain of `domain` devices, or fill whole domains (a multiple of it)."""
+    return n_devices <= domain or n_devices % domain == 0
+
+
 @dataclass(frozen=True)
 class Level:
     """One level of a cluster's network hierarchy.
@@ -90,7 +110,7 @@ class Level:
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:
             raise ConfigError(f"level {self.name!r}: size must be a positive int, got {self.size!r}")
-        if not (self.bw_each_way_bytes_per_s > 0 and math.isfinite(self.bw_each_way_bytes_per_s)):
+        if not is_rate(self.bw_each_way_bytes_per_s):
             raise ConfigError(
                 f"level {self.name!r}: bw_each_way_bytes_per_s must be > 0, got {self.bw_each_way_bytes_per_s!r}"
             )
@@ -100,11 +120,11 @@ class Level:
             object.__setattr__(self, "p2p_efficiency", self.efficiency)
         for attr in ("latency_s", "p2p_latency_s"):
             v = getattr(self, attr)
-            if not (v >= 0 and math.isfinite(v)):
+            if not is_duration(v):
                 raise ConfigError(f"level {self.name!r}: {attr} must be >= 0 seconds, got {v!r}")
         for attr in ("efficiency", "p2p_efficiency"):
             v = getattr(self, attr)
-            if not 0 < v <= 1:
+            if not is_fraction(v):
                 raise ConfigError(f"level {self.name!r}: {attr} must be in (0, 1], got {v!r}")
 
 
@@ -146,7 +166,7 @@ class Cluster:
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(self.levels))
         _check_n_devices(self.n_devices, "cluster")
-        if not (self.collective_overhead_s >= 0 and math.isfinite(self.collective_overhead_s)):
+        if not is_duration(self.collective_overhead_s):
             raise ConfigError(f"cluster: collective_overhead_s must be >= 0, got {self.collective_overhead_s!r}")
         if self.n_devices > 1 and not self.levels:
             raise ConfigError(f"cluster of {self.n_devices} devices needs at least one Level")
@@ -269,7 +289,7 @@ def _levels_for(preset: dict[str, Any], n_devices: int) -> list[tuple[dict[str, 
     for spec in preset["levels"]:
         size = spec["size"]
         if size is None or size >= n_devices:
-            if n_devices % inner:
+            if not whole_domains(n_devices, inner):
                 raise ConfigError(f"{preset['name']} has {inner}-device domains: n_devices must be at most "
                                   f"{inner} or a multiple of {inner}, got {n_devices}")
             out.append((spec, n_devices))
