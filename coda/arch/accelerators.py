@@ -58,6 +58,16 @@ class Accelerator:
                                    metadata=_h("energy, leakage and HBM constants of the power model, with sources"))
 
     def __post_init__(self) -> None:
+        self._normalise_numbers()
+        self._check_array_shapes()
+        self._check_technology()
+        if not isinstance(self.name, str):
+            raise ConfigError(f"Accelerator.name={self.name!r} must be a string")
+        if not self.name:
+            object.__setattr__(self, "name", self.default_name())
+
+    def _normalise_numbers(self) -> None:
+        """Whole-number fields as ints and rate fields as floats, each of the right sign."""
         for name in _POSITIVE_INT_FIELDS + ("dtype_bytes", "n_links", "tech_nm"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -79,6 +89,9 @@ class Accelerator:
                 raise ConfigError(f"Accelerator.{name}={getattr(self, name)} must be positive")
         if self.link_bw_bytes_per_s < 0 or self.n_links < 0:
             raise ConfigError("Accelerator.n_links and link_bw_bytes_per_s must be >= 0 (0 links: a single chip)")
+
+    def _check_array_shapes(self) -> None:
+        """Power-of-two arrays and lanes within the PHAZE template's 22 nm tables."""
         for name in _POW2_FIELDS:
             value = getattr(self, name)
             if value & (value - 1):
@@ -94,6 +107,9 @@ class Accelerator:
             )
         if self.vc_lanes > 65536:
             raise ConfigError(f"Accelerator.vc_lanes={self.vc_lanes} exceeds 65536; use more vector cores instead")
+
+    def _check_technology(self) -> None:
+        """The technology is a `Technology` with energies for this operand width and node."""
         if not isinstance(self.technology, Technology):
             raise ConfigError(f"Accelerator.technology must be a coda.arch.technology.Technology, got "
                               f"{type(self.technology).__name__} (load one with Technology.from_json)")
@@ -105,10 +121,6 @@ class Accelerator:
                 f"{self.technology.name!r}; use {_one_of(self.technology.nodes_nm)} "
                 "(area_mm2 is always PHAZE's 22 nm model)"
             )
-        if not isinstance(self.name, str):
-            raise ConfigError(f"Accelerator.name={self.name!r} must be a string")
-        if not self.name:
-            object.__setattr__(self, "name", self.default_name())
 
     def default_name(self) -> str:
         """A name derived from the on-chip configuration, e.g. `8x128x128tc-2x128vc-128MiB`."""
