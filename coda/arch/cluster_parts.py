@@ -112,34 +112,40 @@ def parse_spec(spec: str) -> dict[str, Any]:
     out: dict[str, Any] = {"gpu": parts[0], "gpus_per_node": per_node}
     seen: set[str] = set()
     for part in parts[2:]:
-        key, sep, value = part.partition("=")
-        key = key.strip().lower()
-        base, _, extra = key.partition("-")
-        if not sep or base not in _SPEC_KEYS or (extra and extra not in _SPEC_EXTRA):
-            raise ConfigError(f"cluster spec {spec!r}: part {part!r} is not one of nvlink=, ib=, nvlink-eff=, ib-eff=, "
-                              f"nvlink-lat=, ib-lat= (aliases intra, inter); syntax: {SPEC_SYNTAX}")
-        level = _SPEC_KEYS[base]
-        field = {"": f"{level}_node_bw", "eff": f"{level}_efficiency", "lat": f"{level}_latency_us"}[extra]
-        if field in seen:
-            raise ConfigError(f"cluster spec {spec!r}: {key} is given twice; give each part once")
-        seen.add(field)
-        if not extra:
-            bw = _bandwidth(value, key)
-            if level == "intra":
-                out["intra_node_GBps"] = bw / 1e9
-            else:
-                out["inter_node_Gbps"] = bw * 8 / 1e9
-        elif extra == "eff":
-            try:
-                out[field] = float(value)
-            except ValueError:
-                raise ConfigError(f"cluster spec {spec!r}: {key}={value!r} is not a number in (0, 1]") from None
-        else:
-            out[field] = _latency(value, key) * 1e6
+        _read_part(spec, part, out, seen)
     if "intra_node_GBps" not in out:
         raise ConfigError(f"cluster spec {spec!r} lacks the intra-node bandwidth, e.g. nvlink=450GBps; syntax: "
                           f"{SPEC_SYNTAX}")
     return out
+
+
+def _read_part(spec: str, part: str, out: dict[str, Any], seen: set[str]) -> None:
+    """One `key=value` part of a spec into `out` (keyword arguments of `cluster_from_parts`);
+    `seen` holds the fields read so far (a repeated one is refused)."""
+    key, sep, value = part.partition("=")
+    key = key.strip().lower()
+    base, _, extra = key.partition("-")
+    if not sep or base not in _SPEC_KEYS or (extra and extra not in _SPEC_EXTRA):
+        raise ConfigError(f"cluster spec {spec!r}: part {part!r} is not one of nvlink=, ib=, nvlink-eff=, ib-eff=, "
+                          f"nvlink-lat=, ib-lat= (aliases intra, inter); syntax: {SPEC_SYNTAX}")
+    level = _SPEC_KEYS[base]
+    field = {"": f"{level}_node_bw", "eff": f"{level}_efficiency", "lat": f"{level}_latency_us"}[extra]
+    if field in seen:
+        raise ConfigError(f"cluster spec {spec!r}: {key} is given twice; give each part once")
+    seen.add(field)
+    if not extra:
+        bw = _bandwidth(value, key)
+        if level == "intra":
+            out["intra_node_GBps"] = bw / 1e9
+        else:
+            out["inter_node_Gbps"] = bw * 8 / 1e9
+    elif extra == "eff":
+        try:
+            out[field] = float(value)
+        except ValueError:
+            raise ConfigError(f"cluster spec {spec!r}: {key}={value!r} is not a number in (0, 1]") from None
+    else:
+        out[field] = _latency(value, key) * 1e6
 
 
 def fabric_preset(gpu: Any) -> str:
