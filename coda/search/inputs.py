@@ -3,7 +3,6 @@ placement choices, the parallel widths against the chips, and a read-only store'
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,6 @@ from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.placement import rules as R
 from coda.placement.optimize import CHOICES, check_choices
-from coda.search.bounds import pruned
-from coda.search.store import ResultStore
 
 DEFAULT_CHOICES: dict[str, Any] = {
     "tp": (1, 2, 4, 8), "micro_batch": (1, 2, 4), "recompute": ("none", "full"), "zero": (0, 1),
@@ -71,24 +68,6 @@ def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
     if tp is not None and pp is not None and not any(n_chips % (t * p) == 0 for t in tp for p in pp):
         raise ConfigError(f"search: no tp={','.join(map(str, tp))} times pp={','.join(map(str, pp))} divides "
                           f"n_chips={n_chips} (tp * pp * dp = n_chips); choose tp and pp whose product divides it")
-
-
-def _refuse_read_only(db: ResultStore, ref_keys: list[str], keys: list[str], bounds: list[float], objective: str,
-                      prune: bool, tie_tol: float) -> None:
-    """Replay the inline visit on stored rows only; refuse, before any work, if it meets a design not stored."""
-    missing = None if all(k in db for k in ref_keys) else "a reference chip"
-    best = -math.inf
-    for key, bound in zip(keys, bounds):
-        if missing is not None or (prune and pruned(bound, best, tie_tol)):
-            break
-        row = db.get(key)
-        if row is None:
-            missing = "a design"
-        elif row["status"] == "ok" and row[objective] > best:
-            best = float(row[objective])
-    if missing is not None:
-        raise ConfigError(f"store {str(db.path)!r} is read-only and this search must evaluate designs it does not "
-                          f"hold ({missing} first); make it writable (e.g. chmod u+w) or pass another path")
 
 
 __all__ = ["DEFAULT_CHOICES", "check_parallel_widths"]

@@ -48,31 +48,19 @@ Every refined bound is multiplied by `1 + BOUND_SLACK` so that floating-point ro
 subtraction in (1), the summation order in (2), the 1e-12 s rounding of the split DP) can never
 make a bound fall below an achieved value it equals.
 
-`refined_search` visits designs best-first, lazily: each design waits in the heap of the last
-bound computed for it, keyed by the least of its bounds so far; the design with the largest key
-over all heaps comes next: without bound (3), its next bound is computed and it moves on; with
-it, no remaining design can have a larger bound, so it is evaluated (the ILP timer, exactly as
-`coda.search.search` evaluates it) unless that bound is below the incumbent less `tie_tol`
-(`bounds.pruned`), in which case every remaining design is, and the search stops. While worker
-processes evaluate, the parent computes bound (2) of the best designs that lack it (work the
-visit needs unless they are pruned first); a free worker takes the best design whose bound (3)
-is known and not pruned, even if an unrefined design has a larger bound so far, or else
-computes bound (3) (the slowest) of the best design that lacks only it, so the workers never
-wait for the parent. Neither changes what is pruned: designs are only pruned
-when the largest bound left is below the incumbent less `tie_tol`. So the search returns the best
-design and every design within `tie_tol` of it, with the objective values an exhaustive
-evaluation gives (tested against `search(prune=False)`); designs evaluated out of bound order,
-or in flight when the incumbent rises past their bound, are kept in the frame.
+`coda.search.search` visits designs best-first by these bounds when its timer is the ILP's
+(`coda.search.order.RefinedOrder`, computed lazily: a design's next bound is computed only when it
+is the largest left), so it evaluates a design only when no remaining design can have a larger
+bound, and stops when that bound is below the incumbent less `tie_tol`. The proofs need the ILP:
+bound (2) is a lower bound on the makespan of any schedule of the ILP's instance, so it holds for
+the ILP and its heuristic (`SearchLayerTime`, any settings). It is not proved for another timer
+(the predictor sum times ops without that instance), so such a search uses the peak bound alone.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
-import os
-import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +68,6 @@ import numpy as np
 import pandas as pd
 
 from coda.arch.accelerators import Accelerator
-from coda.arch.design_space import DesignSpace
 from coda.errors import InfeasibleDesign
 from coda.ilp import make_problem, predicted_latencies
 from coda.models.config import ModelConfig
@@ -93,15 +80,10 @@ from coda.placement.plan import Plan
 from coda.search.bounds import (
     ATTENTION_KINDS,
     CAUSAL_EXECUTED_FRACTION,
-    DEFAULT_TIE_TOL,
     MATMUL_KINDS,
     VECTOR_KINDS,
-    objective_bound,
-    pruned,
-    training_flops_per_token_lb,
 )
-from coda.search.design_eval import SearchLayerTime, evaluate_design, search_cluster
-from coda.search.inputs import _as_cfg, _merged_choices
+from coda.search.design_eval import search_cluster
 from coda.search.layer_bounds import LatencyMemo, LinearPlanBounds
 
 log = logging.getLogger(__name__)
@@ -314,204 +296,3 @@ class RefinedBounds:
             return 0.0
         tokens = self.global_batch * self.seq_len / min(steps.values())
         return float(_upper(self.objective, tokens, self.n_chips, acc.tdp_w))
-
-
-@dataclass(frozen=True)
-class RefinedResult:
-    """What `refined_search` found.
-
-    Attributes:
-        frame: one row per evaluated design (`evaluate_design` rows plus ``bound_objective``, the
-            refined bound it was visited with, ``visit`` and ``space_index``), best first (ties in space order).
-        objective: the column ranked by.
-        counts: designs in the space, refined (bound 2 computed), evaluated, pruned (never
-            evaluated), infeasible, ILP cache lookups and hits (summed over worker processes), seconds.
-        tie_tol: the tolerance of the near ties the frame is guaranteed to hold.
-    """
-
-    frame: pd.DataFrame
-    objective: str
-    counts: dict[str, float]
-    tie_tol: float
-
-    @property
-    def best(self) -> pd.Series | None:
-        """The best feasible design's row, or None."""
-        ok = self.frame[self.frame["status"] == "ok"]
-        return ok.iloc[0] if len(ok) else None
-
-    def near_ties(self) -> pd.DataFrame:
-        """The feasible designs within `tie_tol` of the best (all of them in the space)."""
-        best = self.best
-        if best is None:
-            return self.frame.iloc[:0]
-        ok = self.frame[self.frame["status"] == "ok"]
-        return ok[ok[self.objective] >= best[self.objective] * (1.0 - self.tie_tol)]
-
-
-_WORKER_BOUNDS: dict[tuple[Any, ...], RefinedBounds] = {}
-
-
-def _last_bound_in_worker(spec: tuple[Any, ...], acc: Accelerator) -> float:
-    """`RefinedBounds.design_placed` in a worker process, with one `RefinedBounds` per workload there."""
-    if spec not in _WORKER_BOUNDS:
-        cfg, n_chips, global_batch, seq_len, choices, objective = spec
-        _WORKER_BOUNDS[spec] = RefinedBounds(cfg, n_chips, global_batch, seq_len, dict(choices), objective)
-    return _WORKER_BOUNDS[spec].design_placed(acc)
-
-
-def _evaluate_counted(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
-                      choices: dict[str, Any], timer: Any) -> tuple[dict[str, Any], tuple[int, int, int]]:
-    """`evaluate_in_worker`, plus the worker's process id and its ILP cache lookups and hits so far."""
-    from coda.search import design_eval
-
-    row = design_eval.evaluate_in_worker(acc, cfg, n_chips, global_batch, seq_len, choices, timer)
-    stats = [t.cache.stats for t in design_eval._WORKER_TIMERS.values()]
-    return row, (os.getpid(), sum(s.lookups for s in stats), sum(s.hits for s in stats))
-
-
-def refined_search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
-                   objective: str = "tokens_per_s_per_w", choices: dict[str, Any] | None = None,
-                   tie_tol: float = DEFAULT_TIE_TOL, workers: int | None = None,
-                   layer_time: SearchLayerTime | None = None) -> RefinedResult:
-    """The best design of `space` and every design within `tie_tol` of it, best-first by the refined
-    bounds (module doc), with the same rows `coda.search.search` evaluates them to.
-
-    Args:
-        model: a `ModelConfig` or a preset name.
-        space: the designs.
-        n_chips, global_batch, seq_len: the workload, as for `coda.search.search`.
-        objective: ``tokens_per_s_per_w`` or ``tokens_per_s``.
-        choices: placement restrictions merged over `DEFAULT_CHOICES`.
-        tie_tol: relative tolerance of the near ties to keep (designs below the best by more are pruned).
-        workers: evaluations in flight in a process pool; 1 (or a single CPU) evaluates inline.
-        layer_time: the ILP timer settings (default `SearchLayerTime()`).
-
-    Returns:
-        A `RefinedResult`.
-    """
-    from coda.search.executors import pool_executor, terminate_pool
-
-    t0 = time.perf_counter()
-    cfg = _as_cfg(model)
-    merged = _merged_choices(choices)
-    timer = layer_time or SearchLayerTime()
-    designs = space.to_frame()
-    accs = list(space)
-    fpt = training_flops_per_token_lb(cfg, seq_len)
-    vector = (designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]).to_numpy(float)
-    tdp = designs["tdp_w"].to_numpy(float)
-    cheap = np.array([objective_bound(objective, p, v, w, n_chips, fpt)
-                      for p, v, w in zip(designs["peak_flops"].to_numpy(float), vector, tdp)])
-    rb = RefinedBounds(cfg, n_chips, global_batch, seq_len, merged, objective)
-    first = np.minimum(cheap, rb.placement(designs))
-    # heaps[k]: designs whose bounds through stage k are known, by (-bound, space index)
-    stages = (rb.design_fast, rb.design_placed)  # bounds (2) and (3)
-    heaps: list[list[tuple[float, int]]] = [[(-float(b), i) for i, b in enumerate(first)], *([] for _ in stages)]
-    heapq.heapify(heaps[0])
-    window = max(1, workers or os.cpu_count() or 1)
-    pool = pool_executor(window) if window > 1 else None
-    portable = ("SearchLayerTime", timer.time_limit_s, timer.gap, timer.node_limit)
-    inflight: dict[Future[Any], tuple[int, float, str]] = {}  # design, bound so far, "row" or "bound"
-    rows: list[dict[str, Any]] = []
-    best, refined, stats = -math.inf, [0] * len(stages), {"lookups": 0, "hits": 0}
-    worker_stats: dict[int, tuple[int, int]] = {}
-
-    def top() -> tuple[float, int, int] | None:
-        """The design with the largest bound over all heaps: (-bound, index, stage)."""
-        heads = [(h[0][0], h[0][1], k) for k, h in enumerate(heaps) if h]
-        return min(heads) if heads else None
-
-    def record(i: int, bound: float, row: dict[str, Any]) -> None:
-        nonlocal best
-        rows.append(dict(row, bound_objective=bound, visit=len(rows), space_index=i))
-        if row["status"] == "ok" and row[objective] > best:
-            best = float(row[objective])
-        if len(rows) % 25 == 0:
-            t = top()
-            log.info("refined search: %d evaluated, %s refined, best %.4g, next bound %.4g", len(rows), refined,
-                     best, -t[0] if t else math.nan)
-
-    def refine(stage: int) -> None:
-        """Move the best design of heaps[stage] to heaps[stage + 1] with its next bound."""
-        negb, i = heapq.heappop(heaps[stage])
-        refined[stage] += 1
-        heapq.heappush(heaps[stage + 1], (-min(-negb, stages[stage](accs[i])), i))
-
-    def speculative() -> int | None:
-        """A stage whose best design should be refined while the workers run (not pruned yet)."""
-        for stage in reversed(range(len(stages) - 1)):  # the last bound is the workers' (see the loop)
-            if heaps[stage] and not pruned(-heaps[stage][0][0], best, tie_tol):
-                return stage
-        return None
-
-    try:
-        while any(heaps) or inflight:
-            while len(inflight) < window:
-                t = top()
-                if t is None:
-                    break
-                negb, i, stage = t
-                if pruned(-negb, best, tie_tol):  # the largest bound left: every remaining design is pruned
-                    for h in heaps:
-                        h.clear()
-                    break
-                if stage < len(stages):
-                    last, mid = heaps[len(stages)], heaps[len(stages) - 1]
-                    if pool is not None and last and not pruned(-last[0][0], best, tie_tol):
-                        # a free worker takes the best fully bounded design now rather than idle while the
-                        # parent refines: an evaluation out of bound order, never a design pruned meanwhile
-                        negb, i = last[0]
-                        stage = len(stages)
-                    elif pool is not None and mid and not pruned(-mid[0][0], best, tie_tol):
-                        # or computes the last (slowest) bound of the best design that lacks only it
-                        negb, i = heapq.heappop(mid)
-                        refined[-1] += 1
-                        inflight[pool.submit(_last_bound_in_worker, rb.spec(), accs[i])] = (i, -negb, "bound")
-                        continue
-                    else:
-                        refine(stage)
-                        continue
-                heapq.heappop(heaps[stage])
-                if pool is None:
-                    before = (timer.cache.stats.lookups, timer.cache.stats.hits)
-                    record(i, -negb, evaluate_design(cfg, accs[i], n_chips, global_batch, seq_len, merged, timer))
-                    stats["lookups"] += timer.cache.stats.lookups - before[0]
-                    stats["hits"] += timer.cache.stats.hits - before[1]
-                    continue
-                inflight[pool.submit(_evaluate_counted, accs[i], cfg, n_chips, global_batch, seq_len, merged,
-                                     portable)] = (i, -negb, "row")
-            if inflight:
-                # while the workers evaluate, refine the next designs (work the visit needs unless pruned first)
-                spec = speculative()
-                done, _ = wait(list(inflight), timeout=0 if spec is not None else None, return_when=FIRST_COMPLETED)
-                if not done:
-                    assert spec is not None
-                    refine(spec)
-                    continue
-                for fut in done:
-                    i, bound, kind = inflight.pop(fut)
-                    if kind == "bound":  # back into the visit; pruned when it comes up if the incumbent passed it
-                        heapq.heappush(heaps[len(stages)], (-min(bound, float(fut.result())), i))
-                        continue
-                    row, (pid, lookups, hits) = fut.result()
-                    worker_stats[pid] = (lookups, hits)  # cumulative per worker process
-                    record(i, bound, row)
-    except BaseException:
-        if pool is not None:
-            terminate_pool(pool)
-        raise
-    if pool is not None:
-        pool.shutdown()
-        stats = {"lookups": sum(v[0] for v in worker_stats.values()), "hits": sum(v[1] for v in worker_stats.values())}
-    frame = pd.DataFrame(rows)
-    if len(frame):
-        key = frame[objective].where(frame["status"] == "ok", -math.inf)
-        frame = frame.assign(_key=-key).sort_values(["_key", "space_index"], kind="stable").drop(columns="_key")
-        frame = frame.reset_index(drop=True)
-    n_infeasible = int((frame["status"] != "ok").sum()) if len(frame) else 0
-    counts = dict(designs=len(designs), refined=refined[0], placed=refined[1], evaluated=len(rows),
-                  pruned=len(designs) - len(rows),
-                  infeasible=n_infeasible, cache_lookups=stats["lookups"], cache_hits=stats["hits"],
-                  seconds=time.perf_counter() - t0)
-    return RefinedResult(frame, objective, counts, float(tie_tol))

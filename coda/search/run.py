@@ -45,14 +45,12 @@ Ctrl-C or SIGTERM stores every finished design, ends the workers and raises `Sea
 from __future__ import annotations
 
 import logging
-import math
 import os
 import pickle
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,16 +58,10 @@ import pandas as pd
 from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
 from coda.arch.clusters import preset_description
 from coda.arch.design_space import DesignSpace, design_cluster
-from coda.errors import CodaError, ConfigError
+from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.objectives import objective as as_objective
-from coda.search.bounds import (
-    DEFAULT_TIE_TOL,
-    objective_bound,
-    pruned,
-    tokens_per_s_bound,
-    training_flops_per_token_lb,
-)
+from coda.search.bounds import DEFAULT_TIE_TOL, objective_bound, training_flops_per_token_lb
 from coda.search.design_eval import (
     CLUSTER_PRESET,
     DESIGN_FIELDS,
@@ -78,33 +70,17 @@ from coda.search.design_eval import (
     PLAN_FIELDS,
     RESULT_FIELDS,
     SearchLayerTime,
-    _portable_timer,
     evaluate_design,
     evaluate_in_worker,
     scored_plan,
 )
-from coda.search.executors import (
-    InlineExecutor,
-    Progress,
-    RayExecutor,
-    SearchInterrupted,
-    Terminated,
-    pool_executor,
-    signals_deferred,
-    terminate_as_interrupt,
-    terminate_pool,
-)
-from coda.search.inputs import (
-    DEFAULT_CHOICES,
-    _as_cfg,
-    _merged_choices,
-    _positive_int,
-    _refuse_read_only,
-    check_parallel_widths,
-)
-from coda.search.pareto import Front
+from coda.search.executors import Progress
+from coda.search.inputs import DEFAULT_CHOICES, _as_cfg, _merged_choices, _positive_int, check_parallel_widths
+from coda.search.order import RefinedOrder, StaticOrder
+from coda.search.refine import RefinedBounds
 from coda.search.result import SEARCH_COLUMNS, SearchResult, _ranked
-from coda.search.store import ResultStore, cost_model_digest, result_key
+from coda.search.store import ResultStore, cost_model_digest
+from coda.search.visit import Order, _Job, _Pruner, _refuse_read_only, _replay, _Visit
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +90,6 @@ EXECUTORS = ("inline", "process", "ray")
 REFERENCES = (tpuv4_like(), tpuv4())
 """Reference chips evaluated beside every search: PHAZE's TPUv4-like chip (its reference, 2 x 128
 vector lanes) and the faithful TPU v4 (2 x 1024 lanes, its real memories; `coda.arch.accelerators`)."""
-
-
 
 _Progress = Progress  # the progress bar of a search (tests wrap its `update`)
 
@@ -203,85 +177,28 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
             db.close()
 
 
-@dataclass(frozen=True, eq=False)
-class _Job:
-    """What every design of one search is evaluated and ranked with."""
-
-    cfg: ModelConfig
-    n_chips: int
-    global_batch: int
-    seq_len: int
-    objective: str
-    merged: dict[str, Any]
-    timer: Any
-    prune: bool
-    max_designs: int | None
-    flops_lb: Any
-    common: dict[str, Any]
-    tie_tol: float
-    pareto: bool = False
-
-    def key_of(self, acc: Accelerator) -> str:
-        """The store key of a design: its fields, its derived area and power as computed now (a
-        changed constant, even one patched in a notebook, gives another key) and the search inputs."""
-        return result_key(design=asdict(acc), derived=dict(area_mm2=acc.area_mm2, power_w=acc.power_breakdown()),
-                          **self.common)
-
-    def with_bounds(self, row: dict[str, Any], acc: Accelerator, peak: float, vector: float,
-                    tdp: float) -> dict[str, Any]:
-        """A row with the design's links and its bound columns."""
-        return dict(row, n_links=acc.n_links, link_bw_bytes_per_s=acc.link_bw_bytes_per_s,
-                    bound_tokens_per_s=tokens_per_s_bound(peak, vector, self.n_chips, self.flops_lb),
-                    bound_objective=objective_bound(self.objective, peak, vector, tdp, self.n_chips, self.flops_lb))
+def uses_refined_bounds(prune: bool, pareto: bool, timer: Any) -> bool:
+    """Whether a search visits designs by the refined bounds (`coda.search.refine`): they are proved for
+    the ILP timer (`SearchLayerTime`) alone, and a Pareto search needs every design's tokens/s bound up
+    front, so it keeps the peak bound."""
+    return prune and not pareto and isinstance(timer, SearchLayerTime)
 
 
-def _order_designs(designs: pd.DataFrame, job: _Job) -> tuple[list[tuple[float, float, float]], np.ndarray, list[int]]:
-    """Step 1: each design's (peak, vector peak, TDP), its objective bound, and the visiting order
-    (descending bound, ties in space order)."""
+def _order_designs(designs: pd.DataFrame, job: _Job,
+                   accelerators: list[Accelerator]) -> tuple[list[tuple[float, float, float]], Order]:
+    """Step 1: each design's (peak, vector peak, TDP) and the visiting order: descending objective bound,
+    ties in space order; the refined bounds, computed lazily, where they hold (`uses_refined_bounds`),
+    else the peak bound."""
     designs["vector_flops"] = designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]
     peaks = list(zip(designs["peak_flops"].astype(float), designs["vector_flops"].astype(float),
                      designs["tdp_w"].astype(float)))
     bound_obj = np.array([objective_bound(job.objective, p, v, w, job.n_chips, job.flops_lb) for p, v, w in peaks])
-    order = [int(i) for i in np.lexsort((np.arange(len(designs)), -bound_obj))]
-    return peaks, bound_obj, order
-
-
-class _Pruner:
-    """The one pruning rule of a search, shared by the visit, its replay and the read-only store check.
-
-    It holds what the designs evaluated so far prove: the best objective and, for a Pareto search,
-    the front of their (TDP per chip, tokens/s). Design i is skipped when `bounds.pruned` prunes its
-    objective bound and, for a Pareto search, the front covers its (exact TDP, tokens/s bound)
-    point (module docstring). Without `pareto` a skip ends the visit (every later bound is lower);
-    with it, later designs may still be on the front, so the visit goes on.
-    """
-
-    def __init__(self, job: _Job, bound_obj: np.ndarray, peaks: list[tuple[float, float, float]],
-                 accelerators: list[Accelerator]) -> None:
-        self.job, self.bound_obj, self.peaks, self.accelerators = job, bound_obj, peaks, accelerators
-        self.best = -math.inf
-        self.front = Front()
-        self.ends_visit = not job.pareto
-
-    def skip(self, i: int) -> bool:
-        """Whether design i (an index of the space) can be left out of the frame."""
-        j = self.job
-        if not (j.prune and pruned(self.bound_obj[i], self.best, j.tie_tol)):
-            return False
-        if not j.pareto:
-            return True
-        peak, vector, _ = self.peaks[i]
-        # the exact TDP the frame will show (the design's own, not the vectorised one) against the front's
-        return self.front.covers(self.accelerators[i].tdp_w, tokens_per_s_bound(peak, vector, j.n_chips, j.flops_lb))
-
-    def add(self, row: dict[str, Any]) -> None:
-        """An evaluated (or stored) row of the space."""
-        if row["status"] != "ok":
-            return
-        if row[self.job.objective] > self.best:
-            self.best = float(row[self.job.objective])
-        if self.job.pareto:
-            self.front.add(float(row["tdp_w"]), float(row["tokens_per_s"]))
+    if not uses_refined_bounds(job.prune, job.pareto, job.timer):
+        return peaks, StaticOrder(bound_obj)
+    rb = RefinedBounds(job.cfg, job.n_chips, job.global_batch, job.seq_len, job.merged, job.objective)
+    first = np.minimum(bound_obj, rb.placement(designs))
+    stages = (lambda i: rb.design_fast(accelerators[i]), lambda i: rb.design_placed(accelerators[i]))
+    return peaks, RefinedOrder(first, stages)
 
 
 def _dispatch_window(executor: str, workers: int | None, n_order: int, max_designs: int | None,
@@ -303,42 +220,6 @@ def _dispatch_window(executor: str, workers: int | None, n_order: int, max_desig
     return executor, window
 
 
-class _Replay(NamedTuple):
-    rows: list[dict[str, Any]]
-    visit_pos: list[int]
-    n_new: int
-    n_pruned: int
-    unvisited: int
-
-
-def _replay(job: _Job, found: dict[int, tuple[dict[str, Any], bool]], order: list[int], pruner: _Pruner,
-            peaks: list[tuple[float, float, float]]) -> _Replay:
-    """Step 4: the inline visit over the results. It skips every design the parallel one skipped
-    (that one knew a subset of the rows this one knows at each design, plus speculative rows, whose
-    every pruning consequence an earlier visited row also has), so every row it visits is in
-    `found`; the others in `found` are the speculative ones. The one exception: a parallel Pareto
-    search that counted speculative designs against `max_designs` may stop first; the replay then
-    stops there too (the designs left are `unvisited`)."""
-    rows, visit_pos = [], []
-    n_new, n_pruned, unvisited = 0, 0, 0
-    for pos, i in enumerate(order):
-        if pruner.skip(i):
-            if pruner.ends_visit:
-                n_pruned += len(order) - pos
-                break
-            n_pruned += 1
-            continue
-        if (job.max_designs is not None and n_new >= job.max_designs) or pos not in found:
-            unvisited = len(order) - pos
-            break
-        row, new = found[pos]
-        n_new += new
-        rows.append(job.with_bounds(row, pruner.accelerators[i], *peaks[i]))
-        visit_pos.append(pos)
-        pruner.add(row)
-    return _Replay(rows, visit_pos, n_new, n_pruned, unvisited)
-
-
 def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int, objective: str,
             db: ResultStore | None, max_designs: int | None, merged: dict[str, Any], prune: bool, timer: Any,
             executor: str, workers: int | None, progress: bool, t0: float, tie_tol: float,
@@ -351,20 +232,17 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
                   version=_version(), costs=cost_model_digest())
     job = _Job(cfg, n_chips, global_batch, seq_len, objective, merged, timer, prune, max_designs,
                training_flops_per_token_lb(cfg, seq_len), common, tie_tol, pareto)
-    peaks, bound_obj, order = _order_designs(designs, job)
     accelerators = list(space)
+    peaks, order = _order_designs(designs, job, accelerators)
     executor, window = _dispatch_window(executor, workers, len(order), max_designs, timer)
     refs = REFERENCES
     if db is not None and not db.writable:
-        if pareto and prune:
-            _refuse_read_only_front(db, job, order, accelerators, _Pruner(job, bound_obj, peaks, accelerators))
-        else:
-            _refuse_read_only(db, [job.key_of(acc) for acc in refs], [job.key_of(accelerators[i]) for i in order],
-                              [bound_obj[i] for i in order], objective, prune, tie_tol)
-    visit = _Visit(job, db, order, accelerators, _Pruner(job, bound_obj, peaks, accelerators), refs, executor,
-                   window, progress)
+        _refuse_read_only(db, job, refs, _Pruner(job, order, peaks, accelerators))
+    visit = _Visit(job, db, _Pruner(job, order, peaks, accelerators), refs, executor, window, progress)
     found, n_spec = visit.run()
-    rep = _replay(job, found, order, _Pruner(job, bound_obj, peaks, accelerators), peaks)
+    rep = _replay(job, found, _Pruner(job, order, peaks, accelerators), peaks, isinstance(order, RefinedOrder))
+    if isinstance(order, RefinedOrder):
+        log.info("search: refined bounds of %s designs (fast, placed) for %d visited", order.refined, len(order.seq))
     ref_rows = [job.with_bounds(found[-1 - k][0], acc, acc.peak_flops, acc.vector_flops, acc.tdp_w)
                 for k, acc in enumerate(refs)]
     frame = _ranked(rep.rows, rep.visit_pos, objective)
@@ -377,158 +255,6 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
         n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol,
         pareto=pareto or not prune)
-
-
-def _refuse_read_only_front(db: ResultStore, job: _Job, order: list[int], accelerators: list[Accelerator],
-                            pruner: _Pruner) -> None:
-    """A Pareto search on a read-only store: replay its inline visit on stored rows; refuse, before any
-    work, if it meets a design (or a reference chip) the store does not hold."""
-    missing = None if all(job.key_of(acc) in db for acc in REFERENCES) else "a reference chip"
-    for i in order if missing is None else ():
-        if pruner.skip(i):
-            if pruner.ends_visit:
-                break
-            continue
-        row = db.get(job.key_of(accelerators[i]))
-        if row is None:
-            missing = "a design"
-            break
-        pruner.add(row)
-    if missing is not None:
-        raise ConfigError(f"store {str(db.path)!r} is read-only and this search must evaluate designs it does not "
-                          f"hold ({missing} first); make it writable (e.g. chmod u+w) or pass another path")
-
-
-class _Visit:
-    """Step 3: visit designs in bound order with at most `window` evaluations in flight (dispatch),
-    recording each finished row in the store and in `found` (collect).
-
-    `run()` returns `found[pos]` = (row, evaluated in this call) for each visited position of
-    `order` (-1 - k: reference k of `REFERENCES`), and the number of designs evaluated in this call; on Ctrl-C or
-    SIGTERM it stores every finished design, ends the workers and raises `SearchInterrupted`.
-    """
-
-    def __init__(self, job: _Job, db: ResultStore | None, order: list[int], accelerators: list[Accelerator],
-                 pruner: _Pruner, refs: tuple[Accelerator, ...], executor: str, window: int,
-                 progress: bool) -> None:
-        self.job, self.db, self.order, self.accelerators, self.pruner = job, db, order, accelerators, pruner
-        self.refs, self.executor, self.window = refs, executor, window
-        self.found: dict[int, tuple[dict[str, Any], bool]] = {}
-        self.inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
-        self.submitted, self.nxt, self.stop = 0, 0, False
-        self.bar = _Progress(len(order), progress)
-        self.pool: Any = (InlineExecutor() if executor == "inline" else RayExecutor() if executor == "ray"
-                          else pool_executor(window))
-        self.portable = _portable_timer(job.timer)
-
-    def submit(self, acc: Accelerator) -> Future[Any]:
-        j = self.job
-        if self.executor == "inline":
-            return self.pool.submit(evaluate_design, j.cfg, acc, j.n_chips, j.global_batch, j.seq_len, j.merged,
-                                    j.timer)
-        return self.pool.submit(evaluate_in_worker, acc, j.cfg, j.n_chips, j.global_batch, j.seq_len, j.merged,
-                                self.portable)
-
-    def _improve(self, row: dict[str, Any]) -> None:
-        self.pruner.add(row)
-        self.bar.update(self.pruner.best)
-
-    def record(self, pos: int, acc: Accelerator, key: str, row: dict[str, Any]) -> None:
-        """A finished evaluation: into the store, into `found`, and into the incumbent."""
-        if self.db is not None:
-            self.db.put(key, row)
-        if row["status"] != "ok":
-            log.info("design %s infeasible: %s", acc.name, row["reason"])
-        self.found[pos] = (row, True)
-        if pos >= 0:
-            self._improve(row)
-
-    def n_new(self) -> int:
-        return sum(new for pos, (_, new) in self.found.items() if pos >= 0)
-
-    def _start(self) -> None:
-        """The reference designs: from the store, or submitted first."""
-        for k, acc in enumerate(self.refs):
-            key = self.job.key_of(acc)
-            row = self.db.get(key) if self.db is not None else None
-            if row is None:
-                self.inflight[self.submit(acc)] = (-1 - k, acc, key)
-            else:
-                self.found[-1 - k] = (row, False)
-
-    def _fill(self) -> None:
-        """Dispatch: read stored designs, submit the others while the window has room; skip what the
-        pruner skips (and stop there unless it is a Pareto search), stop at `max_designs`."""
-        j = self.job
-        while not self.stop and self.nxt < len(self.order) and len(self.inflight) < self.window:
-            i = self.order[self.nxt]
-            if j.max_designs is not None and self.submitted >= j.max_designs:
-                self.stop = True
-                break
-            if self.pruner.skip(i):
-                if self.pruner.ends_visit:
-                    self.stop = True
-                    break
-                self.nxt += 1
-                continue
-            acc = self.accelerators[i]
-            key = self.job.key_of(acc)
-            row = self.db.get(key) if self.db is not None else None
-            if row is not None:
-                self.found[self.nxt] = (row, False)
-                self._improve(row)
-            else:
-                self.inflight[self.submit(acc)] = (self.nxt, acc, key)
-                self.submitted += 1
-            self.nxt += 1
-
-    def _collect(self) -> None:
-        """Collect: wait for the first finished evaluations and record them."""
-        done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
-        for fut in done:
-            pos, acc, key = self.inflight.pop(fut)
-            self.record(pos, acc, key, fut.result())
-
-    def _salvage(self) -> None:
-        """Keep every finished design and end the workers (signals wait meanwhile)."""
-        with signals_deferred():
-            for fut, (pos, acc, key) in list(self.inflight.items()):
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    try:
-                        self.record(pos, acc, key, fut.result())
-                    except CodaError as store_err:  # a store that broke meanwhile: report the first error
-                        log.error("search: finished design %s not stored: %s", acc.name, store_err)
-            if isinstance(self.pool, ProcessPoolExecutor):
-                terminate_pool(self.pool)
-            else:
-                self.pool.terminate()
-
-    def run(self) -> tuple[dict[int, tuple[dict[str, Any], bool]], int]:
-        interrupt: KeyboardInterrupt | None = None
-        try:
-            with terminate_as_interrupt():
-                try:
-                    self._start()
-                    while True:
-                        self._fill()
-                        if not self.inflight:
-                            break
-                        self._collect()
-                except BaseException as err:
-                    self._salvage()
-                    if not isinstance(err, KeyboardInterrupt):
-                        raise
-                    interrupt = err
-                else:
-                    self.pool.shutdown()
-        finally:
-            self.bar.close()
-        if interrupt is not None:
-            name = "SIGTERM" if isinstance(interrupt, Terminated) else "SIGINT"
-            n_stored = sum(1 for pos in self.found if pos >= 0) if self.db is not None else 0
-            raise SearchInterrupted(name, None if self.db is None else self.db.path, n_stored, self.n_new(),
-                                    len(self.order)) from interrupt
-        return self.found, self.n_new()
 
 
 def _version() -> str:

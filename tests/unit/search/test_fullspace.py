@@ -1,4 +1,4 @@
-"""`coda.search.refine`: refined exact bounds and the best-first search that uses them.
+"""`coda.search.refine`: refined exact bounds, and `search` visiting designs best-first by them (ILP timer).
 
 Exactness is checked against exhaustive evaluation (`search(prune=False)`, same ILP timer) on a
 48-design subspace: every refined bound is above the objective its design achieves, and the
@@ -10,6 +10,7 @@ and bound (2) holds for it as for any schedule.
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from coda.arch.design_space import DesignSpace
@@ -18,7 +19,8 @@ from coda.placement import predictor_layer_time
 from coda.search import SearchLayerTime, search
 from coda.search.design_eval import evaluate_design
 from coda.search.inputs import _merged_choices
-from coda.search.refine import FlopsLayerTime, LowerBoundLayerTime, RefinedBounds, refined_search
+from coda.search.refine import FlopsLayerTime, LowerBoundLayerTime, RefinedBounds
+from coda.search.run import uses_refined_bounds
 from coda.units import MiB
 
 MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
@@ -57,39 +59,82 @@ def test_refined_bounds_are_above_every_achieved_objective(exhaustive, objective
         assert tighter >= len(SPACE) // 2
 
 
-def test_refined_search_equals_exhaustive(exhaustive):
-    res = refined_search(MODEL, SPACE, CHIPS, BATCH, SEQ, layer_time=TIMER, workers=1)
-    assert res.best["name"] == exhaustive.best["name"]
-    assert res.best["tokens_per_s_per_w"] == exhaustive.best["tokens_per_s_per_w"]
-    assert list(res.near_ties()["name"]) == list(exhaustive.near_ties()["name"])
+def _refined(**kw):
+    return search(MODEL, SPACE, CHIPS, BATCH, SEQ, layer_time=TIMER, **{"executor": "inline", **kw})
+
+
+def _same_rows(res, exhaustive):
     full = exhaustive.frame.set_index("name")
     for _, row in res.frame.iterrows():  # every evaluated row is the exhaustive one
         assert row["status"] == full.loc[row["name"], "status"]
         if row["status"] == "ok":
             assert row["tokens_per_s_per_w"] == full.loc[row["name"], "tokens_per_s_per_w"]
             assert row["plan"] == full.loc[row["name"], "plan"]
-    c = res.counts
-    assert c["designs"] == len(SPACE) and c["evaluated"] + c["pruned"] == len(SPACE)
-    assert c["evaluated"] < len(SPACE) // 3  # the refined bound prunes most of the space
-    assert 0 <= c["cache_hits"] <= c["cache_lookups"]  # 0 here: the placement's profile cache already holds them
+
+
+def test_search_with_the_ilp_timer_uses_the_refined_bounds():
+    assert uses_refined_bounds(True, False, TIMER)
+    assert not uses_refined_bounds(False, False, TIMER)  # exhaustive
+    assert not uses_refined_bounds(True, True, TIMER)  # Pareto: the peak bound of every design up front
+    assert not uses_refined_bounds(True, False, predictor_layer_time)  # the proofs need the ILP's instance
+
+
+def test_refined_search_equals_exhaustive(exhaustive):
+    res = _refined()
+    assert res.best["name"] == exhaustive.best["name"]
+    assert res.best["tokens_per_s_per_w"] == exhaustive.best["tokens_per_s_per_w"]
+    assert list(res.near_ties()["name"]) == list(exhaustive.near_ties()["name"])
+    assert list(res.near_ties()["tokens_per_s_per_w"]) == list(exhaustive.near_ties()["tokens_per_s_per_w"])
+    _same_rows(res, exhaustive)
+    assert res.n_space == len(SPACE) and res.n_evaluated + res.n_pruned == len(SPACE) and res.complete
+    assert res.n_evaluated < len(SPACE) // 3  # the refined bound prunes most of the space
+    # a refined bound is at most the peak bound, and above what its design achieves
+    peak = exhaustive.frame.set_index("name")["bound_objective"]
+    fr = res.frame
+    assert (fr["bound_objective"].to_numpy() <= peak.loc[fr["name"]].to_numpy()).all()
+    assert (fr["bound_objective"] >= fr["tokens_per_s_per_w"]).all()
+    assert (fr["bound_tokens_per_s"] >= fr["tokens_per_s"] * (1 - 1e-12)).all()
 
 
 @pytest.mark.parametrize("tie_tol", [0.0, 0.1])
 def test_refined_search_keeps_every_near_tie(exhaustive, tie_tol):
-    res = refined_search(MODEL, SPACE, CHIPS, BATCH, SEQ, layer_time=TIMER, workers=1, tie_tol=tie_tol)
+    res = _refined(tie_tol=tie_tol)
     ok = exhaustive.frame[exhaustive.frame["status"] == "ok"]
     best = ok["tokens_per_s_per_w"].max()
     want = set(ok.loc[ok["tokens_per_s_per_w"] >= best * (1 - tie_tol), "name"])
     assert want <= set(res.frame["name"])
     assert set(res.near_ties()["name"]) == want
+    _same_rows(res, exhaustive)
+
+
+def test_refined_search_tokens_per_s_objective():
+    want = search(MODEL, SPACE, CHIPS, BATCH, SEQ, prune=False, layer_time=TIMER, executor="inline",
+                  objective="tokens_per_s")
+    res = _refined(objective="tokens_per_s")
+    assert list(res.near_ties()["name"]) == list(want.near_ties()["name"])
+    assert list(res.near_ties()["tokens_per_s"]) == list(want.near_ties()["tokens_per_s"])
 
 
 def test_refined_search_with_a_process_pool_equals_inline():
     space = DesignSpace.phaze(n_tc=(4, 8), n_vc=(2, 4), tc_rows=(128,), tc_cols=(64, 128), glb_bytes=(32 * MiB,))
-    inline = refined_search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, workers=1)
-    pooled = refined_search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, workers=2)
-    assert list(pooled.near_ties()["name"]) == list(inline.near_ties()["name"])
-    assert list(pooled.near_ties()["tokens_per_s_per_w"]) == list(inline.near_ties()["tokens_per_s_per_w"])
+    inline = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, executor="inline")
+    pooled = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, executor="process", workers=2)
+    drop = ["seconds"]
+    pd.testing.assert_frame_equal(pooled.frame.drop(columns=drop), inline.frame.drop(columns=drop))
+    assert pooled.n_pruned == inline.n_pruned and pooled.n_evaluated == inline.n_evaluated
+
+
+def test_refined_search_resumes_from_the_store(tmp_path, exhaustive):
+    db = tmp_path / "runs.sqlite"
+    cut = _refined(store=db, max_designs=2)
+    assert cut.n_evaluated == 2 and not cut.complete
+    resumed = _refined(store=db)
+    assert resumed.n_cached == 2 and resumed.complete
+    assert resumed.best["name"] == exhaustive.best["name"]
+    again = _refined(store=db)
+    assert again.n_evaluated == 0
+    drop = ["seconds"]
+    pd.testing.assert_frame_equal(again.frame.drop(columns=drop), resumed.frame.drop(columns=drop))
 
 
 def test_bound_holds_with_forced_tensor_parallelism():

@@ -1,0 +1,115 @@
+"""The order a search visits designs in: descending upper bound on the objective, ties in space order.
+
+Two orders behind one interface (`at`, `bound`, `step`, `len`):
+
+- `StaticOrder`: every design's bound is known up front (the peak bound of `coda.search.bounds`);
+- `RefinedOrder`: best first by the refined bounds of `coda.search.refine`, computed lazily. Each
+  design waits in the heap of the last bound computed for it, keyed by the least of its bounds so
+  far (so a key only falls as bounds are added, and every key is an upper bound on the design's
+  final bound). The next position goes to the design with the largest key over all heaps: if it
+  has every bound, no remaining design can have a larger final bound, so it is next; otherwise
+  its next bound is computed and it moves on. The sequence is therefore that of the final bounds
+  in descending order, ties in space order, exactly as a `StaticOrder` of the final bounds would
+  give, while only the designs the visit reaches are refined.
+
+  One shortcut, for a visit that ends at its first pruned design: `at(pos, is_pruned)` returns the
+  top design with its key as its bound when `is_pruned(key)` holds. Its final bound is at most the
+  key, so it is pruned either way, and so is every later design (their keys are no larger); the
+  positions after it are never read by such a visit.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+IsPruned = Callable[[float], bool]
+"""Whether a design with this upper bound on the objective can be left out of the visit."""
+
+
+class StaticOrder:
+    """Designs by descending `bounds` (ties in space order), every bound known up front."""
+
+    def __init__(self, bounds: np.ndarray) -> None:
+        self.bounds = np.asarray(bounds, dtype=float)
+        self.seq = [int(i) for i in np.lexsort((np.arange(len(self.bounds)), -self.bounds))]
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def at(self, pos: int, is_pruned: IsPruned | None = None) -> int:
+        """The design (its index in the space) visited at position `pos`."""
+        return self.seq[pos]
+
+    def bound(self, i: int) -> float:
+        """The upper bound design `i` is visited with."""
+        return float(self.bounds[i])
+
+    def step(self, is_pruned: IsPruned) -> bool:
+        """Work ahead for the next position (none here: every bound is known)."""
+        return False
+
+
+class RefinedOrder:
+    """Designs by descending refined bound, computed lazily (module doc).
+
+    Args:
+        first: each design's first bound (the least of the peak bound and `RefinedBounds.placement`).
+        stages: the further bounds, cheapest first: `stages[k](i)` bounds design `i`'s objective.
+    """
+
+    def __init__(self, first: np.ndarray, stages: Sequence[Callable[[int], float]]) -> None:
+        self.stages = tuple(stages)
+        self.heaps: list[list[tuple[float, int]]] = [[(-float(b), i) for i, b in enumerate(first)]]
+        self.heaps += [[] for _ in self.stages]
+        heapq.heapify(self.heaps[0])
+        self.n = len(first)
+        self.seq: list[int] = []
+        self.bounds: dict[int, float] = {}
+        self.refined = [0] * len(self.stages)
+        """How many designs got bound k + 1 (`stages[k]`)."""
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _top(self) -> tuple[float, int, int]:
+        """The design with the largest key over all heaps: (-key, index, stage)."""
+        return min((h[0][0], h[0][1], k) for k, h in enumerate(self.heaps) if h)
+
+    def _refine(self, stage: int) -> None:
+        """Move the top design of heaps[stage] to heaps[stage + 1] with its next bound."""
+        negb, i = heapq.heappop(self.heaps[stage])
+        self.refined[stage] += 1
+        heapq.heappush(self.heaps[stage + 1], (-min(-negb, float(self.stages[stage](i))), i))
+
+    def at(self, pos: int, is_pruned: IsPruned | None = None) -> int:
+        """The design visited at position `pos` (refining the designs it takes; module doc for `is_pruned`)."""
+        while len(self.seq) <= pos:
+            negb, i, stage = self._top()
+            if stage < len(self.stages) and not (is_pruned is not None and is_pruned(-negb)):
+                self._refine(stage)
+                continue
+            heapq.heappop(self.heaps[stage])
+            self.seq.append(i)
+            self.bounds[i] = -negb
+        return self.seq[pos]
+
+    def bound(self, i: int) -> float:
+        """The bound design `i` was given its position with (an upper bound on its objective)."""
+        return self.bounds[i]
+
+    def step(self, is_pruned: IsPruned) -> bool:
+        """Compute one bound the next position needs unless the visit ends first (while workers evaluate);
+        False when there is none."""
+        if len(self.seq) >= self.n:
+            return False
+        negb, _, stage = self._top()
+        if stage == len(self.stages) or is_pruned(-negb):
+            return False
+        self._refine(stage)
+        return True
+
+
+__all__ = ["IsPruned", "RefinedOrder", "StaticOrder"]
