@@ -193,11 +193,16 @@ def _fraction(c: Mapping[str, Any], key: str, default: float) -> float:
     return float(v)
 
 
+def _rotary_dim(head_dim: int, rotated: int) -> int:
+    """`ModelConfig.rotary_dim` of `rotated` rotated dimensions per head: 0 (the whole head) when
+    they cover it."""
+    return 0 if rotated >= head_dim else rotated
+
+
 def _rotary(head_dim: int, fraction: float) -> int:
     """`rotary_dim` of a partial rotary fraction of each head (0 = the whole head), as transformers
     computes it: `int(head_dim * fraction)`."""
-    n = int(head_dim * fraction)
-    return 0 if n >= head_dim else n
+    return _rotary_dim(head_dim, int(head_dim * fraction))
 
 
 def _gpt_neox(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
@@ -274,7 +279,7 @@ def _gptj(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
                 vocab_size=r("vocab_size"), max_seq_len=r("n_positions"),
                 mlp=_mlp_kind(c.get("activation_function", "gelu_new")), norm="layernorm", position="rope",
                 causal=True, tied_embeddings=c.get("tie_word_embeddings", False), bias=True,
-                parallel_block=True, norms_per_block=1, rotary_dim=0 if rot >= head_dim else rot)
+                parallel_block=True, norms_per_block=1, rotary_dim=_rotary_dim(head_dim, rot))
 
 
 def _bloom(c: Mapping[str, Any], r: Callable[[str], Any]) -> dict[str, Any]:
