@@ -8,14 +8,13 @@ subspace (`QUICK`, 2-8 tensor cores of 128-256 a side, 1-4 vector cores, 8 or 32
 Timers and drivers, one row each:
 
 - ``predictor``: `coda.search.search` with the predictor-sum layer timer and its peak bound;
-- ``ilp``: `coda.search.refine.refined_search`, the ILP timer with the refined bounds (placement
-  bound with FLOP and ILP lower-bound layer times), best first;
-- ``ilp-peak`` (with `--baseline`): `coda.search.search` with the ILP timer and its peak bound,
-  the path the refined search replaces (hours on the full space for gpt3-175b).
+- ``ilp``: `coda.search.search` with the ILP timer (`SearchLayerTime`), which visits designs
+  best-first by the refined bounds of `coda.search.refine` (`coda.search.order.RefinedOrder`).
 
-Columns: designs in the space, evaluated, pruned fraction (never evaluated), refined (bound 2
-computed), ILP schedule-cache hit rate (summed over worker processes; the predictor has no
-cache), wall and CPU seconds (this process and its reaped workers), designs of the space per
+Columns: designs in the space, evaluated, pruned fraction (never evaluated), refined (designs
+given bound 2, the per-design work bound, and bound 3, the placement with lower-bound layer
+times), ILP schedule-cache hit rate (with ``--workers 1`` only: worker processes keep their own
+caches), wall and CPU seconds (this process and its reaped workers), designs of the space per
 wall second, the best design and its tokens/s per W. On a shared machine the wall time depends
 on the load; CPU seconds do not (much). Tests do not assert timings.
 """
@@ -32,15 +31,14 @@ import pandas as pd
 
 from coda.arch.design_space import DesignSpace
 from coda.placement import predictor_layer_time
-from coda.search import search
-from coda.search.refine import refined_search
+from coda.search import SearchLayerTime, search
 from coda.units import MiB
 
 MODELS = {"bert-large": 512, "gpt2-xl": 1024, "opt-350m": 2048, "llama2-7b": 4096, "gpt3-175b": 2048}
 """PHAZE's models with its sequence lengths (`coda.placement.phaze.PHAZE_PLACEMENTS`)."""
 CHIPS, GLOBAL_BATCH = 1024, 4096
 QUICK = dict(n_tc=(2, 4, 8), n_vc=(1, 2, 4), tc_rows=(128, 256), tc_cols=(128, 256), glb_bytes=(8 * MiB, 32 * MiB))
-TIMERS = ("predictor", "ilp", "ilp-peak")
+TIMERS = ("predictor", "ilp")
 
 
 def _cpu_s() -> float:
@@ -51,17 +49,13 @@ def _cpu_s() -> float:
 def run(model: str, seq_len: int, timer: str, space: DesignSpace, workers: int) -> dict[str, Any]:
     """One search; its row of the table."""
     t0, c0 = time.perf_counter(), _cpu_s()
-    if timer == "ilp":
-        res = refined_search(model, space, CHIPS, GLOBAL_BATCH, seq_len, workers=workers)
-        c = res.counts
-        n, evaluated, refined = c["designs"], c["evaluated"], c["refined"]
-        hit = c["cache_hits"] / c["cache_lookups"] if c["cache_lookups"] else float("nan")
-        best = res.best
-    else:
-        kw: dict[str, Any] = {"layer_time": predictor_layer_time} if timer == "predictor" else {}
-        sres = search(model, space, CHIPS, GLOBAL_BATCH, seq_len, workers=workers, **kw)
-        n, evaluated, refined, hit, best = sres.n_space, sres.n_evaluated + sres.n_cached, 0, float("nan"), sres.best
+    layer_time: Any = predictor_layer_time if timer == "predictor" else SearchLayerTime()
+    res = search(model, space, CHIPS, GLOBAL_BATCH, seq_len, workers=workers, layer_time=layer_time)
     wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    n, evaluated, best = res.n_space, res.n_evaluated + res.n_cached, res.best
+    refined = "/".join(map(str, res.n_refined))
+    stats = layer_time.cache.stats if timer == "ilp" and workers == 1 else None
+    hit = stats.hits / stats.lookups if stats is not None and stats.lookups else float("nan")
     return {"model": model, "seq": seq_len, "timer": timer, "designs": n, "evaluated": evaluated,
             "pruned_frac": 1 - evaluated / n, "refined": refined, "cache_hit_rate": hit, "wall_s": wall,
             "cpu_s": cpu, "designs_per_s": n / wall, "best": None if best is None else best["name"],
@@ -73,14 +67,13 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="the whole PHAZE space (29,360 designs), not QUICK")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
     parser.add_argument("--timers", default="predictor,ilp", help=f"comma list of {', '.join(TIMERS)}")
-    parser.add_argument("--baseline", action="store_true", help="add the ilp-peak rows (the unrefined ILP search)")
     parser.add_argument("--workers", type=int, default=2, help="evaluations in flight (default 2)")
-    parser.add_argument("--verbose", action="store_true", help="log the refined search's progress")
+    parser.add_argument("--verbose", action="store_true", help="log the search's progress")
     args = parser.parse_args()
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     models = [m for m in args.models.split(",") if m]
-    timers = [t for t in args.timers.split(",") if t] + (["ilp-peak"] if args.baseline else [])
+    timers = [t for t in args.timers.split(",") if t]
     for name in models:
         if name not in MODELS:
             parser.error(f"--models: unknown model {name!r}; use {', '.join(MODELS)}")

@@ -45,6 +45,9 @@ class SearchResult:
             (`near_ties`).
         pareto: the frame holds every design on the Pareto front of tokens/s against TDP per chip
             (a search with `pareto=True`, or with `prune=False`), so `front()` is the space's front.
+        bounds: the bound designs were visited and pruned by: ``refined`` (`coda.search.refine`, the ILP
+            timer) or ``peak`` (`coda.search.bounds`); the frame's ``bound_*`` columns hold it.
+        n_refined: with refined bounds, the designs given bound (2) and bound (3) of `coda.search.refine`.
     """
 
     frame: pd.DataFrame
@@ -65,6 +68,8 @@ class SearchResult:
     tie_tol: float = 0.0
     faithful_reference: pd.Series | None = None
     pareto: bool = False
+    bounds: str = "peak"
+    n_refined: tuple[int, ...] = ()
 
     def counts(self) -> dict[str, Any]:
         """The counters as a dict (for printing and JSON)."""

@@ -241,8 +241,9 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
     visit = _Visit(job, db, _Pruner(job, order, peaks, accelerators), refs, executor, window, progress)
     found, n_spec = visit.run()
     rep = _replay(job, found, _Pruner(job, order, peaks, accelerators), peaks, isinstance(order, RefinedOrder))
-    if isinstance(order, RefinedOrder):
-        log.info("search: refined bounds of %s designs (fast, placed) for %d visited", order.refined, len(order.seq))
+    n_refined = tuple(order.refined) if isinstance(order, RefinedOrder) else None
+    if n_refined is not None:
+        log.info("search: bounds (2) and (3) computed for %s designs, %d visited", n_refined, rep.n_new)
     ref_rows = [job.with_bounds(found[-1 - k][0], acc, acc.peak_flops, acc.vector_flops, acc.tdp_w)
                 for k, acc in enumerate(refs)]
     frame = _ranked(rep.rows, rep.visit_pos, objective)
@@ -254,7 +255,7 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
         n_evaluated=rep.n_new, n_cached=len(rep.rows) - rep.n_new, n_infeasible=len(frame) - n_ok,
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
         n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol,
-        pareto=pareto or not prune)
+        pareto=pareto or not prune, bounds="peak" if n_refined is None else "refined", n_refined=n_refined or ())
 
 
 def _version() -> str:

@@ -87,6 +87,8 @@ def test_refined_search_equals_exhaustive(exhaustive):
     assert list(res.near_ties()["tokens_per_s_per_w"]) == list(exhaustive.near_ties()["tokens_per_s_per_w"])
     _same_rows(res, exhaustive)
     assert res.n_space == len(SPACE) and res.n_evaluated + res.n_pruned == len(SPACE) and res.complete
+    assert res.bounds == "refined" and exhaustive.bounds == "peak"
+    assert len(res.n_refined) == 2 and res.n_refined[0] >= res.n_refined[1] >= res.n_evaluated
     assert res.n_evaluated < len(SPACE) // 3  # the refined bound prunes most of the space
     # a refined bound is at most the peak bound, and above what its design achieves
     peak = exhaustive.frame.set_index("name")["bound_objective"]
@@ -170,3 +172,26 @@ def test_nothing_fits_gives_a_zero_bound():
     assert np.all(rb.placement(space.to_frame()) == 0.0)
     assert rb.design(next(iter(space))) == 0.0
     assert not math.isnan(rb.design(next(iter(space))))
+
+
+def test_refined_search_on_a_read_only_store(tmp_path, monkeypatch):
+    """A read-only store serves a refined search it holds every visited design of, and refuses one it
+    does not before any evaluation (the visit is replayed on the stored rows, bounds computed lazily)."""
+    from coda.errors import ConfigError
+    from coda.search import run as run_mod
+    from coda.search.store import ResultStore
+
+    db = tmp_path / "runs.sqlite"
+    first = _refined(store=db)
+
+    class ReadOnly(ResultStore):
+        def __init__(self, path):
+            super().__init__(path)
+            self.writable = False
+
+    monkeypatch.setattr(run_mod, "ResultStore", ReadOnly)
+    held = _refined(store=db)
+    assert held.n_evaluated == 0 and held.n_cached == first.n_evaluated
+    assert list(held.frame["name"]) == list(first.frame["name"])
+    with pytest.raises(ConfigError, match="read-only"):
+        _refined(store=db, tie_tol=0.5)  # more near ties: designs the store does not hold
