@@ -28,7 +28,7 @@ import numpy as np
 
 from coda.errors import ConfigError, InfeasibleDesign
 from coda.serving.costs import BatchShape, CostTable, IterationCost
-from coda.serving.deployment import Deployment
+from coda.serving.deployment import Deployment, KVBudget
 from coda.serving.metrics import SLO, ServingResult, build_result
 from coda.serving.router import Router
 from coda.serving.schedulers import make_scheduler
@@ -97,6 +97,21 @@ def _sure_miss(slo: SLO, req: Requests, lg: _Log, now: float, n_gaps: int, check
 ABORT_EVERY = 64
 """Events between two checks of `_sure_miss` when a simulation may stop at a certain SLO miss."""
 
+_Event = tuple[float, int, int, int, Batch | None, float, np.ndarray | None]
+"""(time, sequence number, _DONE or _READY, replica, batch, emit time, aggregated step times)."""
+
+
+def _arrivals(trace: Trace, concurrency: int | None) -> np.ndarray:
+    """Arrival times: the trace's, or a closed loop's first `concurrency` requests at 0 and the rest unknown."""
+    arrivals = trace.arrival_s.astype(float)
+    if concurrency is not None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"simulate: concurrency={concurrency!r} must be an integer >= 1 (clients), or None "
+                              "for the trace's arrival times")
+        arrivals = np.full(len(trace), np.inf)
+        arrivals[:concurrency] = 0.0
+    return arrivals
+
 
 def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCost | None = None,
              slo: SLO | None = None, aggregate: bool = True, concurrency: int | None = None,
@@ -123,192 +138,231 @@ def simulate(deployment: Deployment, trace: Trace, cost: CostTable | IterationCo
         ConfigError: requests beyond the model's context.
         InfeasibleDesign: the weights leave no KV blocks, or a request can never fit them.
     """
-    cfg = deployment.model
-    trace.check_context(cfg)
+    trace.check_context(deployment.model)
     budget = deployment.kv_budget()
     _check_fits(deployment, trace, budget.blocks, budget.block_tokens)
     if cost is None:
         cost = CostTable.for_deployment(deployment, max_context=int((trace.prompt_tokens + trace.output_tokens).max()))
-    R, pp = deployment.n_replicas, deployment.pp
-    arrivals = trace.arrival_s.astype(float)
-    if concurrency is not None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"simulate: concurrency={concurrency!r} must be an integer >= 1 (clients), or None "
-                              "for the trace's arrival times")
-        arrivals = np.full(len(trace), np.inf)
-        arrivals[:concurrency] = 0.0
+    arrivals = _arrivals(trace, concurrency)
     req = Requests(arrivals, trace.prompt_tokens.astype(np.int64), trace.output_tokens.astype(np.int64))
-    closed = [min(concurrency, len(req)) if concurrency is not None else len(req)]  # the next closed-loop arrival
-    states = [ReplicaState(budget, budget.blocks) for _ in range(R)]
-    scheds = [make_scheduler(deployment.scheduler, pp) for _ in range(R)]
-    free = np.zeros((R, pp))
-    router = Router(deployment.router, R)
-    lg = _Log([], [], [], [], [], [], [], [], [], [])
-    heap: list[tuple[float, int, int, int, Batch | None, float, np.ndarray | None]] = []
-    aggregate_ok = aggregate and pp == 1 and scheds[0].steady_decodes
-    block_tokens = budget.block_tokens
-    seq = 0
-    n, nxt = len(req), [0]  # requests, the next arrival
-    arrival = req.arrival_s
+    run = _Run(deployment, cost, req, budget, aggregate, concurrency)
+    watch = stop_at_miss and slo is not None and (slo.ttft_p99_s is not None or slo.tbt_p99_s is not None)
+    stopped = run.loop(slo if watch else None)
+    if stopped:
+        log.info("simulation stopped after %d events: the SLO is missed for certain", run.events)
+        return build_result(deployment, trace, req, run.lg, budget, slo, stopped=True)
+    unfinished = int(np.isnan(req.finish_s).sum())
+    if unfinished:  # cannot happen: every batch makes progress and every request fits
+        raise InfeasibleDesign(f"{deployment.describe()}: {unfinished} request(s) never finished")
+    log.info("simulated %d requests, %d iterations", len(req), len(run.lg.start_s))
+    return build_result(deployment, trace, req, run.lg, budget, slo)
 
-    def steady_steps(k: int, b: Batch, now: float) -> np.ndarray | None:
+
+class _Run:
+    """One simulation's state and its steps: arrivals (`arrive`), batch formation (`schedule`),
+    a batch's launch through the stages (`launch`, `steady_steps`) and its completion (`finish`)."""
+
+    def __init__(self, dep: Deployment, cost: CostTable | IterationCost, req: Requests, budget: KVBudget,
+                 aggregate: bool, concurrency: int | None) -> None:
+        R, pp = dep.n_replicas, dep.pp
+        self.dep, self.cost, self.req, self.budget, self.pp = dep, cost, req, budget, pp
+        self.n = len(req)
+        self.arrival = req.arrival_s
+        self.closed = min(concurrency, self.n) if concurrency is not None else self.n  # the next closed-loop arrival
+        self.states = [ReplicaState(budget, budget.blocks) for _ in range(R)]
+        self.scheds = [make_scheduler(dep.scheduler, pp) for _ in range(R)]
+        self.free = np.zeros((R, pp))
+        self.router = Router(dep.router, R)
+        self.lg = _Log([], [], [], [], [], [], [], [], [], [])
+        self.heap: list[_Event] = []
+        self.aggregate_ok = aggregate and pp == 1 and self.scheds[0].steady_decodes
+        self.block_tokens = budget.block_tokens
+        self.seq = 0
+        self.nxt = 0  # the next arrival
+        self.events = 0
+
+    # -- the event loop ---------------------------------------------------------------------------
+
+    def loop(self, watch: SLO | None) -> bool:
+        """Run every event (arrivals in order, then batch completions and free first stages by
+        time); with `watch`, stop at a certain miss of its targets. Returns whether it stopped so."""
+        req, arrival, heap, n = self.req, self.arrival, self.heap, self.n
+        n_gaps = int(np.maximum(req.output - 1, 0).sum())
+        checked = [0, 0]
+        while self.nxt < n or heap:
+            self.events += 1
+            if watch is not None and self.events % ABORT_EVERY == 0:
+                now = heap[0][0] if heap else float(arrival[self.nxt])
+                if _sure_miss(watch, req, self.lg, now, n_gaps, checked):
+                    return True
+            i = self.nxt
+            if not heap and arrival[i] == np.inf:  # a closed loop whose clients all wait: cannot happen
+                break
+            if i < n and (not heap or arrival[i] <= heap[0][0]):
+                self.arrive(float(arrival[i]))
+                continue
+            t, _, kind, k, b, emit, steps = heapq.heappop(heap)
+            if kind == _DONE:
+                assert b is not None
+                self.finish(k, b, emit, steps, t)
+            self.schedule(k, t)
+        return False
+
+    def arrive(self, t: float) -> None:
+        """Route every request arriving at `t` (all queued before any replica schedules)."""
+        i, touched = self.nxt, []
+        while i < self.n and self.arrival[i] == t:
+            k = self.router.route()
+            self.req.replica[i] = k
+            self.states[k].waiting.append(i)
+            touched.append(k)
+            i += 1
+        self.nxt = i
+        for k in dict.fromkeys(touched):
+            self.schedule(k, t)
+
+    def schedule(self, k: int, now: float) -> None:
+        """Launch replica `k`'s next batches while its first stage is free and fewer than pp are in flight."""
+        st = self.states[k]
+        while st.in_flight < self.pp and self.free[k, 0] <= now:
+            b = self.scheds[k].next_batch(st, self.req, now)
+            if b is None:
+                if st.in_flight == 0 and (st.waiting or st.running):
+                    raise InfeasibleDesign(f"{self.dep.describe()}: replica {k} cannot schedule its "
+                                           f"{len(st.waiting)} waiting and {len(st.running)} running request(s) "
+                                           f"with {st.free_blocks} of {self.budget.blocks} KV blocks free")
+                return
+            self.launch(k, b, now)
+
+    # -- launch -----------------------------------------------------------------------------------
+
+    def steady_steps(self, k: int, b: Batch, now: float) -> np.ndarray | None:
         """Durations of the identical decode-only iterations that start with `b` (None: just one)."""
-        st = states[k]
+        req, st = self.req, self.states[k]
         dec = b.decode_ids
-        if not aggregate_ok or len(b.prefill_ids) or len(dec) != len(st.running):
+        if not self.aggregate_ok or len(b.prefill_ids) or len(dec) != len(st.running):
             return None
         left = int((req.output[dec] - req.generated[dec]).min())  # the last of them finishes a request
         if left < 2:
             return None
-        horizon = float(arrival[nxt[0]]) if nxt[0] < n else np.inf
+        horizon = float(self.arrival[self.nxt]) if self.nxt < self.n else np.inf
         kv = req.kv[dec]
         probe = min(left, PROBE_STEPS)  # the next arrival usually comes within a few steps: try those first
-        d = cost.decode_steps(kv, probe)
+        d = self.cost.decode_steps(kv, probe)
         starts = now + np.concatenate([[0.0], np.cumsum(d[:-1])])
         steps = int(np.searchsorted(starts, horizon, side="left"))
         if steps >= probe and probe < left:
-            d = cost.decode_steps(kv, left)
+            d = self.cost.decode_steps(kv, left)
             starts = now + np.concatenate([[0.0], np.cumsum(d[:-1])])
             steps = int(np.searchsorted(starts, horizon, side="left"))
         steps = min(left, steps)
-        if not scheds[k].reserves_whole_request:  # the blocks the next tokens need must be free
-            have = req.blocks[dec]
-
-            def extra(j: int) -> int:
-                return int(np.maximum(-(-(kv + j) // block_tokens) - have, 0).sum())
-
-            lo, hi = 1, steps
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                lo, hi = (mid, hi) if extra(mid) <= st.free_blocks else (lo, mid - 1)
-            steps = lo
-            st.free_blocks -= extra(steps)
-            req.blocks[dec] = np.maximum(have, -(-(kv + steps) // block_tokens))
+        if not self.scheds[k].reserves_whole_request:  # the blocks the next tokens need must be free
+            steps = self._reserve_blocks(st, dec, kv, steps)
         return d[:steps] if steps > 1 else None
 
-    def launch(k: int, b: Batch, now: float) -> None:
-        nonlocal seq
-        st = states[k]
-        ids = b.ids()
-        req.busy[ids] = True
+    def _reserve_blocks(self, st: ReplicaState, dec: np.ndarray, kv: np.ndarray, steps: int) -> int:
+        """The most of `steps` decode steps whose KV blocks are free (at least 1), with those blocks taken."""
+        req, block_tokens = self.req, self.block_tokens
+        have = req.blocks[dec]
+
+        def extra(j: int) -> int:
+            return int(np.maximum(-(-(kv + j) // block_tokens) - have, 0).sum())
+
+        lo, hi = 1, steps
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if extra(mid) <= st.free_blocks else (lo, mid - 1)
+        st.free_blocks -= extra(lo)
+        req.blocks[dec] = np.maximum(have, -(-(kv + lo) // block_tokens))
+        return lo
+
+    def launch(self, k: int, b: Batch, now: float) -> None:
+        """Start `b` on replica `k` at `now`: its stage times, its completion (and the free first
+        stage) on the heap, its row in the iteration log."""
+        st, free, pp = self.states[k], self.free, self.pp
+        self.req.busy[b.ids()] = True
         st.in_flight += 1
-        steps = steady_steps(k, b, now)
+        steps = self.steady_steps(k, b, now)
         if steps is not None:
             emit, ring = now + float(steps.sum()), 0.0
             free[k, 0] = emit
         else:
-            shape = BatchShape(b.prefill_tokens, req.kv[b.prefill_ids], req.kv[b.decode_ids])
-            times = cost.stage_times(shape)
-            inter, ring = cost.hops(shape.tokens, len(b.decode_ids) > 0)
+            shape = BatchShape(b.prefill_tokens, self.req.kv[b.prefill_ids], self.req.kv[b.decode_ids])
+            times = self.cost.stage_times(shape)
+            inter, ring = self.cost.hops(shape.tokens, len(b.decode_ids) > 0)
             t = now
             for s in range(pp):
                 end = max(t, free[k, s]) + float(times[s])
                 free[k, s] = end
                 t = end + inter
             emit = float(free[k, pp - 1])
-        heapq.heappush(heap, (emit + ring, seq, _DONE, k, b, emit, steps))
-        seq += 1
+        self._push(emit + ring, _DONE, k, b, emit, steps)
         if pp > 1:
-            heapq.heappush(heap, (float(free[k, 0]), seq, _READY, k, None, 0.0, None))
-            seq += 1
+            self._push(float(free[k, 0]), _READY, k, None, 0.0, None)
+        lg = self.lg
         lg.replica.append(k)
         lg.start_s.append(now)
         lg.end_s.append(emit)
         lg.prefill_tokens.append(int(b.prefill_tokens.sum()))
         lg.decodes.append(len(b.decode_ids))
         lg.sequences.append(b.n_sequences)
-        lg.kv_blocks.append(budget.blocks - st.free_blocks)
+        lg.kv_blocks.append(self.budget.blocks - st.free_blocks)
         lg.steps.append(1 if steps is None else len(steps))
 
-    def finish(k: int, b: Batch, emit: float, steps: np.ndarray | None, now: float) -> None:
-        st = states[k]
-        st.in_flight -= 1
-        req.busy[b.ids()] = False
-        pid, did = b.prefill_ids, b.decode_ids
-        if steps is not None:  # len(steps) decode iterations of the same requests
-            m = len(steps)
-            req.kv[did] += m
-            req.generated[did] += m
-            first = (emit - float(steps[1:].sum())) - req.last_token_s[did]
-            lg.tbt_ids.append(np.repeat(did, m))
-            lg.tbt_s.append(np.column_stack([first, np.tile(steps[1:], (len(did), 1))]).ravel())
-            req.last_token_s[did] = emit
-            em = did
-        else:
-            req.done[pid] += b.prefill_tokens
-            req.kv[pid] += b.prefill_tokens
-            req.kv[did] += 1
-            em = np.concatenate([pid[req.done[pid] >= req.target[pid]], did])
-            req.generated[em] += 1
-            prev = req.last_token_s[em]
-            seen = ~np.isnan(prev)
-            req.first_token_s[em[~seen]] = emit
-            if seen.any():
-                lg.tbt_ids.append(em[seen])
-                lg.tbt_s.append(emit - prev[seen])
-            req.last_token_s[em] = emit
-        fin = em[req.generated[em] >= req.output[em]]
+    def _push(self, t: float, kind: int, k: int, b: Batch | None, emit: float, steps: np.ndarray | None) -> None:
+        heapq.heappush(self.heap, (t, self.seq, kind, k, b, emit, steps))
+        self.seq += 1
+
+    # -- completion -------------------------------------------------------------------------------
+
+    def finish(self, k: int, b: Batch, emit: float, steps: np.ndarray | None, now: float) -> None:
+        """Complete `b` on replica `k`: its tokens at `emit`, finished requests' blocks freed."""
+        self.states[k].in_flight -= 1
+        self.req.busy[b.ids()] = False
+        em = self._emit_stretch(b, emit, steps) if steps is not None else self._emit_one(b, emit)
+        fin = em[self.req.generated[em] >= self.req.output[em]]
         if len(fin):
-            req.finish_s[fin] = emit
-            st.free_blocks += int(req.blocks[fin].sum())
-            req.blocks[fin] = 0
-            gone = set(fin.tolist())
-            st.running = [r for r in st.running if r not in gone]
-            router.finished(k, len(fin))
-            if closed[0] < n:  # closed loop: each client sends its next request on receiving the last token
-                j = min(closed[0] + len(fin), n)
-                arrival[closed[0]:j] = now
-                closed[0] = j
+            self._release(k, fin, emit, now)
 
-    def try_schedule(k: int, now: float) -> None:
-        st = states[k]
-        while st.in_flight < pp and free[k, 0] <= now:
-            b = scheds[k].next_batch(st, req, now)
-            if b is None:
-                if st.in_flight == 0 and (st.waiting or st.running):
-                    raise InfeasibleDesign(f"{deployment.describe()}: replica {k} cannot schedule its "
-                                           f"{len(st.waiting)} waiting and {len(st.running)} running request(s) "
-                                           f"with {st.free_blocks} of {budget.blocks} KV blocks free")
-                return
-            launch(k, b, now)
+    def _emit_stretch(self, b: Batch, emit: float, steps: np.ndarray) -> np.ndarray:
+        """len(steps) decode iterations of the same requests: m tokens each, m inter-token times."""
+        req, lg, did = self.req, self.lg, b.decode_ids
+        m = len(steps)
+        req.kv[did] += m
+        req.generated[did] += m
+        first = (emit - float(steps[1:].sum())) - req.last_token_s[did]
+        lg.tbt_ids.append(np.repeat(did, m))
+        lg.tbt_s.append(np.column_stack([first, np.tile(steps[1:], (len(did), 1))]).ravel())
+        req.last_token_s[did] = emit
+        return did
 
-    watch = stop_at_miss and slo is not None and (slo.ttft_p99_s is not None or slo.tbt_p99_s is not None)
-    n_gaps = int(np.maximum(req.output - 1, 0).sum())
-    checked, events, stopped = [0, 0], 0, False
-    while nxt[0] < n or heap:
-        events += 1
-        if watch and events % ABORT_EVERY == 0:
-            now = heap[0][0] if heap else float(arrival[nxt[0]])
-            assert slo is not None
-            if _sure_miss(slo, req, lg, now, n_gaps, checked):
-                stopped = True
-                break
-        i = nxt[0]
-        if not heap and arrival[i] == np.inf:  # a closed loop whose clients all wait: cannot happen
-            break
-        if i < n and (not heap or arrival[i] <= heap[0][0]):
-            t = float(arrival[i])
-            touched = []
-            while i < n and arrival[i] == t:  # simultaneous arrivals are all queued before scheduling
-                k = router.route()
-                req.replica[i] = k
-                states[k].waiting.append(i)
-                touched.append(k)
-                i += 1
-            nxt[0] = i
-            for k in dict.fromkeys(touched):
-                try_schedule(k, t)
-            continue
-        t, _, kind, k, b, emit, steps = heapq.heappop(heap)
-        if kind == _DONE:
-            assert b is not None
-            finish(k, b, emit, steps, t)
-        try_schedule(k, t)
-    unfinished = int(np.isnan(req.finish_s).sum())
-    if stopped:
-        log.info("simulation stopped after %d events: the SLO is missed for certain", events)
-        return build_result(deployment, trace, req, lg, budget, slo, stopped=True)
-    if unfinished:  # cannot happen: every batch makes progress and every request fits
-        raise InfeasibleDesign(f"{deployment.describe()}: {unfinished} request(s) never finished")
-    log.info("simulated %d requests, %d iterations", n, len(lg.start_s))
-    return build_result(deployment, trace, req, lg, budget, slo)
+    def _emit_one(self, b: Batch, emit: float) -> np.ndarray:
+        """One iteration: prefill chunks advance, a request whose prompt is done and every decode emit a token."""
+        req, lg, pid, did = self.req, self.lg, b.prefill_ids, b.decode_ids
+        req.done[pid] += b.prefill_tokens
+        req.kv[pid] += b.prefill_tokens
+        req.kv[did] += 1
+        em = np.concatenate([pid[req.done[pid] >= req.target[pid]], did])
+        req.generated[em] += 1
+        prev = req.last_token_s[em]
+        seen = ~np.isnan(prev)
+        req.first_token_s[em[~seen]] = emit
+        if seen.any():
+            lg.tbt_ids.append(em[seen])
+            lg.tbt_s.append(emit - prev[seen])
+        req.last_token_s[em] = emit
+        return em
+
+    def _release(self, k: int, fin: np.ndarray, emit: float, now: float) -> None:
+        """Finished requests leave replica `k` with their blocks; a closed loop's clients send their next."""
+        req, st = self.req, self.states[k]
+        req.finish_s[fin] = emit
+        st.free_blocks += int(req.blocks[fin].sum())
+        req.blocks[fin] = 0
+        gone = set(fin.tolist())
+        st.running = [r for r in st.running if r not in gone]
+        self.router.finished(k, len(fin))
+        if self.closed < self.n:  # closed loop: each client sends its next request on receiving the last token
+            j = min(self.closed + len(fin), self.n)
+            self.arrival[self.closed:j] = now
+            self.closed = j
