@@ -46,7 +46,6 @@ the direct evaluation on random batches.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +58,9 @@ from coda.placement.chain import collectives_time
 from coda.placement.costs import graph_collectives
 from coda.predictor import BasePredictor, op_latencies
 from coda.serving.deployment import Deployment
+from coda.serving.grids import Grid, log_grid, tile_grid
+from coda.serving.grids import Grid as _Grid  # noqa: F401  (the tests' name)
+from coda.serving.grids import bilinear as _bilinear  # noqa: F401
 from coda.units import dtype_bytes
 
 EXACT_TOKENS = 128
@@ -68,25 +70,6 @@ GRID_RATIO = 1.1
 TILE_ROWS = 64
 """Row tile of the GEMM and attention kernels (`coda.predictor.gpu_tiles` picks 64, 128 or 256
 rows): `CostTable` puts knots at every multiple of it and one past, where the time jumps."""
-
-
-def _log_grid(lo: int, hi: int, exact: int, ratio: float) -> np.ndarray:
-    """Integers lo..min(exact, hi), then about geometric steps of `ratio` up to hi (included)."""
-    pts = list(range(lo, min(exact, hi) + 1))
-    x = float(pts[-1] if pts else lo)
-    while x < hi:
-        x = max(x * ratio, x + 1)
-        pts.append(min(int(round(x)), hi))
-    return np.unique(np.asarray(pts, dtype=np.int64))
-
-
-def _tile_grid(hi: int, exact: int, tile: int = TILE_ROWS) -> np.ndarray:
-    """Integers 1..min(exact, hi), then every multiple of `tile` and the integer after it, and hi:
-    the knots of a function that jumps right after each multiple of `tile` (a GEMM or attention
-    kernel's row tiles) and varies smoothly in between."""
-    k = np.arange(tile * (exact // tile), hi + 1, tile)
-    pts = np.concatenate([np.arange(1, min(exact, hi) + 1), k, k + 1, [hi]])
-    return np.unique(pts[(pts >= 1) & (pts <= hi)]).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -276,63 +259,12 @@ def _groups(tokens: np.ndarray, context: np.ndarray) -> dict[tuple[int, int], in
     return out
 
 
-def _bilinear(xg: np.ndarray, yg: np.ndarray, z: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """z (..., len(xg), len(yg)) interpolated bilinearly at points (x, y) inside the grids;
-    returns (len(x), ...)."""
-    i = np.clip(np.searchsorted(xg, x, side="right") - 1, 0, len(xg) - 2)
-    j = np.clip(np.searchsorted(yg, y, side="right") - 1, 0, len(yg) - 2)
-    fx = (x - xg[i]) / (xg[i + 1] - xg[i])
-    fy = (y - yg[j]) / (yg[j + 1] - yg[j])
-    z00, z10, z01, z11 = z[..., i, j], z[..., i + 1, j], z[..., i, j + 1], z[..., i + 1, j + 1]
-    out = z00 * (1 - fx) * (1 - fy) + z10 * fx * (1 - fy) + z01 * (1 - fx) * fy + z11 * fx * fy
-    return np.moveaxis(out, -1, 0)
-
-
-class _Grid:
-    """A table z (pp, len(xg), len(yg)) of per-stage seconds on a 2-D grid, interpolated
-    bilinearly: `many` at arrays of points (as `_bilinear`), `at` at one point with scalar
-    arithmetic (the simulator's hot path: one decode group or a few prefill chunks per
-    iteration). Both evaluate the same expression in the same order, so they agree to the bit."""
-
-    def __init__(self, xg: np.ndarray, yg: np.ndarray, z: np.ndarray) -> None:
-        self.xg, self.yg, self.z = xg, yg, z
-        self._x, self._y = xg.tolist(), yg.tolist()
-        self._zt = np.ascontiguousarray(np.moveaxis(z, 0, -1))  # (len(xg), len(yg), pp): z[i, j] a view
-        self._ni, self._nj = len(xg) - 2, len(yg) - 2
-
-    def many(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(len(x), pp) values at the points (x, y)."""
-        return _bilinear(self.xg, self.yg, self.z, x, y)
-
-    def along_y(self, x: float, y: np.ndarray) -> np.ndarray:
-        """(len(y),) values of stage 0 at the points (x, y_k) (one row of the grid: a decode stretch)."""
-        xs, yg = self._x, self.yg
-        i = min(max(bisect_right(xs, x) - 1, 0), self._ni)
-        j = np.clip(np.searchsorted(yg, y, side="right") - 1, 0, self._nj)
-        fx = (x - xs[i]) / (xs[i + 1] - xs[i])
-        fy = (y - yg[j]) / (yg[j + 1] - yg[j])
-        z0, z1 = self.z[0, i], self.z[0, i + 1]
-        return np.asarray(z0[j] * (1 - fx) * (1 - fy) + z1[j] * fx * (1 - fy) + z0[j + 1] * (1 - fx) * fy
-                          + z1[j + 1] * fx * fy)
-
-    def at(self, x: float, y: float) -> np.ndarray:
-        """(pp,) values at the point (x, y)."""
-        xs, ys = self._x, self._y
-        i = min(max(bisect_right(xs, x) - 1, 0), self._ni)
-        j = min(max(bisect_right(ys, y) - 1, 0), self._nj)
-        fx = (x - xs[i]) / (xs[i + 1] - xs[i])
-        fy = (y - ys[j]) / (ys[j + 1] - ys[j])
-        zt = self._zt
-        return zt[i, j] * (1 - fx) * (1 - fy) + zt[i + 1, j] * fx * (1 - fy) + zt[i, j + 1] * (1 - fx) * fy \
-            + zt[i + 1, j + 1] * fx * fy
-
-
 def linear_table(cost: IterationCost, max_tokens: int) -> np.ndarray:
     """E + sum_k n_{s,k} L_k + N (the token-level terms, module docstring) of each stage at every
-    token count 0..max_tokens, as `CostTable` holds them: exact at the knots of `_tile_grid`,
+    token count 0..max_tokens, as `CostTable` holds them: exact at the knots of `tile_grid`,
     linear in between; (max_tokens + 1, pp) seconds. Every iteration of T tokens (per device
     with ep) takes at least row T on each stage, which bounds throughput (`coda.serving.capacity`)."""
-    tg = _tile_grid(max_tokens, EXACT_TOKENS)
+    tg = tile_grid(max_tokens, EXACT_TOKENS, TILE_ROWS)
     lin = cost.linear_terms(tg.tolist())  # (len, pp)
     every = np.arange(0, max_tokens + 1)
     return np.stack([np.interp(every, tg, lin[:, s]) for s in range(cost.pp)], axis=1)
@@ -354,22 +286,22 @@ class CostTable:
         self.counts = cost.counts
         self.max_tokens, self.max_sequences, self.max_context = max_tokens, max_sequences, max_context
         self._lin = linear_table(cost, max_tokens)
-        bg = _tile_grid(max_sequences, EXACT_TOKENS)
+        bg = tile_grid(max_sequences, EXACT_TOKENS, TILE_ROWS)
         self._head = np.interp(np.arange(0, max_sequences + 1), bg, cost.head_terms(bg.tolist()))
         # decode attention: batch n x context c (kv_len c + 1)
-        self._dn = _log_grid(1, max_sequences, 16, GRID_RATIO).astype(float)
-        self._dc = np.concatenate([[0.0], _log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
+        self._dn = log_grid(1, max_sequences, 16, GRID_RATIO).astype(float)
+        self._dc = np.concatenate([[0.0], log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
         keys = [(int(n), 1, int(c) + 1) for n in self._dn for c in self._dc]
         kinds = len(cost.dep.model.block_kinds)
         self._dec = cost.attention_terms(keys).T.reshape(kinds, len(self._dn), len(self._dc))
         # prefill attention: chunk s x cached context c (kv_len c + s)
-        self._ps = _tile_grid(max_tokens, TILE_ROWS).astype(float)
-        self._pc = np.concatenate([[0.0], _log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
+        self._ps = tile_grid(max_tokens, TILE_ROWS, TILE_ROWS).astype(float)
+        self._pc = np.concatenate([[0.0], log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
         keys = [(1, int(s), int(c) + int(s)) for s in self._ps for c in self._pc]
         self._pre = cost.attention_terms(keys).T.reshape(kinds, len(self._ps), len(self._pc))
         # per stage (sum_k n_{s,k} A_k): interpolation is linear, so summing the kinds first changes nothing
-        self._dec_s = _Grid(self._dn, self._dc, np.einsum("sk,kxy->sxy", self.counts, self._dec))
-        self._pre_s = _Grid(self._ps, self._pc, np.einsum("sk,kxy->sxy", self.counts, self._pre))
+        self._dec_s = Grid(self._dn, self._dc, np.einsum("sk,kxy->sxy", self.counts, self._dec))
+        self._pre_s = Grid(self._ps, self._pc, np.einsum("sk,kxy->sxy", self.counts, self._pre))
         self._lim = (float(self._dn[-1]), float(self._ps[-1]), float(self._pc[-1]), float(self._dc[-1]))
         cost.clear()
         self._last = np.zeros(self.pp)
