@@ -12,6 +12,12 @@ Two orders behind one interface (`at`, `bound`, `step`, `len`):
   in descending order, ties in space order, exactly as a `StaticOrder` of the final bounds would
   give, while only the designs the visit reaches are refined.
 
+  With a process pool, the last (slowest) bound can be computed in the workers: `at(..., remote=True)`
+  returns None instead of computing it for the top design; the visit then takes that design with
+  `offload()`, computes the bound elsewhere and hands it back with `land()`. A design whose bound is
+  out is `pending`, keyed as before; no position is given while a pending design has the largest
+  key (`at` returns None: wait for it). So the sequence is the same as with every bound computed here.
+
   One shortcut, for a visit that ends at its first pruned design: `at(pos, is_pruned)` returns the
   top design with its key as its bound when `is_pruned(key)` holds. Its final bound is at most the
   key, so it is pruned either way, and so is every later design (their keys are no larger); the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +46,7 @@ class StaticOrder:
     def __len__(self) -> int:
         return len(self.seq)
 
-    def at(self, pos: int, is_pruned: IsPruned | None = None) -> int:
+    def at(self, pos: int, is_pruned: IsPruned | None = None, remote: bool = False) -> int | None:
         """The design (its index in the space) visited at position `pos`."""
         return self.seq[pos]
 
@@ -51,6 +58,18 @@ class StaticOrder:
         """Work ahead for the next position (none here: every bound is known)."""
         return False
 
+    def can_offload(self, is_pruned: IsPruned) -> bool:
+        """Whether `offload` has a bound to give (never, here)."""
+        return False
+
+    def offload(self, is_pruned: IsPruned) -> tuple[int, Callable[..., Any], tuple[Any, ...]] | None:
+        """A bound to compute elsewhere (none here)."""
+        return None
+
+    def land(self, i: int, bound: float) -> None:
+        """A bound computed elsewhere (never, here)."""
+        raise AssertionError("a StaticOrder offloads no bound")
+
 
 class RefinedOrder:
     """Designs by descending refined bound, computed lazily (module doc).
@@ -58,10 +77,15 @@ class RefinedOrder:
     Args:
         first: each design's first bound (the least of the peak bound and `RefinedBounds.placement`).
         stages: the further bounds, cheapest first: `stages[k](i)` bounds design `i`'s objective.
+        remote: `remote(i)` = (picklable function, arguments) computing `stages[-1](i)` in a worker.
     """
 
-    def __init__(self, first: np.ndarray, stages: Sequence[Callable[[int], float]]) -> None:
+    def __init__(self, first: np.ndarray, stages: Sequence[Callable[[int], float]],
+                 remote: Callable[[int], tuple[Callable[..., Any], tuple[Any, ...]]] | None = None) -> None:
         self.stages = tuple(stages)
+        self.remote = remote
+        self.pending: dict[int, float] = {}
+        """Designs whose last bound is being computed elsewhere -> their key."""
         self.heaps: list[list[tuple[float, int]]] = [[(-float(b), i) for i, b in enumerate(first)]]
         self.heaps += [[] for _ in self.stages]
         heapq.heapify(self.heaps[0])
@@ -74,9 +98,13 @@ class RefinedOrder:
     def __len__(self) -> int:
         return self.n
 
-    def _top(self) -> tuple[float, int, int]:
-        """The design with the largest key over all heaps: (-key, index, stage)."""
-        return min((h[0][0], h[0][1], k) for k, h in enumerate(self.heaps) if h)
+    def _top(self, pending: bool = True) -> tuple[float, int, int] | None:
+        """The design with the largest key over all heaps (and the pending designs, stage -1): (-key, index,
+        stage); None if there is none."""
+        heads = [(h[0][0], h[0][1], k) for k, h in enumerate(self.heaps) if h]
+        if pending:
+            heads += [(-b, i, -1) for i, b in self.pending.items()]
+        return min(heads) if heads else None
 
     def _refine(self, stage: int) -> None:
         """Move the top design of heaps[stage] to heaps[stage + 1] with its next bound."""
@@ -84,17 +112,48 @@ class RefinedOrder:
         self.refined[stage] += 1
         heapq.heappush(self.heaps[stage + 1], (-min(-negb, float(self.stages[stage](i))), i))
 
-    def at(self, pos: int, is_pruned: IsPruned | None = None) -> int:
-        """The design visited at position `pos` (refining the designs it takes; module doc for `is_pruned`)."""
+    def at(self, pos: int, is_pruned: IsPruned | None = None, remote: bool = False) -> int | None:
+        """The design visited at position `pos` (refining the designs it takes; module doc for `is_pruned`),
+        or None while it waits for a bound computed elsewhere (only with `remote`: module doc)."""
+        last = len(self.stages)
         while len(self.seq) <= pos:
-            negb, i, stage = self._top()
-            if stage < len(self.stages) and not (is_pruned is not None and is_pruned(-negb)):
+            top = self._top()
+            assert top is not None, "a position past the end of the order"
+            negb, i, stage = top
+            if is_pruned is not None and is_pruned(-negb):  # every design left is pruned: take one in a heap
+                top = self._top(pending=False)
+                if top is None:
+                    return None
+                negb, i, stage = top
+            elif stage == -1 or (remote and self.remote is not None and stage == last - 1):
+                return None
+            elif stage < last:
                 self._refine(stage)
                 continue
             heapq.heappop(self.heaps[stage])
             self.seq.append(i)
             self.bounds[i] = -negb
         return self.seq[pos]
+
+    def can_offload(self, is_pruned: IsPruned) -> bool:
+        """Whether the best design not pending lacks only the last bound and is not pruned."""
+        top = self._top(pending=False)
+        return self.remote is not None and top is not None and top[2] == len(self.stages) - 1 and not is_pruned(-top[0])
+
+    def offload(self, is_pruned: IsPruned) -> tuple[int, Callable[..., Any], tuple[Any, ...]] | None:
+        """The best design not pending, when it lacks only the last bound and is not pruned (`can_offload`),
+        as (design, function, arguments) to compute that bound elsewhere; it is pending until `land`."""
+        if not self.can_offload(is_pruned):
+            return None
+        assert self.remote is not None
+        negb, i = heapq.heappop(self.heaps[-2])
+        self.pending[i] = -negb
+        self.refined[-1] += 1
+        return (i, *self.remote(i))
+
+    def land(self, i: int, bound: float) -> None:
+        """The last bound of a pending design, computed elsewhere."""
+        heapq.heappush(self.heaps[-1], (-min(self.pending.pop(i), float(bound)), i))
 
     def bound(self, i: int) -> float:
         """The bound design `i` was given its position with (an upper bound on its objective)."""
@@ -103,9 +162,10 @@ class RefinedOrder:
     def step(self, is_pruned: IsPruned) -> bool:
         """Compute one bound the next position needs unless the visit ends first (while workers evaluate);
         False when there is none."""
-        if len(self.seq) >= self.n:
+        top = self._top(pending=False)
+        if len(self.seq) >= self.n or top is None:
             return False
-        negb, _, stage = self._top()
+        negb, _, stage = top
         if stage == len(self.stages) or is_pruned(-negb):
             return False
         self._refine(stage)

@@ -296,3 +296,15 @@ class RefinedBounds:
             return 0.0
         tokens = self.global_batch * self.seq_len / min(steps.values())
         return float(_upper(self.objective, tokens, self.n_chips, acc.tdp_w))
+
+
+_WORKER_BOUNDS: dict[tuple[Any, ...], RefinedBounds] = {}
+"""One `RefinedBounds` per workload in a worker process (its latency memo serves the designs it bounds)."""
+
+
+def placed_bound_in_worker(spec: tuple[Any, ...], acc: Accelerator) -> float:
+    """`RefinedBounds.design_placed` in a worker process, for the workload `spec` (`RefinedBounds.spec`)."""
+    if spec not in _WORKER_BOUNDS:
+        cfg, n_chips, global_batch, seq_len, choices, objective = spec
+        _WORKER_BOUNDS[spec] = RefinedBounds(cfg, n_chips, global_batch, seq_len, dict(choices), objective)
+    return _WORKER_BOUNDS[spec].design_placed(acc)

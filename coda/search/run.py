@@ -77,7 +77,7 @@ from coda.search.design_eval import (
 from coda.search.executors import Progress
 from coda.search.inputs import DEFAULT_CHOICES, _as_cfg, _merged_choices, _positive_int, check_parallel_widths
 from coda.search.order import RefinedOrder, StaticOrder
-from coda.search.refine import RefinedBounds
+from coda.search.refine import RefinedBounds, placed_bound_in_worker
 from coda.search.result import SEARCH_COLUMNS, SearchResult, _ranked
 from coda.search.store import ResultStore, cost_model_digest
 from coda.search.visit import Order, _Job, _Pruner, _refuse_read_only, _replay, _Visit
@@ -198,7 +198,8 @@ def _order_designs(designs: pd.DataFrame, job: _Job,
     rb = RefinedBounds(job.cfg, job.n_chips, job.global_batch, job.seq_len, job.merged, job.objective)
     first = np.minimum(bound_obj, rb.placement(designs))
     stages = (lambda i: rb.design_fast(accelerators[i]), lambda i: rb.design_placed(accelerators[i]))
-    return peaks, RefinedOrder(first, stages)
+    spec = rb.spec()
+    return peaks, RefinedOrder(first, stages, remote=lambda i: (placed_bound_in_worker, (spec, accelerators[i])))
 
 
 def _dispatch_window(executor: str, workers: int | None, n_order: int, max_designs: int | None,

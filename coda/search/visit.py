@@ -101,7 +101,13 @@ class _Pruner:
     def design_at(self, pos: int) -> int:
         """The design at position `pos` of the order (a visit that ends at its first skip lets a lazy
         order stop refining a design already pruned, `coda.search.order`)."""
-        return self.order.at(pos, self.is_pruned if self.ends_visit else None)
+        i = self.order.at(pos, self.is_pruned if self.ends_visit else None)
+        assert i is not None, "no bound is computed elsewhere outside a visit"
+        return i
+
+    def design_or_wait(self, pos: int) -> int | None:
+        """`design_at`, or None while the order waits for (or wants) a bound computed in a worker."""
+        return self.order.at(pos, self.is_pruned if self.ends_visit else None, remote=True)
 
     def skip(self, i: int) -> bool:
         """Whether design i (an index of the space) can be left out of the frame."""
@@ -199,6 +205,8 @@ class _Visit:
         self.refs, self.executor, self.window = refs, executor, window
         self.found: Found = {}
         self.inflight: dict[Future[Any], tuple[int, Accelerator, str]] = {}
+        self.bounding: dict[Future[Any], int] = {}
+        """Bounds computed in workers (`coda.search.order`: the last refined bound) -> their design."""
         self.submitted, self.nxt, self.stop = 0, 0, False
         self.bar = Progress(len(self.order), progress)
         self.pool: Any = (InlineExecutor() if executor == "inline" else RayExecutor() if executor == "ray"
@@ -227,6 +235,10 @@ class _Visit:
         if pos >= 0:
             self._improve(row)
 
+    def busy(self) -> int:
+        """Evaluations and bounds in flight."""
+        return len(self.inflight) + len(self.bounding)
+
     def n_new(self) -> int:
         return sum(new for pos, (_, new) in self.found.items() if pos >= 0)
 
@@ -244,11 +256,18 @@ class _Visit:
         """Dispatch: read stored designs, submit the others while the window has room; skip what the
         pruner skips (and stop there unless it is a Pareto search), stop at `max_designs`."""
         j = self.job
-        while not self.stop and self.nxt < len(self.order) and len(self.inflight) < self.window:
+        while not self.stop and self.nxt < len(self.order) and self.busy() < self.window:
             if j.max_designs is not None and self.submitted >= j.max_designs:
                 self.stop = True
                 break
-            i = self.pruner.design_at(self.nxt)
+            i = self.pruner.design_at(self.nxt) if self.executor == "inline" else self.pruner.design_or_wait(self.nxt)
+            if i is None:  # the next design needs a bound a worker can compute, or waits for one
+                out = self.order.offload(self.pruner.is_pruned)
+                if out is None:
+                    break
+                d, fn, args = out
+                self.bounding[self.pool.submit(fn, *args)] = d
+                continue
             if self.pruner.skip(i):
                 if self.pruner.ends_visit:
                     self.stop = True
@@ -269,12 +288,18 @@ class _Visit:
     def _collect(self) -> None:
         """Collect: wait for the first finished evaluations and record them. While none is finished, the
         order computes the bounds its next positions need (a `RefinedOrder`; unless the visit ends first)."""
-        done, _ = wait(list(self.inflight), timeout=0, return_when=FIRST_COMPLETED)
+        futures = [*self.inflight, *self.bounding]
+        done, _ = wait(futures, timeout=0, return_when=FIRST_COMPLETED)
         while not done and self.order.step(self.pruner.is_pruned):
-            done, _ = wait(list(self.inflight), timeout=0, return_when=FIRST_COMPLETED)
+            if self.busy() < self.window and self.order.can_offload(self.pruner.is_pruned):
+                return  # a free worker can take a bound: back to dispatch
+            done, _ = wait(futures, timeout=0, return_when=FIRST_COMPLETED)
         if not done:
-            done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
         for fut in done:
+            if fut in self.bounding:
+                self.order.land(self.bounding.pop(fut), fut.result())
+                continue
             pos, acc, key = self.inflight.pop(fut)
             self.record(pos, acc, key, fut.result())
 
@@ -300,7 +325,7 @@ class _Visit:
                     self._start()
                     while True:
                         self._fill()
-                        if not self.inflight:
+                        if not self.busy():
                             break
                         self._collect()
                 except BaseException as err:
