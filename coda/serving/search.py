@@ -26,6 +26,10 @@ digest), so an interrupted search resumes and a repeated one is free. Ctrl-C or 
 what finished, ends the workers and raises `ServingSearchInterrupted`. The iteration-cost
 tables are built once per layout (gpu, tp, pp, ep, dtype) in each process (the cache
 `serving.search.tables` in `coda.caches`).
+
+Modules: the argument checks in `coda.serving.search_inputs`; the worker's evaluation and the
+visit in bound order in `coda.serving.search_visit`; the result type, its frame's columns and its
+sentence in `coda.serving.search_result`; here the entry point and `Plan` (bounds, order, frame).
 """
 
 from __future__ import annotations
