@@ -22,7 +22,7 @@ from coda.arch.design_space import PHAZE_KEY, SPACE_KEY, DesignSpace, phaze_core
 from coda.evaluate.accelerator_validation import PUBLISHED_POWER_TARGET, tpuv4_end_to_end
 from coda.evaluate.accelerator_validation import kernel_errors as template_kernel_errors
 from coda.evaluate.e2e_validation import e2e_errors
-from coda.evaluate.training_validation import megatron_table, mpt_table
+from coda.evaluate.training_validation import megatron_table, mpt_table, sc21_table2
 from coda.predictor.calibrate import HELD_OUT_GPU
 from coda.predictor.validation import kernel_errors
 
@@ -68,7 +68,21 @@ def _rows() -> list[dict[str, Any]]:
     mpt = mpt_table()
     for cluster, g in mpt.groupby("cluster", sort=True):
         add("training", f"MosaicML MPT (FSDP) tokens/s per GPU, {cluster}", "each row within 15%",
-            g["error_pct"].abs().max(), lambda v: v <= 15)
+            g["error_pct"].abs().max(), lambda v: v <= 15,
+            "llm-foundry's H100 runs (early Hopper software) reached 40-46% MFU where the predictor runs large "
+            "bf16 GEMMs at ~80% of peak" if cluster == "dgx-h100" else
+            "mpt-13b +15.6%: ALiBi costs nothing inside the fused attention kernel; the other four rows within 8%")
+    t2 = sc21_table2()
+    add("training", "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)", "each row within 15%",
+        t2["error_pct"].abs().max(), lambda v: v <= 15,
+        "ZeRO-3 on 768 GPUs +17.9%: the modelled exposed traffic is 10 s short of the measured step (docs/training.md)")
+    add("training", "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)", "median within 7%",
+        t2["error_pct"].abs().median(), lambda v: v <= 7,
+        "PTD-P rows 6-7% slow (the 1F1B schedule the table implies, no interleaving), ZeRO-3 rows 7-18% fast")
+    z = t2.pivot(index="GPUs", columns="system", values="predicted_TFLOPs")
+    add("training", "SC'21 table 2: ZeRO-3 slower than PTD-P at 768 and 1536 GPUs, as measured",
+        "0 of 2 ranked the other way", int((z.loc[[768, 1536], "ZeRO-3"] >= z.loc[[768, 1536], "PTD-P"]).sum()),
+        lambda v: v == 0)
 
     cores = phaze_cores()
     model_um2 = area.area_um2(cores["num_tc"], cores["width"], cores["depth"], cores["num_vc"], cores["width_vc"],

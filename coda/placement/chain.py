@@ -31,7 +31,7 @@ from coda.models.config import ModelConfig
 from coda.placement import costs as C
 from coda.placement import rules as R
 from coda.placement.layout import Layout
-from coda.placement.software import ATTENTION_IMPLS, FSDP, MEGATRON_2021, MEGATRON_CORE, Software
+from coda.placement.software import ATTENTION_IMPLS, DEEPSPEED_2021, FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.units import dtype_bytes
 
 
@@ -236,6 +236,7 @@ def collectives_time(cluster: Cluster, colls: tuple[tuple[str, float], ...], gro
 
 
 __all__ = [
-    "ATTENTION_IMPLS", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "ChainCosts", "CostModel", "PlanTerms", "Software",
-    "collective_cost", "collectives_time", "dp_group", "ep_groups", "optimizer_bytes_per_param",
+    "ATTENTION_IMPLS", "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "ChainCosts", "CostModel",
+    "PlanTerms", "Software", "collective_cost", "collectives_time", "dp_group", "ep_groups",
+    "optimizer_bytes_per_param",
 ]

@@ -19,6 +19,7 @@ from coda.arch.clusters import Cluster, CollectiveCost
 from coda.caches import memoize
 from coda.models.config import BlockKind
 from coda.placement import costs as C
+from coda.placement import rules as R
 from coda.placement.chain import (
     ChainCosts,
     PlanTerms,
@@ -193,9 +194,10 @@ def _static_memory(c: _Chain, e: int) -> _Static:
     P_e = c.expand(prof.expert_params) if lay.ep > 1 else c.zeros()
     P_d = P - P_e
     P_sharded = P_d / shard + P_e / e_shard
-    P_w = P_sharded if zero == 3 else P  # weight params held
-    P_g = P_sharded if zero >= 2 else P  # gradient params held
-    P_opt = P_sharded if zero >= 1 else P  # params whose optimizer states are held
+    shard_w, shard_g, shard_opt = R.zero_sharded(zero)
+    P_w = P_sharded if shard_w else P  # weight params held
+    P_g = P_sharded if shard_g else P  # gradient params held
+    P_opt = P_sharded if shard_opt else P  # params whose optimizer states are held
     optim_b = optimizer_bytes_per_param(c.model.dtype) * P_opt
     return _Static(P, P_d, P_e, e * P_w, e * P_g, optim_b, P_opt)
 

@@ -11,6 +11,8 @@ KNOWN_MISSES = {
     "Vidur FP16 linear layers of held-out models, h100-sxm",
     "NeuSight PyTorch eager FP32 runs, a100-pcie-80gb",
     "MosaicML MPT (FSDP) tokens/s per GPU, dgx-h100",
+    "MosaicML MPT (FSDP) tokens/s per GPU, dgx-a100",
+    "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)",
     "a100-like template through the accelerator tile model vs Vidur FP16 GEMMs, a100-sxm4-80gb",
     "h100-like template through the accelerator tile model vs Vidur FP16 GEMMs, h100-sxm",
 }
