@@ -168,7 +168,7 @@ class Plan:
                 dep = spec.deployment(self.cfg)
                 budget = dep.kv_budget()
                 need = budget.blocks_for(self.context)
-                wm = int(dep.scheduler.watermark * budget.blocks) if spec.scheduler in ("vllm", "sarathi") else 0
+                wm = dep.scheduler.kept_free_blocks(budget.blocks)
                 if need > budget.blocks - wm:
                     raise InfeasibleDesign(f"the longest request needs {need} KV blocks; a replica holds "
                                            f"{budget.blocks - wm}")

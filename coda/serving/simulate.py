@@ -61,8 +61,7 @@ class _Log:
 
 def _check_fits(dep: Deployment, trace: Trace, blocks: int, block_tokens: int) -> None:
     """Refuse a request whose whole KV cache can never fit one replica's budget (it would wait forever)."""
-    sc = dep.scheduler
-    wm = int(sc.watermark * blocks) if sc.kind.value in ("vllm", "sarathi") else 0
+    wm = dep.scheduler.kept_free_blocks(blocks)
     need = -(-(trace.prompt_tokens + trace.output_tokens) // block_tokens)
     bad = np.flatnonzero(need > blocks - wm)
     if len(bad):

@@ -67,6 +67,11 @@ class SchedulerConfig:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1:
             raise ConfigError(f"scheduler: watermark={w!r} must be a fraction in [0, 1)")
 
+    def kept_free_blocks(self, blocks: int) -> int:
+        """KV blocks of a replica's `blocks` that admissions leave free: the watermark's share for the
+        paging policies (vllm, sarathi), none for the others."""
+        return int(self.watermark * blocks) if self.kind in (SchedulerKind.VLLM, SchedulerKind.SARATHI) else 0
+
     @property
     def iteration_tokens(self) -> int:
         """Most tokens one iteration holds when no prompt is longer than `max_tokens`: the token
@@ -163,7 +168,7 @@ class BaseScheduler(ABC):
 
     def admissible_blocks(self, st: ReplicaState) -> int:
         """Free blocks new admissions may take: all but a watermark of the total (vLLM)."""
-        return st.free_blocks - int(self.config.watermark * st.budget.blocks)
+        return st.free_blocks - self.config.kept_free_blocks(st.budget.blocks)
 
 
 _REGISTRY: dict[SchedulerKind, type[BaseScheduler]] = {}
