@@ -16,6 +16,14 @@ provably worse than the best by more than `tie_tol`, and the search stops. So th
 best design and every design within `tie_tol` of it (`SearchResult.near_ties()`), exactly as an
 exhaustive search would; ties are broken by visiting order.
 
+With the ILP timer (`SearchLayerTime`) and without `pareto`, the bound is the refined one of
+`coda.search.refine` (the placement's own step bound with FLOP and ILP lower-bound layer times,
+then the placement's optimum with lower-bound layer times), computed lazily best-first
+(`coda.search.order.RefinedOrder`; the last bound in the pool's workers while they are free): the
+same visit and pruning rule over a much tighter bound, and the frame's ``bound_*`` columns hold it
+(`SearchResult.bounds`). Other timers keep the peak bound (the refined proofs need the ILP's
+scheduling instance). The visit's steps (order, dispatch, collect, replay) are in `coda.search.visit`.
+
 Pareto search (`pareto=True`): the frame must also hold the Pareto front of tokens/s against TDP
 per chip (`pareto_front`, `SearchResult.front()`). A design is then skipped only when the bound
 above prunes it *and* its point (exact TDP per chip `w`, upper bound `U` on tokens/s) is dominated

@@ -191,7 +191,9 @@ def _refuse_read_only(db: ResultStore, job: _Job, refs: tuple[Accelerator, ...],
 
 class _Visit:
     """Step 3: visit designs in bound order with at most `window` evaluations in flight (dispatch),
-    recording each finished row in the store and in `found` (collect).
+    recording each finished row in the store and in `found` (collect). With a `RefinedOrder`, a free
+    worker computes the last bound of the next design instead (`bounding`), and the parent computes
+    the other bounds while it waits (`coda.search.order`).
 
     `run()` returns `found[pos]` = (row, evaluated in this call) for each visited position of
     `order` (-1 - k: reference k of `REFERENCES`), and the number of designs evaluated in this call; on Ctrl-C or
