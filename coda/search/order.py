@@ -161,12 +161,13 @@ class RefinedOrder:
 
     def step(self, is_pruned: IsPruned) -> bool:
         """Compute one bound the next position needs unless the visit ends first (while workers evaluate);
-        False when there is none."""
+        False when there is none. With `remote`, the last bound is left to the workers: computed here while
+        they evaluate, it took CPU from them on 2 cores, and much of it was never needed (module doc)."""
         top = self._top(pending=False)
         if len(self.seq) >= self.n or top is None:
             return False
         negb, _, stage = top
-        if stage == len(self.stages) or is_pruned(-negb):
+        if stage == len(self.stages) or is_pruned(-negb) or (self.remote is not None and stage == len(self.stages) - 1):
             return False
         self._refine(stage)
         return True

@@ -19,7 +19,7 @@ exhaustive search would; ties are broken by visiting order.
 With the ILP timer (`SearchLayerTime`) and without `pareto`, the bound is the refined one of
 `coda.search.refine` (the placement's own step bound with FLOP and ILP lower-bound layer times,
 then the placement's optimum with lower-bound layer times), computed lazily best-first
-(`coda.search.order.RefinedOrder`; the last bound in the pool's workers while they are free): the
+(`coda.search.order.RefinedOrder`; with a pool, the last bound only in its workers): the
 same visit and pruning rule over a much tighter bound, and the frame's ``bound_*`` columns hold it
 (`SearchResult.bounds`). Other timers keep the peak bound (the refined proofs need the ILP's
 scheduling instance). The visit's steps (order, dispatch, collect, replay) are in `coda.search.visit`.
