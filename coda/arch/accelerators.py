@@ -21,15 +21,12 @@ from coda.arch import area as area_model
 from coda.arch import power as power_model
 from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError, UnknownNameError
+from coda.fields import help_meta as _h
 from coda.units import GiB, KiB, MiB, fmt_bytes
 
 _POW2_FIELDS = ("tc_rows", "tc_cols", "vc_lanes")
 _POSITIVE_INT_FIELDS = ("n_tc", "tc_rows", "tc_cols", "n_vc", "vc_lanes", "glb_bytes", "hbm_bytes")
 _POSITIVE_FLOAT_FIELDS = ("hbm_bw_bytes_per_s", "clock_hz")
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
 from coda.arch.clusters import Cluster, cluster
 from coda.arch.technology import DEFAULT_TECHNOLOGY, Technology
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.fields import help_meta as _h
 from coda.units import GiB, MiB
 
 # PHAZE's cores.json columns, and the same fields of a `DesignSpace` frame
@@ -64,10 +65,6 @@ _LINK_DIMS = ("n_links", "link_bw_bytes_per_s")
 _POW2_DIMS = ("tc_rows", "tc_cols", "vc_lanes")
 _INT_DIMS = ("n_tc", "n_vc", "tc_rows", "tc_cols", "vc_lanes", "glb_bytes", "hbm_bytes", "n_links")
 _AREA_TOL = 1e-12  # relative slack so a design exactly at the budget (e.g. the TPUv4-like) is admitted
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def _axis_values(name: str, values: Any) -> tuple[Any, ...]:

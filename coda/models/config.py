@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from coda.errors import ConfigError
+from coda.fields import help_meta as _help
 
 MLP_KINDS = ("gelu", "relu", "swiglu", "geglu")
 NORM_KINDS = ("layernorm", "rmsnorm")
@@ -72,10 +73,6 @@ def size_problem(field_name: str, value: object, optional: bool = False, label: 
 
 
 _OPTIONAL_SIZES = ("n_kv_heads", "head_dim", "embed_dim", "sliding_window")
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:

@@ -32,11 +32,8 @@ from functools import cached_property
 from typing import Any
 
 from coda.errors import ConfigError
+from coda.fields import help_meta as _h
 from coda.placement import rules as R
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 class _Choice(str, Enum):

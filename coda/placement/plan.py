@@ -21,13 +21,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.fields import help_meta as _h
 from coda.models.config import ModelConfig
 from coda.placement.layout import Layout, PipelineSchedule, Recompute
 from coda.placement.rules import ZERO_STAGES, plan_reasons, positive_size
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True, kw_only=True)
