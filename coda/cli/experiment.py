@@ -29,8 +29,8 @@ def _list(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import coda.experiments as experiments
     from coda.experiments.outputs import cli_command
+    from coda.runs.executors import Terminated
     from coda.search import SearchInterrupted
-    from coda.search.executors import Terminated
 
     experiments.experiment(args.name)  # an unknown name: one line, before anything else
     try:

@@ -215,8 +215,8 @@ def _interrupted(stop: Any) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from coda.placement import predictor_layer_time
+    from coda.runs.executors import Terminated, terminate_as_interrupt
     from coda.search import SearchInterrupted, SearchLayerTime, gpu_reference, search
-    from coda.search.executors import Terminated, terminate_as_interrupt
 
     _check_args(args)
     timer = predictor_layer_time if args.timer == "predictor" else SearchLayerTime(time_limit_s=args.ilp_time_limit,

@@ -10,7 +10,7 @@ than 1 runs the same `optimize` call on that cluster with every level's bandwidt
 the key.
 
 Executors as in a search: ``inline`` (this process), ``process`` (a pool whose workers end with this
-process, `coda.search.executors.pool_executor`) or ``ray``. Ctrl-C or SIGTERM stores every finished task,
+process, `coda.runs.executors.pool_executor`) or ``ray``. Ctrl-C or SIGTERM stores every finished task,
 ends the workers and raises `coda.search.SearchInterrupted`, so the next run resumes.
 """
 
@@ -28,9 +28,7 @@ from coda.arch.clusters import preset_description
 from coda.arch.design_space import design_cluster
 from coda.errors import ConfigError
 from coda.models.config import ModelConfig
-from coda.search import CLUSTER_PRESET, ResultStore, SearchInterrupted, SearchLayerTime, evaluate_design, result_key
-from coda.search.design_eval import DESIGN_FIELDS, scored_plan
-from coda.search.executors import (
+from coda.runs.executors import (
     InlineExecutor,
     RayExecutor,
     pool_executor,
@@ -38,8 +36,10 @@ from coda.search.executors import (
     terminate_as_interrupt,
     terminate_pool,
 )
-from coda.search.executors import Terminated as _Terminated
-from coda.search.store import cost_model_digest
+from coda.runs.executors import Terminated as _Terminated
+from coda.runs.store import cost_model_digest
+from coda.search import CLUSTER_PRESET, ResultStore, SearchInterrupted, SearchLayerTime, evaluate_design, result_key
+from coda.search.design_eval import DESIGN_FIELDS, scored_plan
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,9 @@ def git_commit(where: Path) -> dict[str, Any]:
 def provenance() -> dict[str, Any]:
     """What the results are computed with, taken when a run starts (the code may change while it runs): coda
     version, git commit and dirtiness (when the package is in a work tree), the cost-model digest
-    (`coda.search.store.cost_model_digest`: a hash of every code and data file the numbers depend on), Python."""
+    (`coda.runs.store.cost_model_digest`: a hash of every code and data file the numbers depend on), Python."""
     from coda import __version__
-    from coda.search.store import cost_model_digest
+    from coda.runs.store import cost_model_digest
 
     return dict(coda_version=__version__, **git_commit(Path(__file__).resolve().parent),
                 cost_model_digest=cost_model_digest(), python=platform.python_version(), platform=platform.platform())

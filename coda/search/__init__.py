@@ -13,8 +13,9 @@ Documentation: docs/search.md.
 
 """
 
+from coda.runs.executors import SearchInterrupted
+from coda.runs.store import ResultStore, check_output_path, result_key
 from coda.search.bounds import objective_bound, tokens_per_s_bound, training_flops_per_token_lb
-from coda.search.executors import SearchInterrupted
 from coda.search.gpu_reference import gpu_reference
 from coda.search.pareto import pareto_front
 from coda.search.run import (
@@ -28,7 +29,6 @@ from coda.search.run import (
     evaluate_in_worker,
     search,
 )
-from coda.search.store import ResultStore, check_output_path, result_key
 
 __all__ = [
     "CLUSTER_PRESET", "DEFAULT_CHOICES", "EXECUTORS", "OBJECTIVES", "ResultStore", "SearchInterrupted",

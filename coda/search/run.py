@@ -46,7 +46,7 @@ submitted before the incumbent rose enough to prune them (at most `workers - 1` 
 evaluated and stored but left out of the frame (`n_speculative`), so every executor returns
 the frame of the inline search. Each worker process keeps its own ILP `ScheduleCache`.
 
-Interrupts (`coda.search.executors`): pool workers end with their parent (even on SIGKILL);
+Interrupts (`coda.runs.executors`): pool workers end with their parent (even on SIGKILL);
 Ctrl-C or SIGTERM stores every finished design, ends the workers and raises `SearchInterrupted`.
 """
 
@@ -69,6 +69,8 @@ from coda.arch.design_space import DesignSpace, design_cluster
 from coda.errors import ConfigError
 from coda.models.config import ModelConfig
 from coda.objectives import objective as as_objective
+from coda.runs.executors import Progress
+from coda.runs.store import ResultStore, cost_model_digest
 from coda.search.bounds import DEFAULT_TIE_TOL, objective_bound, training_flops_per_token_lb
 from coda.search.design_eval import (
     CLUSTER_PRESET,
@@ -82,12 +84,10 @@ from coda.search.design_eval import (
     evaluate_in_worker,
     scored_plan,
 )
-from coda.search.executors import Progress
 from coda.search.inputs import DEFAULT_CHOICES, _as_cfg, _merged_choices, _positive_int, check_parallel_widths
 from coda.search.order import RefinedOrder, StaticOrder
 from coda.search.refine import RefinedBounds, placed_bound_in_worker
 from coda.search.result import SEARCH_COLUMNS, SearchResult, _ranked
-from coda.search.store import ResultStore, cost_model_digest
 from coda.search.visit import Order, _Job, _Pruner, _refuse_read_only, _replay, _Visit
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,7 @@ from typing import Any, NamedTuple
 from coda.arch.accelerators import Accelerator
 from coda.errors import CodaError, ConfigError
 from coda.models.config import ModelConfig
-from coda.search.bounds import objective_bound, pruned, tokens_per_s_bound
-from coda.search.design_eval import _portable_timer, evaluate_design, evaluate_in_worker
-from coda.search.executors import (
+from coda.runs.executors import (
     InlineExecutor,
     Progress,
     RayExecutor,
@@ -28,9 +26,11 @@ from coda.search.executors import (
     terminate_as_interrupt,
     terminate_pool,
 )
+from coda.runs.store import ResultStore, result_key
+from coda.search.bounds import objective_bound, pruned, tokens_per_s_bound
+from coda.search.design_eval import _portable_timer, evaluate_design, evaluate_in_worker
 from coda.search.order import RefinedOrder, StaticOrder
 from coda.search.pareto import Front
-from coda.search.store import ResultStore, result_key
 
 log = logging.getLogger(__name__)
 

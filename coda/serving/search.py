@@ -18,7 +18,7 @@ found ends the search (`pruned_bound`): none after it can win, and bisection nev
 capacity above the bound. The heuristic baseline (`coda.serving.space.baseline_spec`) is
 evaluated first, so it is in every answer with the ratio of the best to it.
 
-Execution is the accelerator search's (`coda.search.executors`, `coda.search.store`): a local
+Execution is the accelerator search's (`coda.runs.executors`, `coda.runs.store`): a local
 process pool (default), inline, or Ray; every finished deployment is written at once to the
 SQLite `ResultStore` keyed by everything its capacity depends on (the model, the deployment, the
 workload's requests, the SLO, the tolerance, the bound, the coda version and the cost-model
@@ -87,7 +87,7 @@ def search(model: ModelConfig | str, gpus: Sequence[str], workload: Workload | T
         space: the choices (default `ServingSpace()`).
         rel_tol: bisection's relative tolerance on each capacity, in (0, 1].
         prune: skip what cannot win (False evaluates every deployment that fits).
-        store: SQLite file of finished deployments (`coda.search.store.ResultStore`).
+        store: SQLite file of finished deployments (`coda.runs.store.ResultStore`).
         executor: ``process`` (default), ``inline`` or ``ray``.
         workers: processes (default: the CPUs, at most the deployments).
         progress: a tqdm bar on stderr.
@@ -96,7 +96,7 @@ def search(model: ModelConfig | str, gpus: Sequence[str], workload: Workload | T
         ConfigError, UnknownNameError: bad arguments, before any simulation.
         ServingSearchInterrupted: Ctrl-C or SIGTERM (finished deployments stored).
     """
-    from coda.search.store import ResultStore, cost_model_digest
+    from coda.runs.store import ResultStore, cost_model_digest
 
     t0 = time.perf_counter()
     inp = checked_inputs(model, gpus, workload, slo, objective, prices_usd_per_h, max_devices, space, rel_tol,
@@ -264,7 +264,7 @@ def _match(frame: pd.DataFrame, spec: DeploymentSpec) -> pd.Series:
 
 
 def _key(common: dict[str, Any], spec: DeploymentSpec, upper_qps: float) -> str:
-    from coda.search.store import result_key
+    from coda.runs.store import result_key
 
     return result_key(**common, spec=spec.to_dict(), upper_qps=float(upper_qps))
 

@@ -84,7 +84,7 @@ class Visit:
         self.bar = tqdm(total=len(order), desc="deployments", unit="deployment", disable=not progress)
 
     def _pool(self) -> Any:
-        from coda.search.executors import InlineExecutor, RayExecutor, pool_executor
+        from coda.runs.executors import InlineExecutor, RayExecutor, pool_executor
 
         if self.executor == "inline":
             return InlineExecutor()
@@ -130,7 +130,7 @@ class Visit:
     def run(self) -> tuple[int, int, int]:
         """Visit every candidate up to the bound cut. Returns (evaluated now, read from the store, pruned
         by the bound)."""
-        from coda.search.executors import terminate_as_interrupt
+        from coda.runs.executors import terminate_as_interrupt
 
         if self.db is not None and not self.db.writable:
             raise ConfigError(f"store {str(self.db.path)!r} is read-only; make it writable or pass another path")
@@ -181,7 +181,7 @@ class Visit:
     def _abort(self, pool: Any, inflight: dict[Future[Any], Candidate], err: BaseException) -> None:
         """After `err`: record what finished, end the workers, and turn Ctrl-C or SIGTERM into
         `ServingSearchInterrupted` (the caller re-raises anything else)."""
-        from coda.search.executors import Terminated, signals_deferred, terminate_pool
+        from coda.runs.executors import Terminated, signals_deferred, terminate_pool
 
         with signals_deferred():
             for fut, c in list(inflight.items()):

@@ -178,8 +178,8 @@ def test_refined_search_on_a_read_only_store(tmp_path, monkeypatch):
     """A read-only store serves a refined search it holds every visited design of, and refuses one it
     does not before any evaluation (the visit is replayed on the stored rows, bounds computed lazily)."""
     from coda.errors import ConfigError
+    from coda.runs.store import ResultStore
     from coda.search import run as run_mod
-    from coda.search.store import ResultStore
 
     db = tmp_path / "runs.sqlite"
     first = _refined(store=db)

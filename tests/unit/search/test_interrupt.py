@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coda.search.executors import Terminated, terminate_as_interrupt
+from coda.runs.executors import Terminated, terminate_as_interrupt
 
 CODA = str(Path(sys.executable).with_name("coda"))
 # 8 designs, ILP list-scheduling heuristic (deterministic, ~0.5 s per design), every design evaluated

@@ -10,8 +10,8 @@ from coda.arch.accelerators import Accelerator
 from coda.arch.design_space import DesignSpace
 from coda.errors import ConfigError
 from coda.predictor.gpu_tiles import CALIBRATION_ENV
+from coda.runs.store import cost_model_digest
 from coda.search import SearchLayerTime, search
-from coda.search.store import cost_model_digest
 from coda.units import MiB
 
 # Two 256x256 tensor cores: bert-large's backward blocks need branch and bound on this design

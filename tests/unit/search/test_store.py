@@ -15,8 +15,8 @@ import pytest
 
 from coda.cli import main
 from coda.errors import ConfigError
+from coda.runs.store import APPLICATION_ID, SCHEMA_VERSION
 from coda.search import ResultStore, check_output_path
-from coda.search.store import APPLICATION_ID, SCHEMA_VERSION
 
 CODA = str(Path(sys.executable).with_name("coda"))
 TINY = ["search", "--model", "gpt2", "--chips", "16", "--global-batch", "64", "--seq-len", "512", "--n-tc", "2,8",
