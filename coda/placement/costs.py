@@ -217,8 +217,8 @@ class GraphOptions:
 
 
 @dataclass(frozen=True, eq=False)
-class _Graphs:
-    """The graphs one profile times: forward, backward and attention cores (one per distinct
+class LayerGraphs:
+    """The graphs one layer profile times: forward, backward and attention cores (one per distinct
     layer each), the block optimizer."""
 
     fwd: tuple[OpGraph, ...]
@@ -230,16 +230,29 @@ class _Graphs:
         return [*self.fwd, *self.bwd, *self.cores, self.block_opt]
 
 
-def _graphs(cfg: ModelConfig, layout: Layout, seq_len: int, dtype: str, options: GraphOptions) -> _Graphs:
+def layer_graphs(cfg: ModelConfig, layout: Layout, seq_len: int, dtype: str, options: GraphOptions) -> LayerGraphs:
+    """The operator graphs a layer profile of `cfg` under `layout` times (`LayerGraphs.all()` in a fixed order).
+
+    Args:
+        cfg: the model.
+        layout: the parallel layout the graphs are built for (its micro-batch is the graphs' batch).
+        seq_len: tokens per sequence.
+        dtype: compute dtype of the graphs, e.g. ``"bf16"``.
+        options: graph-building options (`GraphOptions`, from the software description).
+
+    Returns:
+        One forward and one backward graph per distinct layer (embedding, blocks, head), their
+        attention cores (what selective recompute replays) and the block optimizer's graph.
+    """
     kw: dict[str, Any] = dict(layout=layout, dtype=dtype, **asdict(options))
     mb = layout.micro_batch
     fwd = tuple(g for g, _ in build(cfg, "forward", mb, seq_len, **kw).layers)
     bwd = tuple(g for g, _ in build(cfg, "backward", mb, seq_len, **kw).layers)
     opt = build(cfg, "optimizer", mb, seq_len, **kw).layers[1][0]
-    return _Graphs(fwd, bwd, tuple(_core(g) for g in fwd), opt)
+    return LayerGraphs(fwd, bwd, tuple(_core(g) for g in fwd), opt)
 
 
-def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: _Graphs, times: list[float]) -> LayerProfile:
+def _make_profile(cfg: ModelConfig, tp: int, dtype: str, gr: LayerGraphs, times: list[float]) -> LayerProfile:
     n = len(gr.fwd)
     f_t, b_t, c_t, opt_t = times[0:n], times[n:2 * n], times[2 * n:3 * n], times[3 * n]
     block_params = gr.fwd[1].param_count()
@@ -313,7 +326,7 @@ def layer_profiles(cfg: ModelConfig, device: Any, layouts: list[Layout], seq_len
     full = [(pkey, lay.graph_layout) for lay in layouts]
     missing = list(dict.fromkeys(k for k in full if _profiles.get(k) is None))
     if missing:
-        graphs = [_graphs(cfg, k[1], seq_len, dtype, options) for k in missing]
+        graphs = [layer_graphs(cfg, k[1], seq_len, dtype, options) for k in missing]
         times = time_graphs(layer_time, [g for gr in graphs for g in gr.all()], device)
         per = 3 * len(cfg.block_kinds) + 7  # graphs of one profile: 3 per distinct layer and the optimizer
         for i, (k, gr) in enumerate(zip(missing, graphs)):

@@ -126,11 +126,24 @@ def _row(r: TrainingResult) -> dict[str, Any]:
                 tokens_per_s=r.tokens_per_s, mfu=r.mfu, hfu=r.hfu, peak_memory_bytes=float(r.peak_memory_bytes))
 
 
-def _buildable(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int, list[Plan]]:
-    """The plans whose layer graphs can be built at this sequence length (`rules.graph_reasons`),
-    how many were dropped, and one of them per graph layout (what `CostModel.prefetch` needs).
-    Context parallelism that cannot split the sequence is refused outright when it is all that
-    was asked for."""
+def buildable_plans(model: CostModel, plans: list[Plan]) -> tuple[list[Plan], int, list[Plan]]:
+    """The plans whose layer graphs can be built at `model`'s sequence length (`rules.graph_reasons`).
+
+    Context parallelism that cannot split the sequence is dropped, and refused outright when it is
+    all that was asked for. The design search (`coda.search.refine`) filters its candidates the
+    same way.
+
+    Args:
+        model: the cost model (its configuration, sequence length and graph options).
+        plans: candidate plans, e.g. from `candidate_plans`.
+
+    Returns:
+        The buildable plans in their given order, how many plans were dropped because their graphs
+        cannot be built, and one buildable plan per graph layout (what `CostModel.prefetch` needs).
+
+    Raises:
+        ConfigError: every plan's context parallelism fails to split the sequence.
+    """
     split = [p for p in plans if not R.cp_splits_sequence(p.cp, model.seq_len)]
     if plans and not split:
         raise ConfigError("; ".join(dict.fromkeys(r for p in plans for r in R.cp_splits_sequence(p.cp, model.seq_len))))
@@ -163,9 +176,18 @@ def _nothing_fits(model: CostModel, n_devices: int, global_batch: int, least_sta
         f"fully sharded; add devices, lower the micro-batch, or use recompute='full' with zero=3")
 
 
-def _order(model: CostModel, plans: list[Plan]) -> tuple[list[tuple[float, Plan]], int, float]:
-    """The plans whose static memory bound fits, by step-time lower bound; the count pruned by
-    memory and the least static memory of any plan."""
+def order_by_bound(model: CostModel, plans: list[Plan]) -> tuple[list[tuple[float, Plan]], int, float]:
+    """The plans whose static memory fits, sorted by their step-time lower bound (the branch and bound's order).
+
+    Args:
+        model: the cost model whose layer times and memory limit the bounds use.
+        plans: buildable plans (`buildable_plans`).
+
+    Returns:
+        `(lower bound on the step time in s, plan)` pairs, ascending; the number of plans pruned
+        because their static memory exceeds `model.memory_limit`; the least static memory of
+        any plan in bytes (`math.inf` for no plans).
+    """
     bound = _bound_data(model)
     scored, mem_pruned, least_static = [], 0, math.inf
     for plan in plans:
@@ -188,12 +210,12 @@ def search_plans(model: CostModel, n_devices: int, global_batch: int,
     """
     t0 = time.perf_counter()
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    plans, unbuildable, per_graph = _buildable(model, candidate_plans(model.cfg, n_devices, global_batch, max_tp,
-                                                                      model.software.attention, **choices))
+    candidates = candidate_plans(model.cfg, n_devices, global_batch, max_tp, model.software.attention, **choices)
+    plans, unbuildable, per_graph = buildable_plans(model, candidates)
     if not plans:
         _no_plan(model, n_devices, global_batch, max_tp, choices)
     model.prefetch(per_graph)
-    scored, mem_pruned, least_static = _order(model, plans)
+    scored, mem_pruned, least_static = order_by_bound(model, plans)
     results: list[TrainingResult] = []
     best, infeasible, visited = math.inf, 0, 0
     for t_lb, plan in scored:
@@ -263,4 +285,4 @@ def optimize(cfg: ModelConfig | str, cluster: Cluster, global_batch: int, seq_le
 
 
 __all__ = ["CHOICES", "MAX_MICRO_BATCH", "MAX_VIRTUAL_STAGES", "OBJECTIVES", "SIZE_CHOICES", "best_for_plan",
-           "candidate_plans", "check_choices", "optimize", "search_plans"]
+           "buildable_plans", "candidate_plans", "check_choices", "optimize", "order_by_bound", "search_plans"]

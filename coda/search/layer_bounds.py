@@ -43,7 +43,7 @@ from coda.arch.accelerators import Accelerator
 from coda.ilp.fusion import Problem, Task, make_problem
 from coda.models.graph import OpGraph
 from coda.placement.chain import CostModel
-from coda.placement.costs import _graphs
+from coda.placement.costs import layer_graphs
 from coda.placement.layout import Layout
 from coda.placement.plan import Plan
 from coda.predictor.accel_tiles import AcceleratorTileModel, core_type
@@ -157,8 +157,8 @@ class LinearPlanBounds:
         for plan in plans:
             lay = plan.graph_layout
             if lay not in self.layouts:
-                self.layouts[lay] = _graphs(model.cfg, lay, model.seq_len, model.dtype,
-                                            model.software.graph_options).all()
+                self.layouts[lay] = layer_graphs(model.cfg, lay, model.seq_len, model.dtype,
+                                                 model.software.graph_options).all()
         self.per = len(next(iter(self.layouts.values()))) if self.layouts else 0
         zero = step_bounds(RoleProbe(-1, max(self.per, 1)))
         roles = [step_bounds(RoleProbe(r, self.per)) for r in range(self.per)]

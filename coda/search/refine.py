@@ -74,7 +74,7 @@ from coda.models.config import ModelConfig
 from coda.models.graph import OpGraph
 from coda.placement.chain import CostModel
 from coda.placement.dp import best_split
-from coda.placement.optimize import _buildable, _order, candidate_plans, optimize
+from coda.placement.optimize import buildable_plans, candidate_plans, optimize, order_by_bound
 from coda.placement.pipeline import split_problem
 from coda.placement.plan import Plan
 from coda.search.bounds import (
@@ -139,14 +139,14 @@ def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_chips: int, global
     fits the device (and that is in `fits`, when given), with layer times from `layer_time` (module doc)."""
     model = CostModel(cfg, search_cluster(device, n_chips), seq_len, layer_time=layer_time)
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    plans = _buildable(model, candidate_plans(cfg, n_chips, global_batch, max_tp, model.software.attention,
-                                              **choices))[0]
+    plans = buildable_plans(model, candidate_plans(cfg, n_chips, global_batch, max_tp, model.software.attention,
+                                                   **choices))[0]
     if fits is not None:
         plans = [p for p in plans if p in fits]
     if not plans:
         return {}
     model.prefetch(plans)
-    scored, _, _ = _order(model, plans)
+    scored, _, _ = order_by_bound(model, plans)
     return {plan: float(t) for t, plan in scored}
 
 
