@@ -68,10 +68,10 @@ def _as_int(text: str, lo: int, hi: int) -> int:
         raise argparse.ArgumentTypeError(f"is not an integer; give a whole number in [{lo}, {_power(hi)}]") from None
 
 
-def _in_range(value: int, lo: int, hi: int, why: str, item: str = "") -> int:
+def _in_range(value: int, lo: int, hi: int, why: str) -> int:
     if not lo <= value <= hi:
         nearest = min(max(value, lo), hi)
-        raise argparse.ArgumentTypeError(f"{item}is outside [{lo}, {_power(hi)}]{why}; nearest valid: {nearest}")
+        raise argparse.ArgumentTypeError(f"is outside [{lo}, {_power(hi)}]{why}; nearest valid: {nearest}")
     return value
 
 
@@ -82,14 +82,26 @@ def int_range(lo: int, hi: int, why: str = "") -> Callable[[str], int]:
 
 
 def int_list(lo: int, hi: int, why: str = "") -> Callable[[str], tuple[int, ...]]:
-    """A `type=` for `8` or `1,2,8`: integers in [lo, hi], returned as a tuple."""
+    """A `type=` for `8` or `1,2,8`: integers in [lo, hi], returned as a tuple.
+
+    `Parser` shows the whole value once; a bad entry of a list is named after it
+    (``tp='1,-3' has -3, which is outside [1, ...]``), a single bad value is not repeated.
+    """
 
     def parse(text: str) -> tuple[int, ...]:
         parts = [p.strip() for p in text.split(",")]
         if not text.strip() or any(not p for p in parts):
             raise argparse.ArgumentTypeError(f"is not an integer or a comma-separated list of them (each in "
                                              f"[{lo}, {_power(hi)}])")
-        return tuple(_in_range(_as_int(p, lo, hi), lo, hi, why, item=f"{p} ") for p in parts)
+        return tuple(entry(p, several=len(parts) > 1) for p in parts)
+
+    def entry(part: str, several: bool) -> int:
+        try:
+            return _in_range(_as_int(part, lo, hi), lo, hi, why)
+        except argparse.ArgumentTypeError as err:
+            if not several:
+                raise
+            raise argparse.ArgumentTypeError(f"has {part}, which {err}") from None
 
     return _Checked(parse, "integer list")
 
