@@ -9,6 +9,7 @@ model (`coda.arch.area`), TDP the full-activity power model of `coda.arch.power`
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -285,6 +286,50 @@ def tpuv4() -> Accelerator:
     )
 
 
+TPUV5E_VMEM_BYTES = 128 * MiB
+"""TPU v5e VMEM, the on-chip scratchpad of its one TensorCore (Austin et al., "How to Scale Your Model",
+Google DeepMind 2025, part 2 "How to Think About TPUs": "128 MiB on TPU v5e")."""
+TPUV5E_CLOCK_HZ = 1.5e9
+"""TPU v5e clock (Austin et al. 2025, part 2: "5e13 bf16 FLOPs/s per MXU at 1.5GHz on TPU v5e"); it agrees
+with Google's 197 TFLOP/s: 197e12 / (2 FLOP * 4 MXUs * 128 * 128) = 1.503e9 Hz."""
+
+
+def tpuv5e() -> Accelerator:
+    """A TPU v5e-like chip in the template: one TensorCore of 4 MXUs, 16 GiB HBM2e, 4 ICI links.
+
+    Each field and where it comes from (Google Cloud TPU v5e documentation, "System architecture"
+    [GC]; Austin et al., "How to Scale Your Model", Google DeepMind 2025, part 2 [SB]):
+
+    - tensor cores: one TensorCore with four MXUs [GC] of 128 x 128 bf16 MACs ([SB], appendix B:
+      every generation before v6e uses 128 x 128) = `n_tc = 4`; peak
+      2 * 4 * 16384 * 1.5e9 = 196.6e12 FLOP/s [GC: 197 TFLOP/s bf16].
+    - clock: 1.5 GHz [SB]; derived check: 197e12 / (2 * 4 * 16384) = 1.503 GHz.
+    - vector core: one VPU [GC: "a vector unit"] of 8 sublanes x 128 lanes ([SB], appendix C, the
+      VPU's (8, 128) shape) = `n_vc = 1`, `vc_lanes = 1024`; one operation per slot per cycle,
+      as `tpuv4()` (the second ALU per slot is not expressed).
+    - on-chip memory: VMEM 128 MiB [SB]; the GLB is that minus the template's local buffers
+      (126.98 MiB). Google publishes no CMEM for v5e, so none is added. Vector registers, SMEM
+      and the scalar unit are left out.
+    - HBM: 16 GiB [SB: "16GiB of HBM"; GC: 16 GB] at 819 GB/s [GC] (HBM2e).
+    - ICI: 4 ports per chip [GC], 400 GB/s bidirectional per chip [GC] = 4 links x 50 GB/s per
+      direction ([SB]'s table gives 45 GB/s one-way per link, as for TPU v4). The pod is a 16 x 16
+      2D torus of 256 chips [GC], not the `tpuv4-pod` 3D torus.
+    - operands: bf16 (`dtype_bytes = 2`).
+    - node: **not published**. `tech_nm = 7` is an assumption (TPU v4's node [J23]), marked: the
+      TDP this preset reports is the power model at 7 nm, not a checked figure.
+    - power: **not published** (no TDP or measured power for v5e that we could find), so the
+      preset has no reference power and no TDP check.
+    """
+    n_tc, rows, cols = 4, 128, 128
+    n_vc, lanes = 1, TPUV4_VPU_LANES * TPUV4_VPU_SUBLANES
+    return Accelerator(
+        n_tc=n_tc, tc_rows=rows, tc_cols=cols, n_vc=n_vc, vc_lanes=lanes,
+        glb_bytes=_sram_matched_glb(TPUV5E_VMEM_BYTES, n_tc, rows * cols, n_vc, lanes),
+        hbm_bytes=16 * GiB, hbm_bw_bytes_per_s=819e9, clock_hz=TPUV5E_CLOCK_HZ, dtype_bytes=2,
+        link_bw_bytes_per_s=50e9, n_links=4, tech_nm=7, name="tpuv5e",
+    )
+
+
 def _sram_matched_glb(total_sram_bytes: int, n_tc: int, cells: int, n_vc: int, lanes: int) -> int:
     """GLB size that makes GLB + template local buffers equal a chip's total on-chip SRAM."""
     local = n_tc * max(cells // 64, 1) * KiB + n_vc * max(lanes // 64, 1) * KiB
@@ -336,6 +381,7 @@ def h100_like() -> Accelerator:
 PRESETS: Mapping[str, Callable[[], Accelerator]] = MappingProxyType({
     "tpuv4-like": tpuv4_like,
     "tpuv4": tpuv4,
+    "tpuv5e": tpuv5e,
     "a100-like": a100_like,
     "h100-like": h100_like,
 })
@@ -347,11 +393,14 @@ REFERENCE_POWER_W: Mapping[str, tuple[float, str]] = MappingProxyType({
     "a100-like": (400.0, "A100 SXM4 TDP (NVIDIA A100 datasheet)"),
     "h100-like": (700.0, "H100 SXM5 TDP (NVIDIA H100 whitepaper v1.04)"),
 })
-"""Published power of the chip each preset describes, with its source."""
+"""Published power of the chip each preset describes, with its source (`tpuv5e` has none: Google publishes
+no power for TPU v5e)."""
+NO_PUBLISHED_POWER = "no published power"
+"""`tdp_comparison`'s source for a preset without a published power figure."""
 
 
 def accelerator_preset(name: str) -> Accelerator:
-    """The reference accelerator called `name` (`tpuv4-like`, `tpuv4`, `a100-like`, `h100-like`)."""
+    """The reference accelerator called `name` (`tpuv4-like`, `tpuv4`, `tpuv5e`, `a100-like`, `h100-like`)."""
     try:
         return PRESETS[name.lower()]()
     except KeyError:
@@ -363,12 +412,13 @@ def tdp_comparison() -> pd.DataFrame:
 
     Returns:
         One row per preset: name, tech_nm, peak_flops, tdp_w, reference_w, error (relative),
-        then one column per power component, and the reference's source.
+        then one column per power component, and the reference's source. A preset without a
+        published power (`tpuv5e`) has NaN reference_w and error and source `NO_PUBLISHED_POWER`.
     """
     rows = []
     for name in PRESETS:
         acc = accelerator_preset(name)
-        ref_w, source = REFERENCE_POWER_W[name]
+        ref_w, source = REFERENCE_POWER_W.get(name, (math.nan, NO_PUBLISHED_POWER))
         parts = acc.power_breakdown()
         rows.append({
             "name": name, "tech_nm": acc.tech_nm, "peak_flops": acc.peak_flops, "tdp_w": acc.tdp_w,
