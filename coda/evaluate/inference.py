@@ -13,6 +13,11 @@ Model (b = batch, p = prompt_len, O = output_len, t = tp, P = pp, l = layers, g 
   runs as m = min(P, b) micro-batches of (at most) ceil(b/m) sequences, each stage timed on the
   largest (exact when m divides b); a micro-batch's activations (`mb*tokens*h` elements) pass
   between adjacent stages (send/recv from rank s*t to (s+1)*t, `Cluster.collective_time`).
+- Context parallelism (`cp` > 1, for long prompts): each of cp tensor-parallel groups (ranks t
+  apart) holds 1/cp of every sequence: the prefill runs ring attention over the cp groups and
+  every other op on the group's share of the prompt; decode attends each group's 1/cp of the KV
+  cache and merges the partial results with an all-gather (`coda.evaluate.context_parallel`
+  gives the formulas and sources). A replica is t*cp*P devices, stage s starting at rank s*t*cp.
 - Expert parallelism (MoE, `ep` > 1, with t = P = 1; DeepSeek-style serving with data-parallel
   attention): each of ep devices serves b/ep of the sequences with the whole attention and E/ep
   whole experts; its graphs are `build(..., ep=ep)` (the routed tokens' dispatch and combine
@@ -68,6 +73,7 @@ import pandas as pd
 
 from coda.arch.clusters import MAX_DEVICES, Cluster
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.evaluate.context_parallel import cp_reasons, decode_combine_s, local_tokens, ring_cost, ring_ops
 from coda.evaluate.inference_memory import (
     _infeasible,
     _kv_per_layer,
@@ -88,6 +94,7 @@ from coda.placement.chain import collectives_time
 from coda.placement.costs import device_memory_bytes, graph_collectives, predictor_layer_time, time_graphs
 from coda.placement.layout import Layout
 from coda.placement.plan import Plan
+from coda.predictor import op_latencies
 from coda.units import GiB, dtype_bytes
 
 TPOT_POINTS = 8  # decode contexts evaluated for TPOT (interpolated in between)
@@ -112,6 +119,8 @@ class InferenceResult:
         memory_limit_bytes: HBM minus the reserve; `free_bytes` = limit - the three above.
         max_batch: largest batch whose memory fits (0 if the weights alone do not).
         mbu: model-bandwidth utilisation of decode, (weights read + mean KV) / TPOT / HBM bandwidth.
+        cp: context-parallel width; ring: the ring-attention variant of the prefill (``pass-kv`` or
+            ``pass-q``, the faster; empty at cp = 1).
     """
 
     model: str
@@ -145,6 +154,8 @@ class InferenceResult:
     max_batch: int
     fits: bool
     mbu: float
+    cp: int = 1
+    ring: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -167,18 +178,19 @@ def _layer_times(graphs: list[ModelGraph], cluster: Cluster, lay: Layout) -> lis
     return out
 
 
-def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: bool) -> float:
+def _hop_s(cluster: Cluster, pipe: _Pipeline, tp: int, n_bytes: float, ring: bool, cp: int = 1) -> float:
     """Worst send/recv of one micro-batch's activations between adjacent stages (their first
-    ranks, t apart); with `ring` also from the last stage back to the first (the next token)."""
+    ranks, t*cp apart); with `ring` also from the last stage back to the first (the next token)."""
     if pipe.pp == 1:
         return 0.0
-    pairs = [(s * tp, (s + 1) * tp) for s in range(pipe.pp - 1)] + ([((pipe.pp - 1) * tp, 0)] if ring else [])
+    w = tp * cp
+    pairs = [(s * w, (s + 1) * w) for s in range(pipe.pp - 1)] + ([((pipe.pp - 1) * w, 0)] if ring else [])
     return max(cluster.collective_time("send_recv", n_bytes, pair) for pair in pairs)
 
 
 def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
               output_len: int, dtype: str = "bf16", reserve_bytes: float = DEFAULT_RESERVE_BYTES,
-              check_memory: bool = True, pp: int = 1, ep: int = 1) -> InferenceResult:
+              check_memory: bool = True, pp: int = 1, ep: int = 1, cp: int = 1) -> InferenceResult:
     """TTFT, TPOT, tokens/s, memory per device and the largest batch of static-batched serving.
 
     Formulas and modelling choices are in the module docstring.
@@ -197,23 +209,30 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         pp: pipeline stages (when `plan` is an int).
         ep: expert parallelism of an MoE model (with tp = pp = 1): ep devices each serve b/ep of
             the sequences with the whole attention and E/ep experts, exchanging routed tokens.
+        cp: context parallelism (when `plan` is an int): cp tensor-parallel groups each hold 1/cp
+            of every sequence (ring-attention prefill, KV cache sharded for decode).
 
     Raises:
         ConfigError: bad sizes, tp not dividing the heads/FFN, a dtype the GPU lacks, sequences
             beyond a learned position table, more stages than layers, ep on a dense model, with
-            tp or pp, not dividing the experts or the batch.
-        InfeasibleDesign: t*pp*ep does not divide the devices, or the batch does not fit in memory
+            tp or pp, not dividing the experts or the batch; cp > 1 with a sliding window, latent
+            attention, ep > 1, or a prompt shorter than 2*cp tokens.
+        InfeasibleDesign: t*cp*pp*ep does not divide the devices, or the batch does not fit in memory
             (the message gives the bytes, the largest batch that fits and a tp, pp or ep that would).
     """
-    cfg, tp, pp, ep = _checked_inputs(cfg, cluster, plan, batch, prompt_len, output_len, dtype, reserve_bytes, pp, ep)
-    lay = serving_layout(tp, pp, ep)
+    cfg, tp, pp, ep, cp = _checked_inputs(cfg, cluster, plan, batch, prompt_len, output_len, dtype, reserve_bytes,
+                                          pp, ep, cp)
+    lay = serving_layout(tp, pp, ep, cp)
     ctx = prompt_len + output_len
     pipe = _Pipeline.of(cfg, pp, batch // ep)
     mb = pipe.micro_batch
-    prefill = build(cfg, "prefill", mb, prompt_len, tp=tp, dtype=dtype, ep=ep)  # validates tp against the heads
+    local_p = local_tokens(cfg, prompt_len, cp)  # the prompt tokens of one context-parallel rank
+    prefill = build(cfg, "prefill", mb, local_p, tp=tp, dtype=dtype, ep=ep)  # validates tp against the heads
     if cluster.n_devices % lay.n_devices:
-        raise InfeasibleDesign(f"tp*pp*ep={tp}*{pp}*{ep} must divide the cluster's {cluster.n_devices} devices; "
-                               f"valid tp: {_valid_tps(cfg, cluster.n_devices)}")
+        name = "tp*cp*pp*ep" if cp > 1 else "tp*pp*ep"
+        sizes = f"{tp}*{cp}*{pp}*{ep}" if cp > 1 else f"{tp}*{pp}*{ep}"
+        raise InfeasibleDesign(f"{name}={sizes} = {lay.n_devices} must divide the cluster's {cluster.n_devices} "
+                               f"devices; valid tp: {_valid_tps(cfg, cluster.n_devices // (cp * pp * ep))}")
 
     # memory (before timing: fail fast)
     parts = _need(cfg, batch, ctx, prompt_len, lay, dtype)
@@ -225,11 +244,12 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
 
     # time: prefill, then decode at evenly spaced contexts p .. p+O-1, each of m micro-batches
     contexts = _decode_contexts(cfg, prompt_len, output_len)
-    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=c, dtype=dtype, ep=ep) for c in contexts]
+    decodes = [build(cfg, "decode", mb, 1, tp=tp, context_len=-(-c // cp), dtype=dtype, ep=ep) for c in contexts]
     per_graph = _layer_times([prefill, *decodes], cluster, lay)
+    ring = _context_parallel(cfg, cluster, [prefill, *decodes], per_graph, tp, cp)
     act = dtype_bytes(activation_dtype(dtype)) * cfg.hidden * mb
-    tm = _Timing(pipe, _hop_s(cluster, pipe, tp, act * prompt_len, ring=False), _hop_s(cluster, pipe, tp, act,
-                                                                                        ring=True))
+    tm = _Timing(pipe, _hop_s(cluster, pipe, tp, act * local_p, ring=False, cp=cp),
+                 _hop_s(cluster, pipe, tp, act, ring=True, cp=cp))
     every = np.arange(prompt_len, ctx)
     steps = [tm.step_s(g, 0) for g in per_graph[1:]]
     tpot = float(np.mean(np.interp(every, contexts, steps)))
@@ -247,21 +267,49 @@ def inference(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch:
         tokens_per_s=per_replica * replicas, tokens_per_s_per_replica=per_replica,
         tokens_per_s_per_device=per_replica / devices, weights_bytes=parts[0], kv_cache_bytes=parts[1],
         workspace_bytes=parts[2], memory_limit_bytes=limit, free_bytes=limit - sum(parts), max_batch=max_batch,
-        fits=fits, mbu=_mbu(cfg, cluster, pipe, per_graph[1], batch // ep, prompt_len, ctx, tp, dtype, tpot))
+        fits=fits, mbu=_mbu(cfg, cluster, pipe, per_graph[1], batch // ep, prompt_len, ctx, tp, dtype, tpot, cp),
+        cp=cp, ring=ring)
+
+
+def _context_parallel(cfg: ModelConfig, cluster: Cluster, graphs: list[ModelGraph],
+                      per_graph: list[list[tuple[float, float, float]]], tp: int, cp: int) -> str:
+    """With cp > 1, add to each block of the prefill (`graphs[0]`) the rest of its ring attention
+    (the step-0 op is in the graph) and to each block of the decodes the all-gather that merges the
+    partial outputs, in place (time and collectives); returns the prefill's ring variant."""
+    if cp == 1:
+        return ""
+    variants = set()
+    attn = [[op for op in lg.nodes if op.kind == "attention"] for lg, _ in graphs[0].layers]
+    rings = {i: ring_ops(ops[0], cfg, 0, cp) for i, ops in enumerate(attn) if ops}
+    times = iter(op_latencies([o for r in rings.values() for o in (r.diagonal, r.off_diagonal)], cluster.device))
+    for i, r in rings.items():
+        diag, off = next(times), next(times)
+        rc = ring_cost(cluster, r, diag, off, tp, cp)
+        variants.add(rc.variant)
+        t, comm, w = per_graph[0][i]
+        per_graph[0][i] = (t - diag + rc.seconds, comm + rc.exposed_comm_s, w)
+    for mg, rows in zip(graphs[1:], per_graph[1:]):
+        for i, (lg, _) in enumerate(mg.layers):
+            for op in (o for o in lg.nodes if o.kind == "attention"):
+                extra = decode_combine_s(cluster, op, tp, cp)
+                t, comm, w = rows[i]
+                rows[i] = (t + extra, comm + extra, w)
+    return "/".join(sorted(variants))
 
 
 def _checked_inputs(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batch: int, prompt_len: int,
                     output_len: int, dtype: str, reserve_bytes: float, pp: int,
-                    ep: int) -> tuple[ModelConfig, int, int, int]:
-    """The model, and (tp, pp, ep) after every check of `inference`'s arguments that needs no graph."""
+                    ep: int, cp: int = 1) -> tuple[ModelConfig, int, int, int, int]:
+    """The model, and (tp, pp, ep, cp) after every check of `inference`'s arguments that needs no graph."""
     if not isinstance(cfg, ModelConfig):
         from coda.models import get
 
         cfg = get(cfg)
     if not isinstance(cluster, Cluster):
         raise ConfigError(f"cluster={cluster!r} must be a Cluster (e.g. coda.arch.clusters.cluster('dgx-h100', 8))")
-    tp, pp, ep = (plan.tp, plan.pp, plan.ep) if isinstance(plan, Plan) else (plan, pp, ep)
+    tp, pp, ep, cp = (plan.tp, plan.pp, plan.ep, plan.cp) if isinstance(plan, Plan) else (plan, pp, ep, cp)
     for name, v, hi in (("tp", tp, MAX_DEVICES), ("pp", pp, MAX_DEVICES), ("ep", ep, MAX_DEVICES),
+                        ("cp", cp, MAX_DEVICES),
                         ("batch", batch, MAX_BATCH), ("prompt_len", prompt_len, MAX_SEQ_LEN),
                         ("output_len", output_len, MAX_SEQ_LEN)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
@@ -274,8 +322,11 @@ def _checked_inputs(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, 
     if ep > 1 and (not cfg.is_moe or cfg.n_experts % ep or tp > 1 or pp > 1 or batch % ep):
         raise ConfigError(f"ep={ep}: expert-parallel serving needs an MoE model whose {cfg.n_experts} expert(s) ep "
                           f"divides, tp=1 and pp=1 (attention is data-parallel), and a batch ({batch}) that ep divides")
+    reasons = cp_reasons(cfg, cp, prompt_len, tp, ep)
+    if reasons:
+        raise ConfigError("; ".join(reasons))
     _check_device(cfg, cluster, dtype, prompt_len + output_len)
-    return cfg, tp, pp, ep
+    return cfg, tp, pp, ep, cp
 
 
 def _check_device(cfg: ModelConfig, cluster: Cluster, dtype: str, ctx: int) -> None:
@@ -327,12 +378,12 @@ class _Timing:
 
 
 def _mbu(cfg: ModelConfig, cluster: Cluster, pipe: _Pipeline, first_decode: list[tuple[float, float, float]],
-         local_batch: int, prompt_len: int, ctx: int, tp: int, dtype: str, tpot: float) -> float:
+         local_batch: int, prompt_len: int, ctx: int, tp: int, dtype: str, tpot: float, cp: int = 1) -> float:
     """Memory-bandwidth utilisation of decode: bytes the busiest device reads per step (its weights
     once per micro-batch, all of a dense model's, the routed experts' of an MoE model, and its share
     of the KV cache) over TPOT times the HBM bandwidth (NaN without one)."""
     bw = getattr(cluster.device, "hbm_bw_bytes_per_s", None)
-    mean_kv = _kv_per_layer(cfg, local_batch, np.arange(prompt_len, ctx), tp, dtype)  # what a step reads
+    mean_kv = _kv_per_layer(cfg, local_batch, -(-np.arange(prompt_len, ctx) // cp), tp, dtype)  # what a step reads
     read = max(pipe.micro_batches * w + sum(c * k for c, k in zip(counts, mean_kv))
                for w, counts in zip(pipe.stage(first_decode, 2), pipe.kinds))
     return read / tpot / bw if bw else math.nan
@@ -340,11 +391,11 @@ def _mbu(cfg: ModelConfig, cluster: Cluster, pipe: _Pipeline, first_decode: list
 
 def inference_sweep(cfg: ModelConfig | str, cluster: Cluster, plan: Plan | int, batches: Iterable[int],
                     prompt_len: int, output_len: int, dtype: str = "bf16", pp: int = 1, ep: int = 1,
-                    reserve_bytes: float = DEFAULT_RESERVE_BYTES) -> pd.DataFrame:
+                    reserve_bytes: float = DEFAULT_RESERVE_BYTES, cp: int = 1) -> pd.DataFrame:
     """The latency-throughput trade-off of static batching: one row (`InferenceResult.to_dict()`)
     per batch size, in the order given; a batch that does not fit is kept with ``fits`` False."""
     return pd.DataFrame([inference(cfg, cluster, plan, b, prompt_len, output_len, dtype, reserve_bytes,
-                                   check_memory=False, pp=pp, ep=ep).to_dict() for b in batches])
+                                   check_memory=False, pp=pp, ep=ep, cp=cp).to_dict() for b in batches])
 
 
 __all__ = ["DEFAULT_RESERVE_BYTES", "InferenceResult", "inference", "inference_sweep", "kv_cache_bytes",

@@ -13,6 +13,7 @@ import numpy as np
 from coda.arch.clusters import Cluster
 from coda.caches import memoize
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.evaluate.context_parallel import cp_reasons, local_tokens, ring_buffer_bytes
 from coda.models.builder import build
 from coda.models.config import ModelConfig
 from coda.models.dims import tp_reasons
@@ -21,15 +22,17 @@ from coda.placement.plan import balanced_stage_layers
 from coda.units import dtype_bytes, fmt_bytes
 
 
-def serving_layout(tp: int = 1, pp: int = 1, ep: int = 1) -> Layout:
+def serving_layout(tp: int = 1, pp: int = 1, ep: int = 1, cp: int = 1) -> Layout:
     """The `Layout` of one serving replica: t-way tensor parallelism in each of P pipeline stages,
-    or (ep > 1, with tp = pp = 1) ep devices that each serve b/ep sequences with the whole
-    attention (data-parallel, dp = ep) and hold E/ep experts. `n_devices` = tp * pp * ep."""
-    return Layout(tp=tp, pp=pp, dp=ep, ep=ep)
+    each stage `cp` such groups that split every sequence (context parallelism,
+    `coda.evaluate.context_parallel`), or (ep > 1, with tp = pp = cp = 1) ep devices that each
+    serve b/ep sequences with the whole attention (data-parallel, dp = ep) and hold E/ep experts.
+    `n_devices` = tp * cp * pp * ep."""
+    return Layout(tp=tp, pp=pp, dp=ep, ep=ep, cp=cp)
 
 
 def _sizes(lay: Layout) -> dict[str, int]:
-    return dict(tp=lay.tp, pp=lay.pp, ep=lay.ep)
+    return dict(tp=lay.tp, pp=lay.pp, ep=lay.ep, cp=lay.cp)
 
 
 def _kv_per_layer(cfg: ModelConfig, batch: int, contexts: Any, tp: int, dtype: str) -> list[float]:
@@ -117,11 +120,14 @@ def _valid_tps(cfg: ModelConfig, n_devices: int) -> list[int]:
 
 def _need(cfg: ModelConfig, batch: int, ctx: int, prompt_len: int, lay: Layout,
           dtype: str) -> tuple[float, float, float]:
-    """(weights, KV cache, workspace) bytes of the device with the most to hold."""
+    """(weights, KV cache, workspace) bytes of the device with the most to hold; with context
+    parallelism (cp > 1) its ceil(ctx/cp) tokens of KV cache, the workspace of its share of the
+    prompt and two ring buffers (`coda.evaluate.context_parallel`)."""
     local = -(-batch // lay.ep)  # sequences on one device of an expert-parallel group
     pipe = _Pipeline.of(cfg, lay.pp, local)
-    kv = _kv_per_layer(cfg, local, [ctx], lay.tp, dtype)
-    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, prompt_len, lay.tp, dtype)
+    kv = _kv_per_layer(cfg, local, [-(-ctx // lay.cp)], lay.tp, dtype)
+    ws = pipe.micro_batch * workspace_bytes_per_sequence(cfg, local_tokens(cfg, prompt_len, lay.cp), lay.tp, dtype)
+    ws += ring_buffer_bytes(cfg, pipe.micro_batch, prompt_len, lay.tp, dtype, lay.cp)
     return max(((stage_weight_bytes(cfg, counts, s == 0, s == lay.pp - 1, lay.tp, dtype, lay.ep),
                  sum(c * k for c, k in zip(counts, kv)), ws)
                 for s, counts in enumerate(pipe.kinds)), key=sum)
@@ -150,8 +156,11 @@ def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int,
     w, kv, ws = parts
     hints = [f"largest batch that fits: {max_batch}" if max_batch else "the weights alone do not fit"]
     others = cluster.n_devices // lay.n_devices
-    for name, values in (("tp", [t for t in _valid_tps(cfg, cluster.n_devices // (lay.pp * lay.ep)) if t > lay.tp]),
+    for name, values in (("tp", [t for t in _valid_tps(cfg, cluster.n_devices // (lay.pp * lay.ep * lay.cp))
+                                 if t > lay.tp]),
                          ("pp", [q for q in range(lay.pp + 1, cfg.n_layers + 1) if others * lay.pp % q == 0]),
+                         ("cp", [c for c in range(lay.cp + 1, others * lay.cp + 1) if others * lay.cp % c == 0
+                                 and not cp_reasons(cfg, c, prompt_len, lay.tp, lay.ep)]),
                          ("ep", [e for e in range(lay.ep + 1, cfg.n_experts + 1)
                                  if cfg.is_moe and cfg.n_experts % e == 0 and batch % e == 0
                                  and lay.tp == lay.pp == 1 and cluster.n_devices % e == 0])):
@@ -161,7 +170,7 @@ def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int,
                 break
     return InfeasibleDesign(
         f"{cfg.name} at batch {batch}, {ctx} tokens per sequence, tp={lay.tp}, pp={lay.pp}"
-        + (f", ep={lay.ep}" if lay.ep > 1 else "") + f", {dtype}: needs "
+        + (f", ep={lay.ep}" if lay.ep > 1 else "") + (f", cp={lay.cp}" if lay.cp > 1 else "") + f", {dtype}: needs "
         f"{fmt_bytes(w + kv + ws)} per device (weights {fmt_bytes(w)}, KV cache {fmt_bytes(kv)}, workspace "
         f"{fmt_bytes(ws)}) but {cluster.device_name} offers {fmt_bytes(limit)} (HBM minus reserve); "
         + ", ".join(hints))
