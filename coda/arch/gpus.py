@@ -62,6 +62,9 @@ class GPU:
         tdp_w: board power (TDP).
         nvlink_bw_bidir_bytes_per_s: NVLink bandwidth per GPU, both directions summed (None:
             no NVLink); the PCIe cards' value is the 2-GPU NVLink bridge.
+        host_link_bw_bidir_bytes_per_s: the GPU's link to host memory (its PCIe x16 slot), both
+            directions summed, nominal as the datasheets give it (the serving simulator's KV swap
+            moves blocks over it; `host_link_bw_each_way_bytes_per_s`).
         die_area_mm2: die area.
         memory_kind: `HBM2`, `HBM2e`, `HBM3`, `HBM3e`, `GDDR5`, `GDDR6`.
         sources: field -> citation.
@@ -82,6 +85,7 @@ class GPU:
     smem_per_sm_bytes: int
     tdp_w: float
     nvlink_bw_bidir_bytes_per_s: float | None
+    host_link_bw_bidir_bytes_per_s: float
     die_area_mm2: float
     memory_kind: str
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -91,6 +95,23 @@ class GPU:
         """NVLink bandwidth per direction: half the bidirectional figure."""
         bw = self.nvlink_bw_bidir_bytes_per_s
         return None if bw is None else bw / 2
+
+    @property
+    def host_link_bw_each_way_bytes_per_s(self) -> float:
+        """Host link bandwidth per direction: half the bidirectional figure. Nominal: copies of
+        pinned host memory reach less (the CUDA `bandwidthTest` sample measures a system's), so
+        times computed with it are lower bounds."""
+        return self.host_link_bw_bidir_bytes_per_s / 2
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle support (process pools, Ray): `sources` is a read-only view, stored as a dict."""
+        state = dict(self.__dict__)
+        state["sources"] = dict(self.sources)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, MappingProxyType(dict(v)) if k == "sources" else v)
 
     def supports(self, dtype: str) -> bool:
         """True if the GPU has a published peak for `dtype` on tensor cores or CUDA cores."""
@@ -139,6 +160,7 @@ _SCALAR_KEYS: dict[str, tuple[str, float]] = {
     "hbm_GiB": ("hbm_bytes", GiB), "hbm_bw_GBps": ("hbm_bw_bytes_per_s", GB), "l2_MiB": ("l2_bytes", MiB),
     "smem_per_sm_KiB": ("smem_per_sm_bytes", KiB), "tdp_W": ("tdp_w", 1),
     "nvlink_bidir_GBps": ("nvlink_bw_bidir_bytes_per_s", GB), "die_area_mm2": ("die_area_mm2", 1),
+    "host_link_bidir_GBps": ("host_link_bw_bidir_bytes_per_s", GB),
 }
 _TEXT_KEYS = ("name", "full_name", "architecture", "memory_kind")
 _PEAK_KEYS = {"tensor_TFLOPs": "tensor_flops_per_s", "simt_TFLOPs": "simt_flops_per_s"}
