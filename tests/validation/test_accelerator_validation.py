@@ -73,3 +73,37 @@ def test_tpuv4_end_to_end_published_layout():
     assert 0 < row["mfu"] <= row["hfu"] <= 1
     assert row["mfu"] < row["mfu_palm_count"] < row["mfu"] * 1.1  # PaLM's full attention matrix: a few % more
     assert row["mfu_error_%"] == pytest.approx(100 * (row["mfu_palm_count"] / 0.462 - 1))
+
+
+def test_gemm_cause_states_the_sustained_tensor_ceiling(pred):
+    errs = av.kernel_errors(pred).set_index(["gpu", "family"])
+    for gpu in ("a100-sxm4-80gb", "h100-sxm"):
+        g = pred[(pred["gpu"] == gpu) & (pred["family"] == "gemm") & (pred["bound"] == "compute")
+                 & (pred["measured_s"] >= av.SUSTAINED_KERNEL_S)]
+        assert len(g) > 100
+        measured = g["measured_tensor_fraction"].median()
+        template = (g["measured_tensor_fraction"] * g["measured_s"] / g["predicted_s"]).median()
+        assert template > measured  # the template is too fast even where launch and fill cannot matter
+        assert f"sustains a median {100 * measured:.0f}% of tensor peak" in errs.loc[(gpu, "gemm"), "cause"]
+        assert f"the template {100 * template:.0f}%" in errs.loc[(gpu, "gemm"), "cause"]
+
+
+def test_tpuv5e_pod_is_a_16x16_torus_of_the_chips_links():
+    pod = av.tpuv5e_pod()
+    assert pod.n_devices == 256 and [lv.size for lv in pod.levels] == [16, 256]
+    chip = av.tpuv5e()
+    assert all(lv.bw_each_way_bytes_per_s == 2 * chip.link_bw_bytes_per_s for lv in pod.levels)
+    assert av.tpuv5e_pod(16).levels[-1].size == 16
+
+
+def test_maxtext_32b_config_matches_its_name():
+    # MaxText global_parameter_scale=32: about 32e9 parameters
+    assert av.maxtext_32b().param_count() == pytest.approx(32e9, rel=0.03)
+
+
+def test_tpuv5e_end_to_end_maxtext_layout():
+    row = av.tpuv5e_end_to_end().iloc[0]
+    assert row["plan"] == "tp=1 pp=1 dp=256 mb=4 zero=3 recompute=full"
+    assert 0 < row["mfu"] < row["mfu_full_count"] < row["mfu"] * 1.05  # full attention matrix: a few % more
+    assert row["tflops_per_chip"] == pytest.approx(row["mfu_full_count"] * av.tpuv5e().peak_flops / 1e12)
+    assert row["error_%"] == pytest.approx(100 * (row["tflops_per_chip"] / 132 - 1))
