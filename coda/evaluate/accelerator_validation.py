@@ -344,7 +344,7 @@ def maxtext_32b() -> Any:
     )
 
 
-MAXTEXT_LAYOUT = dict(tp=1, pp=1, zero=3, recompute="full", micro_batch=4)
+MAXTEXT_LAYOUT: dict[str, Any] = dict(tp=1, pp=1, zero=3, recompute="full", micro_batch=4)
 """MaxText's v5e layout: every chip in one fully sharded data-parallel axis (`ici_fsdp_parallelism=-1`
 in `base.yml`), full rematerialisation, 4 sequences per chip (`32b.sh`)."""
 
