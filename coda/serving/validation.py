@@ -15,7 +15,9 @@ systems on H100s, one row per measured number:
 Nothing is fitted to these points. Each row names the deployment as the source describes it; what
 the source leaves open is set once for all rows from the serving engine's documented defaults:
 the `orca` policy (TensorRT-LLM's default capacity scheduler, GUARANTEED_NO_EVICT, admits a
-request only with KV room for its whole prompt and output and runs whole prefills), at most
+request only with KV room for its whole prompt and output and runs whole prefills; a prompt
+longer than `max_num_tokens` runs as chunked context beside the decodes, the only way its
+micro-batch scheduler can run it: `coda.serving.schedulers.orca`), at most
 2048 sequences (the LLM API's `max_batch_size`) and 8192 tokens (`max_num_tokens`) an iteration,
 fp8 KV cache (the NVIDIA ModelOpt FP8 checkpoints quantise it), and coda's default memory reserve.
 A closed-loop row runs `requests` = 10 x concurrency (at least 50) requests; an offline row the
