@@ -44,6 +44,9 @@ from coda.serving.trace import ARRIVALS, MAX_REQUESTS, Lengths, Trace
 from coda.units import GiB
 
 DTYPES = ("bf16", "fp16", "fp8")
+LONG_CONTEXT_TOKENS = 2**17
+"""Above this many tokens of context in a trace, the simulation evaluates iteration costs directly
+(`IterationCost`, memoised) instead of tabulating them (`CostTable` grows with the longest context)."""
 
 
 # -- the simulation (--trace, --qps, --concurrency) ---------------------------------------------
@@ -236,6 +239,7 @@ def run_simulation(args: argparse.Namespace) -> int:
         InfeasibleDesign: the model does not fit, or a request can never fit the KV cache.
     """
     from coda.models import get
+    from coda.serving.costs import IterationCost
     from coda.serving.deployment import Deployment
     from coda.serving.simulate import simulate
 
@@ -259,10 +263,12 @@ def run_simulation(args: argparse.Namespace) -> int:
                             max_tokens=args.max_tokens, chunk=args.chunk)
     dep = Deployment(cfg, _sim_cluster(args), tp=args.tp, pp=args.pp, ep=args.ep, replicas=args.replicas,
                      dtype=args.dtype, kv_dtype=args.kv_dtype, kv_block_tokens=args.kv_block, scheduler=sched,
-                     router=args.router)
+                     router=args.router, cp=args.cp)
     if args.concurrency is not None:
         trace = Trace(np.zeros(len(trace)), trace.prompt_tokens, trace.output_tokens, source=trace.source)
-    result = simulate(dep, trace, slo=slo, concurrency=args.concurrency)
+    longest = int((trace.prompt_tokens + trace.output_tokens).max())
+    cost = IterationCost(dep) if longest > LONG_CONTEXT_TOKENS else None  # a table that long costs more than it saves
+    result = simulate(dep, trace, cost=cost, slo=slo, concurrency=args.concurrency)
     summary = result.summary()
     if args.plot:
         from coda.serving.plots import plot_result
@@ -307,6 +313,7 @@ def _title(r: Any, one_batch: bool = False) -> str:
     micro = f" ({r['micro_batches']} micro-batches)" if one_batch else ""
     return (f"{r['model']} on {r['n_devices']} x {r['device']}, tp={r['tp']}"
             + (f", pp={r['pp']}{micro}" if r["pp"] > 1 else "") + (f", ep={r['ep']}" if r["ep"] > 1 else "")
+            + (f", cp={r['cp']} ({r['ring']} ring)" if r.get("cp", 1) > 1 else "")
             + f", {r['dtype']}" + (f", batch {r['batch']}" if one_batch else "")
             + f", {r['prompt_len']} in / {r['output_len']} out")
 
@@ -331,7 +338,7 @@ def _sweep(args: argparse.Namespace, cfg: Any) -> int:
     from coda.evaluate.inference import inference_sweep
 
     df = inference_sweep(cfg, _cluster(args), args.tp, args.batch, args.prompt_len, args.output_len,
-                         dtype=args.dtype, pp=args.pp, ep=args.ep)
+                         dtype=args.dtype, pp=args.pp, ep=args.ep, cp=args.cp)
     if args.plot:
         _plot(df, args.plot)
     if args.json:
@@ -345,10 +352,22 @@ def _sweep(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+def _check_devices(args: argparse.Namespace) -> None:
+    """tp*cp*pp*ep devices per replica divide --devices (before any work)."""
+    sizes = {k: getattr(args, k, 1) or 1 for k in ("tp", "cp", "pp", "ep")}
+    per = math.prod(sizes.values())
+    if args.devices % per:
+        used = "*".join(k for k, v in sizes.items() if v > 1 or k == "tp")
+        vals = "*".join(str(v) for k, v in sizes.items() if v > 1 or k == "tp")
+        raise ConfigError(f"--devices {args.devices}: a replica needs {used} = {vals} = {per} devices, which must "
+                          f"divide --devices; use --devices {per * max(args.devices // per, 1)} or smaller widths")
+
+
 def _run(args: argparse.Namespace) -> int:
     from coda.evaluate.inference import inference
     from coda.models import get
 
+    _check_devices(args)
     if simulating(args):
         return run_simulation(args)
     for flag in ("batch", "prompt_len", "output_len"):
@@ -361,7 +380,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.batch) > 1 or args.plot:
         return _sweep(args, cfg)
     r = inference(cfg, _cluster(args), args.tp, args.batch[0], args.prompt_len, args.output_len,
-                  dtype=args.dtype, pp=args.pp, ep=args.ep)
+                  dtype=args.dtype, pp=args.pp, ep=args.ep, cp=args.cp)
     if args.json:
         print_json(r.to_dict())
         return 0
@@ -407,6 +426,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "micro-batches (default: 1)")
     p.add_argument("--ep", type=devices, default=1, help="expert parallelism (MoE, with tp=pp=1): ep devices each "
                    "serve batch/ep sequences and hold E/ep experts (default: 1)")
+    p.add_argument("--cp", type=devices, default=1, help="context parallelism for long prompts: cp groups of tp "
+                   "devices each hold 1/cp of every sequence (ring-attention prefill, KV cache sharded for decode); "
+                   "tp*cp*pp*ep must divide --devices (default: 1)")
     p.add_argument("--dtype", choices=DTYPES, default="bf16",
                    help="weights, activations and KV cache (default: bf16)")
     p.add_argument("--plot", metavar="OUT.png", type=output_file(PLOT_SUFFIXES), default=None,

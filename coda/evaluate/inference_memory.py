@@ -154,7 +154,8 @@ def _max_batch(cfg: ModelConfig, ctx: int, prompt_len: int, lay: Layout, dtype: 
 def _infeasible(cfg: ModelConfig, cluster: Cluster, batch: int, prompt_len: int, ctx: int, lay: Layout,
                 dtype: str, parts: tuple[float, float, float], limit: float, max_batch: int) -> InfeasibleDesign:
     w, kv, ws = parts
-    hints = [f"largest batch that fits: {max_batch}" if max_batch else "the weights alone do not fit"]
+    hints = [f"largest batch that fits: {max_batch}" if max_batch else
+             "the weights alone do not fit" if w > limit else "not even one sequence fits"]
     others = cluster.n_devices // lay.n_devices
     for name, values in (("tp", [t for t in _valid_tps(cfg, cluster.n_devices // (lay.pp * lay.ep * lay.cp))
                                  if t > lay.tp]),

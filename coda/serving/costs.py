@@ -24,6 +24,12 @@ them on stage s):
   static batch of equal prompts), unequal ones one op each (FlashAttention's variable-length
   kernel runs them together; summing their times overcounts one launch per extra chunk and
   underuses the SMs for short chunks).
+- Context parallelism (cp > 1, `coda.evaluate.context_parallel`): a chunk's s tokens are split
+  over the cp groups (q = its zigzag share per device), the token-level terms run on
+  sum_i q_i + n_d tokens (a decode's non-attention ops run on every group), A^pre_k is the ring
+  attention of the chunk against its c cached tokens (the faster of pass-KV and pass-Q; `A_pre`
+  below), A^dec_k attends to ceil(c/cp) cached tokens and adds the all-gather that merges the cp
+  partial outputs; stages are t*cp ranks apart and pass each device's share of the tokens.
 - Expert parallelism (ep > 1): each of the ep devices takes 1/ep of the tokens, sequences and
   decodes (rounded up) and of the prefill attention.
 
@@ -52,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from coda.evaluate.context_parallel import decode_combine_s, local_tokens, ring_cost, ring_ops
 from coda.models import ops as O
 from coda.models.builder import activation_dtype, build
 from coda.placement.chain import collectives_time
@@ -117,6 +124,8 @@ class IterationCost:
         self.counts = np.asarray(deployment.stage_blocks, dtype=float)  # (pp, kinds)
         self.pp = deployment.pp
         self.ep = deployment.ep
+        self.cp = deployment.cp
+        self._ring: dict[tuple[int, int, int], np.ndarray] = {}  # cp > 1: prefill (n, s, c) -> per kind
         self._lin: dict[int, np.ndarray] = {}
         self._head: dict[int, float] = {}
         self._attn: dict[tuple[int, int, int], np.ndarray] = {}
@@ -127,8 +136,9 @@ class IterationCost:
         build(cfg, "decode", 1, 1, **self._kw)  # validates tp against the heads
         act = dtype_bytes(activation_dtype(deployment.dtype)) * cfg.hidden
         cl = deployment.cluster
-        pairs = [(s * tp, (s + 1) * tp) for s in range(self.pp - 1)]
-        ring = pairs + [((self.pp - 1) * tp, 0)] if self.pp > 1 else []
+        w = tp * self.cp  # ranks per stage
+        pairs = [(s * w, (s + 1) * w) for s in range(self.pp - 1)]
+        ring = pairs + [((self.pp - 1) * w, 0)] if self.pp > 1 else []
         self._hop_fwd = [cl.collective_cost("send_recv", p) for p in pairs]
         self._hop_ring = [cl.collective_cost("send_recv", p) for p in ring]
         self._act_bytes = act
@@ -138,6 +148,7 @@ class IterationCost:
         self._lin.clear()
         self._head.clear()
         self._attn.clear()
+        self._ring.clear()
 
     # -- terms ---------------------------------------------------------------------------------
 
@@ -206,6 +217,42 @@ class IterationCost:
                 self._attn[k] = row
         return np.asarray([self._attn[k] for k in keys]).reshape(len(keys), len(self.dep.model.block_kinds))
 
+    def prefill_attention_terms(self, keys: Sequence[tuple[int, int, int]]) -> np.ndarray:
+        """Per distinct block, the attention seconds of n chunks of s tokens after c cached ones,
+        for each (n, s, c): `attention_terms((n, s, c + s))` at cp = 1, the ring (module
+        docstring) at cp > 1; (len, kinds)."""
+        if self.cp == 1:
+            return self.attention_terms([(n, s, c + s) for n, s, c in keys])
+        missing = sorted({k for k in keys if k not in self._ring})
+        if missing:
+            cfg, cp = self.dep.model, self.cp
+            kinds = cfg.block_kinds
+            rings = [ring_ops(self.attention_op(w, n, q, -(-c // cp) + q), cfg, c, cp)
+                     for n, s, c in missing for q in [local_tokens(cfg, s, cp)] for w, _ in kinds]
+            times = iter(self._latencies([o for r in rings for o in (r.diagonal, r.off_diagonal)]))
+            secs = [ring_cost(self.dep.cluster, r, next(times), next(times), self.dep.tp, cp).seconds for r in rings]
+            for i, k in enumerate(missing):
+                self._ring[k] = np.asarray(secs[i * len(kinds): (i + 1) * len(kinds)])
+        return np.asarray([self._ring[k] for k in keys]).reshape(len(keys), len(self.dep.model.block_kinds))
+
+    def decode_attention_terms(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Per distinct block, the attention seconds of n decodes at context c, for each (n, c):
+        `attention_terms((n, 1, c + 1))` at cp = 1; at cp > 1 over ceil(c/cp) cached tokens plus
+        the all-gather of the partial outputs; (len, kinds)."""
+        cp = self.cp
+        out = self.attention_terms([(n, 1, -(-c // cp) + 1) for n, c in keys])
+        if cp > 1:
+            out = out + np.asarray([[decode_combine_s(self.dep.cluster, self.attention_op(w, n, 1, -(-c // cp) + 1),
+                                                      self.dep.tp, cp) for w, _ in self.dep.model.block_kinds]
+                                    for n, c in keys]).reshape(out.shape)
+        return out
+
+    def local_prefill_tokens(self, tokens: np.ndarray) -> int:
+        """Prefill tokens on one device of a context-parallel group: the sum of the chunks' shares."""
+        if self.cp == 1:
+            return int(tokens.sum())
+        return sum(local_tokens(self.dep.model, int(s), self.cp) for s in tokens.tolist())
+
     # -- a batch -------------------------------------------------------------------------------
 
     def _local(self, n: int) -> int:
@@ -213,16 +260,16 @@ class IterationCost:
 
     def stage_times(self, shape: BatchShape) -> np.ndarray:
         """Seconds of each pipeline stage for one batch (pp values; compute + TP/EP collectives)."""
-        T, B = shape.tokens, shape.sequences
-        lin = self.linear_terms([self._local(T)])[0]
-        keys = [(n, s, c + s) for (s, c), n in _groups(shape.prefill_tokens, shape.prefill_context).items()]
         n_d = len(shape.decode_context)
+        T, B = self.local_prefill_tokens(shape.prefill_tokens) + n_d, shape.sequences
+        lin = self.linear_terms([self._local(T)])[0]
+        keys = [(n, s, c) for (s, c), n in _groups(shape.prefill_tokens, shape.prefill_context).items()]
         attn = np.zeros(len(self.dep.model.block_kinds))
         if keys:
-            attn += self.attention_terms(keys).sum(axis=0) / self.ep
+            attn += self.prefill_attention_terms(keys).sum(axis=0) / self.ep
         if n_d:
             c = int(math.floor(float(shape.decode_context.mean()) + 0.5))  # half up, as decode_steps
-            attn += self.attention_terms([(self._local(n_d), 1, c + 1)])[0]
+            attn += self.decode_attention_terms([(self._local(n_d), c)])[0]
         out = lin + self.counts @ attn
         out[-1] += self.head_terms([self._local(B)])[0]
         return out
@@ -235,10 +282,10 @@ class IterationCost:
     def hops(self, tokens: int, decodes: bool) -> tuple[float, float]:
         """(between adjacent stages, from the last stage back to the first) send/recv seconds of a
         batch of `tokens` tokens; with decodes the worst pair of the ring bounds both, as in
-        `coda.evaluate.inference`."""
+        `coda.evaluate.inference`; with cp > 1 each device passes its 1/cp share."""
         if self.pp == 1:
             return 0.0, 0.0
-        n = self._act_bytes * self._local(tokens)
+        n = self._act_bytes * self._local(tokens if self.cp == 1 else -(-tokens // self.cp))
         ring = max(c.time(n) for c in self._hop_ring)
         return (ring if decodes else max(c.time(n) for c in self._hop_fwd)), ring
 
@@ -282,7 +329,7 @@ class CostTable:
 
     def __init__(self, cost: IterationCost, max_tokens: int, max_sequences: int, max_context: int) -> None:
         self.cost = cost
-        self.pp, self.ep = cost.pp, cost.ep
+        self.pp, self.ep, self.cp = cost.pp, cost.ep, cost.cp
         self.counts = cost.counts
         self.max_tokens, self.max_sequences, self.max_context = max_tokens, max_sequences, max_context
         self._lin = linear_table(cost, max_tokens)
@@ -291,14 +338,14 @@ class CostTable:
         # decode attention: batch n x context c (kv_len c + 1)
         self._dn = log_grid(1, max_sequences, 16, GRID_RATIO).astype(float)
         self._dc = np.concatenate([[0.0], log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
-        keys = [(int(n), 1, int(c) + 1) for n in self._dn for c in self._dc]
+        dkeys = [(int(n), int(c)) for n in self._dn for c in self._dc]
         kinds = len(cost.dep.model.block_kinds)
-        self._dec = cost.attention_terms(keys).T.reshape(kinds, len(self._dn), len(self._dc))
-        # prefill attention: chunk s x cached context c (kv_len c + s)
-        self._ps = tile_grid(max_tokens, TILE_ROWS, TILE_ROWS).astype(float)
+        self._dec = cost.decode_attention_terms(dkeys).T.reshape(kinds, len(self._dn), len(self._dc))
+        # prefill attention: chunk s (all its tokens, over the cp devices) x cached context c (kv_len c + s)
+        self._ps = tile_grid(max_tokens * self.cp, TILE_ROWS, TILE_ROWS).astype(float)
         self._pc = np.concatenate([[0.0], log_grid(1, max_context, 16, GRID_RATIO)]).astype(float)
-        keys = [(1, int(s), int(c) + int(s)) for s in self._ps for c in self._pc]
-        self._pre = cost.attention_terms(keys).T.reshape(kinds, len(self._ps), len(self._pc))
+        keys = [(1, int(s), int(c)) for s in self._ps for c in self._pc]
+        self._pre = cost.prefill_attention_terms(keys).T.reshape(kinds, len(self._ps), len(self._pc))
         # per stage (sum_k n_{s,k} A_k): interpolation is linear, so summing the kinds first changes nothing
         self._dec_s = Grid(self._dn, self._dc, np.einsum("sk,kxy->sxy", self.counts, self._dec))
         self._pre_s = Grid(self._ps, self._pc, np.einsum("sk,kxy->sxy", self.counts, self._pre))
@@ -315,8 +362,10 @@ class CostTable:
         model's max_seq_len)."""
         cfg, sc = deployment.model, deployment.scheduler
         ctx = int(max_context or cfg.max_seq_len)
-        ep = deployment.ep
+        ep, cp = deployment.ep, deployment.cp
         tokens = -(-(max(sc.max_tokens, sc.chunk, ctx) + sc.max_batch) // ep)
+        if cp > 1:  # a device's share of the prefill tokens (each chunk padded to 2*cp) and every decode
+            tokens = -(-max(sc.max_tokens, sc.chunk, ctx) // cp) + 3 * sc.max_batch
         return cls(IterationCost(deployment, predictor), tokens, -(-sc.max_batch // ep) + 1, ctx)
 
     def stage_times(self, shape: BatchShape) -> np.ndarray:
@@ -324,7 +373,7 @@ class CostTable:
         ep = self.ep
         pt, pc, dc = shape.prefill_tokens, shape.prefill_context, shape.decode_context
         n_p, n_dec = len(pt), len(dc)
-        tokens = (int(pt.sum()) if n_p else 0) + n_dec
+        tokens = (self.cost.local_prefill_tokens(pt) if n_p else 0) + n_dec
         T, B = -(-tokens // ep), -(-(n_p + n_dec) // ep)
         n_d = -(-n_dec // ep)
         max_n, max_s, max_pc, max_dc = self._lim
@@ -336,7 +385,7 @@ class CostTable:
             return self.cost.stage_times(shape)
         out = self._lin[T] + self._last * self._head[B]
         if n_p > 1 and len(groups := _groups(pt, pc)) < n_p:  # equal chunks batch: direct (memoised)
-            attn = self.cost.attention_terms([(n, s, c + s) for (s, c), n in groups.items()]).sum(axis=0) / ep
+            attn = self.cost.prefill_attention_terms([(n, s, c) for (s, c), n in groups.items()]).sum(axis=0) / ep
             out = out + self.counts @ attn
         elif n_p == 1:
             out = out + self._pre_s.at(float(pt_l[0]), float(pc_l[0])) / ep

@@ -3,10 +3,14 @@
 A deployment is `replicas` identical model replicas on the first `replicas * tp * pp * ep` devices
 of a cluster, each a `tp`-wide tensor-parallel group in each of `pp` pipeline stages (or, for an
 MoE model with `ep` > 1, `ep` devices with data-parallel attention and E/ep experts each, as
-`coda.evaluate.inference` models it). Its KV cache is paged in blocks of `kv_block_tokens`
+`coda.evaluate.inference` models it); with context parallelism (`cp` > 1) each stage is `cp`
+such tensor-parallel groups that hold 1/cp of every sequence (`coda.evaluate.context_parallel`:
+ring-attention prefill, KV cache sharded for decode), `replicas * tp * cp * pp` devices in all.
+Its KV cache is paged in blocks of `kv_block_tokens`
 tokens (vLLM, Kwon et al. SOSP'23, section 4.2); the blocks a replica may use are the HBM of its
 fullest device left after the weights, the activation workspace of one iteration of
-`SchedulerConfig.iteration_tokens` tokens and `reserve_bytes` (`kv_budget`).
+`SchedulerConfig.iteration_tokens` tokens (1/cp of them per device, and two ring buffers) and
+`reserve_bytes` (`kv_budget`); a block's B tokens take B/cp tokens' KV on each device.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from coda.arch.clusters import MAX_DEVICES, Cluster
 from coda.errors import ConfigError, InfeasibleDesign
+from coda.evaluate.context_parallel import cp_reasons, ring_buffer_bytes
 from coda.evaluate.inference import (
     DEFAULT_RESERVE_BYTES,
     kv_cache_bytes,
@@ -88,6 +93,8 @@ class Deployment:
     reserve_bytes: float = field(default=DEFAULT_RESERVE_BYTES, metadata=_help("HBM not for the model, bytes"))
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig, metadata=_help("batching policy"))
     router: str = field(default="round_robin", metadata=_help("round_robin | least_outstanding"))
+    cp: int = field(default=1, metadata=_help("context-parallel width: tp-wide groups that each hold 1/cp of every "
+                                              "sequence (long prompts)"))
 
     def __post_init__(self) -> None:
         self._check_types_and_sizes()
@@ -100,7 +107,7 @@ class Deployment:
             raise ConfigError(f"model={self.model!r} must be a ModelConfig (coda.models.get('llama2-70b'))")
         if not isinstance(self.cluster, Cluster):
             raise ConfigError(f"cluster={self.cluster!r} must be a Cluster (coda.arch.clusters.cluster('dgx-h100', 8))")
-        for name in ("tp", "pp", "ep", "kv_block_tokens"):
+        for name in ("tp", "pp", "ep", "cp", "kv_block_tokens"):
             v = getattr(self, name)
             hi = MAX_BLOCK_TOKENS if name == "kv_block_tokens" else MAX_DEVICES
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
@@ -121,6 +128,9 @@ class Deployment:
         if self.ep > 1 and (not cfg.is_moe or cfg.n_experts % self.ep or self.tp > 1 or self.pp > 1):
             raise ConfigError(f"deployment: ep={self.ep} needs an MoE model whose {cfg.n_experts} expert(s) it "
                               "divides, with tp=1 and pp=1 (attention is data-parallel); use ep=1")
+        reasons = cp_reasons(cfg, self.cp, 2 * self.cp, self.tp, self.ep)  # short chunks are padded (2*cp)
+        if reasons:
+            raise ConfigError("deployment: " + "; ".join(reasons))
 
     def _check_dtypes_and_memory(self) -> None:
         dtype_bytes(self.dtype)
@@ -136,7 +146,8 @@ class Deployment:
     def _settle_replicas(self) -> None:
         fit = self.cluster.n_devices // self.devices_per_replica
         if fit == 0:
-            raise InfeasibleDesign(f"deployment: a replica needs tp*pp*ep = {self.devices_per_replica} devices but "
+            sizes = "tp*cp*pp*ep" if self.cp > 1 else "tp*pp*ep"
+            raise InfeasibleDesign(f"deployment: a replica needs {sizes} = {self.devices_per_replica} devices but "
                                    f"the cluster has {self.cluster.n_devices}; use a smaller layout or more devices")
         if self.replicas is None:
             object.__setattr__(self, "replicas", fit)
@@ -150,7 +161,7 @@ class Deployment:
 
     @property
     def devices_per_replica(self) -> int:
-        return self.tp * self.pp * self.ep
+        return self.tp * self.cp * self.pp * self.ep
 
     @property
     def n_replicas(self) -> int:
@@ -169,9 +180,11 @@ class Deployment:
     def kv_bytes_per_token(self) -> float:
         """KV bytes one token of one sequence takes on the fullest device of a replica: its
         stage's share of `kv_cache_bytes` (every layer keeps every token: a sliding window's
-        rolling buffer is not paged, which overestimates such models' use)."""
+        rolling buffer is not paged, which overestimates such models' use); with context parallelism
+        1/cp of that, the device's share of the sequence."""
         per_layer = kv_cache_bytes(self.model, 1, 1, self.tp, self.kv_dtype or self.dtype) / self.model.n_layers
-        return per_layer * max(sum(c) for c in self.stage_blocks)
+        out = per_layer * max(sum(c) for c in self.stage_blocks)
+        return out if self.cp == 1 else out / self.cp
 
     def kv_budget(self) -> KVBudget:
         """The paged KV cache of one replica (module docstring).
@@ -189,17 +202,20 @@ class Deployment:
         want = self.scheduler.iteration_tokens
         tokens = min(want, cfg.max_seq_len)  # the workspace is linear in the tokens
         work = workspace_bytes_per_sequence(cfg, tokens, self.tp, self.dtype) * want / tokens
+        if self.cp > 1:  # a device's share of the tokens, and the ring's two key/value buffers
+            work = work / self.cp + ring_buffer_bytes(cfg, 1, want, self.tp, self.kv_dtype or self.dtype, self.cp)
         per_block = self.kv_bytes_per_token() * self.kv_block_tokens
         blocks = int((limit - weights - work) // per_block) if limit > weights + work else 0
         if blocks < 1:
             raise InfeasibleDesign(
                 f"{cfg.name} with tp={self.tp}, pp={self.pp}, {self.dtype}: weights {fmt_bytes(weights)} + workspace "
                 f"{fmt_bytes(work)} leave no room for one KV block of {fmt_bytes(per_block)} in "
-                f"{fmt_bytes(limit)} of {self.cluster.device_name} (HBM minus reserve); use a larger tp or pp")
+                f"{fmt_bytes(limit)} of {self.cluster.device_name} (HBM minus reserve); use a larger tp, pp or cp")
         return KVBudget(self.kv_block_tokens, blocks, per_block, weights, work, limit)
 
     def describe(self) -> str:
         ep = f", ep={self.ep}" if self.ep > 1 else ""
+        ep += f", cp={self.cp}" if self.cp > 1 else ""
         return (f"{self.model.name} on {self.n_devices} x {self.cluster.device_name}: {self.replicas} replica(s) of "
                 f"tp={self.tp}, pp={self.pp}{ep}, {self.dtype} (KV {self.kv_dtype}), {self.scheduler.kind.value}")
 
