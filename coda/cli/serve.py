@@ -263,7 +263,7 @@ def run_simulation(args: argparse.Namespace) -> int:
                             max_tokens=args.max_tokens, chunk=args.chunk)
     dep = Deployment(cfg, _sim_cluster(args), tp=args.tp, pp=args.pp, ep=args.ep, replicas=args.replicas,
                      dtype=args.dtype, kv_dtype=args.kv_dtype, kv_block_tokens=args.kv_block, scheduler=sched,
-                     router=args.router, cp=args.cp)
+                     router=args.router, cp=getattr(args, "cp", 1))
     if args.concurrency is not None:
         trace = Trace(np.zeros(len(trace)), trace.prompt_tokens, trace.output_tokens, source=trace.source)
     longest = int((trace.prompt_tokens + trace.output_tokens).max())
