@@ -146,8 +146,8 @@ def ring_cost(cluster: Cluster, ops: RingOps, diagonal_s: float, off_s: float, t
     q = ring_time_s(diagonal_s, off_s, hop(ops.q_bytes), cp) \
         + cluster.collective_time("all_to_all", cp * ops.out_bytes, ranks)
     if kv <= q:
-        return RingCost(kv, kv - compute, "pass-kv")
-    return RingCost(q, q - compute, "pass-q")
+        return RingCost(kv, max(kv - compute, 0.0), "pass-kv")
+    return RingCost(q, max(q - compute, 0.0), "pass-q")
 
 
 def decode_combine_s(cluster: Cluster, attention: O.Op, tp: int, cp: int) -> float:
