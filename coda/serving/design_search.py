@@ -178,7 +178,8 @@ def design_search(model: ModelConfig | str, space: DesignSpace | Iterable[Accele
 
 
 def _distinct_names(designs: list[Chip]) -> list[Chip]:
-    """Designs whose names (the on-chip configuration) coincide get their HBM and links in the name, then an index."""
+    """Designs whose names (the on-chip configuration, and the links when they vary) coincide get their HBM
+    capacity and bandwidth in the name."""
     names = [d.name for d in designs]
     if len(set(names)) == len(names):
         return designs
@@ -186,8 +187,7 @@ def _distinct_names(designs: list[Chip]) -> list[Chip]:
     for d in designs:
         a = d.device
         assert isinstance(a, Accelerator)
-        out.append(Chip(f"{d.name}-{a.hbm_bytes / 2**30:g}GiB-{a.hbm_bw_bytes_per_s / 1e9:g}GBps-"
-                        f"{a.n_links}x{a.link_bw_bytes_per_s / 1e9:g}GBps", d.kind, a))
+        out.append(Chip(f"{d.name}-{a.hbm_bytes / 2**30:g}GiB-{a.hbm_bw_bytes_per_s / 1e9:g}GBps", d.kind, a))
     if len({d.name for d in out}) != len(out):
         raise ConfigError("design search: two designs share every field that names them; give each Accelerator a "
                           "distinct name (or remove the duplicates)")

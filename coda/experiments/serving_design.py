@@ -1,0 +1,220 @@
+"""`serving-design`: which accelerator serves Llama-3-8B best, prompt-heavy against decode-heavy, per watt.
+
+For two workloads (summarisation: 4096 prompt tokens, 100 output; code generation: 200 prompt, 2000 output), the
+serving design search (`coda.serving.design_search`) over a design space of PHAZE's template with the axes that
+matter for inference (tensor cores, HBM bandwidth, HBM capacity), deployments of tp 1-8 on at most 8 chips,
+Sarathi-Serve batching, under P99 TTFT <= 2 s and P99 TBT <= 100 ms; objective output tokens/s per watt of TDP at
+the capacity. Beside the best design: the faithful TPU v4, PHAZE's TPUv4-like chip, A100 and H100 (DGX).
+
+Files: `designs.csv` (per workload and chip, its best deployment or its bound), `deployments.csv` (every chip and
+deployment), `capacity_per_watt.png` (tokens/s per W against TDP), `results.md`, `command.txt`, `metadata.json`.
+`--quick` is a 4-design space with shorter traces, for CI.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from coda.arch.design_space import DesignSpace
+from coda.experiments.outputs import FLOAT_FORMAT, metadata, provenance, write_metadata, write_table
+from coda.serving.capacity import Workload
+from coda.serving.design_search import DesignSearchResult, design_search
+from coda.serving.space import ServingSpace
+from coda.serving.trace import Lengths
+from coda.units import GiB, MiB, markdown_table
+
+log = logging.getLogger(__name__)
+
+MODEL = "llama3-8b"
+SLO = {"ttft_p99_s": 2.0, "tbt_p99_s": 0.1}
+MAX_DEVICES = 8
+SERVING_SPACE = ServingSpace(tp=(1, 2, 4, 8), pp=(1,), replicas=(1,), schedulers=("sarathi",), max_batch=(256,),
+                             chunk=(512,))
+QUICK_SERVING_SPACE = ServingSpace(tp=(1, 2), pp=(1,), replicas=(1,), schedulers=("sarathi",), max_batch=(256,),
+                                   chunk=(512,))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One workload: its name, fixed prompt and output lengths, and requests per replica (full, quick)."""
+
+    name: str
+    prompt: int
+    output: int
+    requests: int
+    quick_requests: int
+
+    def workload(self, quick: bool) -> Workload:
+        return Workload(Lengths("fixed", self.prompt), Lengths("fixed", self.output),
+                        requests=self.quick_requests if quick else self.requests, seed=0)
+
+
+CASES = (
+    # a request lives about 1 s: 150 requests span many lifetimes at the capacities found
+    Case("prompt-heavy", 4096, 100, 150, 40),
+    # a request lives 2000 decodes (about 100 s): 1000 requests span several lifetimes, so the KV cache fills and
+    # the capacity is below the bound (with 150 the run ends before it fills, docs/serving.md "Finite runs")
+    Case("decode-heavy", 200, 2000, 1000, 120),
+)
+
+
+def full_space() -> DesignSpace:
+    """PHAZE's template with the inference axes: 2-16 tensor cores of 128 x 128, the faithful TPU v4's vector units
+    (2 x 1024 lanes), 32 MiB GLB, HBM 600-2400 GB/s, 32 or 64 GiB; the TPUv4-like area budget."""
+    return DesignSpace.phaze(n_tc=(2, 4, 8, 16), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), vc_lanes=(1024,),
+                             glb_bytes=(32 * MiB,), hbm_bytes=(32 * GiB, 64 * GiB),
+                             hbm_bw_bytes_per_s=(600e9, 1200e9, 2400e9), min_area_fraction=0.0)
+
+
+def quick_space() -> DesignSpace:
+    """Four designs: 4 or 8 tensor cores, HBM at 1200 or 2400 GB/s (a test runs it)."""
+    return DesignSpace.phaze(n_tc=(4, 8), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), vc_lanes=(1024,),
+                             glb_bytes=(32 * MiB,), hbm_bytes=(32 * GiB,), hbm_bw_bytes_per_s=(1200e9, 2400e9),
+                             min_area_fraction=0.0)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the experiment runs (`coda.experiments.run`; `timer` is not used: serving times ops with the predictor).
+
+    Attributes:
+        out: output folder.
+        store: SQLite result store (finished deployments are kept; a re-run resumes).
+        executor: ``process``, ``inline`` or ``ray``.
+        jobs: deployments in flight.
+        quick: the 4-design space and short traces.
+        timer: recorded only.
+        progress: progress bars on stderr.
+        command: the command line recorded in `command.txt`.
+    """
+
+    out: Path
+    store: Path | None = None
+    executor: str = "process"
+    jobs: int = 2
+    quick: bool = False
+    timer: str = "predictor"
+    progress: bool = False
+    command: str = ""
+
+
+def run(opts: Options) -> dict[str, pd.DataFrame]:
+    """Run both workloads, write the files into `opts.out` (module docstring); returns the frames by file stem."""
+    t0 = time.time()
+    prov = provenance()
+    space = quick_space() if opts.quick else full_space()
+    sspace = QUICK_SERVING_SPACE if opts.quick else SERVING_SPACE
+    results: dict[str, DesignSearchResult] = {}
+    stages: dict[str, float] = {}
+    for case in CASES:
+        t = time.perf_counter()
+        log.info("serving-design: %s", case.name)
+        results[case.name] = design_search(MODEL, space, case.workload(opts.quick), SLO, max_devices=MAX_DEVICES,
+                                           serving_space=sspace, store=opts.store, executor=opts.executor,
+                                           workers=opts.jobs, progress=opts.progress)
+        stages[case.name] = time.perf_counter() - t
+    designs = pd.concat([_chips(c.name, results[c.name]) for c in CASES], ignore_index=True)
+    deployments = pd.concat([results[c.name].deployments.assign(workload=c.name) for c in CASES], ignore_index=True)
+    deployments = deployments[["workload", *[k for k in deployments.columns if k != "workload"]]]
+    sentence = answer(results)
+    out = opts.out
+    md = [f"# serving-design: which chip serves {MODEL} best, per watt", "",
+          f"SLO: P99 TTFT <= {SLO['ttft_p99_s']:g} s, P99 TBT <= {SLO['tbt_p99_s'] * 1e3:g} ms; deployments of "
+          f"tp {', '.join(map(str, sspace.tp))} on at most {MAX_DEVICES} chips, Sarathi chunk 512, max batch 256; "
+          f"objective output tokens/s per W of TDP at the capacity. Design space: {len(space)} designs "
+          f"({'quick' if opts.quick else 'full'}).", "", sentence, ""]
+    for c in CASES:
+        r = results[c.name]
+        md += [f"## {c.name}: {r.workload}", "", r.summary(), "",
+               _markdown(_shown(designs[designs["workload"] == c.name])), ""]
+    md += ["![tokens/s per W against TDP](capacity_per_watt.png)", ""]
+    write_table(designs, out, "designs")
+    write_table(deployments, out, "deployments")
+    _plot(results, out / "capacity_per_watt.png")
+    (out / "results.md").write_text("\n".join(md), encoding="utf-8")
+    write_metadata(out, metadata(opts.command, t0, prov, executor=opts.executor, jobs=opts.jobs, quick=opts.quick,
+                                 model=MODEL, slo=SLO, space=len(space), stages_s=stages,
+                                 counts={k: r.counts for k, r in results.items()}, seconds=time.time() - t0,
+                                 answer=sentence))
+    return {"designs": designs, "deployments": deployments}
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    return markdown_table(df.astype(object).where(df.notna(), ""), floatfmt=FLOAT_FORMAT)
+
+
+def _chips(name: str, r: DesignSearchResult) -> pd.DataFrame:
+    df = r.chips.copy()
+    df.insert(0, "workload", name)
+    return df
+
+
+def _shown(df: pd.DataFrame) -> pd.DataFrame:
+    """The columns of the Markdown tables (the CSV has them all)."""
+    out = pd.DataFrame({
+        "chip": df["chip"], "kind": df["kind"], "n_tc": df["n_tc"], "HBM_GBps": df["hbm_bw_bytes_per_s"] / 1e9,
+        "HBM_GiB": df["hbm_bytes"] / GiB, "TDP_W": df["tdp_w"], "tp": df["tp"], "status": df["status"],
+        "capacity_rps": df["capacity_qps"], "tok_s_per_W": df["tokens_per_s_per_watt"],
+        "bound_tok_s_per_W": df["best_bound_objective"], "TTFT_p99_s": df["ttft_p99_s"],
+        "TBT_p99_ms": df["tbt_p99_s"] * 1e3})
+    return out.reset_index(drop=True)
+
+
+def answer(results: dict[str, DesignSearchResult]) -> str:
+    """The finding in one sentence per workload: the best design, its axes, and its ratio to the faithful TPU v4."""
+    parts = []
+    for name, r in results.items():
+        b = r.best
+        if b is None:
+            parts.append(f"{name}: no design meets the SLO")
+            continue
+        ratio = r.ratio_to("tpuv4")
+        parts.append(f"{name}: {int(b['n_tc'])} tensor cores, HBM {b['hbm_bw_bytes_per_s'] / 1e9:g} GB/s and "
+                     f"{b['hbm_bytes'] / GiB:g} GiB at tp{int(b['tp'])} ({b['tdp_w']:.0f} W), "
+                     f"{b['tokens_per_s_per_watt']:.3g} output tokens/s per W"
+                     + (f", {ratio:.2f}x the TPU v4" if not math.isnan(ratio) else ""))
+    return "Best chip per watt for " + MODEL + ": " + "; ".join(parts) + "."
+
+
+def _plot(results: dict[str, DesignSearchResult], path: Path) -> None:
+    from coda.plotting import pyplot, save_figure
+
+    plt = pyplot("serving-design's plot")
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8), constrained_layout=True)
+    sc: Any = None
+    for ax, (name, r) in zip(axes, results.items()):
+        ch = r.chips
+        des = ch[ch["kind"] == "design"]
+        ok = des[des["status"] == "ok"]
+        cut = des[des["status"] != "ok"]
+        sc = ax.scatter(ok["tdp_w"], ok["tokens_per_s_per_watt"], c=ok["hbm_bw_bytes_per_s"] / 1e9, cmap="viridis",
+                        s=30, vmin=500, vmax=2500, label="design (measured)", zorder=2)
+        ax.scatter(cut["tdp_w"], cut["best_bound_objective"], facecolors="none", edgecolors="grey", s=30,
+                   label="design (upper bound, not simulated)", zorder=1)
+        if r.best is not None:
+            ax.scatter([r.best["tdp_w"]], [r.best["tokens_per_s_per_watt"]], marker="*", s=160, c="tab:red",
+                       label="best per W", zorder=3)
+        for marker, (_, ref) in zip("sP^v", r.references.iterrows()):
+            if ref["status"] == "ok":
+                ax.scatter([ref["tdp_w"]], [ref["tokens_per_s_per_watt"]], marker=marker, s=55, c="black",
+                           label=ref["chip"], zorder=3)
+        ax.set_xscale("log")
+        ax.set_title(f"{name}: {r.workload}\n{len(ok)} designs measured, {r.counts['designs_pruned']} never simulated",
+                     fontsize=9)
+        ax.set_xlabel("TDP per chip (W)")
+        ax.set_ylabel("output tokens/s per W at the SLO capacity")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if sc is not None:
+        fig.colorbar(sc, ax=list(axes), label="HBM bandwidth (GB/s)")
+    save_figure(fig, path, "serving-design's plot")
+
+
+__all__ = ["CASES", "MODEL", "SLO", "Options", "answer", "full_space", "quick_space", "run"]
