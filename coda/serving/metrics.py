@@ -68,7 +68,8 @@ class ServingResult:
         tbt: one row per inter-token gap: request, tbt_s.
         iterations: one row per iteration: replica, start_s, end_s, prefill_tokens, decodes,
             sequences, kv_blocks (in use at its start), kv_utilisation, steps (identical
-            decode iterations this row stands for, `coda.serving.simulate`).
+            decode iterations this row stands for, `coda.serving.simulate`), swap_out_blocks and
+            swap_in_blocks (KV blocks moved to and from host memory before it computed).
         kv_blocks: blocks of one replica's budget.
         slo: the goodput targets, if any.
         stopped: the simulation stopped at a certain SLO miss (`simulate(stop_at_miss=True)`):
@@ -109,6 +110,7 @@ class ServingResult:
         out["kv_utilisation_mean"] = float((it["kv_utilisation"].to_numpy() * w).sum())
         out["kv_utilisation_max"] = float(it["kv_utilisation"].max())
         out["preemptions"] = float(rq["preemptions"].sum())
+        out["swapped_blocks"] = float(it["swap_out_blocks"].sum() + it["swap_in_blocks"].sum())
         out["iterations"] = float(it["steps"].sum())
         if self.slo is not None:
             ok = self.slo.met(rq)
@@ -147,7 +149,8 @@ def build_result(dep: Deployment, trace: Trace, req: Requests, lg: _Log, budget:
         "preemptions": req.preemptions})
     iterations = pd.DataFrame({
         "replica": lg.replica, "start_s": lg.start_s, "end_s": lg.end_s, "prefill_tokens": lg.prefill_tokens,
-        "decodes": lg.decodes, "sequences": lg.sequences, "kv_blocks": lg.kv_blocks, "steps": lg.steps})
+        "decodes": lg.decodes, "sequences": lg.sequences, "kv_blocks": lg.kv_blocks, "steps": lg.steps,
+        "swap_out_blocks": lg.swap_out_blocks, "swap_in_blocks": lg.swap_in_blocks})
     iterations["kv_utilisation"] = iterations["kv_blocks"] / budget.blocks
     return ServingResult(dep.describe(), dep.n_devices, dep.tdp_w(), requests,
                          pd.DataFrame({"request": ids, "tbt_s": gaps}), iterations, budget.blocks, slo, stopped)

@@ -15,6 +15,15 @@ until the next arrival, the first of them finishing, or their next KV blocks run
 stretch of m iterations runs as one event, its step times from `decode_steps` (context + j at
 step j), every request's m tokens and inter-token times recorded as m separate iterations
 would. The iteration log then holds one row for the m (column `steps`).
+
+Swap preemption (`SchedulerConfig.preemption="swap"`): the KV blocks a scheduler swaps out or
+in while forming a batch cross the host link before the batch computes. Each GPU of a replica
+moves its share of every block (`KVBudget.bytes_per_block` on the fullest) over its own PCIe
+link, so a block takes bytes_per_block / host_link_bw_each_way_bytes_per_s (`swap_s_per_block`),
+and each pipeline stage starts the batch's compute that many seconds after it is free (its
+transfer overlaps the wait for the previous stage; vLLM v0's workers run the cache swaps before
+receiving the stage's input). A replica's host swap space holds swap_space_bytes /
+bytes_per_block blocks (`host_blocks`). Nothing is aggregated while a request is swapped out.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from coda.serving.deployment import Deployment, KVBudget
 from coda.serving.metrics import SLO, ServingResult, build_result
 from coda.serving.router import Router
 from coda.serving.schedulers import make_scheduler
+from coda.serving.schedulers.base import Preemption
 from coda.serving.state import Batch, ReplicaState, Requests
 from coda.serving.trace import Trace
 
@@ -55,6 +65,8 @@ class _Log:
     sequences: list[int]
     kv_blocks: list[int]
     steps: list[int]
+    swap_out_blocks: list[int]
+    swap_in_blocks: list[int]
     tbt_ids: list[np.ndarray]
     tbt_s: list[np.ndarray]
 
@@ -91,6 +103,24 @@ def _sure_miss(slo: SLO, req: Requests, lg: _Log, now: float, n_gaps: int, check
         if checked[1] > math.floor(0.01 * (n_gaps - 1)) + 1:
             return True
     return False
+
+
+def swap_s_per_block(dep: Deployment, budget: KVBudget) -> float:
+    """Seconds one KV block takes across the host link in one direction (module docstring).
+
+    Raises:
+        ConfigError: swap preemption on a device without a host link in the catalog.
+    """
+    bw = getattr(dep.cluster.device, "host_link_bw_each_way_bytes_per_s", None)
+    if bw is None:
+        raise ConfigError(f"{dep.describe()}: preemption='swap' moves KV blocks over the device's host link, and "
+                          f"{dep.cluster.device_name} has none in the catalog; use preemption='recompute'")
+    return float(budget.bytes_per_block) / float(bw)
+
+
+def host_blocks(dep: Deployment, budget: KVBudget) -> int:
+    """KV blocks a replica's host swap space holds: swap_space_bytes per GPU over each GPU's share of a block."""
+    return int(dep.scheduler.swap_space_bytes // budget.bytes_per_block)
 
 
 ABORT_EVERY = 64
@@ -168,11 +198,14 @@ class _Run:
         self.n = len(req)
         self.arrival = req.arrival_s
         self.closed = min(concurrency, self.n) if concurrency is not None else self.n  # the next closed-loop arrival
-        self.states = [ReplicaState(budget, budget.blocks) for _ in range(R)]
+        swap = dep.scheduler.preemption is Preemption.SWAP
+        host = host_blocks(dep, budget) if swap else 0
+        self.swap_s = swap_s_per_block(dep, budget) if swap else 0.0
+        self.states = [ReplicaState(budget, budget.blocks, host_free_blocks=host) for _ in range(R)]
         self.scheds = [make_scheduler(dep.scheduler, pp) for _ in range(R)]
         self.free = np.zeros((R, pp))
         self.router = Router(dep.router, R)
-        self.lg = _Log([], [], [], [], [], [], [], [], [], [])
+        self.lg = _Log([], [], [], [], [], [], [], [], [], [], [], [])
         self.heap: list[_Event] = []
         self.aggregate_ok = aggregate and pp == 1 and self.scheds[0].steady_decodes
         self.block_tokens = budget.block_tokens
@@ -226,9 +259,10 @@ class _Run:
         while st.in_flight < self.pp and self.free[k, 0] <= now:
             b = self.scheds[k].next_batch(st, self.req, now)
             if b is None:
-                if st.in_flight == 0 and (st.waiting or st.running):
+                if st.in_flight == 0 and (st.waiting or st.running or st.swapped):
                     raise InfeasibleDesign(f"{self.dep.describe()}: replica {k} cannot schedule its "
-                                           f"{len(st.waiting)} waiting and {len(st.running)} running request(s) "
+                                           f"{len(st.waiting)} waiting, {len(st.running)} running and "
+                                           f"{len(st.swapped)} swapped-out request(s) "
                                            f"with {st.free_blocks} of {self.budget.blocks} KV blocks free")
                 return
             self.launch(k, b, now)
@@ -239,7 +273,8 @@ class _Run:
         """Durations of the identical decode-only iterations that start with `b` (None: just one)."""
         req, st = self.req, self.states[k]
         dec = b.decode_ids
-        if not self.aggregate_ok or len(b.prefill_ids) or len(dec) != len(st.running):
+        if not self.aggregate_ok or len(b.prefill_ids) or len(dec) != len(st.running) or st.swapped \
+                or st.swap_out_blocks or st.swap_in_blocks:
             return None
         left = int((req.output[dec] - req.generated[dec]).min())  # the last of them finishes a request
         if left < 2:
@@ -282,6 +317,9 @@ class _Run:
         self.req.busy[b.ids()] = True
         st.in_flight += 1
         steps = self.steady_steps(k, b, now)
+        moved_out, moved_in = st.swap_out_blocks, st.swap_in_blocks
+        st.swap_out_blocks = st.swap_in_blocks = 0
+        swap = (moved_out + moved_in) * self.swap_s
         if steps is not None:
             emit, ring = now + float(steps.sum()), 0.0
             free[k, 0] = emit
@@ -291,7 +329,7 @@ class _Run:
             inter, ring = self.cost.hops(shape.tokens, len(b.decode_ids) > 0)
             t = now
             for s in range(pp):
-                end = max(t, free[k, s]) + float(times[s])
+                end = max(t, max(free[k, s], now) + swap) + float(times[s])
                 free[k, s] = end
                 t = end + inter
             emit = float(free[k, pp - 1])
@@ -307,6 +345,8 @@ class _Run:
         lg.sequences.append(b.n_sequences)
         lg.kv_blocks.append(self.budget.blocks - st.free_blocks)
         lg.steps.append(1 if steps is None else len(steps))
+        lg.swap_out_blocks.append(moved_out)
+        lg.swap_in_blocks.append(moved_in)
 
     def _push(self, t: float, kind: int, k: int, b: Batch | None, emit: float, steps: np.ndarray | None) -> None:
         heapq.heappush(self.heap, (t, self.seq, kind, k, b, emit, steps))

@@ -60,13 +60,19 @@ class Requests:
 class ReplicaState:
     """One replica's queues and free KV blocks. `running` holds admitted requests in admission
     order (preemption takes from its end); `waiting` those routed here and not admitted (or
-    preempted, at its front)."""
+    preempted by recomputation, at its front); `swapped` those preempted by swapping, whose
+    blocks (`Requests.blocks`) are in host memory."""
 
     budget: KVBudget
     free_blocks: int
     waiting: deque[int] = field(default_factory=deque)
     running: list[int] = field(default_factory=list)
     in_flight: int = 0  # batches in the pipeline
+    swapped: list[int] = field(default_factory=list)  # swapped out to host memory, in arrival order
+    host_free_blocks: int = 0  # blocks the host swap space still holds
+    swap_out_blocks: int = 0  # blocks moved to / from the host since the last launch: the next
+    swap_in_blocks: int = 0  # iteration's transfer (`coda.serving.simulate`)
+    preempted: int = 0  # preemptions so far
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ iteration's effects when it ends. Add a policy by subclassing `BaseScheduler` an
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from bisect import insort
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from coda.errors import ConfigError, UnknownNameError
 from coda.serving.state import Batch, ReplicaState, Requests
+from coda.units import GiB
 
 MAX_SEQS = 2**16
 MAX_TOKENS = 2**20
@@ -42,6 +45,30 @@ class SchedulerKind(str, Enum):
             raise UnknownNameError("scheduler", str(name), [k.value for k in cls]) from None
 
 
+class Preemption(str, Enum):
+    """What a paging policy (vllm, sarathi) does with a request it preempts when KV blocks run out
+    (Kwon et al., SOSP'23, section 4.5): recompute its KV cache later, or swap its blocks to host
+    memory and back."""
+
+    RECOMPUTE = "recompute"
+    SWAP = "swap"
+
+    @classmethod
+    def from_str(cls, name: str | Preemption) -> Preemption:
+        """Parse a mode (case-insensitive); raise `UnknownNameError` for an unknown one."""
+        if isinstance(name, cls):
+            return name
+        try:
+            return cls(str(name).strip().lower())
+        except ValueError:
+            raise UnknownNameError("preemption", str(name), [k.value for k in cls]) from None
+
+
+DEFAULT_SWAP_SPACE_BYTES = 4 * GiB
+"""Host memory for swapped KV blocks per GPU: vLLM's `swap_space` default, 4 GiB per GPU
+(`vllm/engine/arg_utils.py`, `EngineArgs.swap_space = 4`, "CPU swap space size (GiB) per GPU")."""
+
+
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
@@ -56,9 +83,18 @@ class SchedulerConfig:
                                                          "max_num_batched_tokens; Sarathi's token budget)"))
     chunk: int = field(default=512, metadata=_help("sarathi: token budget per iteration, decodes included"))
     watermark: float = field(default=0.01, metadata=_help("vllm, sarathi: fraction of blocks kept free at admission"))
+    preemption: Preemption = field(default=Preemption.RECOMPUTE, metadata=_help(
+        "vllm, sarathi: recompute | swap (KV blocks to host memory over the GPU's host link and back)"))
+    swap_space_bytes: float = field(default=DEFAULT_SWAP_SPACE_BYTES, metadata=_help(
+        "swap: host memory for swapped KV blocks per GPU, bytes (vLLM's swap_space, 4 GiB)"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", SchedulerKind.from_str(self.kind))
+        object.__setattr__(self, "preemption", Preemption.from_str(self.preemption))
+        sw = self.swap_space_bytes
+        if isinstance(sw, bool) or not isinstance(sw, (int, float)) or not 0 <= sw < math.inf:
+            raise ConfigError(f"scheduler: swap_space_bytes={sw!r} must be a finite number of bytes >= 0 (host "
+                              "memory per GPU for swapped KV blocks; vLLM's default is 4 GiB)")
         for name, hi in (("max_batch", MAX_SEQS), ("max_tokens", MAX_TOKENS), ("chunk", MAX_TOKENS)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
@@ -131,15 +167,51 @@ class BaseScheduler(ABC):
         req.blocks[r] = 0
 
     def preempt(self, st: ReplicaState, req: Requests, r: int) -> None:
-        """Preempt `r` by recomputation (vLLM SOSP'23 section 4.5): free its blocks, forget its KV
-        cache, and put it at the front of the waiting queue to re-prefill prompt + generated tokens."""
-        self.release(st, req, r)
+        """Preempt `r` (vLLM SOSP'23 section 4.5). By swapping (`Preemption.SWAP`), when the
+        replica's host swap space holds its blocks: they move to host memory (`st.swap_out_blocks`
+        counts them for the next iteration's transfer time) and `r` waits in `st.swapped` with its
+        KV cache and progress kept. Otherwise by recomputation: free its blocks, forget its KV
+        cache, and put it at the front of the waiting queue to re-prefill prompt + generated
+        tokens (vLLM v0 aborts the request when swap space runs out; this falls back instead)."""
         st.running.remove(r)
+        req.preemptions[r] += 1
+        st.preempted += 1
+        n = int(req.blocks[r])
+        if self.config.preemption is Preemption.SWAP and n <= st.host_free_blocks:
+            st.free_blocks += n
+            st.host_free_blocks -= n
+            st.swap_out_blocks += n
+            insort(st.swapped, r)
+            return
+        self.release(st, req, r)
         req.kv[r] = 0
         req.done[r] = 0
         req.target[r] = req.prompt[r] + req.generated[r]
-        req.preemptions[r] += 1
         st.waiting.appendleft(r)
+
+    def swap_in(self, st: ReplicaState, req: Requests, limit: int) -> np.ndarray:
+        """Bring swapped-out requests back to the GPU, first come first served, at most `limit`,
+        while fewer than `max_batch` run and their blocks, with the one a decoding request's next
+        token needs, leave the watermark free (vLLM's `can_swap_in`; it counts one new block per
+        sequence whether or not the next token needs it, which could refuse forever a request
+        whose whole cache fills the budget). Returns the ids brought back (in `running` again,
+        next blocks allocated, their blocks counted in `st.swap_in_blocks`)."""
+        back: list[int] = []
+        B = st.budget.block_tokens
+        while st.swapped and len(back) < limit and len(st.running) < self.config.max_batch:
+            r = st.swapped[0]
+            n = int(req.blocks[r])
+            grow = int(req.done[r] >= req.target[r] and req.kv[r] + 1 > n * B)
+            if n + grow > self.admissible_blocks(st):
+                break
+            st.swapped.pop(0)
+            st.free_blocks -= n + grow
+            req.blocks[r] += grow
+            st.host_free_blocks += n
+            st.swap_in_blocks += n
+            st.running.append(r)
+            back.append(r)
+        return np.asarray(back, dtype=np.int64)
 
     @staticmethod
     def idle_running(st: ReplicaState, req: Requests) -> np.ndarray:
