@@ -10,6 +10,16 @@ Definitions (per request r, times from the simulation clock):
 - goodput (DistServe, Zhong et al. OSDI'24): requests/s that meet the SLO (TTFT and TPOT both);
 - slo_met: whether the run meets the SLO's targets on the 99th percentiles of TTFT and TBT over
   all requests and gaps (Vidur's and Sarathi-Serve's capacity criterion), 1.0 or 0.0.
+
+Measurement window (`Window`): by default every request counts, as before. Papers and benchmark
+harnesses often measure a steady state instead, leaving out the requests of the warm-up (an
+empty system fills its batch and its KV cache) and of the cool-down (the last requests run in a
+draining system): `summary(Window(warmup_s=..., cooldown_s=...))` keeps the requests that arrive
+at least `warmup_s` after the first arrival and at least `cooldown_s` before the last one, and
+`Window(warmup_fraction=..., cooldown_fraction=...)` drops that share of the first and last
+requests by arrival. The aggregates then use the kept requests, their inter-token gaps, the
+iterations that start between the first kept arrival and the last kept token, and a makespan
+over that span.
 """
 
 from __future__ import annotations
@@ -59,6 +69,59 @@ class SLO:
 
 
 @dataclass(frozen=True)
+class Window:
+    """Which requests the aggregates measure (module docstring); the default keeps all of them.
+
+    Attributes:
+        warmup_s, cooldown_s: seconds after the first arrival and before the last one whose
+            arrivals are left out, >= 0.
+        warmup_fraction, cooldown_fraction: shares of the requests, first and last by arrival,
+            left out, in [0, 1), together below 1.
+    """
+
+    warmup_s: float = 0.0
+    cooldown_s: float = 0.0
+    warmup_fraction: float = 0.0
+    cooldown_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_s", "cooldown_s", "warmup_fraction", "cooldown_fraction"):
+            v = getattr(self, name)
+            hi = 1.0 if name.endswith("fraction") else math.inf
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < hi:
+                unit = "a fraction in [0, 1)" if hi == 1.0 else "a finite number of seconds >= 0"
+                raise ConfigError(f"window: {name}={v!r} must be {unit}")
+        if self.warmup_fraction + self.cooldown_fraction >= 1:
+            raise ConfigError(f"window: warmup_fraction + cooldown_fraction = "
+                              f"{self.warmup_fraction + self.cooldown_fraction:g} leaves no request; keep it below 1")
+
+    @property
+    def everything(self) -> bool:
+        return self == Window()
+
+    def keep(self, arrival_s: np.ndarray) -> np.ndarray:
+        """Which requests (in arrival order, `arrival_s` sorted) the window keeps.
+
+        Raises:
+            ConfigError: it keeps none (naming the run's span).
+        """
+        n = len(arrival_s)
+        ok = np.ones(n, dtype=bool)
+        if n == 0:
+            return ok
+        ok &= arrival_s >= arrival_s[0] + self.warmup_s
+        ok &= arrival_s <= arrival_s[-1] - self.cooldown_s
+        first = math.floor(self.warmup_fraction * n)
+        last = math.floor(self.cooldown_fraction * n)
+        ok[:first] = False
+        ok[n - last:] = False  # (empty when last is 0)
+        if not ok.any():
+            raise ConfigError(f"window: {self} keeps none of the {n} requests arriving over "
+                              f"{float(arrival_s[-1] - arrival_s[0]):.4g} s; use a shorter warm-up or cool-down")
+        return ok
+
+
+@dataclass(frozen=True)
 class ServingResult:
     """A simulation's measurements.
 
@@ -86,13 +149,25 @@ class ServingResult:
     slo: SLO | None = None
     stopped: bool = False
 
-    def summary(self) -> dict[str, float]:
-        """Aggregates (module docstring) as a flat dict of SI numbers."""
-        rq, out = self.requests, {}
+    def summary(self, window: Window | None = None) -> dict[str, float]:
+        """Aggregates (module docstring) as a flat dict of SI numbers, over the requests `window`
+        keeps (default: all of them; `requests_measured` says how many)."""
+        rq, tbt_frame, it = self.requests, self.tbt, self.iterations
+        if window is not None and not window.everything:
+            kept = window.keep(rq["arrival_s"].to_numpy())
+            rq = rq[kept]
+            tbt_frame = tbt_frame[tbt_frame["request"].isin(rq["request"])]
+            t0, t1 = float(rq["arrival_s"].min()), float((rq["arrival_s"] + rq["e2e_s"]).max())
+            inside = (it["start_s"] >= t0) & (it["start_s"] <= t1)
+            it = it[inside] if inside.any() else it
+        return self._aggregate(rq, tbt_frame, it)
+
+    def _aggregate(self, rq: pd.DataFrame, tbt_frame: pd.DataFrame, it: pd.DataFrame) -> dict[str, float]:
+        out: dict[str, float] = {"requests_measured": float(len(rq))}
         for col in ("ttft_s", "e2e_s", "queue_s"):
             for p in PERCENTILES:
                 out[f"{col[:-2]}_p{p}_s"] = float(np.percentile(rq[col], p))
-        tbt = self.tbt["tbt_s"].to_numpy()
+        tbt = tbt_frame["tbt_s"].to_numpy()
         for p in PERCENTILES:
             out[f"tbt_p{p}_s"] = float(np.percentile(tbt, p)) if len(tbt) else math.nan
         out["tpot_mean_s"] = float(rq["tpot_s"].mean())
@@ -103,7 +178,6 @@ class ServingResult:
         out["tokens_per_s"] = tokens / span if span > 0 else math.nan
         out["tokens_per_s_per_device"] = out["tokens_per_s"] / self.n_devices
         out["tokens_per_s_per_watt"] = out["tokens_per_s"] / self.tdp_w
-        it = self.iterations
         dur = (it["end_s"] - it["start_s"]).to_numpy()
         w = dur / dur.sum() if dur.sum() > 0 else np.full(len(dur), 1 / max(len(dur), 1))
         out["batch_mean"] = float((it["sequences"].to_numpy() * w).sum())
@@ -124,9 +198,9 @@ class ServingResult:
             out["slo_met"] = float(met and not self.stopped)
         return out
 
-    def summary_frame(self) -> pd.DataFrame:
-        """`summary()` as a one-row frame named by the deployment."""
-        return pd.DataFrame([self.summary()], index=[self.name])
+    def summary_frame(self, window: Window | None = None) -> pd.DataFrame:
+        """`summary(window)` as a one-row frame named by the deployment."""
+        return pd.DataFrame([self.summary(window)], index=[self.name])
 
 
 def build_result(dep: Deployment, trace: Trace, req: Requests, lg: _Log, budget: KVBudget,
