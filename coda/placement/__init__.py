@@ -33,7 +33,7 @@ from coda.placement.optimize import candidate_plans, optimize, search_plans
 from coda.placement.phaze import phaze_baselines
 from coda.placement.plan import Plan, Recompute, validate_plan
 from coda.placement.result import TrainingResult
-from coda.placement.software import DEEPSPEED_2021
+from coda.placement.software import DEEPSPEED_2021, MEGATRON_CORE_2024
 from coda.placement.step import evaluate_plan
 
 
@@ -45,8 +45,8 @@ def evaluate(cfg: ModelConfig, cluster: Cluster, plan: Plan, seq_len: int, dtype
 
 
 __all__ = [
-    "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "CostModel", "IlpLayerTime", "Layout",
-    "PipelineSchedule", "Plan", "Recompute", "Software", "StageSplit", "TrainingResult", "best_split",
+    "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "MEGATRON_CORE_2024", "CostModel", "IlpLayerTime",
+    "Layout", "PipelineSchedule", "Plan", "Recompute", "Software", "StageSplit", "TrainingResult", "best_split",
     "brute_force_split", "candidate_plans", "evaluate", "evaluate_plan", "layer_profile", "memory_frame", "optimize",
     "phaze_baselines", "predictor_layer_time", "search_plans", "validate_plan",
 ]

@@ -29,6 +29,7 @@ from coda.errors import ConfigError, InfeasibleDesign
 from coda.models.config import ModelConfig
 from coda.objectives import objective as as_objective
 from coda.placement import rules as R
+from coda.placement import tp_overlap
 from coda.placement.candidates import (
     CHOICES,
     MAX_MICRO_BATCH,
@@ -67,15 +68,20 @@ def _bound_data(model: CostModel) -> Any:
         key = (_graph_key(plan), plan.recompute, plan.recompute_every)
         if key not in cache:
             pr = model.profile(plan)
-            coll = sum(m * collective_cost(cl, k, plan.tp).time(b) for i, m in enumerate(mult)
-                       for k, b in pr.fwd_coll[i] + pr.bwd_coll[i])
-            rec = sum(m * {"none": 0.0, "selective": pr.selective_s[i], "full": pr.fwd_s[i] + sum(
-                collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[i])}[plan.recompute]
+            # with TP communication overlap a block's collectives may hide entirely: 0 bounds them (tp_overlap)
+            hid = tp_overlap.applies(model, plan)
+
+            def tp_s(i: int, colls: tuple[tuple[str, float], ...]) -> float:
+                blk = 0 < i < len(mult) - 1
+                return 0.0 if hid and blk else sum(collective_cost(cl, k, plan.tp).time(b) for k, b in colls)
+
+            coll = sum(m * tp_s(i, pr.fwd_coll[i] + pr.bwd_coll[i]) for i, m in enumerate(mult))
+            rec = sum(m * {"none": 0.0, "selective": pr.selective_s[i], "full": pr.fwd_s[i] + tp_s(
+                i, pr.fwd_coll[i])}[plan.recompute]
                 for i, m in enumerate(mult) if 0 < i < len(mult) - 1)
             if plan.recompute_every > 1:  # a lower bound: at least 1 in k blocks, of the cheapest kind, runs again
                 rec = -(-cfg.n_layers // plan.recompute_every) * min(
-                    pr.fwd_s[i] + sum(collective_cost(cl, k, plan.tp).time(b) for k, b in pr.fwd_coll[i])
-                    for i in range(1, len(mult) - 1))
+                    pr.fwd_s[i] + tp_s(i, pr.fwd_coll[i]) for i in range(1, len(mult) - 1))
             t = sum(m * (pr.fwd_s[i] + pr.bwd_s[i]) for i, m in enumerate(mult)) + rec + coll
             params = sum(m * pr.params[i] for i, m in enumerate(mult))
             experts = sum(m * pr.expert_params[i] for i, m in enumerate(mult)) if plan.ep > 1 else 0.0

@@ -30,7 +30,8 @@ BREAKDOWN = (
     ("forward", "forward compute of the slowest stage, x m micro-batches"),
     ("backward", "backward compute of the slowest stage, x m"),
     ("recompute", "activation recomputation of the slowest stage, x m"),
-    ("tp_comm", "tensor-parallel collectives of the slowest stage, x m (not overlapped)"),
+    ("tp_comm", "tensor-parallel collectives of the slowest stage, x m (exposed: all, or with tp_comm_overlap what "
+                "the GEMMs do not hide)"),
     ("ep_comm", "expert-parallel all-to-alls of the slowest stage, x m (not overlapped)"),
     ("zero3_comm", "ZeRO-3 weight gathers / gradient reduce-scatters not hidden behind compute, x m"),
     ("pp_comm", "pipeline send/recv of the slowest stage, x m (blocking)"),

@@ -46,6 +46,10 @@ class Software:
             calls of PyTorch <= 1.10 (`all_gather(list, t)`, `reduce_scatter(t, list)`), whose NCCL
             backend copies each of the n ranks' chunks out of (or into) a flat buffer with its own
             copy kernel (`ProcessGroupNCCL::allgather`): n copy kernels per collective, timed by the predictor.
+        tp_comm_overlap: the sequence-parallel all-gathers and reduce-scatters of each block run
+            beside the GEMMs of the same linear layers (Megatron-Core `--tp-comm-overlap`, Transformer
+            Engine userbuffers; needs sequence parallelism): only what the decomposition cannot hide
+            is exposed (`coda.placement.tp_overlap`). False: every TP collective is exposed.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -62,6 +66,8 @@ class Software:
     zero3_recompute_gather: bool = field(default=False,
                                          metadata={"help": "gather weights again for a recomputed forward"})
     zero3_rank_copies: bool = field(default=False, metadata={"help": "one copy kernel per rank per ZeRO-3 collective"})
+    tp_comm_overlap: bool = field(default=False, metadata={"help": "overlap sequence-parallel TP collectives with "
+                                                                     "their GEMMs (TE userbuffers)"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
@@ -91,6 +97,13 @@ MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False
 # --overlap-grad-reduce, overlapped pipeline p2p, scatter/gather; no dropout (Llama).
 MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
                          attention_kernel="fa3", name="megatron-core")
+# Megatron-Core as in the Megatron-LM README's H100 weak-scaling runs (`README.md`, "Training Speed and
+# Scalability", `images/model_table.png`, commit f2e5db4 of July 2024): `MEGATRON_CORE`, plus the TP
+# collectives overlapped with their GEMMs (`--tp-comm-overlap`, which the README names; Transformer Engine
+# userbuffers, `coda.placement.tp_overlap`) and Megatron's default dropout of 0.1 (`--hidden-dropout`,
+# `--attention-dropout` in `megatron/training/arguments.py`), which the README does not change.
+MEGATRON_CORE_2024 = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
+                              attention_kernel="fa3", dropout=True, tp_comm_overlap=True, name="megatron-core-2024")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
 # DeepSpeed ZeRO-3 as benchmarked in Narayanan et al. SC'21 table 2 (DeepSpeed 0.3-0.5 on the Megatron
@@ -110,5 +123,5 @@ DEEPSPEED_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=Fals
                           zero3_recompute_gather=True, zero3_rank_copies=True, name="deepspeed-zero3-2021")
 
 
-__all__ = ["ATTENTION_IMPLS", "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "ZERO3_GRANULARITIES",
-           "Software"]
+__all__ = ["ATTENTION_IMPLS", "DEEPSPEED_2021", "FSDP", "MEGATRON_2021", "MEGATRON_CORE", "MEGATRON_CORE_2024",
+           "ZERO3_GRANULARITIES", "Software"]

@@ -20,6 +20,7 @@ from coda.caches import memoize
 from coda.models.config import BlockKind
 from coda.placement import costs as C
 from coda.placement import rules as R
+from coda.placement import tp_overlap
 from coda.placement.chain import (
     ChainCosts,
     PlanTerms,
@@ -145,10 +146,9 @@ def _compute(c: _Chain, tp_f: list[float]) -> _Compute:
     return _Compute(fwd, bwd, c.zeros(), c.zeros(), c.zeros())
 
 
-def _tp_comm(c: _Chain, comp: _Compute, tp_f: list[float]) -> np.ndarray:
-    """Tensor-parallel collectives per unit (forward, backward, recomputed forward), and the
-    exposed context-parallel ring exchange."""
-    tp_b = c.tp_times(c.prof.bwd_coll)
+def _tp_comm(c: _Chain, comp: _Compute, tp_f: list[float], tp_b: list[float]) -> np.ndarray:
+    """Tensor-parallel collectives per unit (forward `tp_f`, backward `tp_b`, recomputed forward), and
+    the exposed context-parallel ring exchange."""
     tp_s = c.expand([tp_f[i] + tp_b[i] for i in range(c.n)]) + comp.tp_rec
     if c.lay.cp > 1:
         tp_s = tp_s + c.where_recomputed(lambda i, rec: _cp_ring_exposed_s(c.model, c.lay, c.prof.selective_s[i],
@@ -391,9 +391,12 @@ def plan_terms(model: CostModel, lay: Layout) -> PlanTerms:
     """The plan terms of a layout: compute, communication, memory (each a step above)."""
     cfg, cl, e = model.cfg, model.cluster, dtype_bytes(model.storage_dtype)
     c = _Chain.of(model, lay)
-    tp_f = c.tp_times(c.prof.fwd_coll)
+    if tp_overlap.applies(model, lay):  # exposed part of the TP collectives (Software.tp_comm_overlap)
+        tp_f, tp_b = map(list, tp_overlap.exposed_tp_times(model, lay))
+    else:
+        tp_f, tp_b = c.tp_times(c.prof.fwd_coll), c.tp_times(c.prof.bwd_coll)
     comp = _compute(c, tp_f)
-    tp_s = _tp_comm(c, comp, tp_f)
+    tp_s = _tp_comm(c, comp, tp_f, tp_b)
     ep_s, ep_hidden = _ep_comm(c, comp)
     st = _static_memory(c, e)
     act, work = _activation_memory(c)
