@@ -35,7 +35,12 @@ data, collectives from the cluster model calibrated on NCCL data (see docs/train
    4, 2 and 1 sequences per GPU (one micro-batch per step), with `DEEPSPEED_2021`: one
    collective per weight tensor, waited for in the module hooks, three gathers per step with
    recomputation, tensor-list collectives (docs/training.md). Nothing is fitted to these rows.
-6. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
+6. The Megatron-LM README's H100 weak-scaling table (development data): nine GPT models of 1.7B to
+   462B parameters on 48 to 6144 H100 GPUs, BF16, seq 4096, TP communication overlapped
+   (`MEGATRON_CORE_2024`), micro-batch 1 without recomputation or interleaving by the rule of
+   Megatron-LM's own GPT-3 example script; TFLOP/s per GPU by Megatron's count; the error under each
+   other reasonable choice of the unpublished parts beside it (`coda.evaluate.megatron_h100_validation`).
+7. NeuSight 4-GPU GPT2-large runs (FP32, PyTorch eager, forward + backward without the
    optimizer step): `-dp4` (DDP), `-tp4`, `-pp4_1` (4 stages, 1 micro-batch). Compute of dp4
    and pp4 uses the eager single-GPU iteration (`coda.evaluate.iteration`, framework="eager");
    tp4 uses the fused tensor-parallel graphs (the eager kernel model covers tp = 1 only).
@@ -331,8 +336,10 @@ def _summary(df: pd.DataFrame, what: str) -> pd.DataFrame:
 
 def training_report() -> list[tuple[str, pd.DataFrame]]:
     """Sections for `coda validate training`."""
+    from coda.evaluate.megatron_h100_validation import megatron_h100_table, sensitivity_table
+
     meg, mpt, bridge, neu = megatron_table(), mpt_table(), bridge_table(), neusight_table()
-    moe, table2 = bridge_moe_table(), sc21_table2()
+    moe, table2, h100 = bridge_moe_table(), sc21_table2(), megatron_h100_table()
     summary = pd.concat([_summary(meg, "Megatron-LM TFLOP/s (target: each <= 10%, median <= 5%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-a100"], "MPT FSDP tokens/s, A100 (target: each <= 15%)"),
                          _summary(mpt[mpt["cluster"] == "dgx-h100"], "MPT FSDP tokens/s, H100 (target: each <= 15%)"),
@@ -340,6 +347,9 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
                          _summary(moe, "Megatron-Bridge H100 FP8 MoE tokens/s (reported)"),
                          _summary(table2, "SC'21 table 2, PTD-P and ZeRO-3 TFLOP/s, development data (target: "
                                           "each <= 15%)"),
+                         _summary(h100, "Megatron-LM README H100 TFLOP/s, development data (target: each <= 15%)"),
+                         _summary(pd.concat([table2, h100]), "SC'21 table 2 + Megatron-LM README H100 (target: "
+                                                              "median <= 7%)"),
                          _summary(neu, "NeuSight 4-GPU time")], ignore_index=True)
     return [
         ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
@@ -352,6 +362,11 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
         ("Narayanan et al. SC'21 table 2 (development data), GPT-3 175B, dgx-a100, fp16, global batch 1536, full "
          "recompute: PTD-P (megatron-lm-2021) vs ZeRO-3 without model parallelism (deepspeed-zero3-2021), TFLOP/s per "
          "GPU", table2),
+        ("Megatron-LM README H100 weak scaling (development data), dgx-h100, bf16, seq 4096, published t/p/d, "
+         "megatron-core-2024 (TP comm overlap), micro-batch 1, no recompute, 1F1B (Megatron-LM's GPT-3 example): "
+         "TFLOP/s per GPU by Megatron's count", h100),
+        ("Megatron-LM README H100: error % under each choice of what the README does not publish (micro-batch, "
+         "recomputation, model chunks per device); the rule's is mb1 none", sensitivity_table()),
         ("NeuSight 4-GPU GPT2-large training, FP32, seq 1024 (forward + backward)", neu),
         ("summary", summary),
     ]
