@@ -36,7 +36,7 @@ from coda.units import MiB
 
 MODELS = {"bert-large": 512, "gpt2-xl": 1024, "opt-350m": 2048, "llama2-7b": 4096, "gpt3-175b": 2048}
 """PHAZE's models with its sequence lengths (`coda.placement.phaze.PHAZE_PLACEMENTS`)."""
-CHIPS, GLOBAL_BATCH = 1024, 4096
+DEVICES, GLOBAL_BATCH = 1024, 4096
 QUICK = dict(n_tc=(2, 4, 8), n_vc=(1, 2, 4), tc_rows=(128, 256), tc_cols=(128, 256), glb_bytes=(8 * MiB, 32 * MiB))
 TIMERS = ("predictor", "ilp")
 
@@ -50,7 +50,7 @@ def run(model: str, seq_len: int, timer: str, space: DesignSpace, workers: int) 
     """One search; its row of the table."""
     t0, c0 = time.perf_counter(), _cpu_s()
     layer_time: Any = predictor_layer_time if timer == "predictor" else SearchLayerTime()
-    res = search(model, space, CHIPS, GLOBAL_BATCH, seq_len, workers=workers, layer_time=layer_time)
+    res = search(model, space, DEVICES, GLOBAL_BATCH, seq_len, workers=workers, layer_time=layer_time)
     wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
     n, evaluated, best = res.n_space, res.n_evaluated + res.n_cached, res.best
     refined = "/".join(map(str, res.n_refined))
@@ -86,7 +86,7 @@ def main() -> None:
         for t in timers:
             rows.append(run(name, MODELS[name], t, space, args.workers))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
-    print(f"\nspace: {'DesignSpace.phaze()' if args.full else 'QUICK'} ({len(space)} designs); {CHIPS} chips, "
+    print(f"\nspace: {'DesignSpace.phaze()' if args.full else 'QUICK'} ({len(space)} designs); {DEVICES} chips, "
           f"global batch {GLOBAL_BATCH}; {args.workers} workers")
     with pd.option_context("display.width", 250):
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

@@ -278,8 +278,8 @@ TORUS_AXES = 3
 """Axes of the `tpuv4-pod` torus: each gets a third of a chip's links (2 of the TPU v4's 6)."""
 
 
-def design_cluster(acc: Accelerator, n_chips: int, preset: str = LINK_PRESET) -> Cluster:
-    """`n_chips` copies of `acc` in the topology of `preset`, each level's bandwidth set by the chip's links.
+def design_cluster(acc: Accelerator, n_devices: int, preset: str = LINK_PRESET) -> Cluster:
+    """`n_devices` copies of `acc` in the topology of `preset`, each level's bandwidth set by the chip's links.
 
     The `tpuv4-pod` preset describes TPU v4 chips (`tpuv4()`: L_0 = 6 links of b_0 = 50 GB/s per
     direction) in a 3D torus: each of its levels (one torus axis) gives a device B_l = 90 GB/s each
@@ -295,7 +295,7 @@ def design_cluster(acc: Accelerator, n_chips: int, preset: str = LINK_PRESET) ->
 
     Args:
         acc: the chip; its `n_links` and `link_bw_bytes_per_s` set the bandwidth.
-        n_chips: chips in the cluster (the preset's sizes: at most 16, or a multiple of 16).
+        n_devices: devices (chips) in the cluster (the preset's sizes: at most 16, or a multiple of 16).
         preset: the topology; only `tpuv4-pod` (the preset whose chip the link scaling refers to).
 
     Raises:
@@ -305,13 +305,13 @@ def design_cluster(acc: Accelerator, n_chips: int, preset: str = LINK_PRESET) ->
     if preset != LINK_PRESET:
         raise ConfigError(f"design_cluster: preset={preset!r} is not supported; the link scaling refers to "
                           f"{LINK_PRESET!r} (TPU v4 chips, 6 links of 50 GB/s)")
-    base = cluster(preset, n_chips, device=acc)
-    if n_chips == 1:
+    base = cluster(preset, n_devices, device=acc)
+    if n_devices == 1:
         return base
     if acc.n_links == 0 or acc.link_bw_bytes_per_s == 0:
         raise ConfigError(f"design {acc.name}: n_links={acc.n_links} x link_bw_bytes_per_s="
                           f"{acc.link_bw_bytes_per_s:g} gives no inter-chip bandwidth, so it cannot join a cluster of "
-                          f"{n_chips} chips; give it links (the TPU v4 has 6 of 50e9 bytes/s)")
+                          f"{n_devices} chips; give it links (the TPU v4 has 6 of 50e9 bytes/s)")
     if acc.n_links % TORUS_AXES:
         lo = acc.n_links - acc.n_links % TORUS_AXES
         raise ConfigError(f"design {acc.name}: n_links={acc.n_links} is not a multiple of {TORUS_AXES}: the "

@@ -1,10 +1,10 @@
 """`coda search`: the best accelerator design of a design space for training one model.
 
-    coda search --model gpt2 --chips 16 --global-batch 64 --seq-len 512 \\
+    coda search --model gpt2 --devices 16 --global-batch 64 --seq-len 512 \\
         --n-tc 2,8 --n-vc 1,2 --tc-rows 64,128 --tc-cols 64,128 --glb-mib 32,128 --store runs.sqlite
 
 Ranges default to PHAZE's space and budget (`DesignSpace.phaze()`); each design runs on
-`--chips` chips of the TPU-v4-like torus, its bandwidth set by the design's links (`--n-links`,
+`--devices` chips of the TPU-v4-like torus, its bandwidth set by the design's links (`--n-links`,
 `--link-gbps`; `coda.search.search`, docs/search.md), with the best
 plan among `--tp`, `--pp`, `--micro-batch`, `--recompute` and `--zero` (lists; defaults
 `coda.search.DEFAULT_CHOICES`), the same for the `--gpu-reference` rows.
@@ -137,10 +137,11 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _check_scalars(args: argparse.Namespace) -> None:
     """Counts >= 1, budgets finite and positive, the area fraction in [0, 1], the ILP time >= 0."""
-    for dest, flag, what in (("chips", "--chips", "chips per design"), ("global_batch", "--global-batch",
-                             "sequences per step"), ("seq_len", "--seq-len", "tokens per sequence"),
-                             ("top", "--top", "designs to list"), ("max_designs", "--max-designs",
-                             "new designs to evaluate"), ("workers", "--workers", "designs in flight"),
+    for dest, flag, what in (("devices", "--devices", "devices (chips) per design"),
+                             ("global_batch", "--global-batch", "sequences per step"),
+                             ("seq_len", "--seq-len", "tokens per sequence"), ("top", "--top", "designs to list"),
+                             ("max_designs", "--max-designs", "new designs to evaluate"),
+                             ("workers", "--workers", "designs in flight"),
                              ("ilp_node_limit", "--ilp-node-limit", "branch-and-bound nodes per ILP solve")):
         v = getattr(args, dest)
         if v is not None and v < 1:
@@ -196,7 +197,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         from coda.search.gpu_reference import check_gpu_reference
 
         try:
-            check_gpu_reference(args.gpu_reference, args.chips)
+            check_gpu_reference(args.gpu_reference, args.devices)
         except CodaError as err:
             raise ConfigError(f"--gpu-reference {','.join(args.gpu_reference)}: {err}") from None
 
@@ -224,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with terminate_as_interrupt():
         try:
-            result = search(args.model, _space(args), args.chips, args.global_batch, args.seq_len,
+            result = search(args.model, _space(args), args.devices, args.global_batch, args.seq_len,
                             objective=args.objective, store=args.store, max_designs=args.max_designs,
                             progress=progress, layer_time=timer, executor=args.executor, workers=args.workers,
                             prune=args.prune, pareto=args.pareto, choices=_choices(args), tie_tol=args.tie_tol)
@@ -248,7 +249,7 @@ def _report(args: argparse.Namespace, result: Any, gpu_reference: Any) -> int:
     front = result.front() if args.pareto else None
     space = _space(args)
     links = len(space.n_links) * len(space.link_bw_bytes_per_s) > 1
-    gpus = gpu_reference(args.model, args.gpu_reference or (), args.chips, args.global_batch, args.seq_len,
+    gpus = gpu_reference(args.model, args.gpu_reference or (), args.devices, args.global_batch, args.seq_len,
                          choices=_choices(args))
     if args.plot:
         _plot(result, args.plot, gpus, front)
@@ -301,11 +302,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("search", help="search a design space for the best accelerator (exact, bound-pruned)",
                        description="Find the design of an accelerator design space that trains a model best on a "
-                                   "TPU-v4-like torus of --chips chips; ranges default to PHAZE's space. Ctrl-C or "
+                                   "TPU-v4-like torus of --devices chips; ranges default to PHAZE's space. Ctrl-C or "
                                    "SIGTERM stores the finished designs (with --store) and exits 130 / 143.")
     p.add_argument("--model", required=True, help="model preset name or Hugging Face config.json path (required)")
-    p.add_argument("--chips", type=int, required=True,
-                   help="chips per design in the TPU-v4-like torus, >= 1: at most 16 or a multiple of 16 (required)")
+    p.add_argument("--devices", type=int, required=True,
+                   help="devices (chips) per design in the TPU-v4-like torus, >= 1: at most 16 or a multiple of 16 "
+                        "(required)")
     p.add_argument("--global-batch", type=int, required=True, help="sequences per optimizer step, >= 1 (required)")
     p.add_argument("--seq-len", type=int, required=True, help="tokens per sequence, >= 1 (required)")
     p.add_argument("--objective", choices=OBJECTIVES, default="tokens_per_s_per_w",
@@ -337,7 +339,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tdp-w", type=float, default=None,
                    help="TDP budget per chip, W, finite > 0 (default: no budget)")
     p.add_argument("--tp", type=_ints,
-                   help="tensor-parallel widths, comma list; one must divide --chips (default 1,2,4,8)")
+                   help="tensor-parallel widths, comma list; one must divide --devices (default 1,2,4,8)")
     p.add_argument("--pp", type=_ints, help="pipeline depths, comma list (default: every depth that fits)")
     p.add_argument("--micro-batch", dest="micro_batch", type=_ints,
                    help="micro-batch sizes, sequences, comma list (default 1,2,4)")
@@ -380,7 +382,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
                    help="skip designs the bounds prove unneeded (default on; --no-prune evaluates every design)")
     p.add_argument("--gpu-reference", type=_names, default=None, metavar="GPUS",
-                   help="comma list of Ampere or Hopper GPUs (e.g. a100-sxm4-80gb,h100-sxm) to also run on --chips "
+                   help="comma list of Ampere or Hopper GPUs (e.g. a100-sxm4-80gb,h100-sxm) to also run on --devices "
                         "GPUs of their DGX nodes, for comparison (default: none)")
     p.add_argument("--plot", default=None,
                    help="write a tokens/s vs TDP scatter to this .png/.svg/.pdf file (needs matplotlib; default: "

@@ -83,10 +83,10 @@ def layer_timer(name: str) -> Any:
     raise ConfigError(f"experiment timer {name!r} is unknown; use one of {', '.join(TIMERS)}")
 
 
-def scaled_cluster(acc: Accelerator, n_chips: int, network_scale: float) -> Any:
+def scaled_cluster(acc: Accelerator, n_devices: int, network_scale: float) -> Any:
     """The cluster a search evaluates `acc` on (`design_cluster`: the `tpuv4-pod` torus with the chip's links),
     every level's bandwidth times `network_scale`."""
-    base = design_cluster(acc, n_chips, CLUSTER_PRESET)
+    base = design_cluster(acc, n_devices, CLUSTER_PRESET)
     if network_scale == 1.0:
         return base
     levels = tuple(replace(lv, bw_each_way_bytes_per_s=lv.bw_each_way_bytes_per_s * network_scale)
@@ -94,19 +94,19 @@ def scaled_cluster(acc: Accelerator, n_chips: int, network_scale: float) -> Any:
     return replace(base, levels=levels)
 
 
-def evaluate_task(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
+def evaluate_task(acc: Accelerator, cfg: ModelConfig, n_devices: int, global_batch: int, seq_len: int,
                   choices: dict[str, Any], timer_name: str, network_scale: float) -> dict[str, Any]:
     """One task's row (module doc); runs in a worker process, so every argument pickles."""
     timer = layer_timer(timer_name)
     if network_scale == 1.0:
-        return evaluate_design(cfg, acc, n_chips, global_batch, seq_len, choices, timer)
+        return evaluate_design(cfg, acc, n_devices, global_batch, seq_len, choices, timer)
     from coda.placement.optimize import optimize
 
     row: dict[str, Any] = {"name": acc.name, **{f: getattr(acc, f) for f in DESIGN_FIELDS},
                            "area_mm2": acc.area_mm2, "tdp_w": acc.tdp_w, "peak_flops": acc.peak_flops}
-    cl = scaled_cluster(acc, n_chips, network_scale)
+    cl = scaled_cluster(acc, n_devices, network_scale)
     row.update(scored_plan(lambda: optimize(cfg, cl, global_batch, seq_len, layer_time=timer, **choices),
-                           n_chips * acc.tdp_w))
+                           n_devices * acc.tdp_w))
     return row
 
 
@@ -128,20 +128,20 @@ class Evaluator:
         executor: ``process``, ``inline`` or ``ray``.
         jobs: tasks in flight (``process`` with 1 runs inline).
         timer: a name of `TIMERS`.
-        n_chips: chips per design.
+        n_devices: devices (chips) per design.
         choices: the merged placement choices (`coda.search.DEFAULT_CHOICES` and overrides).
         configs: model name -> `ModelConfig`.
     """
 
-    def __init__(self, store: ResultStore | None, executor: str, jobs: int, timer: str, n_chips: int,
+    def __init__(self, store: ResultStore | None, executor: str, jobs: int, timer: str, n_devices: int,
                  choices: dict[str, Any], configs: dict[str, ModelConfig]) -> None:
         if executor not in EXECUTORS:
             raise ConfigError(f"experiment executor {executor!r} is unknown; use one of {', '.join(EXECUTORS)}")
         self.store, self.executor, self.jobs, self.timer = store, executor, max(1, jobs), timer
-        self.n_chips, self.choices, self.configs = n_chips, choices, configs
+        self.n_devices, self.choices, self.configs = n_devices, choices, configs
         from coda import __version__
 
-        self._common = dict(n_chips=n_chips, choices=choices, layer_time=repr(layer_timer(timer)),
+        self._common = dict(n_devices=n_devices, choices=choices, layer_time=repr(layer_timer(timer)),
                             network=preset_description(CLUSTER_PRESET), version=__version__,
                             costs=cost_model_digest())
         self.n_evaluated = 0
@@ -215,7 +215,7 @@ class Evaluator:
 
     def _submit(self, pool: Any, task: Task) -> Future[Any]:
         w = task.work
-        return pool.submit(evaluate_task, task.acc, self.configs[w.model], self.n_chips, w.global_batch, w.seq_len,
+        return pool.submit(evaluate_task, task.acc, self.configs[w.model], self.n_devices, w.global_batch, w.seq_len,
                            self.choices, self.timer, task.network_scale)
 
     def _record(self, task: Task, key: str, row: dict[str, Any],

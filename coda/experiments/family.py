@@ -49,14 +49,14 @@ def geomean(values: Any) -> float:
 
 
 def bounds_matrix(designs: pd.DataFrame, works: tuple[Workload, ...], configs: dict[str, Any],
-                  n_chips: int) -> np.ndarray:
+                  n_devices: int) -> np.ndarray:
     """Per design (rows of `DesignSpace.to_frame()`) and workload: the objective's upper bound."""
     vector = (designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]).to_numpy(float)
     peak, tdp = designs["peak_flops"].to_numpy(float), designs["tdp_w"].to_numpy(float)
     out = np.empty((len(designs), len(works)))
     for j, w in enumerate(works):
         fpt = training_flops_per_token_lb(configs[w.model], w.seq_len)
-        out[:, j] = [objective_bound(OBJECTIVE, p, v, t, n_chips, fpt) for p, v, t in zip(peak, vector, tdp)]
+        out[:, j] = [objective_bound(OBJECTIVE, p, v, t, n_devices, fpt) for p, v, t in zip(peak, vector, tdp)]
     return out
 
 
@@ -112,11 +112,11 @@ def family_search(accelerators: list[Accelerator], designs: pd.DataFrame, works:
         designs: `space.to_frame()`.
         works: the workloads (one model each).
         known: (design index, model) -> a row already evaluated (e.g. by the per-model searches).
-        evaluator: evaluates the missing rows (store, executor, timer, chips, choices).
+        evaluator: evaluates the missing rows (store, executor, timer, devices, choices).
         tie_tol: near-tie tolerance, in [0, 1).
     """
     names = [w.model for w in works]
-    bnd = bounds_matrix(designs, works, evaluator.configs, evaluator.n_chips)
+    bnd = bounds_matrix(designs, works, evaluator.configs, evaluator.n_devices)
     vals = np.full(bnd.shape, np.nan)
     rows: dict[tuple[int, str], dict[str, Any]] = {}
     col = {m: j for j, m in enumerate(names)}

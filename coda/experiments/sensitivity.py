@@ -211,7 +211,7 @@ def _not_excluded(p: Perturbation | None, family: FamilyResult, space: DesignSpa
         bnd, scale = family.bounds, np.ones(len(designs))
     else:
         moved = p.space(space).to_frame()
-        bnd = bounds_matrix(moved, works, evaluator.configs, evaluator.n_chips)
+        bnd = bounds_matrix(moved, works, evaluator.configs, evaluator.n_devices)
         scale = designs["tdp_w"].to_numpy(float) / moved["tdp_w"].to_numpy(float)
     exact_ok = p is None or p.tdp_only
     upper = np.where(np.isnan(vals) | (not exact_ok), bnd, vals * scale[:, None])

@@ -1,7 +1,7 @@
 """Design-space search: the best accelerator of a `DesignSpace` for training a model, exactly.
 
     space = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128))
-    res = coda.search.search("gpt2", space, n_chips=16, global_batch=64, seq_len=512, store="runs.sqlite")
+    res = coda.search.search("gpt2", space, n_devices=16, global_batch=64, seq_len=512, store="runs.sqlite")
     res.best, res.frame, res.reference, res.counts()
 
 `run` holds the branch and bound over designs (inline, on a process pool or on Ray), `bounds`

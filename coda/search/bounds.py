@@ -73,16 +73,16 @@ def training_flops_per_token_lb(cfg: ModelConfig, seq_len: int, attention: str =
     return FlopsPerToken(tensor / seq_len, vector / seq_len)
 
 
-def tokens_per_s_bound(peak_flops: float, vector_flops: float, n_chips: int, fpt: FlopsPerToken) -> float:
-    """Upper bound on training tokens/s of `n_chips` devices (tensor / vector peaks in FLOP/s)."""
-    return n_chips / max(fpt.tensor / peak_flops, fpt.vector / vector_flops)
+def tokens_per_s_bound(peak_flops: float, vector_flops: float, n_devices: int, fpt: FlopsPerToken) -> float:
+    """Upper bound on training tokens/s of `n_devices` devices (tensor / vector peaks in FLOP/s)."""
+    return n_devices / max(fpt.tensor / peak_flops, fpt.vector / vector_flops)
 
 
-def objective_bound(objective: str, peak_flops: float, vector_flops: float, tdp_w: float, n_chips: int,
+def objective_bound(objective: str, peak_flops: float, vector_flops: float, tdp_w: float, n_devices: int,
                     fpt: FlopsPerToken) -> float:
     """Upper bound on `objective` (``tokens_per_s``, or ``tokens_per_s_per_w`` per cluster watt)."""
-    bound = tokens_per_s_bound(peak_flops, vector_flops, n_chips, fpt)
-    return bound if objective == "tokens_per_s" else bound / (n_chips * tdp_w)
+    bound = tokens_per_s_bound(peak_flops, vector_flops, n_devices, fpt)
+    return bound if objective == "tokens_per_s" else bound / (n_devices * tdp_w)
 
 
 DEFAULT_TIE_TOL = 0.02

@@ -1,4 +1,4 @@
-"""One design's evaluation in a search: the best plan of `n_chips` copies of an accelerator in the
+"""One design's evaluation in a search: the best plan of `n_devices` copies of an accelerator in the
 TPU-v4-like torus, or why none fits, as a row of `SearchResult.frame`; and the ILP layer timer
 searches share (`SearchLayerTime`). Worker processes run `evaluate_in_worker`.
 """
@@ -99,16 +99,16 @@ def _design_row(acc: Accelerator) -> dict[str, Any]:
     return row
 
 
-def search_cluster(acc: Accelerator, n_chips: int) -> Cluster:
-    """The cluster a search evaluates a design on: `n_chips` copies of `acc` in the `CLUSTER_PRESET`
+def search_cluster(acc: Accelerator, n_devices: int) -> Cluster:
+    """The cluster a search evaluates a design on: `n_devices` copies of `acc` in the `CLUSTER_PRESET`
     torus, each level's bandwidth set by the design's links (`design_cluster`; the TPU v4's 6 x 50 GB/s
     give exactly the preset's cluster). The one place evaluation and the refined bounds take it from."""
-    return design_cluster(acc, n_chips, CLUSTER_PRESET)
+    return design_cluster(acc, n_devices, CLUSTER_PRESET)
 
 
-def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_batch: int, seq_len: int,
+def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_devices: int, global_batch: int, seq_len: int,
                     choices: dict[str, Any], layer_time: Any) -> dict[str, Any]:
-    """One design: its fields, the best plan on `n_chips` in the TPU-v4-like torus, or why none fits.
+    """One design: its fields, the best plan on `n_devices` in the TPU-v4-like torus, or why none fits.
 
     Returns:
         A row of `SearchResult.frame` without the bound columns.
@@ -117,8 +117,8 @@ def evaluate_design(cfg: ModelConfig, acc: Accelerator, n_chips: int, global_bat
     events = getattr(layer_time, "events", {})
     before = {k: events.get(k, 0) for k in ILP_EVENT_FIELDS}
     row = _design_row(acc)
-    row.update(scored_plan(lambda: optimize(cfg, search_cluster(acc, n_chips), global_batch, seq_len,
-                                            layer_time=layer_time, **choices), n_chips * acc.tdp_w))
+    row.update(scored_plan(lambda: optimize(cfg, search_cluster(acc, n_devices), global_batch, seq_len,
+                                            layer_time=layer_time, **choices), n_devices * acc.tdp_w))
     row["seconds"] = time.perf_counter() - t0
     row.update({k: events.get(k, 0) - before[k] for k in ILP_EVENT_FIELDS})
     return row
@@ -147,7 +147,7 @@ def _portable_timer(timer: Any) -> Any:
     return timer
 
 
-def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_batch: int, seq_len: int,
+def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_devices: int, global_batch: int, seq_len: int,
                        choices: dict[str, Any], timer: Any) -> dict[str, Any]:
     """`evaluate_design` for a worker process: picklable arguments in, the row out.
 
@@ -160,7 +160,7 @@ def evaluate_in_worker(acc: Accelerator, cfg: ModelConfig, n_chips: int, global_
             _WORKER_TIMERS[settings] = SearchLayerTime(time_limit_s=settings[0], gap=settings[1],
                                                        node_limit=settings[2])
         timer = _WORKER_TIMERS[settings]
-    return evaluate_design(cfg, acc, n_chips, global_batch, seq_len, choices, timer)
+    return evaluate_design(cfg, acc, n_devices, global_batch, seq_len, choices, timer)
 
 
 __all__ = ["CLUSTER_PRESET", "DESIGN_FIELDS", "FRAME_COLUMNS", "ILP_EVENT_FIELDS", "PLAN_FIELDS", "RESULT_FIELDS",

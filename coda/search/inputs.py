@@ -1,5 +1,5 @@
 """A search's inputs, checked before any design is evaluated: the model, positive sizes, the
-placement choices, the parallel widths against the chips, and a read-only store's coverage."""
+placement choices, the parallel widths against the device count, and a read-only store's coverage."""
 
 from __future__ import annotations
 
@@ -47,11 +47,11 @@ def _merged_choices(choices: dict[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
-def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
-    """Refuse tp / pp lists of which no value (or no tp * pp product) divides `n_chips`.
+def check_parallel_widths(choices: dict[str, Any], n_devices: int) -> None:
+    """Refuse tp / pp lists of which no value (or no tp * pp product) divides `n_devices`.
 
     Raises:
-        ConfigError: naming the list, `n_chips` and the divisors that would work.
+        ConfigError: naming the list, `n_devices` and the divisors that would work.
     """
     def values(name: str) -> tuple[int, ...] | None:
         v = choices.get(name)
@@ -59,15 +59,17 @@ def check_parallel_widths(choices: dict[str, Any], n_chips: int) -> None:
             return None
         return tuple(int(x) for x in (v if isinstance(v, (tuple, list)) else (v,)))
 
-    divisors = R.divisors(n_chips)
+    divisors = R.divisors(n_devices)
     tp, pp = values("tp"), values("pp")
     for name, vals in (("tp", tp), ("pp", pp)):
-        if vals is not None and not any(n_chips % v == 0 for v in vals):
-            raise ConfigError(f"search: {name}={','.join(map(str, vals))}: no value divides n_chips={n_chips} "
-                              f"(tp * pp * dp = n_chips); use divisors of {n_chips}: {', '.join(map(str, divisors))}")
-    if tp is not None and pp is not None and not any(n_chips % (t * p) == 0 for t in tp for p in pp):
+        if vals is not None and not any(n_devices % v == 0 for v in vals):
+            raise ConfigError(f"search: {name}={','.join(map(str, vals))}: no value divides n_devices={n_devices} "
+                              f"(tp * pp * dp = n_devices); use divisors of {n_devices}: "
+                              f"{', '.join(map(str, divisors))}")
+    if tp is not None and pp is not None and not any(n_devices % (t * p) == 0 for t in tp for p in pp):
         raise ConfigError(f"search: no tp={','.join(map(str, tp))} times pp={','.join(map(str, pp))} divides "
-                          f"n_chips={n_chips} (tp * pp * dp = n_chips); choose tp and pp whose product divides it")
+                          f"n_devices={n_devices} (tp * pp * dp = n_devices); choose tp and pp whose product "
+                          "divides it")
 
 
 __all__ = ["DEFAULT_CHOICES", "check_parallel_widths"]

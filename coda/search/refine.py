@@ -132,14 +132,14 @@ class LowerBoundLayerTime:
         return [self(g, device) for g in graphs]
 
 
-def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_chips: int, global_batch: int, seq_len: int,
+def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_devices: int, global_batch: int, seq_len: int,
                      choices: dict[str, Any], layer_time: Any,
                      fits: frozenset[Plan] | None = None) -> dict[Plan, float]:
     """The placement's step-time lower bound `L(plan)` of every candidate plan whose static memory
     fits the device (and that is in `fits`, when given), with layer times from `layer_time` (module doc)."""
-    model = CostModel(cfg, search_cluster(device, n_chips), seq_len, layer_time=layer_time)
+    model = CostModel(cfg, search_cluster(device, n_devices), seq_len, layer_time=layer_time)
     max_tp = model.cluster.levels[0].size if model.cluster.levels else 1
-    plans = buildable_plans(model, candidate_plans(cfg, n_chips, global_batch, max_tp, model.software.attention,
+    plans = buildable_plans(model, candidate_plans(cfg, n_devices, global_batch, max_tp, model.software.attention,
                                                    **choices))[0]
     if fits is not None:
         plans = [p for p in plans if p in fits]
@@ -150,7 +150,7 @@ def plan_step_bounds(cfg: ModelConfig, device: Accelerator, n_chips: int, global
     return {plan: float(t) for t, plan in scored}
 
 
-def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_chips: int, global_batch: int, seq_len: int,
+def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_devices: int, global_batch: int, seq_len: int,
                   choices: dict[str, Any]) -> frozenset[Plan]:
     """The candidate plans that can fit in `hbm_bytes` on some design: static memory within the limit
     and, for 1F1B plans without fixed stage layers, a stage split whose every stage fits
@@ -158,9 +158,9 @@ def fitting_plans(cfg: ModelConfig, hbm_bytes: int, n_chips: int, global_batch: 
     timer returning 0 decides it for every design of this HBM capacity)."""
     device = _probe(hbm_bytes=hbm_bytes)
     zero = FlopsLayerTime("zero", cfg.causal)
-    model = CostModel(cfg, search_cluster(device, n_chips), seq_len, layer_time=zero)
+    model = CostModel(cfg, search_cluster(device, n_devices), seq_len, layer_time=zero)
     out = []
-    for plan in plan_step_bounds(cfg, device, n_chips, global_batch, seq_len, choices, zero):
+    for plan in plan_step_bounds(cfg, device, n_devices, global_batch, seq_len, choices, zero):
         if plan.schedule == "1f1b" and plan.stage_layers is None:
             if best_split(split_problem(model.terms(plan), plan), plan.pp) is None:
                 continue
@@ -179,9 +179,9 @@ def _probe(**fields: Any) -> Accelerator:
     return Accelerator(n_tc=1, tc_rows=128, tc_cols=128, n_vc=1, vc_lanes=128, glb_bytes=1 << 21, **kw)
 
 
-def _upper(objective: str, tokens_per_s: float | np.ndarray, n_chips: int, tdp_w: float | np.ndarray) -> Any:
+def _upper(objective: str, tokens_per_s: float | np.ndarray, n_devices: int, tdp_w: float | np.ndarray) -> Any:
     ub = tokens_per_s * (1.0 + BOUND_SLACK)
-    return ub if objective == "tokens_per_s" else ub / (n_chips * tdp_w)
+    return ub if objective == "tokens_per_s" else ub / (n_devices * tdp_w)
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,11 @@ class RefinedBounds:
     fit per HBM capacity (`fitting_plans`), the only state (clear it with `fits.clear()`).
 
     Attributes:
-        cfg, n_chips, global_batch, seq_len, choices, objective: the search's workload and objective.
+        cfg, n_devices, global_batch, seq_len, choices, objective: the search's workload and objective.
     """
 
     cfg: ModelConfig
-    n_chips: int
+    n_devices: int
     global_batch: int
     seq_len: int
     choices: dict[str, Any]
@@ -220,7 +220,7 @@ class RefinedBounds:
         """`fitting_plans` for this HBM capacity (computed once)."""
         key = int(hbm_bytes)
         if key not in self.fits:
-            self.fits[key] = fitting_plans(self.cfg, key, self.n_chips, self.global_batch, self.seq_len, self.choices)
+            self.fits[key] = fitting_plans(self.cfg, key, self.n_devices, self.global_batch, self.seq_len, self.choices)
         return self.fits[key]
 
     def placement(self, designs: pd.DataFrame) -> np.ndarray:
@@ -234,7 +234,7 @@ class RefinedBounds:
             values = values if isinstance(values, tuple) else (values,)
             device = _probe(**dict(zip([c for c in _GROUP if c in designs.columns], values)))
             fits = self.fitting(device.hbm_bytes)
-            k = {kind: plan_step_bounds(self.cfg, device, self.n_chips, self.global_batch, self.seq_len, self.choices,
+            k = {kind: plan_step_bounds(self.cfg, device, self.n_devices, self.global_batch, self.seq_len, self.choices,
                                         FlopsLayerTime(kind, self.cfg.causal), fits)
                  for kind in ("tensor", "vector", "zero")}
             rows = np.asarray(idx)
@@ -244,12 +244,12 @@ class RefinedBounds:
                 step = np.minimum(step, np.maximum(kt / peak[rows], kv / vector[rows]) + k0)
             with np.errstate(divide="ignore"):
                 tokens = np.where(np.isfinite(step), self.global_batch * self.seq_len / step, 0.0)
-            out[rows] = _upper(self.objective, tokens, self.n_chips, tdp[rows])
+            out[rows] = _upper(self.objective, tokens, self.n_devices, tdp[rows])
         return out
 
     def spec(self) -> tuple[Any, ...]:
         """The workload as a hashable, picklable tuple (what a worker process rebuilds this from)."""
-        return (self.cfg, self.n_chips, self.global_batch, self.seq_len, tuple(sorted(self.choices.items())),
+        return (self.cfg, self.n_devices, self.global_batch, self.seq_len, tuple(sorted(self.choices.items())),
                 self.objective)
 
     def _linear(self, acc: Accelerator) -> LinearPlanBounds:
@@ -258,11 +258,11 @@ class RefinedBounds:
         if key not in self.linear:
             device = _probe(hbm_bytes=key[0], n_links=key[1], link_bw_bytes_per_s=key[2])
             fits = self.fitting(key[0])
-            model = CostModel(self.cfg, search_cluster(device, self.n_chips), self.seq_len)
+            model = CostModel(self.cfg, search_cluster(device, self.n_devices), self.seq_len)
             plans = sorted(fits, key=repr)
 
             def steps(timer: Any) -> dict[Plan, float]:
-                return plan_step_bounds(self.cfg, device, self.n_chips, self.global_batch, self.seq_len, self.choices,
+                return plan_step_bounds(self.cfg, device, self.n_devices, self.global_batch, self.seq_len, self.choices,
                                         timer, fits)
 
             lin = LinearPlanBounds(model, plans, steps)
@@ -276,26 +276,26 @@ class RefinedBounds:
         step = self._linear(acc).step_bound(self.memo.problem_bound, acc)
         if not math.isfinite(step):
             return 0.0
-        return float(_upper(self.objective, self.global_batch * self.seq_len / step, self.n_chips, acc.tdp_w))
+        return float(_upper(self.objective, self.global_batch * self.seq_len / step, self.n_devices, acc.tdp_w))
 
     def design_placed(self, acc: Accelerator) -> float:
         """Bound (3) on the objective of one design: the placement's own optimum with every layer time
         replaced by its lower bound (`Problem.lower_bound_s`, from the shared latencies); 0 if no plan fits."""
         try:
-            _, res, _ = optimize(self.cfg, search_cluster(acc, self.n_chips), self.global_batch, self.seq_len,
+            _, res, _ = optimize(self.cfg, search_cluster(acc, self.n_devices), self.global_batch, self.seq_len,
                                  layer_time=_WorkTimer(self.memo), **self.choices)
         except InfeasibleDesign:
             return 0.0
-        return float(_upper(self.objective, res.tokens_per_s, self.n_chips, acc.tdp_w))
+        return float(_upper(self.objective, res.tokens_per_s, self.n_devices, acc.tdp_w))
 
     def design(self, acc: Accelerator) -> float:
         """Bound (2) on the objective of one design (0: nothing fits)."""
-        steps = plan_step_bounds(self.cfg, acc, self.n_chips, self.global_batch, self.seq_len, self.choices,
+        steps = plan_step_bounds(self.cfg, acc, self.n_devices, self.global_batch, self.seq_len, self.choices,
                                  LowerBoundLayerTime(), self.fitting(acc.hbm_bytes))
         if not steps:
             return 0.0
         tokens = self.global_batch * self.seq_len / min(steps.values())
-        return float(_upper(self.objective, tokens, self.n_chips, acc.tdp_w))
+        return float(_upper(self.objective, tokens, self.n_devices, acc.tdp_w))
 
 
 _WORKER_BOUNDS: dict[tuple[Any, ...], RefinedBounds] = {}
@@ -305,6 +305,6 @@ _WORKER_BOUNDS: dict[tuple[Any, ...], RefinedBounds] = {}
 def placed_bound_in_worker(spec: tuple[Any, ...], acc: Accelerator) -> float:
     """`RefinedBounds.design_placed` in a worker process, for the workload `spec` (`RefinedBounds.spec`)."""
     if spec not in _WORKER_BOUNDS:
-        cfg, n_chips, global_batch, seq_len, choices, objective = spec
-        _WORKER_BOUNDS[spec] = RefinedBounds(cfg, n_chips, global_batch, seq_len, dict(choices), objective)
+        cfg, n_devices, global_batch, seq_len, choices, objective = spec
+        _WORKER_BOUNDS[spec] = RefinedBounds(cfg, n_devices, global_batch, seq_len, dict(choices), objective)
     return _WORKER_BOUNDS[spec].design_placed(acc)

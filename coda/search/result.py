@@ -28,7 +28,7 @@ class SearchResult:
             by descending objective (`SEARCH_COLUMNS`): design fields, name, n_links,
             link_bw_bytes_per_s (per link, per direction), area_mm2 (22 nm), tdp_w, peak_flops,
             bound_tokens_per_s, bound_objective, plan (text) and its fields, step_s,
-            tokens_per_s, tokens_per_s_per_w (per watt of cluster TDP, n_chips * tdp_w), mfu,
+            tokens_per_s, tokens_per_s_per_w (per watt of cluster TDP, n_devices * tdp_w), mfu,
             peak_memory_bytes, status (``ok`` / ``infeasible``), reason, seconds (of the evaluation).
         best: the best feasible row, None if no visited design fits.
         reference: the row of `tpuv4_like()` (PHAZE's reference) evaluated the same way (not part of the space).
@@ -40,7 +40,7 @@ class SearchResult:
         complete: True when `best` is proven optimal over the whole space (not cut by `max_designs`).
         seconds: wall time of the call.
         n_speculative: designs evaluated and stored but left out of the frame (see the module doc).
-        model: the model's name; n_chips: chips per design.
+        model: the model's name; n_devices: devices (chips) per design.
         tie_tol: the relative tolerance within which every design of the space is in the frame
             (`near_ties`).
         pareto: the frame holds every design on the Pareto front of tokens/s against TDP per chip
@@ -64,7 +64,7 @@ class SearchResult:
     seconds: float
     n_speculative: int = 0
     model: str = ""
-    n_chips: int = 0
+    n_devices: int = 0
     tie_tol: float = 0.0
     faithful_reference: pd.Series | None = None
     pareto: bool = False

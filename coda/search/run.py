@@ -1,7 +1,7 @@
 """`search`: the best accelerator design of a `DesignSpace` for training one model, exactly.
 
-Each design is `n_chips` copies of the chip in the TPU-v4-like 3D-torus preset, its bandwidth set
-by the design's links (`design_cluster(acc, n_chips)`: every torus level's bandwidth scaled by
+Each design is `n_devices` copies of the chip in the TPU-v4-like 3D-torus preset, its bandwidth set
+by the design's links (`design_cluster(acc, n_devices)`: every torus level's bandwidth scaled by
 `n_links * link_bw_bytes_per_s` over the TPU v4's 6 x 50 GB/s, so the TPUv4-like chip gets the
 preset's cluster), and is scored by one `coda.placement.optimize` call (the fastest plan that
 fits; layer times from the on-chip ILP) restricted to `DEFAULT_CHOICES`. Links cost TDP (their
@@ -101,17 +101,17 @@ vector lanes) and the faithful TPU v4 (2 x 1024 lanes, its real memories; `coda.
 
 _Progress = Progress  # the progress bar of a search (tests wrap its `update`)
 
-def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int,
+def search(model: ModelConfig | str, space: DesignSpace, n_devices: int, global_batch: int, seq_len: int,
            objective: str = "tokens_per_s_per_w", store: str | Path | None = None, max_designs: int | None = None,
            choices: dict[str, Any] | None = None, progress: bool = False, prune: bool = True,
            layer_time: Any = None, executor: str = "process", workers: int | None = None,
            tie_tol: float = DEFAULT_TIE_TOL, pareto: bool = False) -> SearchResult:
-    """The design of `space` that trains `model` best on `n_chips` chips, by exact branch and bound.
+    """The design of `space` that trains `model` best on `n_devices` chips, by exact branch and bound.
 
     Args:
         model: a `ModelConfig` or a preset name.
         space: the designs; its constraints (area, TDP) are applied by `DesignSpace`.
-        n_chips: chips per design, in the `tpuv4-pod` torus (at most 16, or a multiple of 16).
+        n_devices: devices (chips) per design, in the `tpuv4-pod` torus (at most 16, or a multiple of 16).
         global_batch: sequences per optimizer step.
         seq_len: tokens per sequence.
         objective: ``tokens_per_s_per_w`` (tokens/s per watt of cluster TDP, i.e. tokens per
@@ -143,8 +143,8 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         A `SearchResult`.
 
     Raises:
-        ConfigError: bad arguments (n_chips < 1, an unknown objective, choice or executor, tp or
-            pp lists with no value dividing n_chips, an unusable store, ...), before any design
+        ConfigError: bad arguments (n_devices < 1, an unknown objective, choice or executor, tp or
+            pp lists with no value dividing n_devices, an unusable store, ...), before any design
             is evaluated.
         CodaError: executor ``ray`` without Ray installed.
         InfeasibleDesign: the space admits no design (from `DesignSpace`).
@@ -152,7 +152,7 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
             stored and the workers were ended first.
     """
     t0 = time.perf_counter()
-    n_chips = _positive_int("n_chips", n_chips)
+    n_devices = _positive_int("n_devices", n_devices)
     global_batch = _positive_int("global_batch", global_batch)
     seq_len = _positive_int("seq_len", seq_len)
     objective = as_objective(objective, OBJECTIVES, "search: objective")
@@ -170,15 +170,15 @@ def search(model: ModelConfig | str, space: DesignSpace, n_chips: int, global_ba
         raise ConfigError(f"search: space must be a DesignSpace, got {type(space).__name__}")
     cfg = _as_cfg(model)
     merged = _merged_choices(choices)
-    check_parallel_widths(merged, n_chips)
+    check_parallel_widths(merged, n_devices)
     timer = SearchLayerTime() if layer_time is None else layer_time
-    for n_links in space.n_links:  # n_chips against the torus, and the space's links against its axes
+    for n_links in space.n_links:  # n_devices against the torus, and the space's links against its axes
         for link_bw in space.link_bw_bytes_per_s:
-            design_cluster(replace(tpuv4_like(), n_links=n_links, link_bw_bytes_per_s=link_bw), n_chips,
+            design_cluster(replace(tpuv4_like(), n_links=n_links, link_bw_bytes_per_s=link_bw), n_devices,
                            CLUSTER_PRESET)
     db = ResultStore(store) if store is not None else None  # a bad store is refused before any work
     try:
-        return _search(cfg, space, n_chips, global_batch, seq_len, objective, db, max_designs, merged, prune, timer,
+        return _search(cfg, space, n_devices, global_batch, seq_len, objective, db, max_designs, merged, prune, timer,
                        executor, workers, progress, t0, float(tie_tol), pareto)
     finally:
         if db is not None:
@@ -200,10 +200,10 @@ def _order_designs(designs: pd.DataFrame, job: _Job,
     designs["vector_flops"] = designs["vc_lanes"] * designs["n_vc"] * designs["clock_hz"]
     peaks = list(zip(designs["peak_flops"].astype(float), designs["vector_flops"].astype(float),
                      designs["tdp_w"].astype(float)))
-    bound_obj = np.array([objective_bound(job.objective, p, v, w, job.n_chips, job.flops_lb) for p, v, w in peaks])
+    bound_obj = np.array([objective_bound(job.objective, p, v, w, job.n_devices, job.flops_lb) for p, v, w in peaks])
     if not uses_refined_bounds(job.prune, job.pareto, job.timer):
         return peaks, StaticOrder(bound_obj)
-    rb = RefinedBounds(job.cfg, job.n_chips, job.global_batch, job.seq_len, job.merged, job.objective)
+    rb = RefinedBounds(job.cfg, job.n_devices, job.global_batch, job.seq_len, job.merged, job.objective)
     first = np.minimum(bound_obj, rb.placement(designs))
     stages = (lambda i: rb.design_fast(accelerators[i]), lambda i: rb.design_placed(accelerators[i]))
     spec = rb.spec()
@@ -229,17 +229,17 @@ def _dispatch_window(executor: str, workers: int | None, n_order: int, max_desig
     return executor, window
 
 
-def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: int, seq_len: int, objective: str,
+def _search(cfg: ModelConfig, space: DesignSpace, n_devices: int, global_batch: int, seq_len: int, objective: str,
             db: ResultStore | None, max_designs: int | None, merged: dict[str, Any], prune: bool, timer: Any,
             executor: str, workers: int | None, progress: bool, t0: float, tie_tol: float,
             pareto: bool = False) -> SearchResult:
     """`search` after its arguments were checked and its store opened: order the designs, dispatch
     them, collect the rows, replay the inline visit."""
     designs = space.to_frame()  # raises InfeasibleDesign when nothing is admitted
-    common = dict(model=cfg.to_dict(), n_chips=n_chips, global_batch=global_batch, seq_len=seq_len,
+    common = dict(model=cfg.to_dict(), n_devices=n_devices, global_batch=global_batch, seq_len=seq_len,
                   choices=merged, layer_time=repr(timer), network=preset_description(CLUSTER_PRESET),
                   version=_version(), costs=cost_model_digest())
-    job = _Job(cfg, n_chips, global_batch, seq_len, objective, merged, timer, prune, max_designs,
+    job = _Job(cfg, n_devices, global_batch, seq_len, objective, merged, timer, prune, max_designs,
                training_flops_per_token_lb(cfg, seq_len), common, tie_tol, pareto)
     accelerators = list(space)
     peaks, order = _order_designs(designs, job, accelerators)
@@ -263,7 +263,7 @@ def _search(cfg: ModelConfig, space: DesignSpace, n_chips: int, global_batch: in
         objective=objective, n_space=len(designs), n_pruned=rep.n_pruned,
         n_evaluated=rep.n_new, n_cached=len(rep.rows) - rep.n_new, n_infeasible=len(frame) - n_ok,
         n_unvisited=rep.unvisited, complete=rep.unvisited == 0, seconds=time.perf_counter() - t0,
-        n_speculative=n_spec - rep.n_new, model=cfg.name, n_chips=n_chips, tie_tol=tie_tol,
+        n_speculative=n_spec - rep.n_new, model=cfg.name, n_devices=n_devices, tie_tol=tie_tol,
         pareto=pareto or not prune, bounds="peak" if n_refined is None else "refined", n_refined=n_refined or ())
 
 

@@ -96,12 +96,12 @@ def summary(result: SearchResult, gpus: pd.DataFrame | None = None) -> str:
         lead = (f"Best so far (not proven: max_designs stopped the search with "
                 f"{_plural(result.n_unvisited, 'design')} unvisited)")
     model = result.model or "the model"
-    chips = _plural(result.n_chips, "chip") if result.n_chips else "the cluster"
+    where = _plural(result.n_devices, "chip") if result.n_devices else "the cluster"
     tps, tpsw = number(best["tokens_per_s"]), number(best["tokens_per_s_per_w"])
     if objective == "tokens_per_s_per_w":
-        work = f"trains {model} at {tps} tokens/s on {chips} with {plan_words(best)}, {tpsw} {unit}"
+        work = f"trains {model} at {tps} tokens/s on {where} with {plan_words(best)}, {tpsw} {unit}"
     else:
-        work = f"trains {model} on {chips} with {plan_words(best)} at {tps} {unit} ({tpsw} tokens/s/W)"
+        work = f"trains {model} on {where} with {plan_words(best)} at {tps} {unit} ({tpsw} tokens/s/W)"
     ties = result.near_ties()["name"].iloc[1:].tolist()
     family = "" if not ties else (f" Within {result.tie_tol:.0%} of it: {', '.join(map(str, ties[:5]))}"
                                   f"{f' and {len(ties) - 5} more' if len(ties) > 5 else ''}.")

@@ -44,7 +44,7 @@ class _Job:
     """What every design of one search is evaluated and ranked with."""
 
     cfg: ModelConfig
-    n_chips: int
+    n_devices: int
     global_batch: int
     seq_len: int
     objective: str
@@ -69,10 +69,10 @@ class _Job:
         `bound` on the objective when the design was visited with a refined one (tokens/s bound to match)."""
         if bound is None:
             return dict(row, n_links=acc.n_links, link_bw_bytes_per_s=acc.link_bw_bytes_per_s,
-                        bound_tokens_per_s=tokens_per_s_bound(peak, vector, self.n_chips, self.flops_lb),
-                        bound_objective=objective_bound(self.objective, peak, vector, tdp, self.n_chips,
+                        bound_tokens_per_s=tokens_per_s_bound(peak, vector, self.n_devices, self.flops_lb),
+                        bound_objective=objective_bound(self.objective, peak, vector, tdp, self.n_devices,
                                                         self.flops_lb))
-        tokens = bound if self.objective == "tokens_per_s" else bound * self.n_chips * tdp
+        tokens = bound if self.objective == "tokens_per_s" else bound * self.n_devices * tdp
         return dict(row, n_links=acc.n_links, link_bw_bytes_per_s=acc.link_bw_bytes_per_s,
                     bound_tokens_per_s=tokens, bound_objective=bound)
 
@@ -118,7 +118,7 @@ class _Pruner:
             return True
         peak, vector, _ = self.peaks[i]
         # the exact TDP the frame will show (the design's own, not the vectorised one) against the front's
-        return self.front.covers(self.accelerators[i].tdp_w, tokens_per_s_bound(peak, vector, j.n_chips, j.flops_lb))
+        return self.front.covers(self.accelerators[i].tdp_w, tokens_per_s_bound(peak, vector, j.n_devices, j.flops_lb))
 
     def add(self, row: dict[str, Any]) -> None:
         """An evaluated (or stored) row of the space."""
@@ -218,9 +218,9 @@ class _Visit:
     def submit(self, acc: Accelerator) -> Future[Any]:
         j = self.job
         if self.executor == "inline":
-            return self.pool.submit(evaluate_design, j.cfg, acc, j.n_chips, j.global_batch, j.seq_len, j.merged,
+            return self.pool.submit(evaluate_design, j.cfg, acc, j.n_devices, j.global_batch, j.seq_len, j.merged,
                                     j.timer)
-        return self.pool.submit(evaluate_in_worker, acc, j.cfg, j.n_chips, j.global_batch, j.seq_len, j.merged,
+        return self.pool.submit(evaluate_in_worker, acc, j.cfg, j.n_devices, j.global_batch, j.seq_len, j.merged,
                                 self.portable)
 
     def _improve(self, row: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from coda.arch.accelerators import tpuv4, tpuv4_like
 from coda.arch.design_space import DesignSpace
-from coda.experiments.phaze_training import GLOBAL_BATCH, N_CHIPS, WORKLOADS
+from coda.experiments.phaze_training import GLOBAL_BATCH, N_DEVICES, WORKLOADS
 from coda.models import get
 from coda.placement import predictor_layer_time
 from coda.search import DEFAULT_CHOICES
@@ -24,7 +24,7 @@ worst = 0.0
 for _, r in csv.iterrows():
     if r["name"] not in accs:
         continue
-    row = evaluate_design(get(r["model"]), accs[r["name"]], N_CHIPS, GLOBAL_BATCH, seq[r["model"]],
+    row = evaluate_design(get(r["model"]), accs[r["name"]], N_DEVICES, GLOBAL_BATCH, seq[r["model"]],
                           dict(DEFAULT_CHOICES), predictor_layer_time)
     d = row["tokens_per_s_per_w"] / r["tokens_per_s_per_w"] - 1
     worst = max(worst, abs(d))

@@ -12,7 +12,7 @@ from coda.models import get
 from coda.search import DEFAULT_CHOICES, ResultStore, search
 from coda.units import MiB
 
-N_CHIPS = 16
+N_DEVICES = 16
 WORKS = (Workload("gpt2", 64, 256), Workload("bert-base", 64, 128), Workload("opt-125m", 64, 512))
 
 
@@ -22,7 +22,7 @@ def setting():
                               glb_bytes=(2 * MiB, 32 * MiB))
     configs = {w.model: get(w.model) for w in WORKS}
     designs, accs = space.to_frame(), list(space)
-    exhaustive = np.array([[_value(evaluate_task(a, configs[w.model], N_CHIPS, w.global_batch, w.seq_len,
+    exhaustive = np.array([[_value(evaluate_task(a, configs[w.model], N_DEVICES, w.global_batch, w.seq_len,
                                                  dict(DEFAULT_CHOICES), "predictor", 1.0)) for w in WORKS]
                            for a in accs])
     return space, configs, designs, accs, exhaustive
@@ -40,10 +40,10 @@ def test_family_equals_exhaustive(setting, tie_tol, with_searches):
     if with_searches:  # the per-model searches' rows, as the experiment passes them
         index = {design_key(r): i for i, r in enumerate(designs.to_dict("records"))}
         for w in WORKS:
-            res = search(configs[w.model], space, N_CHIPS, w.global_batch, w.seq_len, layer_time=_timer(),
+            res = search(configs[w.model], space, N_DEVICES, w.global_batch, w.seq_len, layer_time=_timer(),
                          executor="inline", tie_tol=tie_tol)
             known.update({(index[design_key(r)], w.model): r for r in res.frame.to_dict("records")})
-    ev = Evaluator(None, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+    ev = Evaluator(None, "inline", 1, "predictor", N_DEVICES, dict(DEFAULT_CHOICES), configs)
     fam = family_search(accs, designs, WORKS, known, ev, tie_tol)
     g = np.array([geomean(v) for v in exhaustive])
     best = g.max()
@@ -69,11 +69,11 @@ def test_evaluator_store_resumes(tmp_path, setting):
     space, configs, designs, accs, _ = setting
     store = tmp_path / "s.sqlite"
     w = WORKS[0]
-    res = search(configs[w.model], space, N_CHIPS, w.global_batch, w.seq_len, layer_time=_timer(),
+    res = search(configs[w.model], space, N_DEVICES, w.global_batch, w.seq_len, layer_time=_timer(),
                  executor="inline", store=str(store), prune=False)
     db = ResultStore(store)
     try:
-        ev = Evaluator(db, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+        ev = Evaluator(db, "inline", 1, "predictor", N_DEVICES, dict(DEFAULT_CHOICES), configs)
         rows = {}
         ev.run([Task(a, w, tag=k) for k, a in enumerate(accs)], lambda t, r: rows.__setitem__(t.tag, r))
         assert ev.n_evaluated == 0 and ev.n_cached == len(accs)  # the search's rows, read back
@@ -92,7 +92,7 @@ def test_slower_network_is_never_faster(setting):
     _, configs, _, accs, exhaustive = setting
     w = WORKS[2]
     for k, a in enumerate(accs[:3]):
-        args = (a, configs[w.model], N_CHIPS, w.global_batch, w.seq_len, dict(DEFAULT_CHOICES), "predictor")
+        args = (a, configs[w.model], N_DEVICES, w.global_batch, w.seq_len, dict(DEFAULT_CHOICES), "predictor")
         base = _value(evaluate_task(*args, 1.0))
         assert base == pytest.approx(exhaustive[k, 2], rel=1e-12)
         assert _value(evaluate_task(*args, 0.25)) <= base * (1 + 1e-12)
@@ -115,10 +115,10 @@ def test_interrupt_keeps_finished_rows_and_resumes(tmp_path, setting):
 
     db = ResultStore(store)
     try:
-        ev = Evaluator(db, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+        ev = Evaluator(db, "inline", 1, "predictor", N_DEVICES, dict(DEFAULT_CHOICES), configs)
         with pytest.raises(SearchInterrupted, match="SIGINT"):
             ev.run(tasks, stop_after_two)
-        again = Evaluator(db, "inline", 1, "predictor", N_CHIPS, dict(DEFAULT_CHOICES), configs)
+        again = Evaluator(db, "inline", 1, "predictor", N_DEVICES, dict(DEFAULT_CHOICES), configs)
         again.run(tasks, lambda t, r: None)
         assert (again.n_cached, again.n_evaluated) == (2, 2)
     finally:

@@ -85,8 +85,8 @@ def test_family_winner_evaluated_for_all_five(quick):
         assert float(rows[rows["model"] == m]["tokens_per_s_per_w"].iloc[0]) == pytest.approx(win[m], rel=1e-12)
         best = pm[(pm["model"] == m) & (pm["role"] == "best for model")]["tokens_per_s_per_w"].iloc[0]
         assert best >= win[m] * (1 - 1e-12)  # no single design beats the per-model best
-    chips = pm[~pm["role"].str.startswith("GPU")]
-    assert chips["tensor_cores"].notna().all() and chips["vector_cores"].notna().all()
+    designs = pm[~pm["role"].str.startswith("GPU")]
+    assert designs["tensor_cores"].notna().all() and designs["vector_cores"].notna().all()
     designs = fam[~fam["rank"].isin(["ref", "gpu"])]
     assert (designs["geomean"].diff().dropna() <= 1e-12).all()  # ranked
 

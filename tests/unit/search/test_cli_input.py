@@ -14,8 +14,8 @@ from coda.placement import predictor_layer_time
 from coda.search import SearchLayerTime, gpu_reference, search
 from coda.units import MiB
 
-MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
-BASE = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+MODEL, DEVICES, BATCH, SEQ = "gpt2", 16, 64, 512
+BASE = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
         "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "64,128", "--glb-mib", "32,128",
         "--timer", "predictor", "--executor", "inline"]
 
@@ -30,7 +30,7 @@ def with_flag(flag, value):
 
 
 BAD = [("--top", "-1", "integer >= 1"), ("--top", "0", "integer >= 1"), ("--max-designs", "-1", "integer >= 1"),
-       ("--workers", "0", "integer >= 1"), ("--chips", "0", "integer >= 1"), ("--seq-len", "0", "integer >= 1"),
+       ("--workers", "0", "integer >= 1"), ("--devices", "0", "integer >= 1"), ("--seq-len", "0", "integer >= 1"),
        ("--max-area-mm2", "inf", "finite number of mm2 > 0"), ("--max-area-mm2", "nan", "finite number of mm2 > 0"),
        ("--max-area-mm2", "-5", "finite number of mm2 > 0"), ("--min-area-fraction", "nan", "[0, 1]"),
        ("--min-area-fraction", "1.5", "[0, 1]"), ("--max-tdp-w", "inf", "finite number of W > 0"),
@@ -38,8 +38,17 @@ BAD = [("--top", "-1", "integer >= 1"), ("--top", "0", "integer >= 1"), ("--max-
        ("--n-tc", ",", "lists no value"), ("--glb-mib", ",", "lists no value"), ("--tc-rows", "96", "power of two"),
        ("--tc-cols", "100", "use 64 or 128"), ("--n-vc", "0", "integers >= 1"),
        ("--gpu-reference", "nonsense", "unknown gpu 'nonsense'"), ("--gpu-reference", "l4", "DGX preset"),
-       ("--tp", "3", "no value divides n_chips=16"), ("--pp", "3,5", "no value divides n_chips=16"),
+       ("--tp", "3", "no value divides n_devices=16"), ("--pp", "3,5", "no value divides n_devices=16"),
        ("--tp", ",", "lists no value")]
+
+
+def test_the_old_chips_flag_is_gone(capsys):
+    """One name for the device count across the CLI (issue #13): `--devices`, no `--chips` alias."""
+    assert main([*BASE, "--chips", "16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unrecognized arguments: --chips 16" in err[0], err
+    assert main([a if a != "--devices" else "--chips" for a in BASE]) == 2
+    assert "the following arguments are required: --devices" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag,value,match", BAD, ids=[f"{f}={v}" for f, v, _ in BAD])
@@ -66,8 +75,8 @@ def test_library_refuses_non_finite_budgets_and_timer_settings():
     for kw in (dict(time_limit_s=-1.0), dict(time_limit_s=float("nan")), dict(gap=1.0)):
         with pytest.raises(ConfigError, match="SearchLayerTime"):
             SearchLayerTime(**kw)
-    with pytest.raises(ConfigError, match=r"no tp=4 times pp=8 divides n_chips=16"):
-        search(MODEL, DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,)), CHIPS, BATCH, SEQ,
+    with pytest.raises(ConfigError, match=r"no tp=4 times pp=8 divides n_devices=16"):
+        search(MODEL, DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,)), DEVICES, BATCH, SEQ,
                choices={"tp": (4,), "pp": (8,)}, layer_time=predictor_layer_time)
 
 
@@ -109,11 +118,11 @@ def test_every_flag_states_its_default_and_progress_follows_the_terminal(monkeyp
 def result():
     space = DesignSpace.phaze(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128),
                               glb_bytes=(32 * MiB, 128 * MiB))
-    return search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline")
+    return search(MODEL, space, DEVICES, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline")
 
 
 def test_summary_says_the_answer(result):
-    gpus = gpu_reference(MODEL, ["a100-sxm4-80gb", "h100-sxm"], CHIPS, BATCH, SEQ)
+    gpus = gpu_reference(MODEL, ["a100-sxm4-80gb", "h100-sxm"], DEVICES, BATCH, SEQ)
     best, ref = result.best, result.reference
     text = result.summary(gpus)
     assert text.startswith(f"Best: {int(best['n_tc'])} tensor cores of {int(best['tc_rows'])}x{int(best['tc_cols'])}")
@@ -128,7 +137,7 @@ def test_summary_says_the_answer(result):
     assert list(result.table(3)["name"].iloc[-2:]) == ["tpuv4-like", "tpuv4"]
     assert " W, " in text and " mm2 at 22 nm)" in text and f"{int(best['glb_bytes']) // MiB} MiB GLB" in text
     throughput = search(MODEL, DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(64,),
-                                           glb_bytes=(32 * MiB,)), CHIPS, BATCH, SEQ, objective="tokens_per_s",
+                                           glb_bytes=(32 * MiB,)), DEVICES, BATCH, SEQ, objective="tokens_per_s",
                         layer_time=predictor_layer_time, executor="inline")
     assert f"at {run_mod_number(throughput.best['tokens_per_s'])} tokens/s (" in throughput.summary()
 
@@ -154,7 +163,7 @@ def test_short_table_says_why_and_cli_prints_the_sentence_last(result, capsys):
     assert main(BASE + ["--top", "100"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("top 100 by") and f"; {n_ok} listed: only {n_ok} feasible" in line for line in out)
-    assert out[-1] == result.summary(gpu_reference(MODEL, [], CHIPS, BATCH, SEQ))
+    assert out[-1] == result.summary(gpu_reference(MODEL, [], DEVICES, BATCH, SEQ))
     assert main(BASE + ["--json", "--top", "100"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["summary"] == out[-1] and data["shortfall"] == why
@@ -162,10 +171,10 @@ def test_short_table_says_why_and_cli_prints_the_sentence_last(result, capsys):
 
 def test_incomplete_and_infeasible_summaries():
     space = DesignSpace(n_tc=(2, 8), n_vc=(1,), tc_rows=(128,), tc_cols=(128,), glb_bytes=(32 * MiB,))
-    cut = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline", max_designs=1,
+    cut = search(MODEL, space, DEVICES, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline", max_designs=1,
                  prune=False)
     assert cut.summary().startswith("Best so far (not proven: max_designs stopped the search with 1 design unvisited)")
     tiny_hbm = DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), glb_bytes=(32 * MiB,),
                            hbm_bytes=(64 * MiB,))
-    none = search(MODEL, tiny_hbm, CHIPS, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline")
+    none = search(MODEL, tiny_hbm, DEVICES, BATCH, SEQ, layer_time=predictor_layer_time, executor="inline")
     assert none.best is None and none.summary().startswith("No design fits: the only visited design of 1 is infeasible")

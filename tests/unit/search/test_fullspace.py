@@ -23,7 +23,7 @@ from coda.search.refine import FlopsLayerTime, LowerBoundLayerTime, RefinedBound
 from coda.search.run import uses_refined_bounds
 from coda.units import MiB
 
-MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
+MODEL, DEVICES, BATCH, SEQ = "gpt2", 16, 64, 512
 SPACE = DesignSpace.phaze(n_tc=(2, 4, 8), n_vc=(1, 2, 4), tc_rows=(64, 128), tc_cols=(64, 128),
                           glb_bytes=(8 * MiB, 128 * MiB))
 TIMER = SearchLayerTime(time_limit_s=0.0)
@@ -31,7 +31,7 @@ TIMER = SearchLayerTime(time_limit_s=0.0)
 
 @pytest.fixture(scope="module")
 def exhaustive():
-    return search(MODEL, SPACE, CHIPS, BATCH, SEQ, prune=False, layer_time=TIMER, executor="inline")
+    return search(MODEL, SPACE, DEVICES, BATCH, SEQ, prune=False, layer_time=TIMER, executor="inline")
 
 
 def test_subspace_size():
@@ -41,7 +41,7 @@ def test_subspace_size():
 @pytest.mark.parametrize("objective", ["tokens_per_s_per_w", "tokens_per_s"])
 def test_refined_bounds_are_above_every_achieved_objective(exhaustive, objective):
     cfg = get(MODEL)
-    rb = RefinedBounds(cfg, CHIPS, BATCH, SEQ, _merged_choices(None), objective)
+    rb = RefinedBounds(cfg, DEVICES, BATCH, SEQ, _merged_choices(None), objective)
     designs = SPACE.to_frame()
     first = rb.placement(designs)
     achieved = exhaustive.frame.set_index("name")
@@ -60,7 +60,7 @@ def test_refined_bounds_are_above_every_achieved_objective(exhaustive, objective
 
 
 def _refined(**kw):
-    return search(MODEL, SPACE, CHIPS, BATCH, SEQ, layer_time=TIMER, **{"executor": "inline", **kw})
+    return search(MODEL, SPACE, DEVICES, BATCH, SEQ, layer_time=TIMER, **{"executor": "inline", **kw})
 
 
 def _same_rows(res, exhaustive):
@@ -110,7 +110,7 @@ def test_refined_search_keeps_every_near_tie(exhaustive, tie_tol):
 
 
 def test_refined_search_tokens_per_s_objective():
-    want = search(MODEL, SPACE, CHIPS, BATCH, SEQ, prune=False, layer_time=TIMER, executor="inline",
+    want = search(MODEL, SPACE, DEVICES, BATCH, SEQ, prune=False, layer_time=TIMER, executor="inline",
                   objective="tokens_per_s")
     res = _refined(objective="tokens_per_s")
     assert list(res.near_ties()["name"]) == list(want.near_ties()["name"])
@@ -119,8 +119,8 @@ def test_refined_search_tokens_per_s_objective():
 
 def test_refined_search_with_a_process_pool_equals_inline():
     space = DesignSpace.phaze(n_tc=(4, 8), n_vc=(2, 4), tc_rows=(128,), tc_cols=(64, 128), glb_bytes=(32 * MiB,))
-    inline = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, executor="inline")
-    pooled = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=TIMER, executor="process", workers=2)
+    inline = search(MODEL, space, DEVICES, BATCH, SEQ, layer_time=TIMER, executor="inline")
+    pooled = search(MODEL, space, DEVICES, BATCH, SEQ, layer_time=TIMER, executor="process", workers=2)
     drop = ["seconds"]
     pd.testing.assert_frame_equal(pooled.frame.drop(columns=drop), inline.frame.drop(columns=drop))
     assert pooled.n_pruned == inline.n_pruned and pooled.n_evaluated == inline.n_evaluated
@@ -142,10 +142,10 @@ def test_refined_search_resumes_from_the_store(tmp_path, exhaustive):
 def test_bound_holds_with_forced_tensor_parallelism():
     choices = {"tp": (2,)}
     space = DesignSpace.phaze(n_tc=(4,), n_vc=(1, 4), tc_rows=(128,), tc_cols=(128,), glb_bytes=(8 * MiB,))
-    rb = RefinedBounds(get(MODEL), CHIPS, BATCH, SEQ, _merged_choices(choices))
+    rb = RefinedBounds(get(MODEL), DEVICES, BATCH, SEQ, _merged_choices(choices))
     first = rb.placement(space.to_frame())
     for k, acc in enumerate(space):
-        row = evaluate_design(get(MODEL), acc, CHIPS, BATCH, SEQ, _merged_choices(choices), TIMER)
+        row = evaluate_design(get(MODEL), acc, DEVICES, BATCH, SEQ, _merged_choices(choices), TIMER)
         assert row["status"] == "ok" and row["tp"] == 2
         assert first[k] >= row["tokens_per_s_per_w"] and rb.design(acc) >= row["tokens_per_s_per_w"]
 
@@ -168,7 +168,7 @@ def test_layer_time_lower_bounds():
 def test_nothing_fits_gives_a_zero_bound():
     space = DesignSpace.phaze(n_tc=(4,), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), glb_bytes=(8 * MiB,),
                               hbm_bytes=(1 << 30,), min_area_fraction=0.0)
-    rb = RefinedBounds(get("gpt3-175b"), CHIPS, BATCH, 2048, _merged_choices(None))
+    rb = RefinedBounds(get("gpt3-175b"), DEVICES, BATCH, 2048, _merged_choices(None))
     assert np.all(rb.placement(space.to_frame()) == 0.0)
     assert rb.design(next(iter(space))) == 0.0
     assert not math.isnan(rb.design(next(iter(space))))

@@ -16,7 +16,7 @@ from coda.runs.executors import Terminated, terminate_as_interrupt
 
 CODA = str(Path(sys.executable).with_name("coda"))
 # 8 designs, ILP list-scheduling heuristic (deterministic, ~0.5 s per design), every design evaluated
-COMMAND = ["search", "--model", "gpt2", "--chips", "16", "--global-batch", "64", "--seq-len", "512",
+COMMAND = ["search", "--model", "gpt2", "--devices", "16", "--global-batch", "64", "--seq-len", "512",
            "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "128", "--glb-mib", "32",
            "--min-area-fraction", "0", "--timer", "ilp", "--ilp-time-limit", "0", "--no-prune",
            "--executor", "process", "--workers", "2", "--top", "100"]

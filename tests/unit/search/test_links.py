@@ -27,25 +27,25 @@ def with_links(n_links, link_bw=50e9):
     return replace(tpuv4_like(), n_links=n_links, link_bw_bytes_per_s=link_bw)
 
 
-@pytest.mark.parametrize("n_chips", [1, 2, 16, 64, 256, 4096])
-def test_the_tpu_v4_links_give_exactly_the_preset(n_chips):
+@pytest.mark.parametrize("n_devices", [1, 2, 16, 64, 256, 4096])
+def test_the_tpu_v4_links_give_exactly_the_preset(n_devices):
     for acc in (tpuv4_like(), tpuv4()):
-        assert design_cluster(acc, n_chips) == cluster("tpuv4-pod", n_chips, device=acc)
+        assert design_cluster(acc, n_devices) == cluster("tpuv4-pod", n_devices, device=acc)
 
 
 @settings(max_examples=200, deadline=None)
 @given(n_a=st.integers(1, 8), n_b=st.integers(1, 8), bw_a=st.floats(1e9, 2e11), bw_b=st.floats(1e9, 2e11),
-       n_chips=st.sampled_from([2, 16, 64, 256]), kind=st.sampled_from(list(CollectiveKind)),
+       n_devices=st.sampled_from([2, 16, 64, 256]), kind=st.sampled_from(list(CollectiveKind)),
        n_bytes=st.floats(0, 1e10), group=st.sampled_from([2, 16, 64, 256]))
-def test_more_link_bandwidth_is_never_slower(n_a, n_b, bw_a, bw_b, n_chips, kind, n_bytes, group):
+def test_more_link_bandwidth_is_never_slower(n_a, n_b, bw_a, bw_b, n_devices, kind, n_bytes, group):
     """Collective time is non-increasing in n_links * link_bw, and its bandwidth term scales as 1 / (n_links * bw)."""
     a, b = with_links(3 * n_a, bw_a), with_links(3 * n_b, bw_b)
     if a.n_links * a.link_bw_bytes_per_s > b.n_links * b.link_bw_bytes_per_s:
         a, b = b, a
-    group = min(group, n_chips)
+    group = min(group, n_devices)
     if kind is CollectiveKind.SEND_RECV:
         group = 2
-    ca, cb = design_cluster(a, n_chips), design_cluster(b, n_chips)
+    ca, cb = design_cluster(a, n_devices), design_cluster(b, n_devices)
     assert cb.collective_time(kind, n_bytes, group) <= ca.collective_time(kind, n_bytes, group)
     cost_a, cost_b = ca.collective_cost(kind, group), cb.collective_cost(kind, group)
     assert cost_a.latency_s == cost_b.latency_s
@@ -60,15 +60,15 @@ def test_formula_on_the_torus():
     assert "scaled by the design's links" in c.levels[0].source
 
 
-@pytest.mark.parametrize("acc, n_chips, match", [
+@pytest.mark.parametrize("acc, n_devices, match", [
     (with_links(4), 16, "not a multiple of 3"),
     (with_links(0), 16, "no inter-chip bandwidth"),
     (with_links(6, 0.0), 16, "no inter-chip bandwidth"),
     (with_links(6), 24, "16-device domains"),
 ])
-def test_unusable_links_are_refused(acc, n_chips, match):
+def test_unusable_links_are_refused(acc, n_devices, match):
     with pytest.raises(ConfigError, match=match):
-        design_cluster(acc, n_chips)
+        design_cluster(acc, n_devices)
 
 
 def test_only_the_torus_preset_is_scaled():
@@ -126,7 +126,7 @@ def test_a_link_axis_changes_the_search_result():
 
 
 def test_cli_link_axes(capsys):
-    args = ["search", "--model", "gpt2", "--chips", "16", "--global-batch", "64", "--seq-len", "512",
+    args = ["search", "--model", "gpt2", "--devices", "16", "--global-batch", "64", "--seq-len", "512",
             "--n-tc", "8", "--n-vc", "2", "--tc-rows", "128", "--tc-cols", "64", "--glb-mib", "32",
             "--min-area-fraction", "0", "--timer", "predictor", "--executor", "inline"]
     assert main(args + ["--n-links", "3,6", "--link-gbps", "25,50", "--no-prune"]) == 0

@@ -20,13 +20,13 @@ from coda.search import search
 from coda.search.pareto import Front, dominates
 from coda.units import MiB
 
-MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
+MODEL, DEVICES, BATCH, SEQ = "gpt2", 16, 64, 512
 SPACE = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128), glb_bytes=(32 * MiB, 128 * MiB))
 FAST = dict(layer_time=predictor_layer_time, executor="inline")
 
 
 def run(space=SPACE, **kw):
-    return search(MODEL, space, CHIPS, BATCH, SEQ, **{**FAST, **kw})
+    return search(MODEL, space, DEVICES, BATCH, SEQ, **{**FAST, **kw})
 
 
 def points(frame):
@@ -122,7 +122,7 @@ def test_front_covers_exactly_what_an_added_point_dominates(added, cost, value):
 
 
 def test_cli_pareto_prunes_and_no_prune_evaluates_everything(capsys):
-    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+    args = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
             "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "64,128", "--glb-mib", "32,128",
             "--min-area-fraction", "0", "--timer", "predictor", "--executor", "inline", "--json", "--pareto"]
     assert main(args) == 0
@@ -146,7 +146,7 @@ def test_pool_cut_by_max_designs_resumes_to_the_same_front(tmp_path):
 SETPRIV = shutil.which("setpriv")
 DROP = "-dac_override,-dac_read_search"
 CODA = str(Path(sys.executable).with_name("coda"))
-EIGHT = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+EIGHT = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
          "--n-tc", "2,8", "--n-vc", "1,2", "--tc-rows", "64,128", "--tc-cols", "128", "--glb-mib", "32",
          "--min-area-fraction", "0", "--timer", "predictor", "--executor", "inline", "--pareto", "--json"]
 

@@ -14,13 +14,13 @@ from coda.placement import predictor_layer_time
 from coda.search import SearchLayerTime, search, training_flops_per_token_lb
 from coda.units import GiB, MiB
 
-MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
+MODEL, DEVICES, BATCH, SEQ = "gpt2", 16, 64, 512
 SPACE = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128), glb_bytes=(32 * MiB, 128 * MiB))
 FAST = dict(layer_time=predictor_layer_time)  # the predictor sum: same bound argument, ~50 ms per design
 
 
 def run(space=SPACE, **kw):
-    return search(MODEL, space, CHIPS, BATCH, SEQ, **{**FAST, **kw})
+    return search(MODEL, space, DEVICES, BATCH, SEQ, **{**FAST, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_bound_is_above_achieved_for_every_design(exhaustive):
     fr = exhaustive.frame
     assert (fr["bound_tokens_per_s"] >= fr["tokens_per_s"]).all()
     assert (fr["bound_objective"] >= fr["tokens_per_s_per_w"]).all()
-    assert (fr["tokens_per_s_per_w"] == fr["tokens_per_s"] / (CHIPS * fr["tdp_w"])).all()
+    assert (fr["tokens_per_s_per_w"] == fr["tokens_per_s"] / (DEVICES * fr["tdp_w"])).all()
     # also under forced tensor parallelism (vector ops replicated, vocab padded)
     tp = run(choices={"tp": (2, 4)}, prune=False)
     ok = tp.frame[tp.frame["status"] == "ok"]
@@ -109,7 +109,7 @@ def test_ilp_timer_bound_and_schedule_sharing_across_hbm_sizes():
     space = DesignSpace(n_tc=(8,), n_vc=(2,), tc_rows=(128,), tc_cols=(128,), glb_bytes=(128 * MiB,),
                         hbm_bytes=(16 * GiB, 32 * GiB))
     timer = SearchLayerTime(time_limit_s=0.0)  # list-scheduling heuristic: deterministic and fast
-    res = search(MODEL, space, CHIPS, BATCH, SEQ, layer_time=timer, prune=False, choices={"tp": 1, "zero": 1},
+    res = search(MODEL, space, DEVICES, BATCH, SEQ, layer_time=timer, prune=False, choices={"tp": 1, "zero": 1},
                  executor="inline")  # the cache is per process: workers keep their own
     fr = res.frame
     assert list(fr["status"]) == ["ok", "ok"] and (fr["bound_tokens_per_s"] >= fr["tokens_per_s"]).all()
@@ -124,7 +124,7 @@ def test_store_repeat_is_all_cached_and_identical(tmp_path):
     assert first.n_cached == 0 and again.n_evaluated == 0 and again.n_cached == first.n_evaluated
     pd.testing.assert_frame_equal(first.frame, again.frame)
     pd.testing.assert_series_equal(first.reference, again.reference)
-    other = search(MODEL, SPACE, CHIPS, BATCH, 256, store=db, max_designs=1, **FAST)  # another workload: new key
+    other = search(MODEL, SPACE, DEVICES, BATCH, 256, store=db, max_designs=1, **FAST)  # another workload: new key
     assert other.n_cached == 0 and other.n_evaluated == 1
 
 
@@ -168,27 +168,27 @@ def test_gpu_reference_rows_are_the_dgx_optimum_per_board_watt():
     from coda.placement import optimize
     from coda.search import DEFAULT_CHOICES, gpu_reference
 
-    rows = gpu_reference(MODEL, ["a100-sxm4-80gb", "NVIDIA H100 80GB HBM3"], CHIPS, BATCH, SEQ)
+    rows = gpu_reference(MODEL, ["a100-sxm4-80gb", "NVIDIA H100 80GB HBM3"], DEVICES, BATCH, SEQ)
     assert list(rows["name"]) == ["a100-sxm4-80gb", "h100-sxm"] and (rows["status"] == "ok").all()
     for row, preset in zip(rows.itertuples(), ("dgx-a100", "dgx-h100")):
         g = gpu(row.name)
-        _, best, _ = optimize(get(MODEL), cluster(preset, CHIPS, device=g), BATCH, SEQ, dtype="bf16",
+        _, best, _ = optimize(get(MODEL), cluster(preset, DEVICES, device=g), BATCH, SEQ, dtype="bf16",
                               **DEFAULT_CHOICES)
         assert row.tokens_per_s == pytest.approx(best.tokens_per_s)
-        assert row.tokens_per_s_per_w == pytest.approx(best.tokens_per_s / (CHIPS * g.tdp_w))
+        assert row.tokens_per_s_per_w == pytest.approx(best.tokens_per_s / (DEVICES * g.tdp_w))
         assert row.peak_flops == g.peak_flops("bf16") and row.tdp_w == g.tdp_w
     assert rows.loc[1, "tokens_per_s"] > rows.loc[0, "tokens_per_s"]  # more FLOP/s and bandwidth is never slower
     with pytest.raises(ConfigError, match="DGX preset"):
-        gpu_reference(MODEL, ["l4"], CHIPS, BATCH, SEQ)
+        gpu_reference(MODEL, ["l4"], DEVICES, BATCH, SEQ)
     with pytest.raises(CodaError, match="did you mean"):
-        gpu_reference(MODEL, ["h100-sxn"], CHIPS, BATCH, SEQ)
+        gpu_reference(MODEL, ["h100-sxn"], DEVICES, BATCH, SEQ)
 
 
 def test_bad_input_raises_coda_errors():
     with pytest.raises(InfeasibleDesign, match="max_tdp_w"):
         run(DesignSpace(n_tc=(2,), n_vc=(1,), tc_rows=(64,), tc_cols=(64,), max_tdp_w=1.0))
-    for kw in (dict(n_chips=0), dict(n_chips=24), dict(global_batch=0)):
-        args = {**dict(n_chips=CHIPS, global_batch=BATCH, seq_len=SEQ), **kw}
+    for kw in (dict(n_devices=0), dict(n_devices=24), dict(global_batch=0)):
+        args = {**dict(n_devices=DEVICES, global_batch=BATCH, seq_len=SEQ), **kw}
         with pytest.raises(CodaError):
             search(MODEL, SPACE, **args, **FAST)
     with pytest.raises(ConfigError, match="objective"):
@@ -202,7 +202,7 @@ def test_cli_help_and_tiny_run(capsys, tmp_path):
         main(["search", "--help"])
     assert ex.value.code == 0
     capsys.readouterr()
-    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+    args = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
             "--n-tc", "2,8", "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32",
             "--min-area-fraction", "0", "--timer", "predictor", "--store", str(tmp_path / "s.sqlite")]
     assert main(args) == 0
@@ -221,12 +221,12 @@ def test_cli_help_and_tiny_run(capsys, tmp_path):
         assert main(args + ["--plot", str(tmp_path / "s.png")]) == 0
         assert (tmp_path / "s.png").stat().st_size > 0
     capsys.readouterr()
-    assert main(args[:-4] + ["--chips", "24"]) == 2
+    assert main(args[:-4] + ["--devices", "24"]) == 2
     assert capsys.readouterr().err.startswith("coda: error: tpuv4-pod has 16-device domains")
 
 
 def test_cli_placement_choices(capsys):
-    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+    args = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
             "--n-tc", "2,8", "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32",
             "--min-area-fraction", "0", "--timer", "predictor", "--json", "--gpu-reference", "a100-sxm4-80gb"]
     assert main(args + ["--tp", "2", "--micro-batch", "2", "--recompute", "full", "--zero", "1"]) == 0

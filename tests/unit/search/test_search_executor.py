@@ -14,7 +14,7 @@ from coda.placement import predictor_layer_time
 from coda.search import search
 from coda.units import MiB
 
-MODEL, CHIPS, BATCH, SEQ = "gpt2", 16, 64, 512
+MODEL, DEVICES, BATCH, SEQ = "gpt2", 16, 64, 512
 SPACE = DesignSpace(n_tc=(2, 8), n_vc=(1, 2), tc_rows=(64, 128), tc_cols=(64, 128), glb_bytes=(32 * MiB, 128 * MiB))
 
 FAST = dict(layer_time=predictor_layer_time)  # ~50 ms per design
@@ -22,7 +22,7 @@ POOL = dict(executor="process", workers=2)
 
 
 def run(**kw):
-    return search(MODEL, SPACE, CHIPS, BATCH, SEQ, **{**FAST, **kw})
+    return search(MODEL, SPACE, DEVICES, BATCH, SEQ, **{**FAST, **kw})
 
 
 def same(a, b):
@@ -89,7 +89,7 @@ def test_executor_arguments():
 
 
 def test_cli_executor_flags(capsys):
-    args = ["search", "--model", MODEL, "--chips", str(CHIPS), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
+    args = ["search", "--model", MODEL, "--devices", str(DEVICES), "--global-batch", str(BATCH), "--seq-len", str(SEQ),
             "--n-tc", "2,8", "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32",
             "--min-area-fraction", "0", "--timer", "predictor"]
     outs = []

@@ -19,7 +19,7 @@ from coda.runs.store import APPLICATION_ID, SCHEMA_VERSION
 from coda.search import ResultStore, check_output_path
 
 CODA = str(Path(sys.executable).with_name("coda"))
-TINY = ["search", "--model", "gpt2", "--chips", "16", "--global-batch", "64", "--seq-len", "512", "--n-tc", "2,8",
+TINY = ["search", "--model", "gpt2", "--devices", "16", "--global-batch", "64", "--seq-len", "512", "--n-tc", "2,8",
         "--n-vc", "1", "--tc-rows", "128", "--tc-cols", "128", "--glb-mib", "32", "--min-area-fraction", "0",
         "--timer", "predictor", "--executor", "inline"]
 
