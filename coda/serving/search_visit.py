@@ -4,6 +4,7 @@ layout's cost table), and the visit of the candidates in bound order on an execu
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -26,6 +27,8 @@ from coda.serving.trace import Trace
 
 if TYPE_CHECKING:
     from coda.serving.search import Plan
+
+log = logging.getLogger(__name__)
 
 
 @memoize("serving.search.tables", maxsize=32)
@@ -68,8 +71,19 @@ class Candidate:
 
 
 class Visit:
-    """Visit the candidates in bound order, at most `window` in flight, storing each finished one;
-    stop at the first whose bound cannot beat the best (module docstring)."""
+    """Visit the candidates in bound order, storing each finished one; stop at the first whose bound
+    cannot beat the best (`coda.serving.search`).
+
+    The answer is the inline visit's whatever the executor and the number of workers. That visit
+    evaluates position i with the incumbent of positions < i (`capacity`'s `beat_qps`, which its
+    trials depend on only through `cut_index`). With a window of several workers, positions run
+    ahead speculatively with the incumbent known when they are submitted (a lower one); they are
+    accepted in order (`_finalize`): a position is final once every earlier one is, with the
+    inline visit's incumbent; its row is kept if it was evaluated with the same cut index, else it
+    is evaluated again with that incumbent. The store is read and written only at acceptance, the
+    bound cut is taken there too, and speculative rows past the cut are dropped, so the frame, the
+    counts and the store equal the inline search's; the speculation only costs evaluations
+    (`discarded`, logged)."""
 
     def __init__(self, plan: Plan, cands: list[Candidate], order: list[int], db: Any, prune: bool, executor: str,
                  workers: int | None, progress: bool, tokens: int) -> None:
@@ -79,8 +93,13 @@ class Visit:
         self.tokens = tokens
         self.window = 1 if executor == "inline" else max(1, min(workers or os.cpu_count() or 1, len(order) or 1))
         self.executor = "inline" if executor == "process" and self.window == 1 else executor
-        self.best = -math.inf
-        self.n_new = self.n_cached = 0
+        self.best = -math.inf  # the incumbent of the positions accepted so far
+        self.n_new = self.n_cached = self.discarded = 0
+        self.final = 0  # the next position to accept
+        self.cut: int | None = None  # the bound cut's position, once reached
+        self.nxt = 0  # the next position to submit speculatively
+        self.found: dict[int, tuple[dict[str, Any], float]] = {}  # finished, not accepted: (row, beat used)
+        self.running: dict[Future[Any], tuple[int, float]] = {}  # in flight: (position, beat used)
         self.bar = tqdm(total=len(order), desc="deployments", unit="deployment", disable=not progress)
 
     def _pool(self) -> Any:
@@ -90,25 +109,36 @@ class Visit:
             return InlineExecutor()
         return RayExecutor() if self.executor == "ray" else pool_executor(self.window)
 
-    def beat_qps(self, c: Candidate) -> float:
-        """The rate at which `c` would tie the best found so far (0: measure it whatever it is)."""
-        if not self.prune or self.best <= 0:
-            return 0.0
-        return self.best / objective_value(self.plan.objective, 1.0, c.spec, self.plan.tdp[c.spec.gpu],
-                                            self.plan.prices)
-
-    def _submit(self, pool: Any, c: Candidate) -> Future[Any]:
+    def objective(self, c: Candidate, row: dict[str, Any]) -> float:
+        """The objective of an ``ok`` row."""
         p = self.plan
-        return pool.submit(evaluate_spec, c.spec, p.cfg, p.template_for(c.spec), p.slo, c.upper_qps, p.rel_tol,
-                           self.tokens,
-                           p.max_batch, p.context, self.beat_qps(c))
+        return objective_value(p.objective, row["qps"], c.spec, p.tdp[c.spec.gpu], p.prices)
 
-    def stored(self, c: Candidate) -> dict[str, Any] | None:
+    def beat_qps(self, c: Candidate, best: float | None = None) -> float:
+        """The rate at which `c` would tie `best` (default the incumbent; 0: measure it whatever it is)."""
+        best = self.best if best is None else best
+        if not self.prune or best <= 0:
+            return 0.0
+        return best / objective_value(self.plan.objective, 1.0, c.spec, self.plan.tdp[c.spec.gpu], self.plan.prices)
+
+    def cut_index(self, beat_qps: float) -> int | None:
+        """What of `beat_qps` a capacity search depends on: the grid index of the first rate above
+        it (`capacity`, step 2), None without an incumbent."""
+        return grid_index(beat_qps, self.plan.rel_tol, up=False) + 1 if beat_qps > 0 else None
+
+    def _submit(self, pool: Any, pos: int, beat: float) -> None:
+        p, c = self.plan, self.cands[self.order[pos]]
+        fut = pool.submit(evaluate_spec, c.spec, p.cfg, p.template_for(c.spec), p.slo, c.upper_qps, p.rel_tol,
+                          self.tokens, p.max_batch, p.context, beat)
+        self.running[fut] = (pos, beat)
+
+    def stored(self, c: Candidate, beat: float | None = None) -> dict[str, Any] | None:
         """The store's row for `c` if it answers this search: a full capacity, or a cut at a rate
-        at or below the one `c` must reach now (a cut at a higher rate says too little)."""
+        at or below the one `c` must reach (`beat`, default the incumbent's; a cut at a higher rate
+        says too little)."""
         row = self.db.get(c.key) if self.db is not None else None
         if row is not None and row["status"] == "below_best":
-            beat, tol = self.beat_qps(c), self.plan.rel_tol
+            beat, tol = self.beat_qps(c) if beat is None else beat, self.plan.rel_tol
             if beat <= 0 or grid_index(row["missed_qps"], tol, up=False) > grid_index(beat, tol, up=False) + 1:
                 return None
         return row
@@ -122,10 +152,67 @@ class Visit:
         else:
             self.n_cached += 1
         if row["status"] == "ok":
-            v = objective_value(self.plan.objective, row["qps"], c.spec, self.plan.tdp[c.spec.gpu], self.plan.prices)
-            self.best = max(self.best, v)
+            self.best = max(self.best, self.objective(c, row))
         self.bar.update(1)
         self.bar.set_postfix(best=f"{self.best:.4g}", refresh=False)
+
+    def _finalize(self) -> int | None:
+        """Accept positions in order while their rows are known (module docstring). Returns the
+        position that needs an evaluation with the incumbent it has now, if any."""
+        while self.cut is None and self.final < len(self.order):
+            pos = self.final
+            c = self.cands[self.order[pos]]
+            if self.prune and pos > 0 and c.bound_objective <= self.best:  # it can at most tie: the cut
+                self.cut = pos
+                break
+            beat = self.beat_qps(c)
+            row = self.stored(c, beat)
+            if row is not None:
+                self._record(c, row, new=False)
+            elif pos in self.found and self.cut_index(self.found[pos][1]) == self.cut_index(beat):
+                self._record(c, self.found[pos][0], new=True)
+            else:
+                if pos in self.found:
+                    self.discarded += 1
+                    del self.found[pos]
+                if any(q == pos and self.cut_index(b) == self.cut_index(beat) for q, b in self.running.values()):
+                    return None  # under way with this incumbent
+                return pos
+            self.found.pop(pos, None)
+            self.final += 1
+        return None
+
+    def _speculative_best(self, pos: int) -> float:
+        """A lower bound on the incumbent position `pos` will have: the best of the accepted rows and
+        of the ``ok`` rows found (evaluated or stored) before it."""
+        best = self.best
+        for q, (row, _) in self.found.items():
+            if q < pos and row["status"] == "ok":
+                best = max(best, self.objective(self.cands[self.order[q]], row))
+        return best
+
+    def _fill(self, pool: Any, need: int | None) -> None:
+        """Submit the position to accept next when it needs an evaluation, then speculative ones,
+        while the window has room."""
+        if need is not None and len(self.running) < self.window:
+            self._submit(pool, need, self.beat_qps(self.cands[self.order[need]]))
+        self.nxt = max(self.nxt, self.final + 1 if need is not None else self.final)
+        while self.cut is None and self.nxt < len(self.order) and len(self.running) < self.window:
+            pos = self.nxt
+            c = self.cands[self.order[pos]]
+            best = self._speculative_best(pos)
+            if self.prune and pos > 0 and c.bound_objective <= best:  # the cut comes here or before
+                self.nxt = len(self.order)
+                break
+            self.nxt += 1
+            if pos in self.found or any(q == pos for q, _ in self.running.values()):
+                continue
+            beat = self.beat_qps(c, best)
+            row = self.stored(c, beat)
+            if row is not None:  # it answers any later incumbent too: read again at acceptance
+                self.found[pos] = (row, beat)
+            else:
+                self._submit(pool, pos, beat)
 
     def run(self) -> tuple[int, int, int]:
         """Visit every candidate up to the bound cut. Returns (evaluated now, read from the store, pruned
@@ -135,58 +222,64 @@ class Visit:
         if self.db is not None and not self.db.writable:
             raise ConfigError(f"store {str(self.db.path)!r} is read-only; make it writable or pass another path")
         pool = self._pool()
-        inflight: dict[Future[Any], Candidate] = {}
         try:
             with terminate_as_interrupt():
                 try:
-                    stopped = self._loop(pool, inflight)
+                    self._loop(pool)
                 except BaseException as err:
-                    self._abort(pool, inflight, err)
+                    self._abort(pool, err)
                     raise
                 else:
-                    pool.shutdown()
+                    self._close(pool)
         finally:
             self.bar.close()
+        if self.discarded:
+            log.info("serving search: %d speculative evaluation(s) redone or dropped (the answer is the inline "
+                     "visit's)", self.discarded)
+        stopped = len(self.order) if self.cut is None else self.cut
         return self.n_new, self.n_cached, len(self.order) - stopped
 
-    def _fill(self, pool: Any, inflight: dict[Future[Any], Candidate], nxt: int) -> tuple[int, int | None]:
-        """Submit (or read from the store) the candidates from position `nxt` while the window has
-        room. Returns the next position and, when the bound cut ends the search here, its position."""
-        while nxt < len(self.order) and len(inflight) < self.window:
-            c = self.cands[self.order[nxt]]
-            if self.prune and nxt > 0 and c.bound_objective <= self.best:  # it can at most tie
-                return len(self.order), nxt
-            row = self.stored(c)
-            if row is not None:
-                self._record(c, row, new=False)
-            else:
-                inflight[self._submit(pool, c)] = c
-            nxt += 1
-        return nxt, None
-
-    def _loop(self, pool: Any, inflight: dict[Future[Any], Candidate]) -> int:
-        """Keep the window full and record what finishes. Returns the position of the bound cut
-        (the number of candidates when none)."""
-        nxt, stopped = 0, len(self.order)
+    def _loop(self, pool: Any) -> None:
+        """Accept what is known, keep the window full, collect what finishes, until the last position
+        or the cut is accepted."""
         while True:
-            nxt, cut = self._fill(pool, inflight, nxt)
-            if cut is not None:
-                stopped = cut
-            if not inflight:
-                return stopped
-            done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+            need = self._finalize()
+            if self.cut is not None or self.final >= len(self.order):
+                return
+            self._fill(pool, need)
+            assert self.running, "a position to accept is always found, stored or under way"
+            done, _ = wait(list(self.running), return_when=FIRST_COMPLETED)
             for fut in done:
-                self._record(inflight.pop(fut), fut.result(), new=True)
+                pos, beat = self.running.pop(fut)
+                row = fut.result()
+                if pos >= self.final and pos not in self.found:
+                    self.found[pos] = (row, beat)
+                else:
+                    self.discarded += 1
 
-    def _abort(self, pool: Any, inflight: dict[Future[Any], Candidate], err: BaseException) -> None:
-        """After `err`: record what finished, end the workers, and turn Ctrl-C or SIGTERM into
-        `ServingSearchInterrupted` (the caller re-raises anything else)."""
+    def _close(self, pool: Any) -> None:
+        """End the executor; speculative evaluations past the cut still running are dropped."""
+        from coda.runs.executors import terminate_pool
+
+        left = [f for f in self.running if not f.done()]
+        self.discarded += len(self.running) + sum(1 for q in self.found if q >= self.final)
+        if left and isinstance(pool, ProcessPoolExecutor):
+            terminate_pool(pool)
+        elif left:
+            pool.terminate()
+        else:
+            pool.shutdown()
+
+    def _abort(self, pool: Any, err: BaseException) -> None:
+        """After `err`: accept (and store) what finished in order, end the workers, and turn Ctrl-C
+        or SIGTERM into `ServingSearchInterrupted` (the caller re-raises anything else)."""
         from coda.runs.executors import Terminated, signals_deferred, terminate_pool
 
         with signals_deferred():
-            for fut, c in list(inflight.items()):
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    self._record(c, fut.result(), new=True)
+            for fut, (pos, beat) in list(self.running.items()):
+                if fut.done() and not fut.cancelled() and fut.exception() is None and pos not in self.found:
+                    self.found[pos] = (fut.result(), beat)
+            self._finalize()
             if isinstance(pool, ProcessPoolExecutor):
                 terminate_pool(pool)
             else:
