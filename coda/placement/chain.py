@@ -108,6 +108,9 @@ class PlanTerms:
         dp_overlap: the gradient reduction may hide behind the last micro-batch's backward.
         emb_sync_s: all-reduce of tied embedding gradients between first and last stage.
         memory_limit: usable bytes per device.
+        gather_bucket_bytes: with the weight all-gather overlapped with the next forward
+            (`Software.dp_gather_overlap`), the bytes of its first bucket, which nothing hides; None:
+            the gather is not overlapped.
     """
 
     chain: ChainCosts
@@ -118,6 +121,7 @@ class PlanTerms:
     dp_overlap: bool
     emb_sync_s: float
     memory_limit: float
+    gather_bucket_bytes: float | None = None
 
 
 def dp_group(plan: Layout, stage: int, tp_rank: int = 0) -> list[int]:

@@ -142,6 +142,17 @@ _SUMMED = ("fwd_s", "bwd_s", "rec_s", "tp_s", "ep_s", "ep_hidden_s", "z3_s", "z3
            "opt_s", "weight_bytes", "grad_bytes", "optim_bytes", "act_bytes", "model_flops", "hw_flops")
 
 
+def gather_exposed_s(terms: PlanTerms, stage: int, nbytes: float, fwd_s: float) -> float:
+    """Exposed seconds of stage `stage`'s ZeRO-1/2 weight all-gather of `nbytes`: all of it, or, overlapped
+    with the next step's first forward of `fwd_s` seconds (`PlanTerms.gather_bucket_bytes`, Megatron-Core
+    `--overlap-param-gather`), the first bucket's gather or the excess of the whole over the forward."""
+    gc = terms.dp_gather[stage]
+    full = gc.time(nbytes)
+    if terms.gather_bucket_bytes is None:
+        return full
+    return max(gc.time(min(nbytes, terms.gather_bucket_bytes)), full - fwd_s)
+
+
 def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) -> PipelineResult:
     """Time and memory of `plan` with chunks holding `stage_layers` blocks (see `chunk_bounds`)."""
     ch, p, v, m = terms.chain, plan.pp, plan.virtual_stages, plan.micro_batches
@@ -166,7 +177,8 @@ def evaluate_split(terms: PlanTerms, plan: Plan, stage_layers: tuple[int, ...]) 
             fwd_s=float(per["fwd_s"][i]), bwd_s=float(per["bwd_s"][i]), rec_s=float(per["rec_s"][i]),
             tp_s=float(per["tp_s"][i]), z3_s=float(per["z3_s"][i]), z3_hidden_s=float(per["z3_hidden_s"][i]),
             p2p_s=terms.p2p_s, p2p_hidden_s=terms.p2p_hidden_s, time_s=float(time[i]), dp_sync_s=sync,
-            dp_exposed_s=exposed, dp_gather_s=terms.dp_gather[i].time(nbytes), opt_s=float(per["opt_s"][i]),
+            dp_exposed_s=exposed, dp_gather_s=gather_exposed_s(terms, i, nbytes, float(per["fwd_s"][i])),
+            opt_s=float(per["opt_s"][i]),
             weight_bytes=float(per["weight_bytes"][i]), grad_bytes=float(per["grad_bytes"][i]),
             optim_bytes=float(per["optim_bytes"][i]), act_bytes=float(per["act_bytes"][i]),
             inflight=inflight(plan, i), work_bytes=float(work[i]), model_flops=float(per["model_flops"][i]),
@@ -222,6 +234,7 @@ def split_problem(terms: PlanTerms, plan: Plan) -> SplitProblem:
     time = np.round(_segments(ch.time_s) + terms.p2p_s, 12)
     sync_b = _segments(ch.sync_bytes)
     window = _segments(ch.window_s)
+    fwd = _segments(ch.fwd_s)
     opt = _segments(ch.opt_s)
     static = _segments(ch.static_bytes)
     act = _segments(ch.act_bytes)
@@ -232,6 +245,10 @@ def split_problem(terms: PlanTerms, plan: Plan) -> SplitProblem:
         sc, gc = terms.dp_sync[i], terms.dp_gather[i]
         sync = np.where(sync_b > 0, sc.latency_s + sc.s_per_byte * sync_b, 0.0)
         gather = np.where(sync_b > 0, gc.latency_s + gc.s_per_byte * sync_b, 0.0)
+        if terms.gather_bucket_bytes is not None:  # overlapped with the first forward (gather_exposed_s)
+            first = np.where(sync_b > 0, gc.latency_s + gc.s_per_byte * np.minimum(sync_b, terms.gather_bucket_bytes),
+                             0.0)
+            gather = np.maximum(first, gather - fwd)
         exposed = np.maximum(0.0, sync - window) if terms.dp_overlap else sync
         extra[i] = exposed + gather + opt
         mem = static + inflight(plan, i) * act + work

@@ -50,6 +50,11 @@ class Software:
             beside the GEMMs of the same linear layers (Megatron-Core `--tp-comm-overlap`, Transformer
             Engine userbuffers; needs sequence parallelism): only what the decomposition cannot hide
             is exposed (`coda.placement.tp_overlap`). False: every TP collective is exposed.
+        dp_gather_overlap: the ZeRO-1/2 all-gather of updated weights runs bucket by bucket beside the
+            next step's first forward (Megatron-Core `--overlap-param-gather`: the first bucket's gather
+            is waited for at once, each next one is launched from a forward pre-hook,
+            `DistributedOptimizer._make_forward_pre_hook`): exposed is the first bucket's gather, or the
+            excess of the whole gather over one micro-batch's forward. False: after the optimizer step.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -68,6 +73,8 @@ class Software:
     zero3_rank_copies: bool = field(default=False, metadata={"help": "one copy kernel per rank per ZeRO-3 collective"})
     tp_comm_overlap: bool = field(default=False, metadata={"help": "overlap sequence-parallel TP collectives with "
                                                                      "their GEMMs (TE userbuffers)"})
+    dp_gather_overlap: bool = field(default=False, metadata={"help": "overlap the ZeRO-1/2 weight all-gather with "
+                                                                         "the next step's first forward"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
@@ -100,10 +107,12 @@ MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, sc
 # Megatron-Core as in the Megatron-LM README's H100 weak-scaling runs (`README.md`, "Training Speed and
 # Scalability", `images/model_table.png`, commit f2e5db4 of July 2024): `MEGATRON_CORE`, plus the TP
 # collectives overlapped with their GEMMs (`--tp-comm-overlap`, which the README names; Transformer Engine
-# userbuffers, `coda.placement.tp_overlap`) and Megatron's default dropout of 0.1 (`--hidden-dropout`,
-# `--attention-dropout` in `megatron/training/arguments.py`), which the README does not change.
+# userbuffers, `coda.placement.tp_overlap`), the weight all-gather of the distributed optimizer overlapped
+# with the next forward (`--overlap-param-gather`, also named there) and Megatron's default dropout of 0.1
+# (`--hidden-dropout`, `--attention-dropout` in `megatron/training/arguments.py`), which the README does not change.
 MEGATRON_CORE_2024 = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
-                              attention_kernel="fa3", dropout=True, tp_comm_overlap=True, name="megatron-core-2024")
+                              attention_kernel="fa3", dropout=True, tp_comm_overlap=True, dp_gather_overlap=True,
+                              name="megatron-core-2024")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
 # DeepSpeed ZeRO-3 as benchmarked in Narayanan et al. SC'21 table 2 (DeepSpeed 0.3-0.5 on the Megatron

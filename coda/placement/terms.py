@@ -422,8 +422,10 @@ def plan_terms(model: CostModel, lay: Layout) -> PlanTerms:
     if lay.pp > 1 and cfg.tied_embeddings:
         emb_sync = collective_cost(cl, "all_reduce", (0, (lay.pp - 1) * lay.stage_devices)).time(
             e * c.prof.table_params)
+    # Megatron-Core's DDP buckets hold max(4e7, 1e6 * dp) parameters (`distributed_data_parallel.py`)
+    bucket = e * max(4e7, 1e6 * lay.dp) if model.software.dp_gather_overlap else None
     return PlanTerms(chain, p2p_s, p2p_hidden, dp_sync, dp_gather, model.software.dp_overlap, emb_sync,
-                     model.memory_limit)
+                     model.memory_limit, bucket)
 
 
 _terms = plan_terms
