@@ -14,6 +14,7 @@ Any plan flag left out is optimised (`coda.placement.optimize`); the others are 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -26,11 +27,12 @@ from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, PipelineSchedule, Recompute
 from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
-from coda.placement.software import DEEPSPEED_2021
+from coda.placement.software import DEEPSPEED_2021, MEGATRON_CORE_2024
 from coda.units import GiB
 
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP,
-            "deepspeed-2021": DEEPSPEED_2021}
+            "deepspeed-2021": DEEPSPEED_2021, "megatron-core-2024": MEGATRON_CORE_2024}
+OVERLAP_FLAGS = ("tp_comm_overlap", "dp_gather_overlap")  # Software fields the CLI sets over the profile
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
 WIDTH_FLAGS = ("cp", "ep", "recompute_every", "hsdp")  # default 1; a list is searched when optimising
 
@@ -75,6 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = get(args.model)
     cl = _cluster(args)
     sw = SOFTWARE[args.software]
+    changes = {k: getattr(args, k) for k in OVERLAP_FLAGS if getattr(args, k) is not None}
+    if changes:  # the label says what was changed, e.g. megatron-core+tp_comm_overlap=True
+        sw = replace(sw, **changes, name="+".join([sw.name, *(f"{k}={v}" for k, v in changes.items())]))
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
     ranked = None
     if len(given) == len(PLAN_FLAGS):
@@ -141,7 +146,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", type=text("dtype"), default="bf16", help="bf16 | fp16 | fp32 (default: bf16)")
     p.add_argument("--software", choices=sorted(SOFTWARE), default="default",
                    help="framework behaviour: default (FlashAttention, overlapped DP), megatron-2021, megatron-core, "
-                        "fsdp, deepspeed-2021 (ZeRO-3 per-tensor gathers, not overlapped) (default: default)")
+                        "megatron-core-2024 (TP and weight-gather overlap), fsdp, deepspeed-2021 (ZeRO-3 per-tensor "
+                        "gathers, not overlapped) (default: default)")
+    p.add_argument("--tp-comm-overlap", dest="tp_comm_overlap", action=argparse.BooleanOptionalAction, default=None,
+                   help="overlap the sequence-parallel TP all-gathers / reduce-scatters with their GEMMs "
+                        "(Megatron-Core --tp-comm-overlap, TE userbuffers; needs sequence parallelism) (default: the "
+                        "software's)")
+    p.add_argument("--dp-gather-overlap", dest="dp_gather_overlap", action=argparse.BooleanOptionalAction,
+                   default=None, help="overlap the ZeRO-1/2 weight all-gather with the next step's first forward "
+                   "(Megatron-Core --overlap-param-gather) (default: the software's)")
     p.add_argument("--tp", type=devices, help="tensor-parallel width, devices (default: optimised)")
     p.add_argument("--cp", type=_widths, help="context-parallel width (needs fused attention); a list such as 1,2 is "
                    "searched when optimising (default: 1)")

@@ -9,9 +9,11 @@ tensor-parallel (`--tp-comm-overlap`) and pipeline communication overlapped; per
 measured end to end. BF16: the table's MFU is its TFLOP/s over H100 SXM's 989 dense BF16 TFLOP/s
 (408.8 / 989 = 41%). Untied embeddings and a 4h MLP: 12*l*h^2 + 2*V*h gives the table's sizes
 (1.7B: 1.21e9 + 0.54e9). The rest are Megatron-LM's defaults at that commit
-(`megatron/training/arguments.py`): LayerNorm, GELU, learned absolute positions, biases, dropout 0.1
-(`MEGATRON_CORE_2024`); distributed optimizer (zero 1) and sequence parallelism with TP, which
-`--tp-comm-overlap` requires.
+(`megatron/training/arguments.py`): LayerNorm, GELU, learned absolute positions, biases, dropout 0.1;
+distributed optimizer (zero 1) and sequence parallelism with TP, which `--tp-comm-overlap` requires.
+Software `MEGATRON_CORE_2024`: Megatron-Core's kernels with the TP collectives overlapped with their
+GEMMs (`Software.tp_comm_overlap`) and the weight all-gather with the next forward
+(`Software.dp_gather_overlap`), as the README's flags say.
 
 The README's count of FLOPs is Megatron's `num_floating_point_operations`
 (`megatron/training/training.py` at that commit), `megatron_core_flops` below: three passes (no
@@ -93,7 +95,8 @@ def _run(row: tuple[Any, ...], micro_batch: int, recompute: str, virtual_stages:
 
 def megatron_h100_table() -> pd.DataFrame:
     """Predicted vs published TFLOP/s per GPU under the rule (module docstring), with the exposed TP,
-    pipeline-bubble and DP shares of the step, and the prediction without TP communication overlap."""
+    pipeline-bubble and DP shares of the step, and the prediction without TP communication overlap (the
+    weight-gather overlap kept)."""
     out = []
     for row in ROWS:
         name, layers, hidden, heads, t, p, d, gb, published, mfu = row

@@ -52,3 +52,22 @@ def test_train_searches_a_list_of_expert_parallel_widths(capsys):
     assert "a fully given plan takes one ep width" in capsys.readouterr().err
     assert main(MOE + full + ["--ep", "8"]) == 0
     assert "ep8" in capsys.readouterr().out
+
+
+def test_train_tp_comm_overlap_flag(capsys):
+    """--tp-comm-overlap over a profile hides part of the TP collectives of a sequence-parallel plan;
+    megatron-core-2024 has it on, --no-tp-comm-overlap turns it off again."""
+    sp = ["--tp", "8", "--pp", "1", "--dp", "2", "--micro-batch", "1", "--recompute", "none", "--sequence-parallel",
+          "--schedule", "1f1b", "--virtual-stages", "1", "--zero", "1", "--json"]
+    base = ["train", "--model", "gpt3-6.7b", "--cluster", "dgx-h100", "--devices", "16", "--global-batch", "16",
+            "--seq-len", "2048"] + sp
+    runs = {}
+    for name, extra in (("off", ["--software", "megatron-core"]), ("on", ["--software", "megatron-core",
+                                                                           "--tp-comm-overlap"]),
+                        ("2024", ["--software", "megatron-core-2024"]),
+                        ("2024-off", ["--software", "megatron-core-2024", "--no-tp-comm-overlap"])):
+        assert main(base + extra) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    tp = {k: v["breakdown_s"]["tp_comm"] for k, v in runs.items()}
+    assert 0 < tp["on"] < tp["off"] and 0 < tp["2024"] < tp["2024-off"]
+    assert runs["on"]["software"] == "megatron-core+tp_comm_overlap=True"
