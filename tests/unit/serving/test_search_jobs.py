@@ -92,3 +92,24 @@ def test_a_store_written_with_two_workers_answers_the_inline_search(llama7, inli
     pd.testing.assert_frame_equal(first.frame, inline.frame)
     pd.testing.assert_frame_equal(again.frame, inline.frame)
     assert again.counts["evaluated"] == 0 and again.counts["cached"] == inline.counts["evaluated"]
+
+
+def test_interrupt_keeps_what_was_accepted_and_resumes_to_the_inline_answer(llama7, inline, tmp_path, monkeypatch):
+    from coda.serving.search_result import ServingSearchInterrupted
+
+    real, calls = sv.evaluate_spec, []
+
+    def stop_at_fourth(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    db = tmp_path / "serve.sqlite"
+    monkeypatch.setattr(sv, "evaluate_spec", stop_at_fourth)
+    with pytest.raises(ServingSearchInterrupted, match="3 deployments stored"):
+        search(llama7, ["h100-sxm"], WORK, SLO_, executor="inline", store=db, **KW)
+    monkeypatch.setattr(sv, "evaluate_spec", real)
+    again = search(llama7, ["h100-sxm"], WORK, SLO_, executor="process", workers=2, store=db, **KW)
+    assert again.counts["cached"] == 3
+    pd.testing.assert_frame_equal(again.frame, inline.frame)
