@@ -130,9 +130,6 @@ HOLDS: dict[str, dict[str, Hold]] = {
         "sat_frac": Hold("tied", "as for gemm.tensor: the cost is flat below ~0.5", tie="attention.sat_frac"),
     },
     "gemm.tensor.hopper": {
-        "u_max": Hold("tied", "on the H100 every fit row's tiles are bound by operand traffic through L2 "
-                              "(l2_ratio), so u_max has no effect; tied to the shared tensor-core fit",
-                      tie="gemm.tensor.u_max"),
         "mem_eff": Hold("fixed", "the H100 rows reach the datasheet bandwidth (any mem_eff above "
                                  "peak/measured = 3.352/2.90 is capped); fixed at that ratio",
                         value=1.0 / MEASURED_STREAM_FRACTION["h100-sxm"]),

@@ -8,24 +8,29 @@ cores: the tiles cuBLAS's FP16/BF16 kernels use, `TENSOR_TILES`; CUDA cores: `TI
 a stream-K candidate),
 
     tiles  = b * ceil(m/TM) * ceil(n/TN);   units = tiles * S;   c = co-resident tiles per SM
-    t_tile = (ceil(k/S) + k0) * max(2*TM*TN / (u_max * P/SMs),          # tensor/SIMT pipes
-                                    (TM+TN)*e / (l2_ratio * BW/SMs))     # operand panels via L2
+    t_k    = max(2*TM*TN / (u_max * P/SMs),                              # tensor/SIMT pipes
+                 (TM+TN)*e / (l2_ratio * BW/SMs))                        # operand panels via L2
     waves  = q * ceil(units / (c*SMs)) + (1 - q) * max(units / (c*SMs), 1)
-    T_c    = waves * c * t_tile                    (stream-K: units/SMs * t_tile * (1 + stream_k))
+    T_c    = waves * c * (ceil(k/S) + k0) * t_k    (stream-K: units/SMs * (k + k0) * t_k * (1 + stream_k))
+    T_c    = (waves * c * ceil(k/S) + k0) * t_k    (persistent kernels, `PERSISTENT_ARCHITECTURES`)
     bytes  = op.bytes + [S > 1] * 2*S*b*m*n*4                            # fp32 split-K partials
     T_m    = bytes / (min(BW * mem_eff, BW_peak) * min(1, min(units, SMs) / (sat_frac * SMs)))
     t      = launch + (T_c^p + T_m^p)^(1/p)
 
 and the library is assumed to pick the fastest candidate (the model takes the minimum), as
 cuBLAS heuristics and autotuners aim to. `q` in [0, 1] weighs whole waves (the last, partial
-wave costs a full one) against an even spread of the tiles over the SMs (persistent kernels,
-and the measured curves, which step with every row of tiles rather than every wave). P is the
-tensor-core peak of the dtype (CUDA-core peak for fp32: PyTorch runs fp32 matmuls without TF32
-by default), BW the measured streaming bandwidth (`stream_bw`), BW_peak the datasheet one, e
-the element size. Since u_max <= 1, the bandwidth is capped at the peak, p >= 1, tiles cover
-the output, S*ceil(k/S) >= k and waves >= units / (c*SMs), every prediction is at or above the
-roofline (tested). Tensor-core parameters may be refined
-per GPU architecture (`gemm_params`).
+wave costs a full one) against an even spread of the tiles over the SMs (stream-K-like
+schedules, and the measured curves, which step with every row of tiles rather than every wave).
+On Hopper the tensor-core GEMMs are persistent, warp-specialised kernels (one block per SM loops
+over its tiles; a producer warp loads the next tile's operands with TMA while the consumer
+warpgroups finish the current one, and ping-pong kernels overlap one tile's epilogue with
+another's main loop), so the prologue/epilogue `k0` is paid once per SM, not once per tile. P is
+the tensor-core peak of the dtype (CUDA-core peak for fp32: PyTorch runs fp32 matmuls without
+TF32 by default), BW the measured streaming bandwidth (`stream_bw`), BW_peak the datasheet one,
+e the element size. Since u_max <= 1, the bandwidth is capped at the peak, p >= 1, k0 >= 0,
+tiles cover the output, S*ceil(k/S) >= k and waves >= units / (c*SMs), every prediction is at or
+above the roofline (tested). Tensor-core parameters may be refined per GPU architecture
+(`gemm_params`).
 
 Bandwidth-bound ops (elementwise, norm, softmax, embedding), per kind or variant:
     t = launch + max(flops / P_simt, bytes / (min(BW * mem_eff, BW_peak) * min(1, units / (sat * SMs))))
@@ -115,6 +120,16 @@ def stream_key(op: Op) -> str:
             return f"{kind}.{value}"
     return op.kind
 
+# Architectures whose FP16/BF16 tensor-core GEMMs are persistent, warp-specialised kernels, so a
+# tile's prologue (pipeline fill) and epilogue overlap the neighbouring tiles' main loops and only
+# the first fill and the last epilogue of each SM are exposed: Hopper (sm90). Sources: CUTLASS 3.x
+# `media/docs/efficient_gemm.md` ("Hopper Warp Specialization": TMA producer warp, consumer
+# warpgroups, persistent cooperative and ping-pong kernels whose epilogue overlaps the other
+# warpgroup's main loop), and the kernels cuBLAS 12 runs on H100 (`sm90_xmma_gemm_*` with TMA and
+# warpgroup MMA, the same design). Ampere's cuBLAS kernels (`ampere_*_gemm`, `sm80_xmma_*`) launch
+# one block per tile, which pays its prologue and epilogue.
+PERSISTENT_ARCHITECTURES = frozenset({"hopper"})
+
 # Measured HBM streaming (copy) bandwidth as a fraction of the peak, the ceiling kernels
 # actually reach (Azure AI-benchmarking-guide, via shared/reference/hardware.md): H100 SXM
 # 2.90 of 3.352 TB/s (87%), A100-SXM4-80GB 1.61 of 2.039 TB/s (79%). GPUs without a published
@@ -171,13 +186,14 @@ def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
 Features = Mapping[str, np.ndarray]
 
 
-def gemm_candidate_times(x: Features, prm: GemmParams, cls: str) -> np.ndarray:
+def gemm_candidate_times(x: Features, prm: GemmParams, cls: str, persistent: bool = False) -> np.ndarray:
     """Predicted seconds of many GEMMs of one core class (`tensor` or `simt`) under every
     candidate, as a (candidates x GEMMs) array in `candidates(cls)` order (inf where a split
     leaves too little of k).
 
     `x` holds equal-length arrays (one entry per GEMM) of the `features` columns batch, m, k,
-    n, e, bytes, peak, sms, bw and peak_bw; see the module doc.
+    n, e, bytes, peak, sms, bw and peak_bw; see the module doc. `persistent`: the kernels are
+    persistent and warp-specialised (`PERSISTENT_ARCHITECTURES`), so `k0` is paid once per SM.
     """
     batch, m, k, n, e, op_bytes = x["batch"], x["m"], x["k"], x["n"], x["e"], x["bytes"]
     peak, sms, bw, peak_bw = x["peak"], x["sms"], x["bw"], x["peak_bw"]
@@ -188,10 +204,13 @@ def gemm_candidate_times(x: Features, prm: GemmParams, cls: str) -> np.ndarray:
     tiles = batch * np.ceil(m / tm) * np.ceil(n / tn)
     units = tiles * splits
     per_k = np.maximum(2.0 * tm * tn / (prm.u_max * peak / sms), (tm + tn) * e / (prm.l2_ratio * bw / sms))
+    waves = prm.q * np.ceil(units / (sms * ctas)) + (1.0 - prm.q) * np.maximum(units / (sms * ctas), 1.0)
+    # k-iterations per SM: each tile's main loop, plus the prologue/epilogue k0 per tile, or once per
+    # SM when a persistent kernel overlaps them with its other tiles' main loops
+    iters = waves * ctas * ks + prm.k0 if persistent else waves * ctas * (ks + prm.k0)
     t_c = np.where(stream,  # stream-K: work split evenly over the SMs, at a fix-up overhead
                    np.maximum(units / sms, 1.0) * (k + prm.k0) * per_k * (1.0 + prm.stream_k),
-                   (prm.q * np.ceil(units / (sms * ctas)) + (1.0 - prm.q) * np.maximum(units / (sms * ctas), 1.0))
-                   * ctas * (ks + prm.k0) * per_k)
+                   iters * per_k)
     traffic = op_bytes + np.where(s > 1, 2.0 * s * batch * m * n * 4, 0.0)
     active = np.minimum(units, sms)
     t_m = traffic / (np.minimum(bw * prm.mem_eff, peak_bw) * np.minimum(1.0, active / (prm.sat_frac * sms)))
@@ -199,10 +218,10 @@ def gemm_candidate_times(x: Features, prm: GemmParams, cls: str) -> np.ndarray:
     return np.where((s > 1) & (ks < MIN_SPLIT_K_DEPTH), np.inf, times)
 
 
-def gemm_times(x: Features, prm: GemmParams, cls: str) -> tuple[np.ndarray, np.ndarray]:
+def gemm_times(x: Features, prm: GemmParams, cls: str, persistent: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Predicted seconds of many GEMMs of one core class at once (the fastest candidate of
     `gemm_candidate_times`), and the index of that candidate in `candidates(cls)`."""
-    times = gemm_candidate_times(x, prm, cls)
+    times = gemm_candidate_times(x, prm, cls, persistent)
     choice = np.argmin(times, axis=0)
     return times[choice, np.arange(times.shape[1])], choice
 
@@ -328,7 +347,7 @@ def predict_features(f: Any, cal: Calibration) -> np.ndarray:
     matmul = kind == "matmul"
     for cls, arch in {(c, a) for c, a in zip(f["cls"][matmul], f["arch"][matmul])}:
         sel = matmul & (f["cls"] == cls) & (f["arch"] == arch)
-        out[sel] = gemm_times(rows(sel), gemm_params(cal, cls, arch), cls)[0]
+        out[sel] = gemm_times(rows(sel), gemm_params(cal, cls, arch), cls, persistent_gemm(cls, arch))[0]
     sel = (kind == "attention") | (kind == "attention_bwd")
     if sel.any():
         out[sel] = attention_times(rows(sel), cal.attention)
@@ -337,6 +356,12 @@ def predict_features(f: Any, cal: Calibration) -> np.ndarray:
         sel = stream & (f["stream"] == key)
         out[sel] = stream_times(rows(sel), cal.stream.get(key) or cal.stream[key.split(".")[0]])
     return out
+
+
+def persistent_gemm(cls: str, arch: str) -> bool:
+    """Whether GEMMs of a core class on an architecture run persistent, warp-specialised kernels:
+    tensor-core GEMMs on `PERSISTENT_ARCHITECTURES` (CUDA-core FP32 GEMMs run SIMT kernels)."""
+    return cls == "tensor" and arch in PERSISTENT_ARCHITECTURES
 
 
 def gemm_params(cal: Calibration, cls: str, arch: str) -> GemmParams:
@@ -385,7 +410,7 @@ class GPUTileModel(BasePredictor):
                                    "utilisation": compute_s / latency_s}
         if op.kind == "matmul":
             prm = gemm_params(self.calibration, r["cls"], r["arch"])
-            _, idx = gemm_times(f, prm, r["cls"])
+            _, idx = gemm_times(f, prm, r["cls"], persistent_gemm(r["cls"], r["arch"]))
             tm, tn, s = candidates(r["cls"])[int(idx[0])]
             tiles = r["batch"] * -(-r["m"] // tm) * -(-r["n"] // tn)
             waves = max(1, -(-tiles * max(s, 1) // r["sms"]))
@@ -408,8 +433,8 @@ def _default_model(path: str) -> GPUTileModel:
 
 
 __all__ = [
-    "CALIBRATION_ENV", "FEATURE_COLUMNS", "LABEL_COLUMNS", "SCHEMA", "STREAM_KINDS", "AttentionParams", "Calibration",
-    "GPUTileModel", "GemmParams", "StreamParams", "active_calibration", "attention_peak_scale", "calibration_path",
-    "features", "gemm_params", "load_calibration", "load_calibration_file", "predict_features", "shipped_calibration",
-    "stream_bw", "stream_keys", "warn_default",
+    "CALIBRATION_ENV", "FEATURE_COLUMNS", "LABEL_COLUMNS", "PERSISTENT_ARCHITECTURES", "SCHEMA", "STREAM_KINDS",
+    "AttentionParams", "Calibration", "GPUTileModel", "GemmParams", "StreamParams", "active_calibration",
+    "attention_peak_scale", "calibration_path", "features", "gemm_params", "load_calibration", "load_calibration_file",
+    "persistent_gemm", "predict_features", "shipped_calibration", "stream_bw", "stream_keys", "warn_default",
 ]

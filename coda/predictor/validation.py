@@ -15,6 +15,7 @@ from coda.predictor.gpu_tiles import (
     active_calibration,
     gemm_candidate_times,
     gemm_params,
+    persistent_gemm,
     predict_features,
 )
 
@@ -47,7 +48,8 @@ def best_candidate_ape(f: pd.DataFrame) -> np.ndarray:
     for (cls, arch), idx in f.groupby(["cls", "arch"]).groups.items():
         sub = f.loc[idx]
         times = gemm_candidate_times({c: sub[c].to_numpy(dtype=float) for c in FEATURE_COLUMNS},
-                                     gemm_params(cal, str(cls), str(arch)), str(cls))
+                                     gemm_params(cal, str(cls), str(arch)), str(cls),
+                                     persistent_gemm(str(cls), str(arch)))
         out[f.index.get_indexer(idx)] = np.min(_ape(times, sub["latency_s"].to_numpy()), axis=0)
     return out
 
@@ -63,6 +65,32 @@ def summarize(f: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     if "best_tile_ape" in f:
         cols["best_tile_p90"] = g["best_tile_ape"].quantile(0.9)
     return pd.DataFrame(cols).reset_index().round(2)
+
+
+TOKEN_BINS = (0, 128, 256, 512, 1024, 2048, 4096, float("inf"))
+
+
+def by_token_range(linear: pd.DataFrame, gpu: str = "h100-sxm") -> pd.DataFrame:
+    """Where the Vidur GEMM error on one GPU comes from, by token count (the GEMM's m): rows,
+    median and p90 APE, the median signed error `bias` (%; < 0: predicted too fast), the share of
+    rows predicted more than 15% too fast, and `best_tile_p90` (`best_candidate_ape`).
+
+    Args:
+        linear: Vidur GEMM rows of `kernel_errors()` with a `best_tile_ape` column.
+        gpu: the GPU to break down.
+    """
+    f = linear[linear["gpu"] == gpu].copy()
+    labels = [f"{lo + 1}-{hi}" if hi != float("inf") else f"> {lo}" for lo, hi in zip(TOKEN_BINS, TOKEN_BINS[1:])]
+    f["tokens"] = pd.cut(f["tokens"], list(TOKEN_BINS), labels=labels)
+    f["signed"] = (f["ours_s"] / f["latency_s"] - 1.0) * 100.0
+    f["too_fast"] = (f["signed"] < -15.0) * 100.0
+    g = f.groupby(["split", "tokens"], sort=True, observed=True)
+    out = pd.DataFrame({"rows": g.size(), "median_ape": g["ours_ape"].median(), "p90_ape": g["ours_ape"].quantile(0.9),
+                        "bias": g["signed"].median(), "too_fast_15_pct": g["too_fast"].mean(),
+                        "best_tile_p90": g["best_tile_ape"].quantile(0.9)})
+    out = out.reset_index()
+    out["tokens"] = out["tokens"].astype(str)
+    return out.round(2)
 
 
 def leave_one_gpu_out(f: pd.DataFrame, gpu: str = LEAVE_OUT_GPU) -> pd.DataFrame:
@@ -88,6 +116,9 @@ def predictor_report() -> list[tuple[str, pd.DataFrame]]:
         ("Vidur FP16 linear layers (fit: Llama-2-7B; held out: the other models), APE %; best_tile_p90: p90 if "
          "each row's kernel (tile, split-K) were known, i.e. the candidate closest to the measurement",
          summarize(linear, ["gpu", "split", "model"])),
+        ("Vidur FP16 linear layers on the H100 by token count (m), APE %; bias: median signed error (< 0: predicted "
+         "too fast); too_fast_15_pct: % of rows predicted > 15% too fast",
+         by_token_range(linear)),
         ("Vidur FP16 vector ops, APE %",
          summarize(vidur[~vidur["family"].isin(["gemm", "attention"])], ["gpu", "split", "family"])),
         ("Vidur FP16 FlashAttention on A100 (fit: <= 1024 query tokens), APE %",

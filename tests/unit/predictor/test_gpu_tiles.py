@@ -130,3 +130,41 @@ def test_fa3_class_attention_is_faster_on_hopper_only_and_never_below_the_roofli
         assert latency(op, h100) >= max(compute_s, memory_s)
     with pytest.raises(ConfigError, match="kernel"):
         O.attention(**kw, kernel="fa4")
+
+
+def test_persistent_hopper_kernels_pay_the_tile_prologue_once_per_sm():
+    """Hopper's tensor-core GEMMs are persistent and warp-specialised (`PERSISTENT_ARCHITECTURES`):
+    a tile's prologue/epilogue k0 overlaps the SM's other tiles, so it is paid once per SM. With
+    one tile per SM both forms agree; with w tiles per SM the persistent one saves (w - 1) * k0
+    k-iterations, never more, and it is never slower."""
+    from coda.predictor.gpu_tiles import candidates, features, gemm_candidate_times, gemm_params, persistent_gemm
+
+    assert persistent_gemm("tensor", "hopper") and not persistent_gemm("simt", "hopper")
+    assert not persistent_gemm("tensor", "ampere")
+    h100 = gpu("h100-sxm")
+    prm = dataclasses.replace(gemm_params(shipped_calibration(), "tensor", "hopper"), q=1.0, p=1.0, mem_eff=1.0)
+    ops_ = [O.matmul(128, 4096, 132 * 128, dtype="bf16"), O.matmul(128 * 4, 4096, 132 * 128, dtype="bf16")]
+    x = features(ops_, [h100] * len(ops_))
+    per_tile = gemm_candidate_times(x, prm, "tensor", persistent=False)
+    persistent = gemm_candidate_times(x, prm, "tensor", persistent=True)
+    assert (persistent <= per_tile * (1 + 1e-12)).all()
+    i = candidates("tensor").index((128, 128, 1))  # one 128x128 tile per SM per wave, no split
+    assert persistent[i, 0] == pytest.approx(per_tile[i, 0], rel=1e-12)  # one wave: nothing to overlap
+    saved = per_tile[i, 1] - persistent[i, 1]  # four waves: three prologues hidden (p = 1 adds memory time)
+    per_k = max(2 * 128 * 128 / (prm.u_max * x["peak"][1] / x["sms"][1]),
+                (128 + 128) * 2 / (prm.l2_ratio * x["bw"][1] / x["sms"][1]))
+    assert saved == pytest.approx(3 * prm.k0 * per_k, rel=1e-9)
+
+
+def test_hopper_gemms_are_predicted_with_persistent_kernels():
+    """The model dispatches H100 tensor-core GEMMs to the persistent form and A100 ones to the per-tile form."""
+    from coda.predictor.gpu_tiles import features, gemm_params, gemm_times
+
+    cal = shipped_calibration()
+    op = O.matmul(4096, 8192, 8192, dtype="bf16")
+    for name, arch, persistent in (("h100-sxm", "hopper", True), ("a100-sxm4-80gb", "ampere", False)):
+        x = features([op], [gpu(name)])
+        expected = gemm_times(x, gemm_params(cal, "tensor", arch), "tensor", persistent)[0][0]
+        other = gemm_times(x, gemm_params(cal, "tensor", arch), "tensor", not persistent)[0][0]
+        assert latency(op, gpu(name)) == pytest.approx(expected, rel=1e-12)
+        assert expected != pytest.approx(other, rel=1e-6)
