@@ -199,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--store", metavar="FILE", type=output_file(), default=None,
                    help="SQLite store of finished deployments: resume an interrupted search (default: none)")
     r.add_argument("--jobs", type=int_range(1, 1024, " (processes)"), default=None,
-                   help="worker processes (default: the CPUs)")
+                   help="worker processes; the answer is the same with any number (default: the CPUs)")
     r.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
                    help="where deployments are evaluated (default: process)")
     r.add_argument("--top", type=int_range(1, 10**6), default=15, help="rows printed (default: 15)")
