@@ -2,13 +2,13 @@
 
 Thresholds are the levels the shipped model reaches (a regression guard), next to the issue's
 targets where they are met: NeuSight H100 (an unseen GPU) median APE <= 10%. The Vidur FP16
-target (median <= 5%, p90 <= 12%) is not met yet: held-out medians are 4.9-7.7%, p90 13-20%;
-the guard is set just above them, and always far below the roofline's ~30%.
+target (median <= 5%, p90 <= 12%; issue #16: H100 p90 < 15%) is not met yet: held-out medians are
+4.0-7.2%, p90 12.0-19.4%; the guard is set just above them, and always far below the roofline's ~30%.
 """
 
 import pytest
 
-from coda.predictor.validation import best_candidate_ape, kernel_errors
+from coda.predictor.validation import best_candidate_ape, by_token_range, kernel_errors
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +47,18 @@ def test_kernel_choice_bound(errors):
     assert (best <= gemm["ours_ape"].to_numpy() + 1e-9).all()
     for key, g in gemm.assign(best=best).groupby(["gpu", "model"]):
         assert g["best"].quantile(0.9) <= 12.0, key
+
+
+def test_h100_breakdown_by_tokens_covers_every_row_and_locates_the_miss(errors):
+    """The by-token table of `coda validate predictor` covers every Vidur H100 GEMM row once, and
+    the held-out rows predicted > 15% too fast concentrate at 513-1024 tokens, where the held-out
+    shapes (n = 8192) cross their first full wave of 128x256 tiles (docs/predictor.md), while
+    the candidate closest to each measurement stays within 12% at p90 there."""
+    linear = errors[(errors["source"] == "vidur") & (errors["family"] == "gemm")]
+    table = by_token_range(linear.assign(best_tile_ape=best_candidate_ape(linear)))
+    h100 = linear[linear["gpu"] == "h100-sxm"]
+    for split, g in table.groupby("split"):
+        assert g["rows"].sum() == (h100["split"] == split).sum(), split
+    held = table[table["split"] == "held out"].set_index("tokens")
+    assert held["too_fast_15_pct"].idxmax() == "513-1024"
+    assert held.loc["513-1024", "best_tile_p90"] <= 12.0
