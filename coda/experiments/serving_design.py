@@ -191,11 +191,14 @@ def answer(results: dict[str, DesignSearchResult]) -> str:
     return "Best chip per watt for " + MODEL + ": " + "; ".join(parts) + "."
 
 
+REFERENCE_MARKERS = {"tpuv4": "P", "tpuv4-like": "X", "a100-sxm4-80gb": "v", "h100-sxm": "D"}
+
+
 def _plot(results: dict[str, DesignSearchResult], path: Path) -> None:
     from coda.plotting import pyplot, save_figure
 
     plt = pyplot("serving-design's plot")
-    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.8), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 5.2), constrained_layout=True)
     sc: Any = None
     for ax, (name, r) in zip(axes, results.items()):
         ch = r.chips
@@ -204,26 +207,30 @@ def _plot(results: dict[str, DesignSearchResult], path: Path) -> None:
         cut = des[des["status"] != "ok"]
         for side, marker in zip((128, 64, 32), "os^"):
             mine = ok[ok["tc_rows"] == side]
-            if len(mine):
-                sc = ax.scatter(mine["tdp_w"], mine["tokens_per_s_per_watt"], c=mine["hbm_bw_bytes_per_s"] / 1e9,
-                                cmap="viridis", s=30, vmin=1000, vmax=2600, marker=marker, zorder=2,
-                                label=f"design, {side} x {side} arrays (measured)")
+            if mine.empty:  # the legend still shows the family's marker
+                ax.scatter([], [], marker=marker, c="tab:gray", s=30, label=f"design, {side} x {side} arrays")
+                continue
+            sc = ax.scatter(mine["tdp_w"], mine["tokens_per_s_per_watt"], c=mine["hbm_bw_bytes_per_s"] / 1e9,
+                            cmap="viridis", s=30, vmin=1000, vmax=2600, marker=marker, zorder=2,
+                            label=f"design, {side} x {side} arrays")
         ax.scatter(cut["tdp_w"], cut["best_bound_objective"], facecolors="none", edgecolors="grey", s=30,
-                   label="design (upper bound, not simulated)", zorder=1)
+                   label="design cut by the bound or the incumbent: its upper bound", zorder=1)
         if r.best is not None:
             ax.scatter([r.best["tdp_w"]], [r.best["tokens_per_s_per_watt"]], marker="*", s=160, c="tab:red",
                        label="best per W", zorder=3)
-        for marker, (_, ref) in zip("sP^v", r.references.iterrows()):
+        for _, ref in r.references.iterrows():
             if ref["status"] == "ok":
-                ax.scatter([ref["tdp_w"]], [ref["tokens_per_s_per_watt"]], marker=marker, s=55, c="black",
-                           label=ref["chip"], zorder=3)
+                ax.scatter([ref["tdp_w"]], [ref["tokens_per_s_per_watt"]], s=55,
+                           marker=REFERENCE_MARKERS.get(ref["chip"], "o"), c="black", zorder=3,
+                           label=ref["chip"] + (" (board TDP)" if ref["kind"] == "gpu" else ""))
         ax.set_xscale("log")
-        ax.set_title(f"{name}: {r.workload}\n{len(ok)} designs measured, {r.counts['designs_pruned']} never simulated",
-                     fontsize=9)
+        ax.set_title(f"{name}: {r.workload}\n{len(ok)} designs measured to their capacity, {len(cut)} cut "
+                     f"({r.counts['designs_pruned']} never simulated)", fontsize=9)
         ax.set_xlabel("TDP per chip (W)")
         ax.set_ylabel("output tokens/s per W at the SLO capacity")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=5, fontsize=8)
     if sc is not None:
         fig.colorbar(sc, ax=list(axes), label="HBM bandwidth (GB/s)")
     save_figure(fig, path, "serving-design's plot")
