@@ -66,7 +66,7 @@ PUBLISHED_POWER_TARGET = 0.20
 
 PALM_540B: dict[str, int] = dict(
     layers=118, hidden=18432, heads=48, kv_heads=1, head_dim=256, ffn=73728, vocab=256000, seq_len=2048,
-    global_batch=2048, chips=6144,
+    global_batch=2048, n_devices=6144,
 )
 """PaLM 540B (Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", 2022, Table 1 and
 sec. 4): 118 layers, d_model 18432, 48 heads of 256, multi-query attention, SwiGLU FFN of 4 x
@@ -242,11 +242,11 @@ PALM_LAYOUT = dict(tp=12, pp=1, zero=3)
 parallelism, no pipeline (Chowdhery et al. 2022, sec. 4)."""
 
 
-def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame:
+def tpuv4_end_to_end(n_devices: int = 3072, search_all: bool = True) -> pd.DataFrame:
     """PaLM 540B on the faithful TPU v4, planned by `coda.placement.optimize`, against its published MFU.
 
     PaLM ran on two 3072-chip pods with data parallelism across them; the `tpuv4-pod` preset holds
-    one 4096-chip pod, so this plans one pod's share: `chips` chips and `2048 * chips / 6144`
+    one 4096-chip pod, so this plans one pod's share: `n_devices` chips and `2048 * n_devices / 6144`
     sequences per step (the cross-pod gradient exchange, which PaLM overlaps, is not charged).
 
     Two rows: ``published layout`` restricts the optimiser to PaLM's layout (`PALM_LAYOUT`; coda
@@ -254,7 +254,7 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
     (if `search_all`) lets it choose every dimension.
 
     Returns:
-        One row per case: case, model, chips, global_batch, plan, step_s, mfu (coda's definition,
+        One row per case: case, model, n_devices, global_batch, plan, step_s, mfu (coda's definition,
         `coda.placement.flops`), mfu_palm_count (the same run counted as PaLM counts, full attention
         matrix: what the published MFU is), hfu, published_mfu, published_hfu, mfu_error_% (signed,
         relative, of mfu_palm_count), within_20%.
@@ -263,8 +263,8 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
     from coda.placement import optimize
 
     p = PALM_540B
-    batch = p["global_batch"] * chips // p["chips"]
-    pod = cluster("tpuv4-pod", chips, device=tpuv4())
+    batch = p["global_batch"] * n_devices // p["n_devices"]
+    pod = cluster("tpuv4-pod", n_devices, device=tpuv4())
     cases: list[tuple[str, dict[str, Any]]] = [("published layout", PALM_LAYOUT)]
     if search_all:
         cases.append(("coda's best", {}))
@@ -272,12 +272,12 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
     for case, choices in cases:
         plan, res, _ = optimize(palm_540b(), pod, global_batch=batch, seq_len=p["seq_len"], dtype="bf16", **choices)
         cfg = palm_540b()
-        mfu_palm = full_matrix_mfu(res.mfu, res.tokens_per_s / chips, res.peak_flops, cfg.n_layers,
+        mfu_palm = full_matrix_mfu(res.mfu, res.tokens_per_s / n_devices, res.peak_flops, cfg.n_layers,
                                    cfg.n_heads * int(cfg.head_dim or 0), p["seq_len"])
         err = mfu_palm / PALM_MFU - 1.0
-        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f (PaLM's count %.3f)", chips, case, plan, res.mfu, mfu_palm)
+        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f (PaLM's count %.3f)", n_devices, case, plan, res.mfu, mfu_palm)
         rows.append(dict(
-            case=case, model="palm-540b", chips=chips, global_batch=batch,
+            case=case, model="palm-540b", n_devices=n_devices, global_batch=batch,
             plan=f"tp={plan.tp} pp={plan.pp} dp={plan.dp} mb={plan.micro_batch} zero={plan.zero} "
                  f"recompute={plan.recompute}",
             step_s=res.step_time_s, mfu=res.mfu, mfu_palm_count=mfu_palm, hfu=res.hfu, published_mfu=PALM_MFU,
@@ -290,7 +290,7 @@ def tpuv4_end_to_end(chips: int = 3072, search_all: bool = True) -> pd.DataFrame
 # --- 4. TPU v5e end to end ---------------------------------------------------------------
 MAXTEXT_32B: dict[str, int] = dict(
     layers=32, hidden=8192, heads=64, kv_heads=64, head_dim=128, ffn=28672, vocab=32000, seq_len=2048,
-    per_chip_batch=4, chips=256,
+    per_chip_batch=4, n_devices=256,
 )
 """MaxText's 32B model as run on TPU v5e (`MaxText/configs/v5e/32b.sh`: `global_parameter_scale=32`,
 `per_device_batch_size=4`, `max_target_length=2048`, `remat_policy=full`, flash attention). The scale
@@ -309,7 +309,7 @@ TPUV5E_ICI_LATENCY_S = 1e-6
 question 5)."""
 
 
-def tpuv5e_pod(n_chips: int = 256, device: Accelerator | None = None) -> Any:
+def tpuv5e_pod(n_devices: int = 256, device: Accelerator | None = None) -> Any:
     """A TPU v5e slice: a 16 x 16 2D torus of ICI (Google Cloud TPU v5e docs: 256 chips, 2D torus).
 
     Each axis is a bidirectional ring over 2 of the chip's 4 links at 50 GB/s per direction, so
@@ -317,7 +317,7 @@ def tpuv5e_pod(n_chips: int = 256, device: Accelerator | None = None) -> Any:
     is an assumption (no measured v5e collectives are shipped), as for the `tpuv4-pod` preset.
 
     Args:
-        n_chips: 16 or 256 (one axis, or the whole pod).
+        n_devices: 16 or 256 (one axis, or the whole pod).
         device: the chip (default `tpuv5e()`).
     """
     from coda.arch.clusters import Cluster, Level
@@ -327,9 +327,9 @@ def tpuv5e_pod(n_chips: int = 256, device: Accelerator | None = None) -> Any:
     src = ("bidirectional ring on one torus axis: 2 ICI links x 50 GB/s each way (Google Cloud TPU v5e docs: 400 "
            "GB/s bidirectional per chip over 4 ports); latency ~1 us per hop (Austin et al. 2025); efficiency assumed")
     levels = [Level("ici-x", 16, axis_bw, TPUV5E_ICI_LATENCY_S, 1.0, source=src)]
-    if n_chips > 16:
-        levels.append(Level("ici-y", n_chips, axis_bw, TPUV5E_ICI_LATENCY_S, 1.0, source=src))
-    return Cluster(chip, n_chips, tuple(levels), 0.0, "tpuv5e-pod")
+    if n_devices > 16:
+        levels.append(Level("ici-y", n_devices, axis_bw, TPUV5E_ICI_LATENCY_S, 1.0, source=src))
+    return Cluster(chip, n_devices, tuple(levels), 0.0, "tpuv5e-pod")
 
 
 def maxtext_32b() -> Any:
@@ -357,24 +357,24 @@ def tpuv5e_end_to_end() -> pd.DataFrame:
     the chip's peak to give TFLOP/s per chip in MaxText's terms.
 
     Returns:
-        One row: case, model, chips, global_batch, plan, step_s, mfu, mfu_full_count, tflops_per_chip
+        One row: case, model, n_devices, global_batch, plan, step_s, mfu, mfu_full_count, tflops_per_chip
         (full count), published_tflops_per_chip, published_mfu, error_% (signed, relative, of TFLOP/s
         per chip), within_20%.
     """
     from coda.placement import optimize
 
     p = MAXTEXT_32B
-    batch = p["per_chip_batch"] * p["chips"]
+    batch = p["per_chip_batch"] * p["n_devices"]
     cfg = maxtext_32b()
-    plan, res, _ = optimize(cfg, tpuv5e_pod(p["chips"]), global_batch=batch, seq_len=p["seq_len"], dtype="bf16",
+    plan, res, _ = optimize(cfg, tpuv5e_pod(p["n_devices"]), global_batch=batch, seq_len=p["seq_len"], dtype="bf16",
                             **MAXTEXT_LAYOUT)
-    mfu_full = full_matrix_mfu(res.mfu, res.tokens_per_s / p["chips"], res.peak_flops, cfg.n_layers,
+    mfu_full = full_matrix_mfu(res.mfu, res.tokens_per_s / p["n_devices"], res.peak_flops, cfg.n_layers,
                                cfg.n_heads * int(cfg.head_dim or 0), p["seq_len"])
     tflops = mfu_full * res.peak_flops
     err = tflops / MAXTEXT_32B_TFLOPS_PER_CHIP - 1.0
-    log.info("MaxText 32B on %d TPU v5e: %s, MFU %.3f (full count %.3f)", p["chips"], plan, res.mfu, mfu_full)
+    log.info("MaxText 32B on %d TPU v5e: %s, MFU %.3f (full count %.3f)", p["n_devices"], plan, res.mfu, mfu_full)
     return pd.DataFrame([dict(
-        case="published layout", model="maxtext-32b", chips=p["chips"], global_batch=batch,
+        case="published layout", model="maxtext-32b", n_devices=p["n_devices"], global_batch=batch,
         plan=f"tp={plan.tp} pp={plan.pp} dp={plan.dp} mb={plan.micro_batch} zero={plan.zero} "
              f"recompute={plan.recompute}",
         step_s=res.step_time_s, mfu=res.mfu, mfu_full_count=mfu_full, tflops_per_chip=tflops / 1e12,

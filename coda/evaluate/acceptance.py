@@ -130,7 +130,7 @@ def _rows() -> list[dict[str, Any]]:
             f"{r['gpu']}", "median APE <= 15%", r["median_ape_%"], lambda v: v <= 15,
             f"template {r['median_error_%']:+.0f}% median (too fast): {r['cause']}")
     e2e = tpuv4_end_to_end(search_all=False).iloc[0]
-    add("accelerators", f"tpuv4() PaLM 540B end to end ({e2e['chips']} chips, PaLM's layout) vs published 46.2% MFU",
+    add("accelerators", f"tpuv4() PaLM 540B end to end ({e2e['n_devices']} chips, PaLM's layout) vs published 46.2% MFU",
         "MFU within 20%", abs(e2e["mfu_error_%"]), lambda v: v <= 20,
         f"coda's MFU {100 * e2e['mfu_palm_count']:.1f}% (PaLM's count) with {e2e['plan']}: the tpuv4-pod ICI is "
         "uncalibrated (efficiency 1, 1 us per step) and the tile model charges no HBM or vector-unit inefficiency")
