@@ -131,7 +131,7 @@ def run(opts: Options) -> dict[str, pd.DataFrame]:
     designs = pd.concat([_chips(c.name, results[c.name]) for c in CASES], ignore_index=True)
     deployments = pd.concat([results[c.name].deployments.assign(workload=c.name) for c in CASES], ignore_index=True)
     deployments = deployments[["workload", *[k for k in deployments.columns if k != "workload"]]]
-    sentence = answer(results)
+    sentence = answer(results, space)
     out = opts.out
     md = [f"# serving-design: which chip serves {MODEL} best, per watt", "",
           f"SLO: P99 TTFT <= {SLO['ttft_p99_s']:g} s, P99 TBT <= {SLO['tbt_p99_s'] * 1e3:g} ms; deployments of "
@@ -175,8 +175,9 @@ def _shown(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def answer(results: dict[str, DesignSearchResult]) -> str:
-    """The finding in one sentence per workload: the best design, its axes, and its ratio to the faithful TPU v4."""
+def answer(results: dict[str, DesignSearchResult], space: list[Accelerator]) -> str:
+    """The finding in one sentence per workload (the best design, its axes, its ratio to the faithful TPU v4), and
+    why, from the tile model: how much of each array size a decode attention op uses."""
     parts = []
     for name, r in results.items():
         b = r.best
@@ -184,11 +185,40 @@ def answer(results: dict[str, DesignSearchResult]) -> str:
             parts.append(f"{name}: no design meets the SLO")
             continue
         ratio = r.ratio_to("tpuv4")
-        parts.append(f"{name}: {int(b['n_tc'])} tensor cores, HBM {b['hbm_bw_bytes_per_s'] / 1e9:g} GB/s and "
-                     f"{b['hbm_bytes'] / GiB:g} GiB at tp{int(b['tp'])} ({b['tdp_w']:.0f} W), "
-                     f"{b['tokens_per_s_per_watt']:.3g} output tokens/s per W"
+        parts.append(f"{name}: {int(b['n_tc'])} arrays of {int(b['tc_rows'])} x {int(b['tc_cols'])}, HBM "
+                     f"{b['hbm_bw_bytes_per_s'] / 1e9:g} GB/s and {b['hbm_bytes'] / GiB:g} GiB at tp{int(b['tp'])} "
+                     f"({b['tdp_w']:.0f} W), {b['tokens_per_s_per_watt']:.3g} output tokens/s per W"
                      + (f", {ratio:.2f}x the TPU v4" if not math.isnan(ratio) else ""))
-    return "Best chip per watt for " + MODEL + ": " + "; ".join(parts) + "."
+    use = decode_attention_utilisation(space)
+    why = ", ".join(f"{u:.2%} of a {side} x {side} array ({bound}-bound)"
+                    for side, (u, bound) in sorted(use.items(), reverse=True))
+    return (f"Best chip per watt for {MODEL}: " + "; ".join(parts) + f". Why: a decode step's attention (one query "
+            f"row per head and sequence; {DECODE_PROBE[0]} sequences at context {DECODE_PROBE[1]}) uses {why} in the "
+            "tile model.")
+
+
+DECODE_PROBE = (64, 1200)
+"""Sequences and context of the decode attention op whose array utilisation `answer` reports."""
+
+
+def decode_attention_utilisation(space: list[Accelerator]) -> dict[int, tuple[float, str]]:
+    """The tile model's utilisation of a decode attention op of `MODEL` (`DECODE_PROBE`) on each array side of
+    the space (its first design of that side), and what bounds the op there (compute or memory)."""
+    from coda.arch.design_space import design_cluster
+    from coda.models import get
+    from coda.predictor import explain
+    from coda.serving.costs import IterationCost
+    from coda.serving.deployment import Deployment
+
+    cfg = get(MODEL)
+    out: dict[int, tuple[float, str]] = {}
+    for acc in space:
+        if acc.tc_rows not in out:
+            op = IterationCost(Deployment(cfg, design_cluster(acc, 1))).attention_op(None, DECODE_PROBE[0], 1,
+                                                                                      DECODE_PROBE[1])
+            est = explain(op, acc)
+            out[acc.tc_rows] = (float(est.details["utilisation"]), est.bound)
+    return out
 
 
 REFERENCE_MARKERS = {"tpuv4": "P", "tpuv4-like": "X", "a100-sxm4-80gb": "v", "h100-sxm": "D"}
@@ -236,4 +266,5 @@ def _plot(results: dict[str, DesignSearchResult], path: Path) -> None:
     save_figure(fig, path, "serving-design's plot")
 
 
-__all__ = ["CASES", "MODEL", "SLO", "Options", "answer", "full_space", "quick_space", "run"]
+__all__ = ["CASES", "MODEL", "SLO", "Options", "answer", "decode_attention_utilisation", "full_space", "quick_space",
+           "run"]
