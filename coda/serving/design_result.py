@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -44,7 +44,6 @@ class DesignSearchResult:
     counts: dict[str, int]
     seconds: float
     rel_tol: float = DEFAULT_REL_TOL
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def ratio_to(self, name: str) -> float:
         """The best design's objective over chip `name`'s (NaN when either has none)."""
