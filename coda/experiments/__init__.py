@@ -64,8 +64,8 @@ register(Experiment(
     produces="designs.csv (per workload, prompt-heavy 4096/100 and decode-heavy 200/2000 tokens, and chip: its best "
              "deployment's capacity under P99 TTFT <= 2 s and TBT <= 100 ms, output tokens/s per W, or its bound), "
              "deployments.csv, capacity_per_watt.png (tokens/s per W vs TDP), results.md",
-    cost="full: 24 designs + TPU v4, TPUv4-like, A100, H100 for Llama-3-8B, about 10 min of CPU on 2 busy cores; "
-         "--quick: 4 designs, short traces, about 1-2 min of CPU",
+    cost="full: 36 designs + TPU v4, TPUv4-like, A100, H100 for Llama-3-8B, about 2.5 min of CPU (4 min of wall time "
+         "on 2 busy cores); --quick: 4 designs, short traces, 20-35 s of CPU",
     runner="coda.experiments.serving_design",
 ))
 
