@@ -14,6 +14,7 @@ It prints the best chips, the references, the counts and the answer as a sentenc
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -95,18 +96,19 @@ def _display(frame: pd.DataFrame, top: int) -> pd.DataFrame:
 
 def _run(args: argparse.Namespace) -> int:
     from coda.models import get
-    from coda.serving.design_search import design_search
-    from coda.serving.space import ServingSpace
+    from coda.serving.design_search import DEFAULT_GPUS, DEFAULT_SPACE, design_search
 
     slo = {k: v for k, v in (("ttft_p99_s", args.slo_ttft_p99), ("tbt_p99_s", args.slo_tbt_p99)) if v is not None}
     if not slo:
         raise ConfigError("serve-design needs --slo-ttft-p99 S and/or --slo-tbt-p99 S (seconds): a chip's capacity "
                           "is the highest rate that meets them")
     cfg = get(args.model)
-    sspace = ServingSpace(tp=args.tp, pp=args.pp, replicas=args.replicas, schedulers=args.schedulers,
-                          max_batch=args.max_batch, chunk=args.chunk, max_tokens=args.max_tokens, dtype=args.dtype)
+    given = {k: getattr(args, k) for k in ("tp", "pp", "replicas", "schedulers", "max_batch", "chunk", "max_tokens")
+             if getattr(args, k) is not None}
+    sspace = replace(DEFAULT_SPACE, dtype=args.dtype, **given)
     res = design_search(cfg, _space(args), _workload(args), slo, max_devices=args.max_devices, serving_space=sspace,
-                        objective=args.objective, references=args.references, gpus=args.gpus, rel_tol=args.rel_tol,
+                        objective=args.objective, references=args.references,
+                        gpus=DEFAULT_GPUS if args.gpus is None else args.gpus, rel_tol=args.rel_tol,
                         prune=args.prune, store=args.store, executor=args.executor, workers=args.jobs,
                         progress=stderr_is_terminal())
     if args.csv:
@@ -192,19 +194,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TDP budget per chip, W (default: none)")
     a.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
                    help="also search the faithful TPU v4 and PHAZE's TPUv4-like chip (default: on)")
-    a.add_argument("--gpus", type=_names, default=("a100-sxm4-80gb", "h100-sxm"),
+    a.add_argument("--gpus", type=_names, default=None,
                    help="GPU rows for comparison, comma-separated, or 'none' (default: a100-sxm4-80gb,h100-sxm)")
     d = p.add_argument_group("deployments on each chip (comma-separated lists)")
-    d.add_argument("--tp", type=widths, default=(1, 2, 4, 8), help="tensor-parallel widths (default: 1,2,4,8)")
-    d.add_argument("--pp", type=widths, default=(1,), help="pipeline stages (default: 1)")
-    d.add_argument("--replicas", type=int_list(1, 4096, " (replicas)"), default=(1,), help="replicas (default: 1)")
-    d.add_argument("--schedulers", type=_names, default=("sarathi",),
+    d.add_argument("--tp", type=widths, default=None, help="tensor-parallel widths (default: 1,2,4,8)")
+    d.add_argument("--pp", type=widths, default=None, help="pipeline stages (default: 1)")
+    d.add_argument("--replicas", type=int_list(1, 4096, " (replicas)"), default=None, help="replicas (default: 1)")
+    d.add_argument("--schedulers", type=_names, default=None,
                    help=f"policies among {', '.join(k.value for k in SchedulerKind)} (default: sarathi)")
-    d.add_argument("--max-batch", dest="max_batch", type=int_list(1, MAX_SEQS, " (sequences)"), default=(256,),
+    d.add_argument("--max-batch", dest="max_batch", type=int_list(1, MAX_SEQS, " (sequences)"), default=None,
                    help="most sequences per iteration (default: 256)")
-    d.add_argument("--max-tokens", dest="max_tokens", type=int_list(1, MAX_TOKENS, " (tokens)"), default=(4096,),
+    d.add_argument("--max-tokens", dest="max_tokens", type=int_list(1, MAX_TOKENS, " (tokens)"), default=None,
                    help="vllm, orca: prompt tokens per iteration (default: 4096)")
-    d.add_argument("--chunk", type=int_list(1, MAX_TOKENS, " (tokens)"), default=(512,),
+    d.add_argument("--chunk", type=int_list(1, MAX_TOKENS, " (tokens)"), default=None,
                    help="sarathi: token budget per iteration (default: 512)")
     d.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="weights, activations and KV "
                    "(default: bf16)")
