@@ -16,11 +16,15 @@ def percentile_table(summary: dict[str, float]) -> pd.DataFrame:
 
 
 def sentence(name: str, n: int, summary: dict[str, float], slo: SLO | None) -> str:
-    """The closing sentence: throughput, P99 TTFT and TBT, and the SLO's verdict and goodput."""
+    """The closing sentence: throughput, P99 TTFT and TBT, preemptions if any, and the SLO's verdict and goodput."""
     s = summary
     text = (f"{name} served {n} requests at {s['requests_per_s']:.3g} requests/s: {s['tokens_per_s']:.0f} output "
             f"tokens/s ({s['tokens_per_s_per_device']:.0f} per device), P99 TTFT {s['ttft_p99_s']:.3g} s, P99 TBT "
             f"{s['tbt_p99_s'] * 1e3:.3g} ms")
+    if s.get("preemptions", 0) > 0:
+        swapped = s.get("swapped_blocks", 0)
+        how = f"{swapped:.0f} KV block transfers to and from host memory" if swapped > 0 else "by recomputation"
+        text += f"; {s['preemptions']:.0f} preemptions ({how})"
     if slo is not None:
         targets = [f"P99 TTFT <= {slo.ttft_p99_s:g} s" if slo.ttft_p99_s is not None else "",
                    f"P99 TBT <= {slo.tbt_p99_s * 1e3:g} ms" if slo.tbt_p99_s is not None else ""]

@@ -157,3 +157,17 @@ def test_swap_with_pipeline_stages_finishes(llama7, trace, kind, blocks):
     assert (r.requests["generated_tokens"] == r.requests["output_tokens"]).all()
     it = r.iterations
     assert it["swap_out_blocks"].sum() == it["swap_in_blocks"].sum()
+
+
+def test_the_sentence_names_the_preemptions(llama7):
+    from coda.serving.report import sentence
+
+    n = 12
+    tr = Trace(np.zeros(n), np.full(n, 200), np.full(n, 300))
+    for mode, words in (("swap", "KV block transfers to and from host memory"), ("recompute", "by recomputation")):
+        dep = deployment(llama7, "vllm", mode, 120)
+        s = simulate(dep, tr, cost=ConstantCost()).summary()
+        assert f"; {s['preemptions']:.0f} preemptions" in sentence(dep.describe(), n, s, None)
+        assert words in sentence(dep.describe(), n, s, None)
+    quiet = simulate(deployment(llama7, "vllm", "swap", 2000), tr, cost=ConstantCost()).summary()
+    assert "preemptions" not in sentence("x", n, quiet, None)
