@@ -295,7 +295,7 @@ def fit_report(df: pd.DataFrame | None = None, x0_factor: float = 1.0,
     # peak than Ampere's mma.sync): one refinement per architecture in the tensor fit set.
     for arch in sorted(f.loc[mm, "arch"].unique()):
         rows[f"gemm.tensor.{arch}"] = mm & (f["arch"] == arch).to_numpy()
-    cal = Calibration({"tensor": GemmParams(q=0.5), "simt": GemmParams()}, {k: StreamParams() for k in stream_keys()},
+    cal = Calibration({"tensor": TENSOR_START, "simt": GemmParams()}, {k: StreamParams() for k in stream_keys()},
                       AttentionParams(), measured.data_sha256(),
                       {"gemm.tensor": f"vidur {FIT_MODEL} (a100, h100)",
                        "gemm.simt": f"neusight bmm+linear, all GPUs except {HELD_OUT_GPU}",
@@ -320,13 +320,27 @@ def fit_report(df: pd.DataFrame | None = None, x0_factor: float = 1.0,
     return cal, reports
 
 
+# Starting point of the shared tensor-core GEMM fit.
+TENSOR_START = GemmParams(q=0.5)
+# A per-architecture refinement starts from the shared fit's optimum, except those listed here,
+# which start from TENSOR_START: from the shared optimum, starts 1e-6 apart bring the Ampere
+# refinement to rest at points up to 2.4e-3 apart (its `q`, 0.15 of its standard error), more than
+# the reproducibility tolerance; from TENSOR_START they land < 1e-5 apart. (The Hopper refinement is
+# the other way round: 1.3e-3 apart from TENSOR_START, < 1e-4 from the shared optimum.) Chosen by
+# that check of the optimiser alone (`coda calibrate`, x0_factor 1 +- 1e-6), not by any validation row.
+FIXED_START_REFINEMENTS = frozenset({"tensor.ampere"})
+
+
 def _start(cal: Calibration, group: str) -> Any:
-    """Starting point of a group: the dataclass defaults, a refinement from its shared fit."""
+    """Starting point of a group: the dataclass defaults; a refinement starts from its shared fit
+    (or from `TENSOR_START`, `FIXED_START_REFINEMENTS`)."""
     if group == "attention":
         return cal.attention
     kind, key = group.split(".", 1)
     if kind == "gemm":
-        return cal.gemm["tensor"] if key.startswith("tensor.") else cal.gemm[key]
+        if key.startswith("tensor."):
+            return TENSOR_START if key in FIXED_START_REFINEMENTS else cal.gemm["tensor"]
+        return cal.gemm[key]
     return cal.stream[key]
 
 
