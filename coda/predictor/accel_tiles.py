@@ -13,8 +13,12 @@ SCALE-Sim (Samajdar et al., ISPASS 2020, sec. III): a fold that maps `Sr` reduct
 `Sc` columns and streams `T` rows costs `2*Sr + Sc + T - 2` cycles (`Sr` to load the weights,
 `Sr + Sc - 2` to fill and drain the skewed pipeline, `T` to stream). See `gemm_mapping`.
 
-Fused attention runs as its GEMMs per (batch, head), QK^T `[q x d] @ [d x kv]` and PV
-`[q x kv] @ [kv x d]`; a causal kernel skips the `FA_BLOCK x FA_BLOCK` score tiles that are
+Fused attention runs as its GEMMs per (batch, K/V head): the `g = heads / kv_heads` query heads
+that share a K/V head (grouped-query attention; `g = 1` for multi-head) stream through the same
+stationary K or V tile, QK^T `[g*q x d] @ [d x kv]` and PV `[g*q x kv] @ [kv x d]`, as TPU
+decode kernels pack them (JAX's Pallas ragged paged attention, commit 4b49c03, 2025: "grouping
+shared q heads for MXU in decode", 8x MXU utilisation for GQA; without it a decode step streams
+one row per head); a causal kernel skips the `FA_BLOCK x FA_BLOCK` score tiles that are
 fully masked (`causal_fraction`, about half), and the backward does 2.5x the forward's GEMM
 work (five GEMMs instead of two; FlashAttention-2, Dao 2023). Because `op.flops` counts the
 full score matrix, causal attention can be faster than `roofline_time_s`; it is never faster
@@ -276,9 +280,11 @@ def _tensor_compute(op: Op, acc: Accelerator, p: int) -> tuple[int, float, dict[
     if op.kind == "matmul":
         gemms = [gemm_mapping(d["batch"], d["m"], d["k"], d["n"], r, c, p)]
         scale, executed = 1.0, op.flops
-    else:  # attention: QK^T [q x d][d x kv] and PV [q x kv][kv x d] per (batch, head)
+    else:  # attention: QK^T [g*q x d][d x kv] and PV [g*q x kv][kv x d] per (batch, kv head)
         bh, q, kv, hd = d["batch"] * d["heads"], d["q_len"], d["kv_len"], d["head_dim"]
-        gemms = [gemm_mapping(bh, q, hd, kv, r, c, p), gemm_mapping(bh, q, kv, hd, r, c, p)]
+        g = d["heads"] // d["kv_heads"]  # query heads sharing one K/V head stream through it together
+        bg = d["batch"] * d["kv_heads"]
+        gemms = [gemm_mapping(bg, g * q, hd, kv, r, c, p), gemm_mapping(bg, g * q, kv, hd, r, c, p)]
         frac = causal_fraction(q, kv, window=d.get("window")) if d["causal"] else 1.0
         # Backward: five GEMMs of these shapes per tile, 2.5x the forward's (FlashAttention-2).
         scale = frac * (2.5 if op.kind == "attention_bwd" else 1.0)

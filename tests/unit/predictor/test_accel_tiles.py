@@ -139,6 +139,21 @@ def test_causal_attention_skips_masked_tiles():
     assert bwd == pytest.approx(2.5 * MODEL.estimate(fwd, acc).details["compute_s"], rel=1e-6)
 
 
+def test_gqa_decode_packs_the_group_heads_as_rows():
+    """Query heads sharing a K/V head stream through the same stationary tile: a GQA decode step is
+    the per-(batch, kv head) GEMMs with g = heads/kv_heads rows, not heads GEMMs of one row each."""
+    acc = tpuv4_like()
+    r, c, p = acc.tc_rows, acc.tc_cols, acc.n_tc
+    for heads, kv_heads in ((32, 8), (64, 8), (32, 32)):
+        op = O.attention(4, heads, kv_heads, 1, 4096, 128, causal=True)
+        g, bg = heads // kv_heads, 4 * kv_heads
+        cycles = gemm_mapping(bg, g, 128, 4096, r, c, p).cycles + gemm_mapping(bg, g, 4096, 128, r, c, p).cycles
+        assert MODEL.estimate(op, acc).details["compute_s"] == pytest.approx(cycles / acc.clock_hz, rel=1e-9)
+    gqa = MODEL.estimate(O.attention(4, 32, 8, 1, 4096, 128), acc).details["compute_s"]
+    mha = MODEL.estimate(O.attention(4, 32, 32, 1, 4096, 128), acc).details["compute_s"]
+    assert gqa < mha / 3  # four heads per K/V head: the same weights-loading folds serve four rows
+
+
 # --- properties ---------------------------------------------------------------------------
 @HYP
 @given(op=ops, acc=designs)
