@@ -37,9 +37,9 @@ from coda.evaluate.inference import MAX_BATCH
 from coda.models.config import MAX_SEQ_LEN
 from coda.plotting import pyplot, save_figure
 from coda.serving.deployment import MAX_BLOCK_TOKENS, ROUTERS
-from coda.serving.metrics import SLO
+from coda.serving.metrics import SLO, Window
 from coda.serving.report import percentile_table, sentence
-from coda.serving.schedulers.base import MAX_SEQS, MAX_TOKENS, SchedulerConfig, SchedulerKind
+from coda.serving.schedulers.base import MAX_SEQS, MAX_TOKENS, Preemption, SchedulerConfig, SchedulerKind
 from coda.serving.trace import ARRIVALS, MAX_REQUESTS, Lengths, Trace
 from coda.units import GiB
 
@@ -147,6 +147,18 @@ def add_simulation_flags(parser: argparse.ArgumentParser) -> None:
                    help="model replicas of tp x pp x ep devices each (default: as many as --devices holds)")
     g.add_argument("--router", choices=ROUTERS, default="round_robin",
                    help="how arrivals are spread over replicas (default: round_robin)")
+    g.add_argument("--preemption", choices=[k.value for k in Preemption], default=Preemption.RECOMPUTE.value,
+                   help="vllm, sarathi: recompute (re-prefill a preempted request later) or swap (its KV blocks go "
+                        "to host memory over the GPU's PCIe link and back) (default: recompute)")
+    g.add_argument("--swap-space", dest="swap_space", type=float_range(0, 1e6, unit="GiB"), default=4.0,
+                   help="with --preemption swap: host memory per GPU for swapped KV blocks, GiB "
+                        "(default: 4, vLLM's)")
+    g.add_argument("--warmup-s", dest="warmup_s", type=float_range(0, MAX_DURATION_S, unit="s"), default=0.0,
+                   help="leave out of the aggregates the requests arriving this long after the first, seconds "
+                        "(default: 0)")
+    g.add_argument("--cooldown-s", dest="cooldown_s", type=float_range(0, MAX_DURATION_S, unit="s"), default=0.0,
+                   help="leave out of the aggregates the requests arriving this long before the last, seconds "
+                        "(default: 0)")
     g.add_argument("--slo-ttft-p99-s", dest="slo_ttft_p99_s", type=float_range(0, 1e6, lo_open=True, unit="s"),
                    default=None,
                    help="SLO on the 99th percentile of time to first token, seconds; goodput counts requests "
@@ -260,7 +272,8 @@ def run_simulation(args: argparse.Namespace) -> int:
     cfg = get(args.model)
     trace = _trace(args, cfg)
     sched = SchedulerConfig(kind=SchedulerKind.from_str(args.scheduler), max_batch=args.max_batch,
-                            max_tokens=args.max_tokens, chunk=args.chunk)
+                            max_tokens=args.max_tokens, chunk=args.chunk, preemption=args.preemption,
+                            swap_space_bytes=args.swap_space * GiB)
     dep = Deployment(cfg, _sim_cluster(args), tp=args.tp, pp=args.pp, ep=args.ep, replicas=args.replicas,
                      dtype=args.dtype, kv_dtype=args.kv_dtype, kv_block_tokens=args.kv_block, scheduler=sched,
                      router=args.router, cp=getattr(args, "cp", 1))
@@ -269,7 +282,7 @@ def run_simulation(args: argparse.Namespace) -> int:
     longest = int((trace.prompt_tokens + trace.output_tokens).max())
     cost = IterationCost(dep) if longest > LONG_CONTEXT_TOKENS else None  # a table that long costs more than it saves
     result = simulate(dep, trace, cost=cost, slo=slo, concurrency=args.concurrency)
-    summary = result.summary()
+    summary = result.summary(Window(warmup_s=args.warmup_s, cooldown_s=args.cooldown_s))
     if args.plot:
         from coda.serving.plots import plot_result
 
@@ -286,7 +299,8 @@ def run_simulation(args: argparse.Namespace) -> int:
              ("output tokens/s per watt (TDP)", summary["tokens_per_s_per_watt"]),
              ("mean TPOT (ms)", summary["tpot_mean_s"] * 1e3), ("mean batch (sequences)", summary["batch_mean"]),
              ("mean KV use", summary["kv_utilisation_mean"]), ("peak KV use", summary["kv_utilisation_max"]),
-             ("preemptions", summary["preemptions"]), ("iterations", summary["iterations"])]
+             ("preemptions", summary["preemptions"]), ("iterations", summary["iterations"]),
+             ("requests measured (--warmup-s, --cooldown-s)", summary["requests_measured"])]
     print_table(pd.DataFrame(extra, columns=["throughput and load", "value"]))
     if args.plot:
         print(f"\nplot: {args.plot}")

@@ -89,6 +89,22 @@ def test_json_and_plot(tmp_path, capsys):
     assert plot.stat().st_size > 10_000
 
 
+def test_window_and_swap_flags(capsys):
+    """--warmup-s/--cooldown-s leave requests out of the aggregates (not out of the run); --preemption swap
+    with nothing preempted gives the recompute run's numbers."""
+    base = SMALL + ["--qps", "3", "--duration", "20", "--prompt-len", "200", "--output-len", "20", "--json",
+                    "--scheduler", "vllm"]
+    runs = {}
+    for extra in ([], ["--warmup-s", "5", "--cooldown-s", "5"], ["--preemption", "swap", "--swap-space", "1"]):
+        code, out, err = _run(base + extra, capsys)
+        assert code == 0, err
+        runs[" ".join(extra)] = json.loads(out)["summary"]
+    everything, window, swap = runs.values()
+    assert everything["requests_measured"] == 60
+    assert 0 < window["requests_measured"] < 60  # arrivals in [first + 5 s, last - 5 s] only
+    assert swap == everything  # nothing was preempted, so swap changes nothing
+
+
 def test_trace_file_and_duration(tmp_path, capsys):
     tr = tmp_path / "t.csv"
     tr.write_text("arrival_s,prompt_tokens,output_tokens\n0,100,5\n0.5,200,7\n3.0,50,3\n")
