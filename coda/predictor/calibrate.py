@@ -150,7 +150,21 @@ HOLDS: dict[str, dict[str, Hold]] = {
                             "that (a dip near 128 lowers it by 0.1%); tied to the residual adds' sat, fitted on "
                             "Vidur rows down to one token", tie="stream.elementwise.add.sat"),
     },
-    "stream.norm": {"sat": Hold("fixed", _UNSATURATED_ROWS, value=NEUSIGHT_MIN_BLOCKS_PER_SM)},
+    # LayerNorm and RMSNorm kernels share their structure (Apex/Megatron's fused LayerNorm and the
+    # RMSNorm kernels launch one thread block per group of rows, reduce each row, then write it):
+    # what decides their launch floor and how many rows saturate the SMs is that structure, not the
+    # mean subtraction. The NeuSight LayerNorm rows (>= 8192 rows, FP32) identify neither (sat is flat
+    # below 75.85 blocks per SM; launch_s had a 45% standard error); the Vidur RMSNorm rows, down to
+    # one token, identify both. Held at the edge instead, sat made a 128-row LayerNorm cost 140x its
+    # memory roofline (issue #16).
+    "stream.norm": {
+        "sat": Hold("tied", "the LayerNorm rows have >= 75.85 blocks per SM, so the cost is flat in sat below that; "
+                            "tied to RMSNorm's (same kernel structure), fitted on Vidur rows down to one token",
+                    tie="stream.norm.rmsnorm.sat"),
+        "launch_s": Hold("tied", "the LayerNorm rows are large (standard error 45% when fitted); tied to RMSNorm's "
+                                 "(same kernel structure), fitted on Vidur rows down to one token",
+                         tie="stream.norm.rmsnorm.launch_s"),
+    },
     "stream.softmax": {"sat": Hold("fixed", _UNSATURATED_ROWS, value=NEUSIGHT_MIN_BLOCKS_PER_SM)},
     "stream.elementwise.add": {
         "launch_s": Hold("fixed", "the data push it below the launch floor MIN_LAUNCH_S; at the floor",
