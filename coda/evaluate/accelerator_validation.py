@@ -275,7 +275,8 @@ def tpuv4_end_to_end(n_devices: int = 3072, search_all: bool = True) -> pd.DataF
         mfu_palm = full_matrix_mfu(res.mfu, res.tokens_per_s / n_devices, res.peak_flops, cfg.n_layers,
                                    cfg.n_heads * int(cfg.head_dim or 0), p["seq_len"])
         err = mfu_palm / PALM_MFU - 1.0
-        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f (PaLM's count %.3f)", n_devices, case, plan, res.mfu, mfu_palm)
+        log.info("PaLM 540B on %d TPU v4 (%s): %s, MFU %.3f (PaLM's count %.3f)", n_devices, case, plan, res.mfu,
+                 mfu_palm)
         rows.append(dict(
             case=case, model="palm-540b", n_devices=n_devices, global_batch=batch,
             plan=f"tp={plan.tp} pp={plan.pp} dp={plan.dp} mb={plan.micro_batch} zero={plan.zero} "

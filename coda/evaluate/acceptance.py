@@ -19,7 +19,7 @@ from coda.arch import area
 from coda.arch.accelerators import tdp_comparison, tpuv4, tpuv4_like
 from coda.arch.collectives_fit import REPORT_MIN_BYTES, collectives_report
 from coda.arch.design_space import PHAZE_KEY, SPACE_KEY, DesignSpace, phaze_cores
-from coda.evaluate.accelerator_validation import PUBLISHED_POWER_TARGET, tpuv4_end_to_end
+from coda.evaluate.accelerator_validation import PUBLISHED_POWER_TARGET, tpuv4_end_to_end, tpuv5e_end_to_end
 from coda.evaluate.accelerator_validation import kernel_errors as template_kernel_errors
 from coda.evaluate.e2e_validation import e2e_errors
 from coda.evaluate.megatron_h100_validation import megatron_h100_table
@@ -130,10 +130,16 @@ def _rows() -> list[dict[str, Any]]:
             f"{r['gpu']}", "median APE <= 15%", r["median_ape_%"], lambda v: v <= 15,
             f"template {r['median_error_%']:+.0f}% median (too fast): {r['cause']}")
     e2e = tpuv4_end_to_end(search_all=False).iloc[0]
-    add("accelerators", f"tpuv4() PaLM 540B end to end ({e2e['n_devices']} chips, PaLM's layout) vs published 46.2% MFU",
+    add("accelerators",
+        f"tpuv4() PaLM 540B end to end ({e2e['n_devices']} chips, PaLM's layout) vs published 46.2% MFU",
         "MFU within 20%", abs(e2e["mfu_error_%"]), lambda v: v <= 20,
         f"coda's MFU {100 * e2e['mfu_palm_count']:.1f}% (PaLM's count) with {e2e['plan']}: the tpuv4-pod ICI is "
         "uncalibrated (efficiency 1, 1 us per step) and the tile model charges no HBM or vector-unit inefficiency")
+    v5e = tpuv5e_end_to_end().iloc[0]
+    add("accelerators", f"tpuv5e() MaxText 32B end to end ({v5e['n_devices']} chips, MaxText's layout) vs "
+        "published 132 TFLOP/s per chip", "TFLOP/s within 20%", abs(v5e["error_%"]), lambda v: v <= 20,
+        f"coda {v5e['tflops_per_chip']:.1f} TFLOP/s per chip with {v5e['plan']}: ICI uncalibrated (efficiency 1), "
+        "no HBM or vector-unit inefficiency charged")
     return rows
 
 
