@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from coda import models
 from coda.arch.accelerators import Accelerator
 from coda.arch.design_space import DesignSpace
 from coda.experiments.outputs import FLOAT_FORMAT, metadata, provenance, write_metadata, write_table
@@ -192,9 +193,11 @@ def answer(results: dict[str, DesignSearchResult], space: list[Accelerator]) -> 
     use = decode_attention_utilisation(space)
     why = ", ".join(f"{u:.2%} of a {side} x {side} array ({bound}-bound)"
                     for side, (u, bound) in sorted(use.items(), reverse=True))
-    return (f"Best chip per watt for {MODEL}: " + "; ".join(parts) + f". Why: a decode step's attention (one query "
-            f"row per head and sequence; {DECODE_PROBE[0]} sequences at context {DECODE_PROBE[1]}) uses {why} in the "
-            "tile model.")
+    cfg = models.get(MODEL)
+    group = cfg.n_heads // (cfg.n_kv_heads or cfg.n_heads)
+    return (f"Best chip per watt for {MODEL}: " + "; ".join(parts) + f". Why: a decode step's attention ({group} "
+            f"query rows per K/V head and sequence, the heads of a group stacked; {DECODE_PROBE[0]} sequences at "
+            f"context {DECODE_PROBE[1]}) uses {why} in the tile model.")
 
 
 DECODE_PROBE = (64, 1200)
