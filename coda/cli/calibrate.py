@@ -3,7 +3,8 @@
 Writes the fit to `--out` (default `./gpu_tiles.json`), never into the installed package; use
 it with `CODA_GPU_CALIBRATION=PATH` or `GPUTileModel.from_file(PATH)`. `--check` only compares
 the refit with the shipped calibration within the reproducibility tolerances; `--report` prints
-every parameter with its standard error and status (fitted, fixed or tied, and why).
+every parameter with its standard error and status (fitted, fixed or tied, and why), and writes
+the fit only to an `--out` given with it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,17 @@ def _bar(groups: Iterable[str]) -> Iterable[str]:
         yield group
 
 
+DEFAULT_OUT = "gpu_tiles.json"
+
+
 def _run(args: argparse.Namespace) -> int:
     from coda.predictor import calibrate
     from coda.predictor.gpu_tiles import shipped_calibration
     from coda.predictor.identifiability import PARAM_RTOL, PREDICTION_RTOL, group_dicts, report_frame
 
-    out = None if args.check else calibrate.check_out_path(args.out)
+    # --check writes nothing; --report writes only to an --out given explicitly
+    writes = not args.check and (args.out is not None or not args.report)
+    out = calibrate.check_out_path(args.out or DEFAULT_OUT) if writes else None
     print("fitting the GPU tile model on the shipped NeuSight and Vidur kernels ...", file=sys.stderr)
     cal, reports = calibrate.fit_report(progress=_progress)
     if args.report:
@@ -61,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"the refit reproduces the shipped calibration: every parameter within {PARAM_RTOL:.0e} relative "
               f"and every prediction on the shipped measurements within {PREDICTION_RTOL:.1%}", file=sys.stderr)
         return 0
-    assert out is not None
+    if out is None:
+        return 0
     path = calibrate.write(cal, out)
     print(f"wrote {path}; use it with CODA_GPU_CALIBRATION={path}", file=sys.stderr)
     return 0
@@ -69,8 +76,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="refit the GPU tile model on the shipped kernel measurements")
-    p.add_argument("--out", default="gpu_tiles.json", metavar="PATH",
-                   help="where to write the fit (default ./gpu_tiles.json; never the installed package)")
+    p.add_argument("--out", default=None, metavar="PATH",
+                   help=f"where to write the fit (default ./{DEFAULT_OUT}, or nothing with --report; never the "
+                        "installed package)")
     p.add_argument("--check", action="store_true",
                    help="write nothing; check that the refit reproduces the shipped calibration within tolerance "
                         "(default: off, write the fit to --out)")

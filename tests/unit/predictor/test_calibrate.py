@@ -101,6 +101,11 @@ def test_calibrate_writes_where_asked_never_into_the_package(tmp_path, capsys, m
     assert gpu_tiles.calibration_path().read_text() == shipped
     assert main(["calibrate", "--check"]) == 0
     assert "reproduces the shipped calibration" in capsys.readouterr().err
+    (tmp_path / "gpu_tiles.json").unlink()
+    assert main(["calibrate", "--report", "--json"]) == 0  # a report writes nothing unless --out is given
+    assert not (tmp_path / "gpu_tiles.json").exists()
+    assert main(["calibrate", "--report", "--json", "--out", "fit.json"]) == 0
+    assert (tmp_path / "fit.json").read_text() == cal.to_json()
 
 
 def test_calibrate_check_fails_on_a_different_fit(capsys, monkeypatch):
