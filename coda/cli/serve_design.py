@@ -14,17 +14,17 @@ It prints the best chips, the references, the counts and the answer as a sentenc
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 
-from coda.cli._args import float_range, int_list, int_range, output_file, stderr_is_terminal, text
+from coda.cli._args import float_range, int_list, int_range, stderr_is_terminal, text
 from coda.cli._output import print_json, print_table
+from coda.cli._serving_flags import add_run_flags, add_slo_flags, add_workload_flags, names, workload
 from coda.errors import ConfigError
-from coda.models.config import MAX_SEQ_LEN
 from coda.serving.schedulers.base import MAX_SEQS, MAX_TOKENS, SchedulerKind
-from coda.serving.trace import MAX_REQUESTS
 
 SHOWN = {"chip": ("chip", 1.0), "kind": ("kind", 1.0), "tdp_w": ("TDP_W", 1.0), "n_devices": ("devices", 1.0),
          "tp": ("tp", 1.0), "pp": ("pp", 1.0), "replicas": ("replicas", 1.0), "capacity_qps": ("capacity_rps", 1.0),
@@ -32,16 +32,6 @@ SHOWN = {"chip": ("chip", 1.0), "kind": ("kind", 1.0), "tdp_w": ("TDP_W", 1.0), 
          "best_bound_objective": ("bound", 1.0), "ttft_p99_s": ("TTFT_p99_s", 1.0), "tbt_p99_s": ("TBT_p99_ms", 1e3),
          "status": ("status", 1.0)}
 """Chips-frame column -> (printed column, scale)."""
-
-
-def _names(value: str) -> tuple[str, ...]:
-    if value.strip().lower() == "none":
-        return ()
-    parts = tuple(p.strip() for p in value.split(","))
-    if not value.strip() or any(not p for p in parts):
-        raise argparse.ArgumentTypeError("is not a comma-separated list of names (e.g. a100-sxm4-80gb,h100-sxm) or "
-                                         "'none'")
-    return parts
 
 
 def _floats(lo: float, hi: float, unit: str) -> Any:
@@ -75,20 +65,6 @@ def _space(args: argparse.Namespace) -> Any:
     return DesignSpace(max_area_mm2=area, min_area_fraction=args.min_area_fraction, **over)
 
 
-def _workload(args: argparse.Namespace) -> Any:
-    from coda.serving.capacity import Workload
-    from coda.serving.trace import Lengths
-
-    lengths = {}
-    for which in ("prompt", "output"):
-        fixed, dist = getattr(args, f"{which}_len"), getattr(args, f"{which}_dist")
-        if (fixed is None) == (dist is None):
-            raise ConfigError(f"serve-design needs one of --{which}-len N or --{which}-dist (e.g. uniform:64:2048), "
-                              f"tokens; got {'both' if fixed is not None else 'neither'}")
-        lengths[which] = dist if dist is not None else Lengths("fixed", int(fixed))
-    return Workload(lengths["prompt"], lengths["output"], requests=args.requests, seed=args.seed)
-
-
 def _display(frame: pd.DataFrame, top: int) -> pd.DataFrame:
     shown = frame.head(top)
     return pd.DataFrame({name: shown[c] * k if k != 1.0 else shown[c] for c, (name, k) in SHOWN.items()})
@@ -106,7 +82,8 @@ def _run(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("tp", "pp", "replicas", "schedulers", "max_batch", "chunk", "max_tokens")
              if getattr(args, k) is not None}
     sspace = replace(DEFAULT_SPACE, dtype=args.dtype, **given)
-    res = design_search(cfg, _space(args), _workload(args), slo, max_devices=args.max_devices, serving_space=sspace,
+    res = design_search(cfg, _space(args), workload(args, "serve-design"), slo, max_devices=args.max_devices,
+                        serving_space=sspace,
                         objective=args.objective, references=args.references,
                         gpus=DEFAULT_GPUS if args.gpus is None else args.gpus, rel_tol=args.rel_tol,
                         prune=args.prune, store=args.store, executor=args.executor, workers=args.jobs,
@@ -134,7 +111,6 @@ def _run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from coda.serving.design_result import OBJECTIVES
 
-    tokens = int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)")
     widths = int_list(1, 1024, " (devices)")
     p = sub.add_parser("serve-design", help="which accelerator design serves a workload best: output tokens/s per "
                        "watt within a P99 TTFT and TBT SLO, beside TPU v4 and GPUs",
@@ -144,29 +120,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
     p.add_argument("--max-devices", dest="max_devices", type=int_range(1, 4096, " (chips)"), default=8,
                    help="most chips of one deployment (a design's torus: at most 16 or a multiple of 16) (default: 8)")
-    from coda.cli.serve import lengths_spec
-
-    w = p.add_argument_group("workload (generated, seeded)")
-    w.add_argument("--prompt-len", dest="prompt_len", type=tokens, default=None,
-                   help="prompt tokens of every request (or --prompt-dist; default: none)")
-    w.add_argument("--output-len", dest="output_len", type=tokens, default=None,
-                   help="output tokens of every request (or --output-dist; default: none)")
-    w.add_argument("--prompt-dist", dest="prompt_dist", type=lengths_spec, default=None,
-                   help="prompt lengths: fixed:N, uniform:LO:HI, zipf:LO:HI:A or csv:PATH (default: none)")
-    w.add_argument("--output-dist", dest="output_dist", type=lengths_spec, default=None,
-                   help="output lengths, as --prompt-dist (default: none)")
-    w.add_argument("--requests", type=int_range(1, MAX_REQUESTS, " (requests)"), default=300,
-                   help="requests per replica per simulation (default: 300)")
-    w.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="seed of the workload (default: 0)")
+    add_workload_flags(p, trace=False)
     s = p.add_argument_group("SLO and objective")
-    s.add_argument("--slo-ttft-p99", dest="slo_ttft_p99", type=float_range(0, 1e6, lo_open=True, unit="s"),
-                   default=None, help="target on the 99th percentile of time to first token, seconds (default: none)")
-    s.add_argument("--slo-tbt-p99", dest="slo_tbt_p99", type=float_range(0, 1e6, lo_open=True, unit="s"),
-                   default=None, help="target on the 99th percentile of time between tokens, seconds (default: none)")
+    add_slo_flags(s)
     s.add_argument("--objective", choices=OBJECTIVES, default="tokens_per_s_per_watt",
                    help="output tokens/s at capacity per watt of TDP or per device (default: tokens_per_s_per_watt)")
-    s.add_argument("--rel-tol", dest="rel_tol", type=float_range(0, 1, lo_open=True), default=0.05,
-                   help="capacity grid step: rates (1 + tol)^k requests/s (default: 0.05)")
     a = p.add_argument_group("design space (comma-separated lists; PHAZE's ranges where not given)")
     counts = int_list(1, 4096, " (cores)")
     sides = int_list(2, 256, " (a power of two)")
@@ -194,13 +152,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TDP budget per chip, W (default: none)")
     a.add_argument("--references", action=argparse.BooleanOptionalAction, default=True,
                    help="also search the faithful TPU v4 and PHAZE's TPUv4-like chip (default: on)")
-    a.add_argument("--gpus", type=_names, default=None,
+    a.add_argument("--gpus", type=functools.partial(names, none=True), default=None,
                    help="GPU rows for comparison, comma-separated, or 'none' (default: a100-sxm4-80gb,h100-sxm)")
     d = p.add_argument_group("deployments on each chip (comma-separated lists)")
     d.add_argument("--tp", type=widths, default=None, help="tensor-parallel widths (default: 1,2,4,8)")
     d.add_argument("--pp", type=widths, default=None, help="pipeline stages (default: 1)")
     d.add_argument("--replicas", type=int_list(1, 4096, " (replicas)"), default=None, help="replicas (default: 1)")
-    d.add_argument("--schedulers", type=_names, default=None,
+    d.add_argument("--schedulers", type=functools.partial(names, none=True), default=None,
                    help=f"policies among {', '.join(k.value for k in SchedulerKind)} (default: sarathi)")
     d.add_argument("--max-batch", dest="max_batch", type=int_list(1, MAX_SEQS, " (sequences)"), default=None,
                    help="most sequences per iteration (default: 256)")
@@ -210,17 +168,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sarathi: token budget per iteration (default: 512)")
     d.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16", help="weights, activations and KV "
                    "(default: bf16)")
-    r = p.add_argument_group("execution and output")
-    r.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip what cannot win (--no-prune measures every deployment) (default: on)")
-    r.add_argument("--store", metavar="FILE", type=output_file(), default=None,
-                   help="SQLite store of finished deployments: resume an interrupted search (default: none)")
-    r.add_argument("--jobs", type=int_range(1, 1024, " (processes)"), default=None,
-                   help="worker processes (default: the CPUs)")
-    r.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
-                   help="where deployments are evaluated (default: process)")
-    r.add_argument("--top", type=int_range(1, 10**6), default=10, help="designs printed (default: 10)")
-    r.add_argument("--csv", metavar="OUT.csv", type=output_file(), default=None,
-                   help="write every (chip, deployment) row (default: none)")
-    r.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
+    add_run_flags(p, "designs", 10, "write every (chip, deployment) row", jobs_invariant=False)
     p.set_defaults(handler=_run)

@@ -19,13 +19,11 @@ from typing import Any
 import pandas as pd
 
 from coda.arch.clusters import MAX_DEVICES
-from coda.cli._args import float_range, int_list, int_range, output_file, stderr_is_terminal, text
+from coda.cli._args import int_list, int_range, stderr_is_terminal, text
 from coda.cli._output import print_json, print_table
-from coda.cli.serve import lengths_spec
+from coda.cli._serving_flags import add_run_flags, add_slo_flags, add_workload_flags, names, workload
 from coda.errors import ConfigError
-from coda.models.config import MAX_SEQ_LEN
 from coda.serving.schedulers.base import MAX_SEQS, MAX_TOKENS, SchedulerKind
-from coda.serving.trace import ARRIVALS, MAX_REQUESTS
 
 SHOWN = {"gpu": ("gpu", 1), "n_devices": ("devices", 1), "replicas": ("replicas", 1), "tp": ("tp", 1),
          "pp": ("pp", 1), "ep": ("ep", 1), "scheduler": ("scheduler", 1), "max_batch": ("max_batch", 1),
@@ -48,39 +46,6 @@ def _price(value: str) -> tuple[str, float]:
     if not 0 < v < 1e6:
         raise argparse.ArgumentTypeError(f"price {usd!r} is outside (0, 1000000) USD per device-hour")
     return name.strip(), v
-
-
-def _names(value: str) -> tuple[str, ...]:
-    parts = tuple(p.strip() for p in value.split(","))
-    if not value.strip() or any(not p for p in parts):
-        raise argparse.ArgumentTypeError("is not a comma-separated list of names (e.g. h100-sxm,a100-sxm4-80gb)")
-    return parts
-
-
-def _workload(args: argparse.Namespace, cfg: Any) -> Any:
-    from coda.serving.capacity import Workload
-    from coda.serving.trace import Lengths, load_trace
-
-    if args.trace is not None:
-        for flag in ("prompt_len", "output_len", "prompt_dist", "output_dist", "arrival", "cv"):
-            if getattr(args, flag) is not None:
-                raise ConfigError(f"--{flag.replace('_', '-')}: the trace gives the lengths and arrivals; leave it "
-                                  "out with --trace")
-        return load_trace(args.trace, cfg)
-    lengths = {}
-    for which in ("prompt", "output"):
-        fixed, dist = getattr(args, f"{which}_len"), getattr(args, f"{which}_dist")
-        if fixed is not None and dist is not None:
-            raise ConfigError(f"--{which}-len {fixed} and --{which}-dist: give one (a fixed length or a distribution)")
-        if fixed is None and dist is None:
-            raise ConfigError(f"serve-search needs --{which}-len N or --{which}-dist (e.g. uniform:64:2048), tokens, "
-                              "or --trace FILE")
-        lengths[which] = dist if dist is not None else Lengths("fixed", int(fixed))
-    if args.cv is not None and args.arrival != "gamma":
-        raise ConfigError(f"--cv {args.cv:g} shapes gamma arrivals; add --arrival gamma or leave --cv out")
-    arrival = "poisson" if args.arrival is None else args.arrival
-    return Workload(lengths["prompt"], lengths["output"], requests=args.requests, arrival=arrival,
-                    cv=1.0 if args.cv is None else args.cv, seed=args.seed)
 
 
 def _display(frame: pd.DataFrame, objective: str, top: int) -> pd.DataFrame:
@@ -109,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
         space_kw["schedulers"] = args.schedulers
     space = ServingSpace(dtype=args.dtype, **space_kw)
     prices = dict(args.price) if args.price is not None else {}
-    res = search(cfg, list(args.gpus), _workload(args, cfg), slo, objective=args.objective, prices_usd_per_h=prices,
+    res = search(cfg, list(args.gpus), workload(args, "serve-search", cfg), slo, objective=args.objective,
+                 prices_usd_per_h=prices,
                  max_devices=args.max_devices, space=space, rel_tol=args.rel_tol, prune=args.prune, store=args.store,
                  executor=args.executor, workers=args.jobs, progress=stderr_is_terminal())
     if args.csv:
@@ -134,7 +100,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    tokens = int_range(1, MAX_SEQ_LEN, " (tokens; the longest context modelled)")
     widths = int_list(1, 1024, " (devices)")
     p = sub.add_parser("serve-search", help="serving-plan search: the deployment with the most requests/s per device "
                        "(watt, dollar) within a P99 TTFT and TBT SLO",
@@ -142,47 +107,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "deployment that serves a workload within a latency SLO most cheaply "
                                    "(docs/serving.md).")
     p.add_argument("--model", required=True, type=text("model"), help="preset name or config.json (required)")
-    p.add_argument("--gpus", required=True, type=_names,
+    p.add_argument("--gpus", required=True, type=names,
                    help="GPU types, comma-separated, e.g. h100-sxm,a100-sxm4-80gb (Ampere or Hopper; required)")
     p.add_argument("--max-devices", dest="max_devices", type=int_range(1, MAX_DEVICES, " (devices)"), default=8,
                    help="most devices of one deployment (default: 8)")
-    w = p.add_argument_group("workload (generated, seeded; or --trace)")
-    w.add_argument("--prompt-len", dest="prompt_len", type=tokens, default=None,
-                   help="prompt tokens of every request (or --prompt-dist; default: none)")
-    w.add_argument("--output-len", dest="output_len", type=tokens, default=None,
-                   help="output tokens of every request (or --output-dist; default: none)")
-    w.add_argument("--prompt-dist", dest="prompt_dist", type=lengths_spec, default=None,
-                   help="prompt lengths: fixed:N, uniform:LO:HI, zipf:LO:HI:A or csv:PATH (default: none)")
-    w.add_argument("--output-dist", dest="output_dist", type=lengths_spec, default=None,
-                   help="output lengths, as --prompt-dist (default: none)")
-    w.add_argument("--trace", metavar="FILE", default=None,
-                   help="a trace (CSV or JSON of arrival_s, prompt_tokens, output_tokens), rescaled to each rate "
-                        "tried, instead of generated requests (default: none)")
-    w.add_argument("--requests", type=int_range(1, MAX_REQUESTS, " (requests)"), default=300,
-                   help="requests per replica per simulation (default: 300)")
-    w.add_argument("--arrival", choices=ARRIVALS, default=None, help="arrival process (default: poisson)")
-    w.add_argument("--cv", type=float_range(0, 100, lo_open=True), default=None,
-                   help="gamma arrivals' coefficient of variation, in (0, 100] (default: 1)")
-    w.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="seed of the workload (default: 0)")
+    add_workload_flags(p, trace=True)
     s = p.add_argument_group("SLO and objective")
-    s.add_argument("--slo-ttft-p99", dest="slo_ttft_p99", type=float_range(0, 1e6, lo_open=True, unit="s"),
-                   default=None, help="target on the 99th percentile of time to first token, seconds (default: none)")
-    s.add_argument("--slo-tbt-p99", dest="slo_tbt_p99", type=float_range(0, 1e6, lo_open=True, unit="s"),
-                   default=None, help="target on the 99th percentile of time between tokens, seconds (default: none)")
+    add_slo_flags(s)
     s.add_argument("--objective", choices=("qps_per_device", "qps_per_watt", "qps_per_dollar"),
                    default="qps_per_device", help="what to maximise: capacity per device, per watt of TDP or per "
                    "dollar (needs --price) (default: qps_per_device)")
     s.add_argument("--price", action="append", type=_price, metavar="GPU=USD_PER_HOUR", default=None,
                    help="price of a GPU per device-hour, repeatable, e.g. --price h100-sxm=2.5 (default: none)")
-    s.add_argument("--rel-tol", dest="rel_tol", type=float_range(0, 1, lo_open=True), default=0.05,
-                   help="capacity grid step: rates (1 + tol)^k requests/s (default: 0.05)")
     d = p.add_argument_group("space (comma-separated lists)")
     d.add_argument("--tp", type=widths, default=None, help="tensor-parallel widths (default: 1,2,4,8)")
     d.add_argument("--pp", type=widths, default=None, help="pipeline stages (default: 1,2,4)")
     d.add_argument("--ep", type=widths, default=None, help="expert-parallel widths, MoE only (default: 1)")
     d.add_argument("--replicas", type=int_list(1, MAX_DEVICES, " (replicas)"), default=None,
                    help="replica counts (default: 1,2,4,8,16)")
-    d.add_argument("--schedulers", type=_names, default=None,
+    d.add_argument("--schedulers", type=names, default=None,
                    help=f"policies among {', '.join(k.value for k in SchedulerKind)} (default: vllm,sarathi)")
     d.add_argument("--max-batch", dest="max_batch", type=int_list(1, MAX_SEQS, " (sequences)"), default=None,
                    help="most sequences per iteration (default: 128,256)")
@@ -192,18 +135,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sarathi: token budget per iteration (default: 256,512,1024,2048)")
     d.add_argument("--dtype", choices=("bf16", "fp16", "fp8"), default="bf16",
                    help="weights, activations and KV cache (default: bf16)")
-    r = p.add_argument_group("execution and output")
-    r.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
-                   help="skip deployments that cannot win (docs/serving.md, Exactness; --no-prune measures every one) "
-                        "(default: on)")
-    r.add_argument("--store", metavar="FILE", type=output_file(), default=None,
-                   help="SQLite store of finished deployments: resume an interrupted search (default: none)")
-    r.add_argument("--jobs", type=int_range(1, 1024, " (processes)"), default=None,
-                   help="worker processes; the answer is the same with any number (default: the CPUs)")
-    r.add_argument("--executor", choices=("process", "inline", "ray"), default="process",
-                   help="where deployments are evaluated (default: process)")
-    r.add_argument("--top", type=int_range(1, 10**6), default=15, help="rows printed (default: 15)")
-    r.add_argument("--csv", metavar="OUT.csv", type=output_file(), default=None,
-                   help="write the whole ranked frame (default: none)")
-    r.add_argument("--json", action="store_true", help="machine-readable output (default: off, tables)")
+    add_run_flags(p, "rows", 15, "write the whole ranked frame", jobs_invariant=True)
     p.set_defaults(handler=_run)
