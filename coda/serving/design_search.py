@@ -45,7 +45,7 @@ import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -360,22 +360,17 @@ class _Run:
             self.rows.append(self._row(c))
 
     def _abort(self, pool: Any, inflight: dict[Future[Any], Candidate], err: BaseException, record: Any) -> None:
-        from coda.runs.executors import Terminated, signals_deferred, terminate_pool
+        from coda.runs.executors import signals_deferred
         from coda.serving.search_result import ServingSearchInterrupted
+        from coda.serving.search_visit import end_pool
 
         with signals_deferred():
             for fut, c in list(inflight.items()):
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     record(c, fut.result(), True)
-            if isinstance(pool, ProcessPoolExecutor):
-                terminate_pool(pool)
-            else:
-                pool.terminate()
-        if isinstance(err, KeyboardInterrupt):
-            name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
-            stored = self.n["evaluated"] + self.n["cached"] if self.db is not None else 0
-            raise ServingSearchInterrupted(name, None if self.db is None else self.db.path, stored,
-                                           self.n["evaluated"]) from err
+            end_pool(pool)
+        ServingSearchInterrupted.raise_for(err, None if self.db is None else self.db.path,
+                                           self.n["evaluated"] + self.n["cached"], self.n["evaluated"])
 
     def _row(self, c: Candidate) -> dict[str, Any]:
         row = c.row or ({"status": "pruned_bound", "reason": "its capacity bound cannot beat the best"} if c.refined

@@ -45,6 +45,15 @@ class ServingSearchInterrupted(KeyboardInterrupt):
         super().__init__(f"serving search interrupted by {signal_name}: {kept}")
         self.signal_name, self.store, self.n_stored, self.n_new = signal_name, store, n_stored, n_new
 
+    @classmethod
+    def raise_for(cls, err: BaseException, store: Path | None, n_stored: int, n_new: int) -> None:
+        """Raise this for Ctrl-C or SIGTERM (`err`, a `KeyboardInterrupt`); return for anything else."""
+        from coda.runs.executors import Terminated
+
+        if isinstance(err, KeyboardInterrupt):
+            name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
+            raise cls(name, store, n_stored if store is not None else 0, n_new) from err
+
 
 @dataclass(frozen=True)
 class ServingSearchResult:

@@ -259,36 +259,36 @@ class Visit:
 
     def _close(self, pool: Any) -> None:
         """End the executor; speculative evaluations past the cut still running are dropped."""
-        from coda.runs.executors import terminate_pool
-
         left = [f for f in self.running if not f.done()]
         self.discarded += len(self.running) + sum(1 for q in self.found if q >= self.final)
-        if left and isinstance(pool, ProcessPoolExecutor):
-            terminate_pool(pool)
-        elif left:
-            pool.terminate()
+        if left:
+            end_pool(pool)
         else:
             pool.shutdown()
 
     def _abort(self, pool: Any, err: BaseException) -> None:
         """After `err`: accept (and store) what finished in order, end the workers, and turn Ctrl-C
         or SIGTERM into `ServingSearchInterrupted` (the caller re-raises anything else)."""
-        from coda.runs.executors import Terminated, signals_deferred, terminate_pool
+        from coda.runs.executors import signals_deferred
 
         with signals_deferred():
             for fut, (pos, beat) in list(self.running.items()):
                 if fut.done() and not fut.cancelled() and fut.exception() is None and pos not in self.found:
                     self.found[pos] = (fut.result(), beat)
             self._finalize()
-            if isinstance(pool, ProcessPoolExecutor):
-                terminate_pool(pool)
-            else:
-                pool.terminate()
-        if isinstance(err, KeyboardInterrupt):
-            name = "SIGTERM" if isinstance(err, Terminated) else "SIGINT"
-            stored = self.n_new + self.n_cached if self.db is not None else 0
-            raise ServingSearchInterrupted(name, None if self.db is None else self.db.path, stored,
-                                           self.n_new) from err
+            end_pool(pool)
+        ServingSearchInterrupted.raise_for(err, None if self.db is None else self.db.path, self.n_new + self.n_cached,
+                                           self.n_new)
 
 
-__all__ = ["Candidate", "Visit", "evaluate_spec", "layout_table"]
+def end_pool(pool: Any) -> None:
+    """End an executor's workers now: a process pool's (`coda.runs.executors.terminate_pool`) or Ray's."""
+    from coda.runs.executors import terminate_pool
+
+    if isinstance(pool, ProcessPoolExecutor):
+        terminate_pool(pool)
+    else:
+        pool.terminate()
+
+
+__all__ = ["Candidate", "Visit", "end_pool", "evaluate_spec", "layout_table"]
