@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from coda.arch.accelerators import Accelerator, tpuv4, tpuv4_like
 from coda.arch.design_space import DesignSpace
 from coda.experiments.evaluator import Evaluator, Workload, layer_timer
 from coda.experiments.family import OBJECTIVE, FamilyResult, design_key, family_search, geomean
+from coda.experiments.options import Options
 from coda.experiments.outputs import metadata, provenance, write_metadata, write_table
 from coda.experiments.sensitivity import MAX_DESIGNS, run_sensitivity, sensitivity_set
 from coda.search import DEFAULT_CHOICES, ResultStore, SearchResult, gpu_reference, pareto_front, search
@@ -59,31 +59,6 @@ def quick_space() -> DesignSpace:
     """A small subspace for `--quick` (a test runs it): PHAZE's budget, 16 designs."""
     return DesignSpace.phaze(n_tc=(4, 8, 16), n_vc=(2, 8), tc_rows=(128,), tc_cols=(64, 128),
                              glb_bytes=(2 * MiB, 32 * MiB))
-
-
-@dataclass(frozen=True)
-class Options:
-    """How the experiment runs (none of these change a result except `quick` and `timer`).
-
-    Attributes:
-        out: output folder.
-        store: SQLite result store (None: keep nothing; a re-run then evaluates everything again).
-        executor: ``process``, ``inline`` or ``ray``.
-        jobs: designs in flight.
-        quick: the small subspace (`quick_space`) instead of the full one.
-        timer: ``predictor`` or ``ilp`` layer timer.
-        progress: progress bars on stderr.
-        command: the command line recorded in `command.txt`.
-    """
-
-    out: Path
-    store: Path | None = None
-    executor: str = "process"
-    jobs: int = 2
-    quick: bool = False
-    timer: str = "predictor"
-    progress: bool = False
-    command: str = ""
 
 
 def run(opts: Options) -> dict[str, pd.DataFrame]:

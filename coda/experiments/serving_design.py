@@ -26,6 +26,7 @@ import pandas as pd
 from coda import models
 from coda.arch.accelerators import Accelerator
 from coda.arch.design_space import DesignSpace
+from coda.experiments.options import Options
 from coda.experiments.outputs import FLOAT_FORMAT, metadata, provenance, write_metadata, write_table
 from coda.serving.capacity import Workload
 from coda.serving.design_search import DesignSearchResult, design_search
@@ -87,31 +88,6 @@ def full_space() -> list[Accelerator]:
 def quick_space() -> list[Accelerator]:
     """Four designs: 8 arrays of 128 x 128 or 32 of 64 x 64, HBM at 1200 or 2400 GB/s (a test runs it)."""
     return _family(128, (8,), (1200e9, 2400e9), (32 * GiB,)) + _family(64, (32,), (1200e9, 2400e9), (32 * GiB,))
-
-
-@dataclass(frozen=True)
-class Options:
-    """How the experiment runs (`coda.experiments.run`; `timer` is not used: serving times ops with the predictor).
-
-    Attributes:
-        out: output folder.
-        store: SQLite result store (finished deployments are kept; a re-run resumes).
-        executor: ``process``, ``inline`` or ``ray``.
-        jobs: deployments in flight.
-        quick: the 4-design space and short traces.
-        timer: recorded only.
-        progress: progress bars on stderr.
-        command: the command line recorded in `command.txt`.
-    """
-
-    out: Path
-    store: Path | None = None
-    executor: str = "process"
-    jobs: int = 2
-    quick: bool = False
-    timer: str = "predictor"
-    progress: bool = False
-    command: str = ""
 
 
 def run(opts: Options) -> dict[str, pd.DataFrame]:
