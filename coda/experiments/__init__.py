@@ -54,9 +54,9 @@ register(Experiment(
     produces="per_model.csv (best design per model, best single design, TPUv4-like, faithful TPU v4, A100/H100 rows: "
              "tokens/s, tokens/s per W, area, TDP, plan, ratios to TPU v4), family.csv (geometric-mean ranking), "
              "sensitivity.csv, pareto.csv + pareto.png (tokens/s vs TDP, area as colour), results.md",
-    cost="full: 29,360 designs x 5 models, a few hours with the predictor timer on 2 busy cores (the bound leaves "
-         "2,000-4,000 designs per model; GPT-3 175B costs 0.4 s per design), far more with --timer ilp; --quick: 16 "
-         "designs, 35-50 s of CPU time",
+    cost="full: 29,360 designs x 5 models, 20 min wall (26 min CPU) with the predictor timer and 2 workers on 2 "
+         "shared cores (the bound leaves 1,700-3,700 designs per model; GPT-3 175B takes 13 of the 20 min); "
+         "--quick: 16 designs, 35-50 s of CPU time",
     runner="coda.experiments.phaze_training",
 ))
 register(Experiment(
