@@ -1,7 +1,8 @@
 """coda: co-design of LLM accelerators and their distributed execution.
 
 Layers (a lower one never imports a higher one):
-models -> arch -> predictor -> ilp -> placement -> evaluate -> search.
+models -> arch -> predictor -> ilp -> placement -> evaluate -> search, serving; `coda.runs` (the
+result store and the executors) sits below search and serving.
 
 `import coda` is light; each stage is a subpackage loaded on first use:
 `coda.models`, `coda.arch`, `coda.predictor`, `coda.ilp`, `coda.placement`, `coda.evaluate`,
