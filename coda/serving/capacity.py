@@ -38,11 +38,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from coda.errors import ConfigError
+from coda.errors import ConfigError, InfeasibleDesign
 from coda.serving.costs import CostTable
 from coda.serving.deployment import Deployment, KVBudget
 from coda.serving.metrics import SLO
@@ -222,6 +224,20 @@ def grid_index(rate_per_s: float, rel_tol: float, up: bool) -> int:
     """The grid index at or below (or, with `up`, at or above) a rate."""
     x = math.log(rate_per_s) / math.log1p(rel_tol)
     return math.ceil(x - 1e-9) if up else math.floor(x + 1e-9)
+
+
+def capacity_row(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table: CostTable, rel_tol: float,
+                 beat_qps: float = 0.0) -> dict[str, Any]:
+    """`capacity`'s fields and the seconds it took as a store row, or the ``memory`` row when the
+    deployment does not fit (what the searches' workers return)."""
+    t0 = time.perf_counter()
+    try:
+        c = capacity(dep, template, slo, upper_qps, table=table, rel_tol=rel_tol, beat_qps=beat_qps)
+    except InfeasibleDesign as err:
+        return {"status": "memory", "reason": str(err), "simulations": 0}
+    row = asdict(c)
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
 
 def capacity(dep: Deployment, template: Trace, slo: SLO, upper_qps: float, table: CostTable | None = None,

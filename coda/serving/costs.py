@@ -368,6 +368,14 @@ class CostTable:
             tokens = -(-max(sc.max_tokens, sc.chunk, ctx) // cp) + 3 * sc.max_batch
         return cls(IterationCost(deployment, predictor), tokens, -(-sc.max_batch // ep) + 1, ctx)
 
+    @classmethod
+    def for_layout(cls, deployment: Deployment, max_tokens: int, max_sequences: int, max_context: int) -> CostTable:
+        """A table of a replica layout (tp, pp, ep, dtype of `deployment`; replicas and the scheduler do not
+        change iteration costs) covering `max_tokens` tokens and `max_sequences` sequences per iteration,
+        each split over the ep groups, and contexts up to `max_context`."""
+        ep = deployment.ep
+        return cls(IterationCost(deployment), -(-max_tokens // ep), -(-max_sequences // ep) + 1, max_context)
+
     def stage_times(self, shape: BatchShape) -> np.ndarray:
         """As `IterationCost.stage_times`, from the tables (direct evaluation outside them)."""
         ep = self.ep

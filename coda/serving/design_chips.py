@@ -8,7 +8,6 @@ bound); `evaluate_candidate`: one deployment's capacity, run in a worker.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,12 +19,11 @@ from coda.arch.clusters import Cluster, cluster
 from coda.arch.design_space import design_cluster
 from coda.arch.gpus import GPU, gpu
 from coda.caches import memoize
-from coda.errors import InfeasibleDesign
 from coda.models.config import ModelConfig
 from coda.models.ops import Op
 from coda.predictor.base import BasePredictor, Estimate
 from coda.predictor.roofline import TENSOR_KINDS, min_flops
-from coda.serving.capacity import capacity
+from coda.serving.capacity import capacity_row
 from coda.serving.costs import CostTable, IterationCost, linear_table
 from coda.serving.deployment import Deployment
 from coda.serving.metrics import SLO
@@ -127,24 +125,16 @@ def rough_linear_table(counts: Mapping[str, np.ndarray], device: Accelerator | G
 def chip_table(cfg: ModelConfig, chip: Chip, tp: int, pp: int, ep: int, dtype: str, max_tokens: int,
                max_sequences: int, max_context: int) -> CostTable:
     """The iteration-cost table of a layout on a chip (replicas and the scheduler do not change it)."""
-    dep = Deployment(cfg, chip.cluster(tp * pp * ep), tp=tp, pp=pp, ep=ep, dtype=dtype)
-    return CostTable(IterationCost(dep), -(-max_tokens // ep), -(-max_sequences // ep) + 1, max_context)
+    return CostTable.for_layout(Deployment(cfg, chip.cluster(tp * pp * ep), tp=tp, pp=pp, ep=ep, dtype=dtype),
+                                max_tokens, max_sequences, max_context)
 
 
 def evaluate_candidate(chip: Chip, spec: DeploymentSpec, cfg: ModelConfig, template: Trace, slo: SLO,
                        upper_qps: float, rel_tol: float, table_dims: tuple[int, int, int],
                        beat_qps: float = 0.0) -> dict[str, Any]:
     """The capacity row of one deployment on one chip (module-level, so a process pool can run it)."""
-    t0 = time.perf_counter()
-    dep = chip.deployment(cfg, spec)
     table = chip_table(cfg, chip, spec.tp, spec.pp, spec.ep, spec.dtype, *table_dims)
-    try:
-        c = capacity(dep, template, slo, upper_qps, table=table, rel_tol=rel_tol, beat_qps=beat_qps)
-    except InfeasibleDesign as err:
-        return {"status": "memory", "reason": str(err), "simulations": 0}
-    row = asdict(c)
-    row["seconds"] = time.perf_counter() - t0
-    return row
+    return capacity_row(chip.deployment(cfg, spec), template, slo, upper_qps, table, rel_tol, beat_qps)
 
 
 __all__ = ["DEFAULT_GPUS", "Chip", "chip_table", "evaluate_candidate", "layout_counts", "reference_chips",

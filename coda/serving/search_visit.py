@@ -7,18 +7,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from coda.arch.clusters import cluster
 from coda.arch.gpus import gpu
 from coda.caches import memoize
-from coda.errors import ConfigError, InfeasibleDesign
+from coda.errors import ConfigError
 from coda.models.config import ModelConfig
-from coda.serving.capacity import capacity, grid_index
-from coda.serving.costs import CostTable, IterationCost
+from coda.serving.capacity import capacity_row, grid_index
+from coda.serving.costs import CostTable
 from coda.serving.deployment import Deployment
 from coda.serving.metrics import SLO
 from coda.serving.search_result import ServingSearchInterrupted, objective_value
@@ -39,7 +38,7 @@ def layout_table(cfg: ModelConfig, gpu_name: str, tp: int, pp: int, ep: int, dty
     first tp x pp x ep devices whatever the cluster's size)."""
     g = gpu(gpu_name)
     dep = Deployment(cfg, cluster(dgx_preset(g), tp * pp * ep, device=g), tp=tp, pp=pp, ep=ep, dtype=dtype)
-    return CostTable(IterationCost(dep), -(-max_tokens // ep), -(-max_sequences // ep) + 1, max_context)
+    return CostTable.for_layout(dep, max_tokens, max_sequences, max_context)
 
 
 def evaluate_spec(spec: DeploymentSpec, cfg: ModelConfig, template: Trace, slo: SLO, upper_qps: float,
@@ -47,17 +46,9 @@ def evaluate_spec(spec: DeploymentSpec, cfg: ModelConfig, template: Trace, slo: 
                   beat_qps: float = 0.0) -> dict[str, Any]:
     """The capacity row of one deployment (`capacity`'s fields; module-level, so a process pool can
     run it)."""
-    t0 = time.perf_counter()
-    dep = spec.deployment(cfg)
     table = layout_table(cfg, spec.gpu, spec.tp, spec.pp, spec.ep, spec.dtype, table_tokens, table_sequences,
                          table_context)
-    try:
-        c = capacity(dep, template, slo, upper_qps, table=table, rel_tol=rel_tol, beat_qps=beat_qps)
-    except InfeasibleDesign as err:
-        return {"status": "memory", "reason": str(err), "simulations": 0}
-    row = asdict(c)
-    row["seconds"] = time.perf_counter() - t0
-    return row
+    return capacity_row(spec.deployment(cfg), template, slo, upper_qps, table, rel_tol, beat_qps)
 
 
 @dataclass
