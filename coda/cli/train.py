@@ -27,12 +27,12 @@ from coda.models.config import MAX_LAYERS, MAX_SEQ_LEN
 from coda.placement.chain import FSDP, MEGATRON_2021, MEGATRON_CORE, Software
 from coda.placement.plan import ZERO_STAGES, PipelineSchedule, Recompute
 from coda.placement.rules import MAX_GLOBAL_BATCH_TOKENS
-from coda.placement.software import DEEPSPEED_2021, MEGATRON_CORE_2024
+from coda.placement.software import DEEPSPEED_2021, GRAD_DTYPES, MEGATRON_CORE_2024
 from coda.units import GiB
 
 SOFTWARE = {"default": Software(), "megatron-2021": MEGATRON_2021, "megatron-core": MEGATRON_CORE, "fsdp": FSDP,
             "deepspeed-2021": DEEPSPEED_2021, "megatron-core-2024": MEGATRON_CORE_2024}
-OVERLAP_FLAGS = ("tp_comm_overlap", "dp_gather_overlap")  # Software fields the CLI sets over the profile
+SOFTWARE_FLAGS = ("tp_comm_overlap", "dp_gather_overlap", "grad_dtype")  # Software fields set over the profile
 PLAN_FLAGS = ("tp", "pp", "dp", "micro_batch", "recompute", "sequence_parallel", "schedule", "virtual_stages", "zero")
 WIDTH_FLAGS = ("cp", "ep", "recompute_every", "hsdp")  # default 1; a list is searched when optimising
 
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = get(args.model)
     cl = _cluster(args)
     sw = SOFTWARE[args.software]
-    changes = {k: getattr(args, k) for k in OVERLAP_FLAGS if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in SOFTWARE_FLAGS if getattr(args, k) is not None}
     if changes:  # the label says what was changed, e.g. megatron-core+tp_comm_overlap=True
         sw = replace(sw, **changes, name="+".join([sw.name, *(f"{k}={v}" for k, v in changes.items())]))
     given = {k: getattr(args, k) for k in PLAN_FLAGS if getattr(args, k) is not None}
@@ -155,6 +155,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dp-gather-overlap", dest="dp_gather_overlap", action=argparse.BooleanOptionalAction,
                    default=None, help="overlap the ZeRO-1/2 weight all-gather with the next step's first forward "
                    "(Megatron-Core --overlap-param-gather) (default: the software's)")
+    p.add_argument("--grad-dtype", dest="grad_dtype", choices=GRAD_DTYPES,
+                   help="dtype the gradients are accumulated and reduced in (Megatron-LM before 2025: fp32 for every "
+                        "bf16 run) (default: the software's; for most, the weights' dtype)")
     p.add_argument("--tp", type=devices, help="tensor-parallel width, devices (default: optimised)")
     p.add_argument("--cp", type=_widths, help="context-parallel width (needs fused attention); a list such as 1,2 is "
                    "searched when optimising (default: 1)")

@@ -23,7 +23,7 @@ from coda.evaluate.accelerator_validation import PUBLISHED_POWER_TARGET, tpuv4_e
 from coda.evaluate.accelerator_validation import kernel_errors as template_kernel_errors
 from coda.evaluate.e2e_validation import e2e_errors
 from coda.evaluate.megatron_h100_validation import megatron_h100_table
-from coda.evaluate.training_validation import megatron_table, mpt_table, sc21_table2
+from coda.evaluate.training_validation import gpu_ratio_table, megatron_table, mpt_table, sc21_table2
 from coda.predictor.calibrate import HELD_OUT_GPU
 from coda.predictor.validation import kernel_errors
 
@@ -67,11 +67,14 @@ def _rows() -> list[dict[str, Any]]:
     add("training", "Megatron-LM SC'21 table 1, TFLOP/s per GPU", "median within 5%", statistics.median(meg),
         lambda v: v <= 5)
     mpt = mpt_table()
+    ratio = gpu_ratio_table(mpt).set_index("model")["ratio_error_pct"]
     for cluster, g in mpt.groupby("cluster", sort=True):
         add("training", f"MosaicML MPT (FSDP) tokens/s per GPU, {cluster}", "each row within 15%",
             g["error_pct"].abs().max(), lambda v: v <= 15,
-            "llm-foundry's H100 runs (early Hopper software) reached 40-46% MFU where the predictor runs large "
-            "bf16 GEMMs at ~80% of peak" if cluster == "dgx-h100" else
+            f"every row fast; coda's H100/A100 speed-up is {ratio.min():.0f} to {ratio.max():.0f}% above the "
+            f"published ({ratio['mpt-70b']:+.0f}% for mpt-70b, the same plan on both): the H100 is fast in sustained "
+            "bf16 training although its isolated kernels match the held-out Vidur timings (docs/training.md)"
+            if cluster == "dgx-h100" else
             "mpt-13b +15.6%: ALiBi costs nothing inside the fused attention kernel; the other four rows within 8%")
     t2 = sc21_table2()
     add("training", "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)", "each row within 15%",
@@ -79,7 +82,7 @@ def _rows() -> list[dict[str, Any]]:
         "ZeRO-3 on 768 GPUs +17.9%: the modelled exposed traffic is 10 s short of the measured step (docs/training.md)")
     add("training", "SC'21 table 2, PTD-P and DeepSpeed ZeRO-3, GPT-3 175B (development data)", "median within 7%",
         t2["error_pct"].abs().median(), lambda v: v <= 7,
-        "PTD-P rows 6-7% slow (the 1F1B schedule the table implies, no interleaving), ZeRO-3 rows 7-18% fast")
+        "PTD-P rows within 2%, ZeRO-3 rows 7-18% fast")
     z = t2.pivot(index="GPUs", columns="system", values="predicted_TFLOPs")
     add("training", "SC'21 table 2: ZeRO-3 slower than PTD-P at 768 and 1536 GPUs, as measured",
         "0 of 2 ranked the other way", int((z.loc[[768, 1536], "ZeRO-3"] >= z.loc[[768, 1536], "PTD-P"]).sum()),
@@ -89,14 +92,14 @@ def _rows() -> list[dict[str, Any]]:
     add("training", "H100 weak scaling of the Megatron-LM README, TFLOP/s per GPU (development data)",
         "each row within 15%",
         h100["error_pct"].abs().max(), lambda v: v <= 15,
-        f"{miss} (too fast): at t <= 2 the step is compute alone (no TP traffic, DP traffic hidden), and the "
-        "predictor's bf16 GEMM and fused-attention rates at these models' shapes are above what the runs reached "
-        "(41-47% MFU end to end); per-kernel launch and host overheads are not modelled (docs/training.md)")
+        f"{miss}: at t <= 2 the step is compute alone, and the H100 runs faster in coda than in sustained bf16 "
+        "training (MPT's H100/A100 ratio); 32B is bound by 24 GB of fp32 gradient and weight traffic per GPU over "
+        "48 nodes that only the last micro-batch hides under the rule's micro-batch 1 (docs/training.md)")
     both = pd.concat([t2["error_pct"], h100["error_pct"]]).abs()
     add("training", "SC'21 table 2 + the Megatron-LM README H100 rows (development data)", "median within 7%",
         both.median(), lambda v: v <= 7,
-        f"SC'21 table 2's rows alone {t2['error_pct'].abs().median():.1f}% (PTD-P 6-7% slow: 1F1B without "
-        f"interleaving; ZeRO-3 7-18% fast), the H100 rows alone {h100['error_pct'].abs().median():.1f}%")
+        f"SC'21 table 2's rows alone {t2['error_pct'].abs().median():.1f}%, the H100 rows alone "
+        f"{h100['error_pct'].abs().median():.1f}% (docs/training.md)")
 
     cores = phaze_cores()
     model_um2 = area.area_um2(cores["num_tc"], cores["width"], cores["depth"], cores["num_vc"], cores["width_vc"],

@@ -210,6 +210,21 @@ def mpt_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def gpu_ratio_table(mpt: pd.DataFrame) -> pd.DataFrame:
+    """H100 over A100 tokens/s per GPU of each MPT model, published and predicted (from `mpt_table()`).
+    Where both runs share a plan per GPU (same micro-batch and recomputation) the ratio's error is the
+    device model's alone: whatever the plan model misses cancels out of it."""
+    a, h = (mpt[mpt["cluster"] == c].set_index("model") for c in ("dgx-a100", "dgx-h100"))
+    out = pd.DataFrame({
+        "same_plan_per_gpu": (a["micro_batch"] == h["micro_batch"]) & (a["recompute"] == h["recompute"]),
+        "same_global_plan": (a[["GPUs", "micro_batch", "grad_accum"]] == h[["GPUs", "micro_batch", "grad_accum"]])
+        .all(axis=1),
+        "published_h100_over_a100": h["published_tokens_per_s_per_gpu"] / a["published_tokens_per_s_per_gpu"],
+        "predicted_h100_over_a100": h["predicted_tokens_per_s_per_gpu"] / a["predicted_tokens_per_s_per_gpu"]})
+    out["ratio_error_pct"] = 100 * (out["predicted_h100_over_a100"] / out["published_h100_over_a100"] - 1)
+    return out.reset_index()
+
+
 def bridge_layout(n_layers: int, pp: int, vp: int) -> tuple[dict[str, Any], str]:
     """The schedule choices for a published PP x VP layout, and a note: interleaved with equal
     chunks when pp*vp divides the layers; else, when it divides layers + 2, interleaved with the
@@ -355,6 +370,8 @@ def training_report() -> list[tuple[str, pd.DataFrame]]:
         ("Megatron-LM, Narayanan et al. SC'21 table 1, dgx-a100, fp16, plans of its examples/sc21/run_table_1.sh "
          "(full recompute, dropout 0.1): TFLOP/s per GPU", meg),
         ("MosaicML llm-foundry MPT, PyTorch FSDP (zero=3), bf16, seq 2048: tokens/s per GPU", mpt),
+        ("MPT, H100 over A100 tokens/s per GPU: published and predicted speed-ups (where the plan per GPU is the "
+         "same, the ratio's error is the device model's alone)", gpu_ratio_table(mpt)),
         ("NVIDIA Megatron-Bridge 25.11, dgx-h100, fp8, seq 8192, micro-batch 1, published TP/CP/PP/VP: "
          "tokens/s per GPU", bridge),
         ("NVIDIA Megatron-Bridge, dgx-h100, fp8, seq 4096, Qwen3 MoE with expert parallelism, published "

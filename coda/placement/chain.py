@@ -11,6 +11,9 @@ Memory per parameter (Rajbhandari et al. SC'20, ZeRO, section 3): weights e byte
 e bytes, optimizer states 12 bytes for mixed-precision Adam (fp32 master weights, m, v; e = 2)
 or 8 bytes (m, v) in fp32 training, i.e. 16 bytes per parameter in both cases. ZeRO-1 divides
 the optimizer states by dp, ZeRO-3 all three (and gathers one unit's weights at a time).
+Gradients kept wider than the weights (`Software.grad_dtype`, e.g. Megatron-LM's fp32 gradients of
+a bf16 model) take their own width: 2 + 4 + 12/dp bytes with ZeRO-1, the "bf16 param, fp32 grads"
+row of Megatron-LM's `docs/source/distrib_optimizer.md`.
 """
 
 from __future__ import annotations

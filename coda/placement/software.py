@@ -10,6 +10,7 @@ from coda.placement import costs as C
 
 ATTENTION_IMPLS = ("fused", "unfused")
 ZERO3_GRANULARITIES = ("unit", "tensor")
+GRAD_DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class Software:
             is waited for at once, each next one is launched from a forward pre-hook,
             `DistributedOptimizer._make_forward_pre_hook`): exposed is the first bucket's gather, or the
             excess of the whole gather over one micro-batch's forward. False: after the optimizer step.
+        grad_dtype: element type of the gradients the framework accumulates and reduces over the
+            data-parallel group (None: the weights' storage dtype). Megatron-LM makes it ``fp32`` for
+            every bf16 run (`megatron/training/arguments.py`: "bfloat16 requires gradient accumulation
+            and all-reduce to be done in fp32"; no way to turn it off until `--grad-reduce-in-bf16`,
+            February 2025): 4 bytes of gradient per weight, and reduce-scatters of twice the bytes.
         reserved_bytes: device memory the framework keeps for itself (CUDA context, allocator slack).
         name: label for tables.
     """
@@ -75,6 +81,8 @@ class Software:
                                                                      "their GEMMs (TE userbuffers)"})
     dp_gather_overlap: bool = field(default=False, metadata={"help": "overlap the ZeRO-1/2 weight all-gather with "
                                                                          "the next step's first forward"})
+    grad_dtype: str | None = field(default=None, metadata={"help": "gradient accumulation and reduction dtype "
+                                                                    "(default: the weights' dtype)"})
     reserved_bytes: float = field(default=0.0, metadata={"help": "device memory unavailable to training, bytes"})
     name: str = field(default="default", metadata={"help": "label"})
 
@@ -87,6 +95,9 @@ class Software:
         if self.zero3_granularity not in ZERO3_GRANULARITIES:
             raise ConfigError(f"Software.zero3_granularity={self.zero3_granularity!r} must be one of "
                               f"{', '.join(ZERO3_GRANULARITIES)}")
+        if self.grad_dtype is not None and self.grad_dtype not in GRAD_DTYPES:
+            raise ConfigError(f"Software.grad_dtype={self.grad_dtype!r} must be one of {', '.join(GRAD_DTYPES)} "
+                              "(or None: the weights' dtype)")
         if not self.reserved_bytes >= 0:
             raise ConfigError(f"Software.reserved_bytes={self.reserved_bytes!r} must be >= 0")
 
@@ -101,7 +112,8 @@ class Software:
 MEGATRON_2021 = Software(attention="unfused", dp_overlap=False, pp_overlap=False, scatter_gather=True, dropout=True,
                          name="megatron-lm-2021")
 # Megatron-Core as in NVIDIA's 2025 performance runs: cuDNN fused attention (FA3-class on Hopper),
-# --overlap-grad-reduce, overlapped pipeline p2p, scatter/gather; no dropout (Llama).
+# --overlap-grad-reduce, overlapped pipeline p2p, scatter/gather; no dropout (Llama); gradients reduced in
+# the weights' bf16 (Megatron-Bridge `scripts/performance`, `set_llama3_common_configs`: `grad_reduce_in_fp32 = False`).
 MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
                          attention_kernel="fa3", name="megatron-core")
 # Megatron-Core as in the Megatron-LM README's H100 weak-scaling runs (`README.md`, "Training Speed and
@@ -109,10 +121,12 @@ MEGATRON_CORE = Software(attention="fused", dp_overlap=True, pp_overlap=True, sc
 # collectives overlapped with their GEMMs (`--tp-comm-overlap`, which the README names; Transformer Engine
 # userbuffers, `coda.placement.tp_overlap`), the weight all-gather of the distributed optimizer overlapped
 # with the next forward (`--overlap-param-gather`, also named there) and Megatron's default dropout of 0.1
-# (`--hidden-dropout`, `--attention-dropout` in `megatron/training/arguments.py`), which the README does not change.
+# (`--hidden-dropout`, `--attention-dropout` in `megatron/training/arguments.py`), which the README does not change,
+# and fp32 gradients: at that commit `arguments.py` sets `accumulate_allreduce_grads_in_fp32` for every bf16 run
+# ("bfloat16 requires gradient accumulation and all-reduce to be done in fp32"), with no flag to turn it off.
 MEGATRON_CORE_2024 = Software(attention="fused", dp_overlap=True, pp_overlap=True, scatter_gather=True,
                               attention_kernel="fa3", dropout=True, tp_comm_overlap=True, dp_gather_overlap=True,
-                              name="megatron-core-2024")
+                              grad_dtype="fp32", name="megatron-core-2024")
 # PyTorch FSDP as in MosaicML llm-foundry (FlashAttention, prefetching all-gathers).
 FSDP = Software(attention="fused", dp_overlap=True, pp_overlap=False, scatter_gather=False, name="pytorch-fsdp")
 # DeepSpeed ZeRO-3 as benchmarked in Narayanan et al. SC'21 table 2 (DeepSpeed 0.3-0.5 on the Megatron

@@ -41,6 +41,18 @@ def _worst_cost(costs: list[CollectiveCost]) -> CollectiveCost:
     return CollectiveCost(max(c.latency_s for c in costs), max(c.s_per_byte for c in costs))
 
 
+def _grad_bytes(model: CostModel) -> int:
+    """Bytes per gradient element: `Software.grad_dtype`, or the weights' storage dtype."""
+    return dtype_bytes(model.software.grad_dtype or model.storage_dtype)
+
+
+def _per_weight_byte(model: CostModel, reduce: CollectiveCost) -> CollectiveCost:
+    """A gradient reduction's cost per byte of the weights it reduces the gradients of: the
+    chain counts weight bytes, the collective moves gradient bytes (`Software.grad_dtype`)."""
+    ratio = _grad_bytes(model) / dtype_bytes(model.storage_dtype)
+    return reduce if ratio == 1 else CollectiveCost(reduce.latency_s, reduce.s_per_byte * ratio)
+
+
 def _cp_ring_exposed_s(model: CostModel, plan: Layout, attention_fwd_s: float, recomputed: bool) -> float:
     """Exposed context-parallel communication of one block and micro-batch (ring attention, as in
     Megatron-Core / Transformer Engine): each of the `cp - 1` steps passes a device's keys and
@@ -199,7 +211,7 @@ def _static_memory(c: _Chain, e: int) -> _Static:
     P_g = P_sharded if shard_g else P  # gradient params held
     P_opt = P_sharded if shard_opt else P  # params whose optimizer states are held
     optim_b = optimizer_bytes_per_param(c.model.dtype) * P_opt
-    return _Static(P, P_d, P_e, e * P_w, e * P_g, optim_b, P_opt)
+    return _Static(P, P_d, P_e, e * P_w, _grad_bytes(c.model) * P_g, optim_b, P_opt)
 
 
 def _activation_memory(c: _Chain) -> tuple[np.ndarray, np.ndarray]:
@@ -262,14 +274,15 @@ def _stage_dense_costs(c: _Chain, stage: int) -> tuple[CollectiveCost, Collectiv
     data-parallel group (all of it without hybrid sharding). Reduce: a reduce-scatter over the
     shard group, then, with hybrid sharding (`Layout.hsdp` > 1), an all-reduce of each device's 1/n
     shard over its replica group (the members n apart), as PyTorch FSDP's `HYBRID_SHARD` does:
-    `CollectiveCost(rs.latency + ar.latency, rs.s_per_byte + ar.s_per_byte / n)`."""
+    `CollectiveCost(rs.latency + ar.latency, rs.s_per_byte + ar.s_per_byte / n)`; per weight byte
+    when the gradients are wider than the weights (`_per_weight_byte`)."""
     lay, cl, n = c.lay, c.model.cluster, c.lay.shard_replicas
     g = dp_group(lay, stage)
     ag, rs = (collective_cost(cl, kind, tuple(g[:n])) for kind in ("all_gather", "reduce_scatter"))
-    if lay.hsdp == 1:
-        return ag, rs
-    ar = collective_cost(cl, "all_reduce", tuple(g[::n]))
-    return ag, CollectiveCost(rs.latency_s + ar.latency_s, rs.s_per_byte + ar.s_per_byte / n)
+    if lay.hsdp > 1:
+        ar = collective_cost(cl, "all_reduce", tuple(g[::n]))
+        rs = CollectiveCost(rs.latency_s + ar.latency_s, rs.s_per_byte + ar.s_per_byte / n)
+    return ag, _per_weight_byte(c.model, rs)
 
 
 def _dense_costs(c: _Chain) -> tuple[CollectiveCost, CollectiveCost, int]:
@@ -317,7 +330,8 @@ def _zero3(c: _Chain, st: _Static, comp: _Compute, e: int) -> tuple[np.ndarray, 
     if lay.ep > 1 and lay.expert_replicas > 1:
         groups = [tuple(ep_groups(lay, s)[1]) for s in range(lay.pp)]
         parts.append(((_worst_cost([collective_cost(cl, "all_gather", g) for g in groups]),
-                       _worst_cost([collective_cost(cl, "reduce_scatter", g) for g in groups]), len(groups[0])),
+                       _per_weight_byte(c.model, _worst_cost([collective_cost(cl, "reduce_scatter", g)
+                                                              for g in groups])), len(groups[0])),
                       st.P_e))
     for costs, part in parts:
         if not part.any():
@@ -373,15 +387,17 @@ def _p2p(c: _Chain, e: int) -> tuple[float, float]:
 
 
 def _dp_costs(c: _Chain) -> tuple[tuple[CollectiveCost, ...], tuple[CollectiveCost, ...]]:
-    """Per stage, the end-of-step gradient reduction and the ZeRO-1/2 all-gather of updated weights
-    (ZeRO-2 reduces each micro-batch's gradients in the chain, `_zero2`: no end-of-step reduction)."""
+    """Per stage, the end-of-step gradient reduction and the ZeRO-1/2 all-gather of updated weights,
+    each per byte of weights (ZeRO-2 reduces each micro-batch's gradients in the chain, `_zero2`: no
+    end-of-step reduction)."""
     lay, cl = c.lay, c.model.cluster
     zero_cost = CollectiveCost(0.0, 0.0)
     none = tuple(zero_cost for _ in range(lay.pp))
     if lay.zero == 3 or lay.replicas == 1:
         return none, none
     if lay.zero == 0:
-        return tuple(collective_cost(cl, "all_reduce", tuple(dp_group(lay, s))) for s in range(lay.pp)), none
+        return tuple(_per_weight_byte(c.model, collective_cost(cl, "all_reduce", tuple(dp_group(lay, s))))
+                     for s in range(lay.pp)), none
     per = [_stage_dense_costs(c, s) for s in range(lay.pp)]  # (gather, reduce) over the shard groups
     return (none if lay.zero == 2 else tuple(red for _, red in per)), tuple(ag for ag, _ in per)
 

@@ -112,3 +112,19 @@ def test_sc21_table2_ranks_zero3_below_ptdp(table2, gpus):
     """The paper's conclusion: without model parallelism ZeRO-3 falls behind PTD-P as GPUs are added."""
     at = table2[table2["GPUs"] == gpus].set_index("system")["predicted_TFLOPs"]
     assert at["ZeRO-3"] < at["PTD-P"]
+
+
+def test_gpu_ratio_is_h100_over_a100_per_model():
+    """gpu_ratio_table: a closed form on a synthetic frame, and plan flags that compare what they say."""
+    import pandas as pd
+
+    rows = [("dgx-a100", "m1", 8, 2, 3, "none", 100.0, 110.0), ("dgx-h100", "m1", 8, 2, 1, "none", 250.0, 330.0),
+            ("dgx-a100", "m2", 64, 8, 4, "full", 40.0, 40.0), ("dgx-h100", "m2", 64, 8, 4, "full", 100.0, 90.0)]
+    cols = ["cluster", "model", "GPUs", "micro_batch", "grad_accum", "recompute", "published_tokens_per_s_per_gpu",
+            "predicted_tokens_per_s_per_gpu"]
+    out = tv.gpu_ratio_table(pd.DataFrame(rows, columns=cols)).set_index("model")
+    assert out.loc["m1", "published_h100_over_a100"] == pytest.approx(2.5)
+    assert out.loc["m1", "ratio_error_pct"] == pytest.approx(100 * (3.0 / 2.5 - 1))
+    assert out.loc["m2", "ratio_error_pct"] == pytest.approx(100 * (2.25 / 2.5 - 1))
+    assert bool(out.loc["m1", "same_plan_per_gpu"]) and not bool(out.loc["m1", "same_global_plan"])
+    assert bool(out.loc["m2", "same_global_plan"])
