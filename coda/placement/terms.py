@@ -426,7 +426,7 @@ def plan_terms(model: CostModel, lay: Layout) -> PlanTerms:
         z3 = (c.zeros(), c.zeros())
         if lay.zero == 2 and lay.replicas > 1:
             z3 = _zero2(c, st, comp, e)
-            work = work + e * st.P  # the unit's gradient before its reduce-scatter
+            work = work + _grad_bytes(c.model) * st.P  # the unit's gradient before its reduce-scatter
     fwd_flops = c.expand(c.prof.fwd_flops)
     hw_flops = fwd_flops + c.expand(c.prof.bwd_flops) + comp.rec_flops
     chain = ChainCosts(comp.fwd, comp.bwd, comp.rec, tp_s, z3[0], z3[1], st.weight_b, st.grad_b, st.optim_b, act,
