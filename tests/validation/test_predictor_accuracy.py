@@ -62,3 +62,15 @@ def test_h100_breakdown_by_tokens_covers_every_row_and_locates_the_miss(errors):
     held = table[table["split"] == "held out"].set_index("tokens")
     assert held["too_fast_15_pct"].idxmax() == "513-1024"
     assert held.loc["513-1024", "best_tile_p90"] <= 12.0
+
+
+def test_published_max_achievable_matmul_flops_held_out():
+    """Bekman's MAMF tables (never fitted): each published best shape within 15% (the held-out GEMM target), and
+    no prediction above the tensor peak."""
+    from coda.predictor.validation import MAMF_ROWS, mamf_table
+
+    t = mamf_table()
+    assert len(t) == len(MAMF_ROWS)
+    assert (t["predicted_TFLOPs"] < t["peak_TFLOPs"]).all()
+    assert (t["published_TFLOPs"] < t["peak_TFLOPs"]).all()  # the transcription is physical
+    assert (t["error_pct"].abs() <= 15.0).all(), t[["gpu", "dtype", "shape", "error_pct"]]
