@@ -213,6 +213,20 @@ class Deployment:
                 f"{fmt_bytes(limit)} of {self.cluster.device_name} (HBM minus reserve); use a larger tp, pp or cp")
         return KVBudget(self.kv_block_tokens, blocks, per_block, weights, work, limit)
 
+    def kv_budget_for(self, context_tokens: int) -> KVBudget:
+        """`kv_budget()`, once a request of `context_tokens` (prompt + output) fits one replica beside the
+        blocks the scheduler keeps free.
+
+        Raises:
+            InfeasibleDesign: no room for a single block, or for such a request.
+        """
+        budget = self.kv_budget()
+        need = budget.blocks_for(context_tokens)
+        room = budget.blocks - self.scheduler.kept_free_blocks(budget.blocks)
+        if need > room:
+            raise InfeasibleDesign(f"the longest request needs {need} KV blocks; a replica holds {room}")
+        return budget
+
     def describe(self) -> str:
         ep = f", ep={self.ep}" if self.ep > 1 else ""
         ep += f", cp={self.cp}" if self.cp > 1 else ""

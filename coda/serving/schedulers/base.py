@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from bisect import insort
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,19 @@ from coda.units import GiB
 
 MAX_SEQS = 2**16
 MAX_TOKENS = 2**20
+
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def _parse(cls: type[_E], name: Any, field: str) -> _E:
+    """`cls`'s member named `name` (case-insensitive); `UnknownNameError` naming `field` otherwise."""
+    if isinstance(name, cls):
+        return name
+    try:
+        return cls(str(name).strip().lower())
+    except ValueError:
+        raise UnknownNameError(field, str(name), [k.value for k in cls]) from None
 
 
 class SchedulerKind(str, Enum):
@@ -37,12 +51,7 @@ class SchedulerKind(str, Enum):
     @classmethod
     def from_str(cls, name: str | SchedulerKind) -> SchedulerKind:
         """Parse a policy name (case-insensitive); raise `UnknownNameError` for an unknown one."""
-        if isinstance(name, cls):
-            return name
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise UnknownNameError("scheduler", str(name), [k.value for k in cls]) from None
+        return _parse(cls, name, "scheduler")
 
 
 class Preemption(str, Enum):
@@ -56,12 +65,7 @@ class Preemption(str, Enum):
     @classmethod
     def from_str(cls, name: str | Preemption) -> Preemption:
         """Parse a mode (case-insensitive); raise `UnknownNameError` for an unknown one."""
-        if isinstance(name, cls):
-            return name
-        try:
-            return cls(str(name).strip().lower())
-        except ValueError:
-            raise UnknownNameError("preemption", str(name), [k.value for k in cls]) from None
+        return _parse(cls, name, "preemption")
 
 
 DEFAULT_SWAP_SPACE_BYTES = 4 * GiB
